@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers around the stages; one module per stage, named as in ``stages/``."""

@@ -1,0 +1,43 @@
+"""One extract asset per configured source: ``raw_<source>``."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from cmdm_pipeline.config import ProjectConfig, Source
+from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.stages.extract import extract, source_location
+
+
+def raw_table(source: Source) -> str:
+    return f"raw_{source.name}"
+
+
+def raw_asset(source: Source, config: ProjectConfig) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=raw_table(source),
+        group_name="extract",
+        kinds={"duckdb", source.kind},
+        description=(
+            f"One row per record of source `{source.name}` ({source.kind}), every column as read, "
+            "with lineage columns and any parse error."
+        ),
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5) if source.path is None else None,
+    )
+    def _extract(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        frame = extract(source, config, ingested_at=dt.datetime.now(dt.UTC))
+        warehouse.get().replace({raw_table(source): frame})
+        unparsable = frame.filter(pl.col("parse_error").is_not_null()).height
+        context.log.info(f"{source.name}: read {frame.height} rows ({unparsable} unparsable)")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": frame.height,
+                "unparsable_rows": unparsable,
+                "source": source_location(source, config),
+                "table": raw_table(source),
+            }
+        )
+
+    return _extract

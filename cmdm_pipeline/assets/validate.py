@@ -1,0 +1,58 @@
+"""``validated_customers`` and ``quarantined_records``: the schema's rules as the gate."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
+from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.stages.validate import validate
+
+VALIDATED = "validated_customers"
+QUARANTINED = "quarantined_records"
+
+
+def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                VALIDATED, group_name="validate", deps=[STANDARDISED], kinds={"duckdb", "pandera"},
+                description="One row per source record that passed every `reject` rule; `warnings` lists the `warn` rules it failed.",
+            ),
+            dg.AssetSpec(
+                QUARANTINED, group_name="validate", deps=[STANDARDISED], kinds={"duckdb", "pandera"},
+                description="One row per source record held back: the rules it broke, a readable reason and its original source values.",
+            ),
+        ],
+    )
+    def _validate(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+        store = warehouse.get()
+        today = dt.datetime.now(dt.UTC).date()
+        validated, quarantined = validate(store.read(STANDARDISED), config.customer_schema, context.run.run_id, today)
+        store.replace({VALIDATED: validated, QUARANTINED: quarantined})
+        by_rule = quarantined.select(pl.col("rules_broken").explode()).group_by("rules_broken").len()
+        warned = validated.select(pl.col("warnings").explode()).drop_nulls().group_by("warnings").len()
+        context.log.info(f"validated {validated.height} rows, quarantined {quarantined.height}")
+        yield dg.MaterializeResult(
+            asset_key=VALIDATED,
+            metadata={
+                "dagster/row_count": validated.height,
+                "rows_with_warnings": validated.filter(pl.col("warnings").list.len() > 0).height,
+                "warnings_by_rule": dg.MetadataValue.json(dict(warned.sort("len", descending=True).iter_rows())),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=QUARANTINED,
+            metadata={
+                "dagster/row_count": quarantined.height,
+                "quarantined_by_rule": dg.MetadataValue.json(dict(by_rule.sort("len", descending=True).iter_rows())),
+                "quarantined_by_source": dg.MetadataValue.json(
+                    dict(quarantined.group_by("source_system").len().sort("source_system").iter_rows())
+                ),
+            },
+        )
+
+    return _validate

@@ -1,0 +1,248 @@
+"""Typed model of ``cmdm.yaml``: the customer schema, the sources and the project settings.
+
+Every stage reads the same :class:`ProjectConfig`. Loading fails with a :class:`ConfigError`
+that names the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cmdm_pipeline.schema import IDENTIFIER, CustomerSchema, Model, Severity
+
+CONFIG_ENV_VAR = "CMDM_CONFIG"
+DEFAULT_CONFIG_PATH = Path("cmdm.yaml")
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+
+class ConfigError(ValueError):
+    """The project configuration is missing or invalid; the message says where and why."""
+
+
+
+
+class RecordType(StrEnum):
+    lead = "lead"
+    contact = "contact"
+    customer = "customer"
+
+
+class PartyType(StrEnum):
+    person = "person"
+    organisation = "organisation"
+
+
+class FromColumn(Model):
+    """A per-row value read from a source column and mapped to canonical values."""
+
+    column: str = Field(description="Source column holding the value.")
+    values: dict[str, str] = Field(description="Source value -> canonical value.")
+
+
+SourceKind = Literal["csv", "parquet", "jsonl", "duckdb", "sqlite", "postgresql", "mysql"]
+FILE_KINDS = ("csv", "parquet", "jsonl")
+DATABASE_KINDS = ("duckdb", "sqlite", "postgresql", "mysql")
+
+
+class Source(Model):
+    """One source system: where its records are and how their columns map to the schema."""
+
+    name: str = Field(description="Short lower_snake_case name; becomes `source_system`.")
+    kind: SourceKind = Field(description="File format or database type.")
+    path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
+    url: str | None = Field(
+        None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable."
+    )
+    table: str | None = Field(None, description="Database table to read.")
+    query: str | None = Field(None, description="Database query to read (instead of `table`).")
+    id_column: str = Field(description="Source column holding the record's id in that system.")
+    columns: dict[str, str] = Field(description="Source column -> schema attribute.")
+    trust_rank: int = Field(ge=1, description="1 is the most trusted source; used by survivorship.")
+    record_type: RecordType | FromColumn = Field(description="lead, contact or customer, or read per row.")
+    party_type: PartyType | FromColumn = Field(description="person or organisation, or read per row.")
+    default_country: str | None = Field(
+        None, description="ISO alpha-2 country assumed for phones and postcodes when a row has none."
+    )
+    date_formats: list[str] = Field(
+        default_factory=lambda: ["%Y-%m-%d"],
+        description="strftime formats tried for dates; a value two formats read differently is ambiguous.",
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
+    encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError("must be lower_snake_case (letters, digits, underscores)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown text encoding {value!r}") from exc
+        return value
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        import pycountry
+
+        if value is not None and pycountry.countries.get(alpha_2=value.upper()) is None:
+            raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
+        return value.upper() if value else value
+
+    @model_validator(mode="after")
+    def _location(self) -> Source:
+        needs_path = self.kind in (*FILE_KINDS, "duckdb", "sqlite")
+        if needs_path and self.path is None:
+            raise ValueError(f"a {self.kind} source needs `path`")
+        if self.kind in ("postgresql", "mysql") and self.url is None:
+            raise ValueError(f"a {self.kind} source needs `url`")
+        if self.kind in DATABASE_KINDS and (self.table is None) == (self.query is None):
+            raise ValueError(f"a {self.kind} source needs exactly one of `table` or `query`")
+        if self.kind in FILE_KINDS and (self.table or self.query):
+            raise ValueError(f"a {self.kind} source reads a file: `table`/`query` do not apply")
+        return self
+
+    def resolved_url(self) -> str:
+        """The connection URL with `${VAR}` references replaced; a missing variable is an error."""
+        assert self.url is not None
+
+        def substitute(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                raise ConfigError(
+                    f"source {self.name!r}: environment variable {match.group(1)} used in `url` is not set"
+                )
+            return value
+
+        return _ENV_REFERENCE.sub(substitute, self.url)
+
+
+class InputChecks(Model):
+    """Checks on raw values that every source gets, before the schema's own rules."""
+
+    max_field_length: int = Field(1000, ge=1, description="Longer source values are oversized.")
+    oversized: Severity = Field(Severity.reject, description="Severity of an oversized value.")
+    control_characters: Severity = Field(
+        Severity.reject, description="Severity of NUL or other control characters in a value."
+    )
+    formula_like: Severity = Field(
+        Severity.reject, description="Severity of a value that a spreadsheet would run as a formula."
+    )
+
+
+class WarehouseConfig(Model):
+    path: Path = Field(Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
+
+
+class ProjectConfig(Model):
+    """The whole of ``cmdm.yaml``."""
+
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig, description="Where outputs land.")
+    input_checks: InputChecks = Field(default_factory=InputChecks, description="Checks on raw values.")
+    customer_schema: CustomerSchema = Field(alias="schema", description="The customer schema.")
+    sources: list[Source] = Field(min_length=1, description="The source systems to read.")
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ProjectConfig:
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        attributes = self.customer_schema.attributes
+        for source in self.sources:
+            for column, attribute in source.columns.items():
+                if attribute not in attributes:
+                    raise ValueError(
+                        f"source {source.name!r} maps column {column!r} to unknown attribute {attribute!r}"
+                    )
+            mapped = list(source.columns.values())
+            twice = sorted({a for a in mapped if mapped.count(a) > 1})
+            if twice:
+                raise ValueError(f"source {source.name!r} maps several columns to: {', '.join(twice)}")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """A config path made absolute against the config file's folder."""
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.warehouse.path)
+
+    def source(self, name: str) -> Source:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+
+def config_path_from_env(explicit: str | Path | None = None) -> Path:
+    """The config path: explicit argument, else ``$CMDM_CONFIG``, else ``cmdm.yaml``."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | Path | None = None) -> ProjectConfig:
+    """Read and validate ``cmdm.yaml``; raise :class:`ConfigError` naming file, key path and problem."""
+    config_path = config_path_from_env(path).resolve()
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: config file not found (set --config or {CONFIG_ENV_VAR})")
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{config_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ProjectConfig.model_validate({**data, "base_dir": config_path.parent})
+    except ValidationError as exc:
+        raise ConfigError(_describe(config_path, exc, data)) from None
+
+
+def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the config"]
+    for error in exc.errors():
+        where = _key_path(error["loc"], data)
+        lines.append(f"  at {where or '(top level)'}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _key_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """A YAML key path like ``sources[2].columns``; list items use the item's `name` when it has one."""
+    parts: list[str] = []
+    node = data
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list) and key < len(node):
+            node = node[key]
+            label = node.get("name") if isinstance(node, dict) else None
+            parts.append(f"[{key}]" + (f"({label})" if label else ""))
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+            parts.append(f".{key}")
+        elif isinstance(key, str) and not key.startswith(("function-", "union[", "literal[")):
+            parts.append(f".{key}")
+            node = None
+    return "".join(parts).lstrip(".")

@@ -1,0 +1,44 @@
+"""The single Dagster ``Definitions`` of cmdm_pipeline, built from the project config.
+
+``dagster dev -w workspace.yaml`` and ``dg`` load ``defs`` from here; the config path comes
+from ``$CMDM_CONFIG`` (default ``cmdm.yaml`` in the working directory).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cmdm_pipeline.assets.extract import raw_asset
+from cmdm_pipeline.assets.reconcile import run_reconciliation_asset
+from cmdm_pipeline.assets.standardise import standardised_customers_asset
+from cmdm_pipeline.assets.validate import validation_assets
+from cmdm_pipeline.config import ProjectConfig, load_config
+from cmdm_pipeline.resources import WarehouseResource
+
+JOB_NAME = "cmdm_job"
+
+
+def build_definitions(config: ProjectConfig) -> dg.Definitions:
+    """Every asset, resource and job for one project config."""
+    assets = [
+        *[raw_asset(source, config) for source in config.sources],
+        standardised_customers_asset(config),
+        validation_assets(config),
+        run_reconciliation_asset(config),
+    ]
+    # In-process: DuckDB allows one writer per file, and on small machines a process per
+    # step costs more than the steps themselves.
+    job = dg.define_asset_job(
+        JOB_NAME,
+        selection=dg.AssetSelection.all(),
+        executor_def=dg.in_process_executor,
+        description="Extract every source, standardise, validate and reconcile into the warehouse.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[job],
+        resources={"warehouse": WarehouseResource(path=str(config.warehouse_path))},
+    )
+
+
+defs = build_definitions(load_config())

@@ -1,0 +1,219 @@
+"""Standardise: map a source's columns onto the customer schema and make each value canonical.
+
+Every raw row gives exactly one standardised row. What could not be standardised, and what
+the input checks found (unparsable rows, missing or duplicate ids, control characters,
+oversized or formula-like values), is recorded per row in ``issues``; the validation gate
+decides from their severity whether the row passes or is quarantined.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cmdm_pipeline.config import FromColumn, ProjectConfig, Source
+from cmdm_pipeline.schema import LINEAGE_COLUMNS, CustomerSchema, Kind, Severity
+from cmdm_pipeline.stages.extract import EXTRACT_COLUMNS
+from cmdm_pipeline.stages.fields import DTYPES, STANDARDISERS
+
+ISSUE_FIELDS = {"rule": pl.String, "attribute": pl.String, "severity": pl.String, "reason": pl.String}
+ISSUE_DTYPE = pl.List(pl.Struct(ISSUE_FIELDS))
+_ROW = "source_row_number"
+
+# Control characters other than tab, newline and carriage return, which whitespace
+# clean-up handles; NUL is the one that breaks downstream tools.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# What spreadsheets run as a formula: a leading = or @, or + / - not starting a number
+# or phone ("+44 ...", "-3"), or a leading tab / carriage return.
+_FORMULA = r"^(?:[=@\t\r]|[+\-][^0-9\s(.])"
+
+
+def standardised_columns(schema: CustomerSchema) -> dict[str, pl.DataType]:
+    """Column name -> type of the standardised table, in order."""
+    return {
+        "source_system": pl.String(),
+        "source_record_id": pl.String(),
+        "source_row_number": pl.Int64(),
+        "ingested_at": pl.Datetime("us", "UTC"),
+        "record_type": pl.String(),
+        "party_type": pl.String(),
+        "trust_rank": pl.Int64(),
+        **{name: DTYPES[attr.kind] for name, attr in schema.attributes.items()},
+        "source_values": pl.String(),
+        "issues": ISSUE_DTYPE,
+    }
+
+
+def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.DataFrame:
+    """One row per raw row of ``source``: lineage, types, every schema attribute, source values, issues."""
+    schema = config.customer_schema
+    own_columns = [c for c in raw.columns if c not in EXTRACT_COLUMNS]
+    issues: list[pl.DataFrame] = [
+        *_input_issues(raw, source, config),
+        *_row_issues(raw, own_columns),
+    ]
+    record_type, record_type_issues = _derived(raw, source.record_type, "record_type")
+    party_type, party_type_issues = _derived(raw, source.party_type, "party_type")
+    issues += [record_type_issues, party_type_issues]
+
+    mapped = {attribute: column for column, attribute in source.columns.items()}
+    values: dict[str, pl.Series] = {}
+    country = _country(raw, source, config, mapped, values, issues)
+    for name, attribute in schema.attributes.items():
+        if name in values:
+            continue
+        if name not in mapped:
+            values[name] = pl.Series(name, [None] * raw.height, dtype=DTYPES[attribute.kind])
+            continue
+        result = STANDARDISERS[attribute.kind](
+            raw[mapped[name]], country=country, attribute=attribute, formats=source.date_formats
+        )
+        values[name] = result.value.cast(DTYPES[attribute.kind]).alias(name)
+        issues.append(_attribute_issues(raw, result.problem, name, attribute.invalid))
+
+    frame = raw.select(
+        *LINEAGE_COLUMNS,
+        pl.struct([*own_columns, "unparsed"]).struct.json_encode().alias("source_values"),
+    ).with_columns(
+        record_type.alias("record_type"),
+        party_type.alias("party_type"),
+        pl.lit(source.trust_rank, dtype=pl.Int64).alias("trust_rank"),
+        *[values[name] for name in schema.attributes],
+    )
+    return frame.join(_collect_issues(issues), on=_ROW, how="left", maintain_order="left").with_columns(
+        pl.col("issues").fill_null(pl.lit([], dtype=ISSUE_DTYPE))
+    ).select(list(standardised_columns(schema)))
+
+
+def _country(
+    raw: pl.DataFrame,
+    source: Source,
+    config: ProjectConfig,
+    mapped: dict[str, str],
+    values: dict[str, pl.Series],
+    issues: list[pl.DataFrame],
+) -> pl.Series:
+    """Standardise country attributes first: phones and postcodes are read with the row's country."""
+    schema = config.customer_schema
+    row_country: pl.Series | None = None
+    for name in schema.of_kind(Kind.country):
+        if name not in mapped:
+            continue
+        result = STANDARDISERS[Kind.country](raw[mapped[name]])
+        values[name] = result.value.alias(name)
+        issues.append(_attribute_issues(raw, result.problem, name, schema.attributes[name].invalid))
+        row_country = row_country if row_country is not None else result.value
+    if source.default_country is not None:
+        fallback = pl.lit(source.default_country)
+        if row_country is None:
+            row_country = pl.select(fallback.repeat_by(raw.height).explode()).to_series()
+        else:
+            row_country = row_country.fill_null(source.default_country)
+    if row_country is None:
+        row_country = pl.Series([None] * raw.height, dtype=pl.String)
+    return row_country.alias("country")
+
+
+def _issue_frame(rows: pl.Series, rule: str, attribute: str, severity: Severity, reason: str) -> pl.DataFrame:
+    return pl.DataFrame({_ROW: rows}).select(
+        _ROW,
+        pl.lit(rule).alias("rule"),
+        pl.lit(attribute).alias("attribute"),
+        pl.lit(severity.value).alias("severity"),
+        pl.lit(reason).alias("reason"),
+    )
+
+
+def _attribute_issues(raw: pl.DataFrame, problem: pl.Series, attribute: str, severity: Severity) -> pl.DataFrame:
+    frame = pl.DataFrame({_ROW: raw[_ROW], "problem": problem}).filter(pl.col("problem").is_not_null())
+    return frame.select(
+        _ROW,
+        pl.lit(f"{attribute}.invalid").alias("rule"),
+        pl.lit(attribute).alias("attribute"),
+        pl.lit(severity.value).alias("severity"),
+        (pl.lit(f"{attribute}: ") + pl.col("problem")).alias("reason"),
+    )
+
+
+def _input_issues(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> list[pl.DataFrame]:
+    """Control characters, oversized and formula-like values in the columns the config reads."""
+    checks = config.input_checks
+    columns = {source.id_column: "source_record_id", **source.columns}
+    found: list[pl.DataFrame] = []
+    tests = [
+        ("input.control_characters", checks.control_characters,
+         lambda c: c.str.contains(_CONTROL), "contains control characters (e.g. NUL)"),
+        ("input.oversized", checks.oversized,
+         lambda c: c.str.len_chars() > checks.max_field_length,
+         f"longer than {checks.max_field_length} characters"),
+        ("input.formula_like", checks.formula_like,
+         lambda c: c.str.strip_chars(" ").str.contains(_FORMULA),
+         "looks like a spreadsheet formula"),
+    ]
+    for column, attribute in columns.items():
+        for rule, severity, test, reason in tests:
+            hits = raw.filter(test(pl.col(column)).fill_null(False))
+            if hits.height:
+                found.append(_issue_frame(hits[_ROW], rule, attribute, severity, f"{attribute}: {reason}"))
+    return found
+
+
+def _row_issues(raw: pl.DataFrame, own_columns: list[str]) -> list[pl.DataFrame]:
+    """Unparsable rows, missing ids, and ids that several rows share."""
+    found = [
+        raw.filter(pl.col("parse_error").is_not_null()).select(
+            _ROW,
+            pl.lit("input.unparsable_row").alias("rule"),
+            pl.lit(None, dtype=pl.String).alias("attribute"),
+            pl.lit(Severity.reject.value).alias("severity"),
+            ("row could not be parsed: " + pl.col("parse_error")).alias("reason"),
+        ),
+        _issue_frame(
+            raw.filter(pl.col("source_record_id").is_null() & pl.col("parse_error").is_null())[_ROW],
+            "input.missing_id", "source_record_id", Severity.reject, "source_record_id: the row has no id",
+        ),
+    ]
+    ids = raw.filter(pl.col("source_record_id").is_not_null()).select(
+        _ROW, "source_record_id", pl.struct(own_columns).hash().alias("content")
+    )
+    shared = ids.with_columns(
+        pl.len().over("source_record_id").alias("copies"),
+        pl.col("content").n_unique().over("source_record_id").alias("versions"),
+        pl.col(_ROW).min().over("source_record_id").alias("first_row"),
+        pl.col(_ROW).sort().head(5).implode().over("source_record_id").alias("rows"),
+    ).filter(pl.col("copies") > 1)
+    exact = shared.filter((pl.col("versions") == 1) & (pl.col(_ROW) != pl.col("first_row")))
+    conflicting = shared.filter(pl.col("versions") > 1)
+    common = [pl.lit("input.duplicate_id").alias("rule"), pl.lit("source_record_id").alias("attribute"),
+              pl.lit(Severity.reject.value).alias("severity")]
+    found.append(exact.select(
+        _ROW, *common,
+        pl.format("source_record_id: exact duplicate of row {}", pl.col("first_row")).alias("reason"),
+    ))
+    found.append(conflicting.select(
+        _ROW, *common,
+        pl.format(
+            "source_record_id: shared by {} rows with different values (rows {})",
+            pl.col("copies"), pl.col("rows").cast(pl.List(pl.String)).list.join(", "),
+        ).alias("reason"),
+    ))
+    return found
+
+
+def _derived(raw: pl.DataFrame, spec: object, name: str) -> tuple[pl.Series, pl.DataFrame]:
+    """record_type / party_type: a literal for the whole source, or read per row and mapped."""
+    if not isinstance(spec, FromColumn):
+        return pl.Series(name, [str(spec.value)] * raw.height, dtype=pl.String), pl.DataFrame()  # type: ignore[attr-defined]
+    text = raw[spec.column].str.strip_chars()
+    value = text.replace_strict(spec.values, default=None, return_dtype=pl.String).alias(name)
+    unmapped = raw.filter(value.is_null() & pl.col("parse_error").is_null())[_ROW]
+    reason = f"{name}: value of column {spec.column!r} is not one of {sorted(spec.values)}"
+    return value, _issue_frame(unmapped, f"input.{name}", name, Severity.reject, reason)
+
+
+def _collect_issues(issues: list[pl.DataFrame]) -> pl.DataFrame:
+    schema = {_ROW: pl.Int64, **ISSUE_FIELDS}
+    frames = [f.select(list(schema)).cast(schema) for f in issues if f.height]  # type: ignore[arg-type]
+    long = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    return long.group_by(_ROW, maintain_order=True).agg(
+        pl.struct(list(ISSUE_FIELDS)).alias("issues")
+    )

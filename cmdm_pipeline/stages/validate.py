@@ -1,0 +1,224 @@
+"""Validate: the schema's rules, compiled to a Pandera gate, split rows into validated and quarantined.
+
+A row is quarantined when any ``reject`` rule fails for it — a declared rule checked by
+Pandera, or an issue standardisation recorded. ``warn`` failures let the row pass with the
+rule ids in ``warnings``. Quarantined rows keep their original source values and a reason a
+person can read; reasons name attributes and rules, never values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+
+from cmdm_pipeline.schema import CustomerSchema, Rule, Severity
+from cmdm_pipeline.stages.fields import DTYPES
+from cmdm_pipeline.stages.standardise import standardised_columns
+
+_ROW = "__row"
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """One declared rule as every consumer sees it: id, attribute, severity, readable reason, test."""
+
+    rule_id: str
+    attribute: str | None
+    severity: Severity
+    reason: str
+    passes: pl.Expr  # true where the row satisfies the rule
+
+
+class GateError(RuntimeError):
+    """The standardised table itself does not fit the schema (a missing column or wrong type)."""
+
+
+def _bound(value: float | dt.date | str | None, today: dt.date) -> float | dt.date | None:
+    return today if value == "today" else value  # type: ignore[return-value]
+
+
+def compile_rule(attribute: str | None, rule: Rule, today: dt.date) -> CompiledRule:
+    """Turn one declared rule into its id, reason and a Polars test (null values pass, except `required`)."""
+    col = pl.col(attribute) if attribute else None
+    rule_id = rule.name or f"{attribute}.{rule.type}"
+    if rule.required:
+        assert col is not None
+        return CompiledRule(rule_id, attribute, rule.severity,
+                            rule.description or f"{attribute}: required value is missing", col.is_not_null())
+    if rule.expression is not None:
+        return CompiledRule(rule_id, None, rule.severity, rule.description or f"fails rule {rule.name}",
+                            pl.sql_expr(rule.expression).fill_null(False))
+    assert col is not None
+    if rule.pattern is not None:
+        test = col.cast(pl.String).str.contains(f"^(?:{rule.pattern})$")
+        reason = f"{attribute}: does not match the required pattern"
+    elif rule.allowed is not None:
+        test = col.cast(pl.String).is_in(rule.allowed)
+        reason = f"{attribute}: not one of the allowed values ({', '.join(rule.allowed)})"
+    elif rule.range is not None:
+        low, high = _bound(rule.range.min, today), _bound(rule.range.max, today)
+        test = pl.lit(True)
+        if low is not None:
+            test = test & (col >= low)
+        if high is not None:
+            test = test & (col <= high)
+        shown_high = "today" if rule.range.max == "today" else high
+        reason = f"{attribute}: outside the allowed range [{'' if low is None else low}, {'' if high is None else shown_high}]"
+    else:
+        assert rule.length is not None
+        length = col.cast(pl.String).str.len_chars()
+        test = pl.lit(True)
+        if rule.length.min is not None:
+            test = test & (length >= rule.length.min)
+        if rule.length.max is not None:
+            test = test & (length <= rule.length.max)
+        reason = f"{attribute}: length outside [{rule.length.min or 0}, {rule.length.max or ''}] characters"
+    if rule.description:
+        reason = f"{attribute}: {rule.description}"
+    return CompiledRule(rule_id, attribute, rule.severity, reason, col.is_null() | test.fill_null(False))
+
+
+def compile_rules(schema: CustomerSchema, today: dt.date) -> list[CompiledRule]:
+    """Every declared rule, attribute rules first, in declaration order."""
+    compiled = [
+        compile_rule(name, rule, today)
+        for name, attribute in schema.attributes.items()
+        for rule in attribute.rules
+    ]
+    compiled += [compile_rule(None, rule, today) for rule in schema.rules]
+    return compiled
+
+
+_GATE_NAME = "customer_schema"
+
+
+def build_gate(schema: CustomerSchema, today: dt.date) -> tuple[pa.DataFrameSchema, pl.DataFrame]:
+    """The Pandera schema for the standardised table, and a lookup from Pandera's failure
+    coordinates (``column``, ``check_number``) to rule id, attribute, severity and reason."""
+    rules = compile_rules(schema, today)
+
+    def check(rule: CompiledRule) -> pa.Check:
+        def run(data: PolarsData) -> pl.LazyFrame:
+            return data.lazyframe.select(rule.passes.alias(rule.rule_id))
+
+        return pa.Check(run, name=rule.rule_id, error=rule.reason)
+
+    columns = {
+        name: pa.Column(dtype, nullable=True, required=True)
+        for name, dtype in standardised_columns(schema).items()
+        if name not in schema.attributes
+    }
+    coordinates: list[tuple[str, int, CompiledRule]] = []
+    for name, attribute in schema.attributes.items():
+        own = [r for r in rules if r.attribute == name]
+        coordinates += [(name, i, r) for i, r in enumerate(own)]
+        columns[name] = pa.Column(
+            DTYPES[attribute.kind], nullable=True, required=True, checks=[check(r) for r in own]
+        )
+    # Cross-field rules run as frame checks; Pandera reports them under the schema's name.
+    frame_rules = [r for r in rules if r.attribute is None]
+    coordinates += [(_GATE_NAME, i, r) for i, r in enumerate(frame_rules)]
+    gate = pa.DataFrameSchema(columns, checks=[check(r) for r in frame_rules], strict=False, name=_GATE_NAME)
+    lookup = pl.DataFrame(
+        {
+            "column": [c for c, _, _ in coordinates],
+            "check_number": [n for _, n, _ in coordinates],
+            "rule": [r.rule_id for _, _, r in coordinates],
+            "attribute": [r.attribute for _, _, r in coordinates],
+            "severity": [r.severity.value for _, _, r in coordinates],
+            "reason": [r.reason for _, _, r in coordinates],
+        },
+        schema={"column": pl.String, "check_number": pl.Int32, "rule": pl.String, "attribute": pl.String,
+                "severity": pl.String, "reason": pl.String},
+    )
+    return gate, lookup
+
+
+def rule_failures(standardised: pl.DataFrame, schema: CustomerSchema, today: dt.date) -> pl.DataFrame:
+    """Run the Pandera gate; one row per (row position, failed rule) with the rule's severity and reason."""
+    gate, lookup = build_gate(schema, today)
+    empty = pl.DataFrame(schema={_ROW: pl.Int64, **{k: v for k, v in lookup.schema.items() if k not in ("column", "check_number")}})
+    try:
+        gate.validate(standardised, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return empty
+    structural = cases.filter(pl.col("index").is_null())
+    if structural.height:
+        problems = structural.select(pl.format("{} {}: {}", "schema_context", "column", "check")).to_series()
+        raise GateError("standardised table does not fit the customer schema: " + "; ".join(problems.to_list()))
+    # Failure values (personal data) are dropped here: only coordinates and row positions go on.
+    return (
+        cases.select(pl.col("index").cast(pl.Int64).alias(_ROW), "column", pl.col("check_number").cast(pl.Int32))
+        .unique()
+        .join(lookup, on=["column", "check_number"], how="inner")
+        .select(empty.columns)
+    )
+
+
+def validation_columns(schema: CustomerSchema) -> dict[str, pl.DataType]:
+    """Columns of ``validated_customers``, in order."""
+    columns = {k: v for k, v in standardised_columns(schema).items() if k not in ("source_values", "issues")}
+    return {**columns, "warnings": pl.List(pl.String()), "run_id": pl.String()}
+
+
+QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "source_system": pl.String(),
+    "source_record_id": pl.String(),
+    "source_row_number": pl.Int64(),
+    "ingested_at": pl.Datetime("us", "UTC"),
+    "record_type": pl.String(),
+    "party_type": pl.String(),
+    "rules_broken": pl.List(pl.String()),
+    "reason": pl.String(),
+    "warnings": pl.List(pl.String()),
+    "source_values": pl.String(),
+}
+
+
+def validate(
+    standardised: pl.DataFrame, schema: CustomerSchema, run_id: str, today: dt.date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``standardised`` into (validated, quarantined); every input row lands in exactly one."""
+    frame = standardised.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
+    failures = rule_failures(standardised, schema, today)
+    recorded = frame.select(_ROW, "issues").explode("issues").drop_nulls("issues").unnest("issues")
+    # An unparsable row's fields are not where the header says: judging them by the
+    # schema's rules would only add noise to the one reason that matters.
+    unparsable = recorded.filter(pl.col("rule") == "input.unparsable_row").select(_ROW)
+    failures = failures.join(unparsable, on=_ROW, how="anti")
+    columns = [_ROW, "rule", "attribute", "severity", "reason"]
+    # Sorted so a rerun on the same input lists the same rules in the same order.
+    issues = pl.concat([recorded.select(columns), failures.select(columns)], how="vertical_relaxed").sort(_ROW, "rule")
+    per_row = issues.group_by(_ROW).agg(
+        pl.col("rule").filter(pl.col("severity") == Severity.reject.value).unique(maintain_order=True).alias("rules_broken"),
+        pl.col("reason").filter(pl.col("severity") == Severity.reject.value).unique(maintain_order=True).alias("reasons"),
+        pl.col("rule").filter(pl.col("severity") == Severity.warn.value).unique(maintain_order=True).alias("warnings"),
+    )
+    empty = pl.lit([], dtype=pl.List(pl.String))
+    judged = frame.join(per_row, on=_ROW, how="left", maintain_order="left").with_columns(
+        pl.col("rules_broken").fill_null(empty),
+        pl.col("warnings").fill_null(empty),
+        pl.col("reasons").fill_null(empty),
+        pl.lit(run_id).alias("run_id"),
+    )
+    rejected = pl.col("rules_broken").list.len() > 0
+    validated = judged.filter(~rejected).select(list(validation_columns(schema)))
+    quarantined = judged.filter(rejected).with_columns(
+        pl.col("reasons").list.join("; ").alias("reason")
+    ).select(list(QUARANTINE_COLUMNS))
+    if validated.height + quarantined.height != standardised.height:
+        raise AssertionError("validation lost or duplicated rows")  # a bug, never data
+    return validated, quarantined
+
+
+__all__ = [
+    "QUARANTINE_COLUMNS", "CompiledRule", "GateError", "build_gate", "compile_rules", "rule_failures",
+    "validate", "validation_columns",
+]

@@ -1,0 +1,108 @@
+"""Each standardiser on tiny, table-driven cases."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from cmdm_pipeline.schema import Attribute, Kind
+from cmdm_pipeline.stages import fields
+
+
+def s(*values: str | None) -> pl.Series:
+    return pl.Series(list(values), dtype=pl.String)
+
+
+def test_clean_text_normalises_unicode_and_whitespace() -> None:
+    # "é" as e + combining accent, a full-width A, a non-breaking space, tabs.
+    assert fields.clean_text(s("Jose\u0301", "\uff21nn", " a\u00a0 \tb ", "   ", None)).to_list() == [
+        "José", "Ann", "a b", None, None,
+    ]
+
+
+def test_person_name_recases_only_all_upper_or_lower() -> None:
+    result = fields.person_name(s("  JOHN  ", "mary-jane", "McDonald", "o'brien", "José"))
+    assert result.value.to_list() == ["John", "Mary-Jane", "McDonald", "O'Brien", "José"]
+    assert result.problem.null_count() == 5
+
+
+def test_email_lower_cases_and_flags_bad_syntax() -> None:
+    result = fields.email(s("Ada.Lovelace@Example.ORG", "ada@@example.org", "no-at-sign.example.com", None))
+    assert result.value.to_list() == ["ada.lovelace@example.org", None, None, None]
+    assert result.problem.to_list() == [None, "not a valid e-mail address", "not a valid e-mail address", None]
+
+
+def test_phone_to_e164_with_the_record_country() -> None:
+    values = s("020 7946 0018", "(202) 555-0143", "447911123456", "+49 30 901820", "n/a", "0301234", None)
+    country = s("GB", "US", None, "FR", "GB", None, "GB")
+    result = fields.phone(values, country=country)
+    assert result.value.to_list() == ["+442079460018", "+12025550143", "+447911123456", "+4930901820", None, None, None]
+    problems = result.problem.to_list()
+    assert problems[:4] == [None] * 4
+    assert problems[4] == "not a valid phone number"
+    assert "no country" in problems[5]
+    assert problems[6] is None
+
+
+def test_country_from_codes_and_names_in_several_languages() -> None:
+    result = fields.country(s("GB", "gbr", "826", "United Kingdom", "UK", "Deutschland", "Royaume-Uni", "  españa ", "Narnia"))
+    assert result.value.to_list() == ["GB", "GB", "GB", "GB", "GB", "DE", "GB", "ES", None]
+    assert result.problem.to_list()[-1] == "not a recognised country"
+
+
+@pytest.mark.parametrize(
+    ("value", "country", "expected", "problem"),
+    [
+        ("sw1a1aa", "GB", "SW1A 1AA", None),
+        ("ec1y 8sy", "GB", "EC1Y 8SY", None),
+        ("1234ab", "NL", "1234 AB", None),
+        ("10115", "DE", "10115", None),
+        ("k1a0b1", "CA", "K1A 0B1", None),
+        ("XYZ", "DE", "XYZ", "not a valid DE postcode"),
+        ("anything", None, "ANYTHING", None),
+    ],
+)
+def test_postcode_per_country(value: str, country: str | None, expected: str, problem: str | None) -> None:
+    result = fields.postcode(s(value), country=s(country))
+    assert result.value.to_list() == [expected]
+    assert result.problem.to_list() == [problem]
+
+
+def test_date_uses_declared_formats_and_reports_ambiguity() -> None:
+    result = fields.date(
+        s("03/04/2020", "13/04/2020", "2020-01-02T10:00:00Z", "bad", None),
+        formats=["%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%dT%H:%M:%SZ"],
+    )
+    assert result.value.to_list() == [None, dt.date(2020, 4, 13), dt.date(2020, 1, 2), None, None]
+    problems = result.problem.to_list()
+    assert problems[0].startswith("ambiguous date")
+    assert problems[1:3] == [None, None]
+    assert problems[3].startswith("not a date in the source's formats")
+    assert problems[4] is None
+
+
+def test_number_and_boolean_flag_wrong_types() -> None:
+    number = fields.number(s("7", " 3,5 ", "ten", None))
+    assert number.value.to_list() == [7.0, 3.5, None, None]
+    assert number.problem.to_list() == [None, None, "not a number", None]
+    flag = fields.boolean(s("TRUE", "no", "1", "maybe"))
+    assert flag.value.to_list() == [True, False, True, None]
+    assert flag.problem.to_list()[-1] == "not a yes/no value"
+
+
+def test_category_maps_declared_spellings() -> None:
+    attribute = Attribute(kind=Kind.category, values={"F": "female", "m": "male"})
+    assert fields.category(s(" f ", "M", "Other"), attribute=attribute).value.to_list() == ["female", "male", "other"]
+
+
+def test_identifier_compacts_and_checks_with_stdnum() -> None:
+    attribute = Attribute(kind=Kind.identifier, validator="iban")
+    result = fields.identifier(s("gb82 west 1234 5698 7654 32", "GB00WEST12345698765432"), attribute=attribute)
+    assert result.value.to_list() == ["GB82WEST12345698765432", "GB00WEST12345698765432"]
+    assert result.problem.to_list() == [None, "fails the iban check"]
+
+
+def test_every_kind_has_a_standardiser_and_a_type() -> None:
+    assert set(fields.STANDARDISERS) == set(Kind) == set(fields.DTYPES)
