@@ -1,0 +1,30 @@
+"""Reconciliation: counts per source, and a loud failure when they do not add up."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from cmdm_pipeline.stages.reconcile import ReconciliationError, assert_balanced, reconcile
+
+AT = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
+
+
+def sources(*names: str) -> pl.DataFrame:
+    return pl.DataFrame({"source_system": list(names)}, schema={"source_system": pl.String})
+
+
+def test_balanced_counts_per_source() -> None:
+    table = reconcile("r1", {"crm": 3, "erp": 1}, sources("crm", "crm", "erp"), sources("crm"), AT)
+    assert table.select("source_system", "rows_read", "rows_validated", "rows_quarantined", "balanced").rows() == [
+        ("crm", 3, 2, 1, True), ("erp", 1, 1, 0, True),
+    ]
+    assert_balanced(table)
+
+
+def test_lost_rows_fail_loudly_naming_the_source() -> None:
+    table = reconcile("r1", {"crm": 3, "erp": 0}, sources("crm"), sources("erp"), AT)
+    with pytest.raises(ReconciliationError, match="crm: read 3, validated 1, quarantined 0; erp: read 0, validated 0, quarantined 1"):
+        assert_balanced(table)

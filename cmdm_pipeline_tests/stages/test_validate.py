@@ -1,0 +1,116 @@
+"""The Pandera gate compiled from the schema's rules: severities, reasons, every row accounted for."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from cmdm_pipeline.schema import CustomerSchema
+from cmdm_pipeline.stages.standardise import ISSUE_DTYPE, standardised_columns
+from cmdm_pipeline.stages.validate import GateError, build_gate, compile_rules, validate
+
+TODAY = dt.date(2026, 6, 30)
+
+
+def schema(**attributes: dict) -> CustomerSchema:  # type: ignore[type-arg]
+    rules = attributes.pop("rules", [])
+    return CustomerSchema.model_validate({"attributes": attributes, "rules": rules})
+
+
+def frame(s: CustomerSchema, **columns: list) -> pl.DataFrame:  # type: ignore[type-arg]
+    """A standardised frame of the schema's shape; unspecified columns are filled plainly."""
+    height = len(next(iter(columns.values())))
+    data = {}
+    for name, dtype in standardised_columns(s).items():
+        if name in columns:
+            data[name] = pl.Series(name, columns[name], dtype=dtype)
+        elif name == "issues":
+            data[name] = pl.Series(name, [[]] * height, dtype=ISSUE_DTYPE)
+        elif name == "source_row_number":
+            data[name] = pl.Series(name, range(1, height + 1), dtype=dtype)
+        elif name == "source_system":
+            data[name] = pl.Series(name, ["src"] * height, dtype=dtype)
+        else:
+            data[name] = pl.Series(name, [None] * height, dtype=dtype)
+    return pl.DataFrame(data)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "rule", "values", "failing"),
+    [
+        ({"kind": "email"}, {"required": True}, ["a@b.org", None], [2]),
+        ({"kind": "text"}, {"pattern": "[A-Z]{2}"}, ["GB", "gbr", None, "G"], [2, 4]),
+        ({"kind": "category"}, {"allowed": ["gold", "silver"]}, ["gold", "platinum", None], [2]),
+        ({"kind": "number"}, {"range": {"min": 0, "max": 10}}, [0.0, 10.0, 11.0, -1.0, None], [3, 4]),
+        ({"kind": "date"}, {"range": {"max": "today"}}, [TODAY, TODAY + dt.timedelta(days=1)], [2]),
+        ({"kind": "text"}, {"length": {"min": 2, "max": 3}}, ["ab", "abcd", "a", None], [2, 3]),
+    ],
+)
+def test_each_rule_type(attribute: dict, rule: dict, values: list, failing: list[int]) -> None:  # type: ignore[type-arg]
+    s = schema(x={**attribute, "rules": [rule]})
+    validated, quarantined = validate(frame(s, x=values), s, "run", TODAY)
+    assert quarantined["source_row_number"].to_list() == failing
+    assert validated.height + quarantined.height == len(values)
+    assert set(quarantined["rules_broken"].explode().to_list()) <= {f"x.{next(iter(rule))}"}
+
+
+def test_cross_field_expression_null_counts_as_failure() -> None:
+    s = schema(a={"kind": "text"}, b={"kind": "text"},
+               rules=[{"name": "a_or_b", "expression": "a IS NOT NULL OR b IS NOT NULL", "description": "needs a or b"}])
+    validated, quarantined = validate(frame(s, a=["x", None, None], b=[None, "y", None]), s, "run", TODAY)
+    assert quarantined["source_row_number"].to_list() == [3]
+    assert quarantined["reason"].to_list() == ["needs a or b"]
+
+
+def test_warn_rules_pass_flagged_and_reject_rules_quarantine() -> None:
+    s = schema(score={"kind": "number", "rules": [
+        {"range": {"min": 0, "max": 10}},
+        {"range": {"max": 9}, "severity": "warn", "name": "score.not_perfect"},
+    ]})
+    validated, quarantined = validate(frame(s, score=[5.0, 10.0, 11.0]), s, "run", TODAY)
+    assert validated["warnings"].to_list() == [[], ["score.not_perfect"]]
+    assert quarantined["rules_broken"].to_list() == [["score.range"]]
+    assert quarantined["warnings"].to_list() == [["score.not_perfect"]]
+    assert quarantined["reason"].to_list() == ["score: outside the allowed range [0.0, 10.0]"]
+
+
+def test_description_becomes_the_reason() -> None:
+    s = schema(score={"kind": "number", "rules": [{"range": {"max": 10}, "description": "at most ten"}]})
+    _, quarantined = validate(frame(s, score=[12.0]), s, "run", TODAY)
+    assert quarantined["reason"].to_list() == ["score: at most ten"]
+
+
+def test_recorded_issues_join_rule_failures() -> None:
+    s = schema(score={"kind": "number", "rules": [{"range": {"max": 10}}]})
+    issue = {"rule": "input.formula_like", "attribute": "score", "severity": "reject", "reason": "score: looks like a formula"}
+    warn = {**issue, "rule": "score.invalid", "severity": "warn", "reason": "score: not a number"}
+    f = frame(s, score=[12.0, 1.0, 2.0]).with_columns(pl.Series("issues", [[issue], [warn], []], dtype=ISSUE_DTYPE))
+    validated, quarantined = validate(f, s, "run", TODAY)
+    assert quarantined["rules_broken"].to_list() == [["input.formula_like", "score.range"]]
+    assert validated["warnings"].to_list() == [["score.invalid"], []]
+
+
+def test_one_rule_change_changes_the_gate() -> None:
+    loose = schema(score={"kind": "number", "rules": [{"range": {"max": 10}}]})
+    strict = schema(score={"kind": "number", "rules": [{"range": {"max": 5}}]})
+    values = [3.0, 7.0]
+    assert validate(frame(loose, score=values), loose, "r", TODAY)[1].height == 0
+    assert validate(frame(strict, score=values), strict, "r", TODAY)[1].height == 1
+    assert [r.rule_id for r in compile_rules(strict, TODAY)] == ["score.range"]
+
+
+def test_structural_mismatch_is_an_error_not_a_quarantine() -> None:
+    s = schema(score={"kind": "number"})
+    wrong = frame(s, score=[1.0]).with_columns(pl.col("score").cast(pl.String))
+    with pytest.raises(GateError, match="score"):
+        validate(wrong, s, "run", TODAY)
+
+
+def test_gate_is_a_pandera_schema_naming_every_rule() -> None:
+    s = schema(a={"kind": "text", "rules": [{"required": True}, {"length": {"max": 3}}]},
+               rules=[{"name": "r1", "expression": "a <> 'x'"}])
+    gate, lookup = build_gate(s, TODAY)
+    assert [c.name for c in gate.columns["a"].checks] == ["a.required", "a.length"]
+    assert lookup["rule"].to_list() == ["a.required", "a.length", "r1"]

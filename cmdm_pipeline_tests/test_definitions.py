@@ -1,0 +1,40 @@
+"""The Definitions load for the shipped config, with the expected graph, and pass Dagster's validation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from cmdm_pipeline.config import load_config
+from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline_tests.conftest import REPO_ROOT
+
+
+def test_asset_graph_of_the_shipped_config() -> None:
+    defs = build_definitions(load_config(REPO_ROOT / "cmdm.yaml"))
+    graph = defs.resolve_asset_graph()
+    specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+    raw = {f"raw_{name}" for name in ("crm", "erp", "shop", "pos", "survey")}
+    assert set(specs) == raw | {"standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation"}
+    parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}
+    assert parents["standardised_customers"] == raw
+    assert parents["validated_customers"] == parents["quarantined_records"] == {"standardised_customers"}
+    assert parents["run_reconciliation"] == raw | {"validated_customers", "quarantined_records"}
+    assert {specs[name].group_name for name in raw} == {"extract"}
+    assert all(node.description and node.description.startswith("One row per") for node in specs.values())
+    job = defs.resolve_job_def(JOB_NAME)
+    assert job.executor_def is dg.in_process_executor
+
+
+def test_dagster_definitions_validate_passes() -> None:
+    env = {**os.environ, "CMDM_CONFIG": str(REPO_ROOT / "cmdm.yaml")}
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All code locations passed validation" in result.stderr + result.stdout
