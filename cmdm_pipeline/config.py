@@ -147,6 +147,22 @@ class InputChecks(Model):
     )
 
 
+SurvivorshipRule = Literal["trust_rank", "most_recent", "most_frequent", "most_complete", "customer_provided"]
+
+
+class SurvivorshipConfig(Model):
+    """Which record's value each golden-record attribute takes."""
+
+    default: SurvivorshipRule = Field("trust_rank", description="Rule for attributes not listed.")
+    attributes: dict[str, SurvivorshipRule] = Field(default_factory=dict, description="Rule per attribute.")
+    recency_attribute: str | None = Field(
+        None, description="Date attribute that says how recent a record is (else its ingestion time)."
+    )
+    customer_provided_sources: list[str] = Field(
+        default_factory=list, description="Sources the customer fills in themselves (self-service)."
+    )
+
+
 class WarehouseConfig(Model):
     path: Path = Field(Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
 
@@ -158,6 +174,9 @@ class ProjectConfig(Model):
     input_checks: InputChecks = Field(default_factory=InputChecks, description="Checks on raw values.")
     customer_schema: CustomerSchema = Field(alias="schema", description="The customer schema.")
     sources: list[Source] = Field(min_length=1, description="The source systems to read.")
+    survivorship: SurvivorshipConfig = Field(
+        default_factory=SurvivorshipConfig, description="How golden records pick their values."
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -179,6 +198,13 @@ class ProjectConfig(Model):
             twice = sorted({a for a in mapped if mapped.count(a) > 1})
             if twice:
                 raise ValueError(f"source {source.name!r} maps several columns to: {', '.join(twice)}")
+        rules = self.survivorship
+        for attribute in [*rules.attributes, *([rules.recency_attribute] if rules.recency_attribute else [])]:
+            if attribute not in attributes:
+                raise ValueError(f"survivorship names unknown attribute {attribute!r}")
+        unknown = sorted(set(rules.customer_provided_sources) - set(names))
+        if unknown:
+            raise ValueError(f"survivorship.customer_provided_sources names unknown source(s) {unknown}")
         return self
 
     def resolve(self, path: Path) -> Path:

@@ -1,0 +1,121 @@
+"""Master: give each cluster of source records a master id that stays stable across runs.
+
+Rules, in order: a previous master goes with the new cluster holding most of its records
+(a split keeps the id with the larger part); when several previous masters land in one
+cluster, the oldest survives and the others are retired as merged into it; clusters with no
+surviving previous master get a fresh id. Fresh ids are numbered in the order of each
+cluster's smallest record key, so the same input gives the same ids on a new warehouse too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+KEY = ["source_system", "source_record_id"]
+ID_PREFIX = "M"
+ID_DIGITS = 9
+
+XREF_COLUMNS: dict[str, pl.DataType] = {
+    "source_system": pl.String(),
+    "source_record_id": pl.String(),
+    "master_id": pl.String(),
+    "link_confidence": pl.Float64(),
+    "first_seen": pl.Datetime("us", "UTC"),
+    "last_seen": pl.Datetime("us", "UTC"),
+}
+
+LINEAGE_COLUMNS: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "event": pl.String(),  # merged | split
+    "master_id": pl.String(),  # merged: the retired id; split: the new id
+    "related_master_id": pl.String(),  # merged: the surviving id; split: the id it split from
+    "records": pl.Int64(),
+    "recorded_at": pl.Datetime("us", "UTC"),
+}
+
+
+@dataclass(frozen=True)
+class MasterAssignment:
+    xref: pl.DataFrame  # one row per source record (XREF_COLUMNS)
+    lineage: pl.DataFrame  # one row per merge or split this run (LINEAGE_COLUMNS)
+
+
+def format_master_id(number: int) -> str:
+    return f"{ID_PREFIX}{number:0{ID_DIGITS}d}"
+
+
+def _id_number(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_prefix(ID_PREFIX).cast(pl.Int64)
+
+
+def assign_master_ids(
+    clusters: pl.DataFrame, previous: pl.DataFrame | None, run_id: str, now: dt.datetime
+) -> MasterAssignment:
+    """``clusters``: source_system, source_record_id, cluster (any id), link_confidence.
+    ``previous``: the last run's ``customer_xref`` (or None on a new warehouse)."""
+    if previous is None:
+        previous = pl.DataFrame(schema=XREF_COLUMNS)
+    seen = clusters.join(
+        previous.select(*KEY, pl.col("master_id").alias("old_master"), "first_seen"), on=KEY, how="left"
+    )
+    master_age = previous.group_by("master_id").agg(pl.col("first_seen").min().alias("born")).rename(
+        {"master_id": "old_master"}
+    )
+    overlap = (
+        seen.filter(pl.col("old_master").is_not_null())
+        .group_by("cluster", "old_master")
+        .agg(pl.len().alias("shared"), pl.struct(KEY).min().alias("first_key"))
+        .join(master_age, on="old_master", how="left")
+    )
+    # Each previous master picks the cluster holding most of its records (ties: the cluster
+    # whose smallest shared record key sorts first), so a split keeps the id with the larger part.
+    home = overlap.sort(["old_master", "shared", "first_key"], descending=[False, True, False]).unique(
+        "old_master", keep="first", maintain_order=True
+    )
+    # Of the previous masters that picked a cluster, the oldest keeps its id there.
+    survivors = home.sort(["cluster", "born", "old_master"]).unique("cluster", keep="first", maintain_order=True)
+    merged = home.join(survivors.select("cluster", pl.col("old_master").alias("survivor")), on="cluster").filter(
+        pl.col("old_master") != pl.col("survivor")
+    )
+
+    cluster_order = clusters.group_by("cluster").agg(pl.struct(KEY).min().alias("first_key"))
+    fresh = cluster_order.join(survivors.select("cluster"), on="cluster", how="anti").sort("first_key")
+    start = previous.select(_id_number("master_id").max()).item() or 0
+    fresh = fresh.with_row_index("n", offset=start + 1).with_columns(
+        pl.format("{}{}", pl.lit(ID_PREFIX), pl.col("n").cast(pl.String).str.zfill(ID_DIGITS)).alias("master_id")
+    )
+    ids = pl.concat(
+        [survivors.select("cluster", pl.col("old_master").alias("master_id")), fresh.select("cluster", "master_id")]
+    )
+
+    at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
+    xref = (
+        seen.join(ids, on="cluster", how="left")
+        .with_columns(pl.col("first_seen").fill_null(at), at.alias("last_seen"))
+        .select(list(XREF_COLUMNS))
+        .sort(KEY)
+    )
+
+    # A split: records of a previous master now in a cluster that did not keep that master's id.
+    split = (
+        overlap.join(home.select("old_master", pl.col("cluster").alias("home")), on="old_master")
+        .filter(pl.col("cluster") != pl.col("home"))
+        .join(ids, on="cluster")
+        .filter(pl.col("master_id") != pl.col("old_master"))
+    )
+    lineage = pl.concat(
+        [
+            merged.select(
+                pl.lit("merged").alias("event"), pl.col("old_master").alias("master_id"),
+                pl.col("survivor").alias("related_master_id"), pl.col("shared").alias("records"),
+            ),
+            split.select(
+                pl.lit("split").alias("event"), "master_id",
+                pl.col("old_master").alias("related_master_id"), pl.col("shared").alias("records"),
+            ),
+        ]
+    ).with_columns(pl.lit(run_id).alias("run_id"), at.alias("recorded_at"), pl.col("records").cast(pl.Int64))
+    return MasterAssignment(xref, lineage.select(list(LINEAGE_COLUMNS)).sort("event", "master_id", "related_master_id"))

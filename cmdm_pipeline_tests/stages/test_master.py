@@ -1,0 +1,63 @@
+"""Stable master ids: reruns, new records, merges and splits."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from cmdm_pipeline.stages.master import assign_master_ids
+
+T1 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T2 = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+
+
+def clusters(*groups: list[str]) -> pl.DataFrame:
+    rows = [(key.split(":")[0], key.split(":")[1], i, 1.0) for i, group in enumerate(groups) for key in group]
+    return pl.DataFrame(rows, schema=["source_system", "source_record_id", "cluster", "link_confidence"], orient="row")
+
+
+def ids(xref: pl.DataFrame) -> dict[str, str]:
+    return {f"{s}:{r}": m for s, r, m in xref.select("source_system", "source_record_id", "master_id").iter_rows()}
+
+
+def test_first_run_numbers_clusters_by_smallest_record() -> None:
+    result = assign_master_ids(clusters(["crm:2", "erp:1"], ["crm:1"]), None, "r1", T1)
+    assert ids(result.xref) == {"crm:1": "M000000001", "crm:2": "M000000002", "erp:1": "M000000002"}
+    assert result.lineage.height == 0
+    assert result.xref["first_seen"].unique().to_list() == [T1]
+
+
+def test_rerun_on_same_input_keeps_ids_and_first_seen() -> None:
+    first = assign_master_ids(clusters(["crm:1", "erp:1"], ["crm:2"]), None, "r1", T1)
+    # Cluster numbering may change between runs; ids must not.
+    second = assign_master_ids(clusters(["crm:2"], ["erp:1", "crm:1"]), first.xref, "r2", T2)
+    assert ids(second.xref) == ids(first.xref)
+    assert second.xref["first_seen"].unique().to_list() == [T1]
+    assert second.xref["last_seen"].unique().to_list() == [T2]
+    assert second.lineage.height == 0
+
+
+def test_new_records_join_existing_masters_and_new_ones_get_next_ids() -> None:
+    first = assign_master_ids(clusters(["crm:1"], ["crm:2"]), None, "r1", T1)
+    second = assign_master_ids(clusters(["crm:1", "shop:9"], ["crm:2"], ["pos:5"]), first.xref, "r2", T2)
+    assert ids(second.xref) == {"crm:1": "M000000001", "shop:9": "M000000001", "crm:2": "M000000002", "pos:5": "M000000003"}
+
+
+def test_merge_keeps_the_older_id_and_records_the_retired_one() -> None:
+    first = assign_master_ids(clusters(["crm:1"]), None, "r1", T1)
+    second = assign_master_ids(clusters(["crm:1"], ["erp:1"]), first.xref, "r2", T2)
+    third = assign_master_ids(clusters(["erp:1", "crm:1"]), second.xref, "r3", T2)
+    assert set(ids(third.xref).values()) == {"M000000001"}
+    assert third.lineage.select("event", "master_id", "related_master_id", "records").rows() == [
+        ("merged", "M000000002", "M000000001", 1)
+    ]
+
+
+def test_split_keeps_the_id_with_the_larger_part() -> None:
+    first = assign_master_ids(clusters(["crm:1", "crm:2", "erp:1"]), None, "r1", T1)
+    second = assign_master_ids(clusters(["crm:1"], ["crm:2", "erp:1"]), first.xref, "r2", T2)
+    assert ids(second.xref) == {"crm:2": "M000000001", "erp:1": "M000000001", "crm:1": "M000000002"}
+    assert second.lineage.select("event", "master_id", "related_master_id", "records").rows() == [
+        ("split", "M000000002", "M000000001", 1)
+    ]
