@@ -147,6 +147,38 @@ class InputChecks(Model):
     )
 
 
+class MatchingConfig(Model):
+    """How records are matched and clustered. Weights are evidence: log2 Bayes factors, without the prior."""
+
+    link_evidence: float = Field(
+        14.0, description="Pairs with at least this evidence link automatically (2^14 ~ 16,000 : 1 for a match)."
+    )
+    review_evidence: float = Field(
+        6.0, description="Pairs between this and `link_evidence` wait in the review queue."
+    )
+    max_cluster_size: int = Field(25, ge=2, description="Larger clusters are split or sent to review.")
+    min_cluster_density: float = Field(
+        0.4, gt=0, le=1, description="Share of a cluster's record pairs that must link (chains fail this)."
+    )
+    blocking_rules: list[str] | None = Field(
+        None, description="SQL blocking rules (l./r. columns); default: generated from the schema."
+    )
+    prior_recall: float = Field(0.7, gt=0, le=1, description="Assumed recall of the deterministic rules.")
+    u_max_pairs: float = Field(2e6, gt=0, description="Record pairs sampled to estimate u.")
+    seed: int = Field(42, description="Seed of the u sampling, so training is repeatable.")
+    retrain: bool = Field(False, description="Train a new model on the next run even if one exists.")
+    decisions: Path | None = Field(
+        Path("data/decisions/match_decisions.csv"),
+        description="Steward decisions (CSV): source records judged `same` or `different`.",
+    )
+
+    @model_validator(mode="after")
+    def _bands(self) -> MatchingConfig:
+        if self.review_evidence > self.link_evidence:
+            raise ValueError("review_evidence must not exceed link_evidence")
+        return self
+
+
 SurvivorshipRule = Literal["trust_rank", "most_recent", "most_frequent", "most_complete", "customer_provided"]
 
 
@@ -174,6 +206,7 @@ class ProjectConfig(Model):
     input_checks: InputChecks = Field(default_factory=InputChecks, description="Checks on raw values.")
     customer_schema: CustomerSchema = Field(alias="schema", description="The customer schema.")
     sources: list[Source] = Field(min_length=1, description="The source systems to read.")
+    matching: MatchingConfig = Field(default_factory=MatchingConfig, description="Matching and clustering.")
     survivorship: SurvivorshipConfig = Field(
         default_factory=SurvivorshipConfig, description="How golden records pick their values."
     )

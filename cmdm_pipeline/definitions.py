@@ -9,6 +9,8 @@ from __future__ import annotations
 import dagster as dg
 
 from cmdm_pipeline.assets.extract import raw_asset
+from cmdm_pipeline.assets.master import golden_assets, master_id_assets
+from cmdm_pipeline.assets.match import match_assets, match_model_asset
 from cmdm_pipeline.assets.reconcile import run_reconciliation_asset
 from cmdm_pipeline.assets.standardise import standardised_customers_asset
 from cmdm_pipeline.assets.validate import validation_assets
@@ -25,6 +27,10 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         standardised_customers_asset(config),
         validation_assets(config),
         run_reconciliation_asset(config),
+        match_model_asset(config),
+        match_assets(config),
+        master_id_assets(config),
+        golden_assets(config),
     ]
     # In-process: DuckDB allows one writer per file, and on small machines a process per
     # step costs more than the steps themselves.
@@ -32,7 +38,7 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         JOB_NAME,
         selection=dg.AssetSelection.all(),
         executor_def=dg.in_process_executor,
-        description="Extract every source, standardise, validate and reconcile into the warehouse.",
+        description="Extract every source, standardise, validate, reconcile, match and master into the warehouse.",
     )
     return dg.Definitions(
         assets=assets,

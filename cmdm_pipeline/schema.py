@@ -47,6 +47,12 @@ class Kind(StrEnum):
     boolean = "boolean"
 
 
+MATCHED_BY_DEFAULT = frozenset(
+    {Kind.person_name, Kind.organisation_name, Kind.email, Kind.phone, Kind.postcode,
+     Kind.address_line, Kind.city, Kind.identifier}
+)
+
+
 class Severity(StrEnum):
     """``reject`` quarantines the row; ``warn`` lets it pass, flagged."""
 
@@ -140,15 +146,31 @@ class Attribute(Model):
         default_factory=dict,
         description="category: spellings (case-insensitive) mapped to the canonical value.",
     )
+    match: bool | None = Field(
+        None,
+        description="Compare this attribute when matching; default: yes for names, e-mails, phones, "
+        "addresses, postcodes, cities and identifiers, no for other kinds.",
+    )
+    name_part: Literal["given", "middle", "family"] | None = Field(
+        None, description="person_name: which part of the name it is (matching compares swapped names)."
+    )
     validator: str | None = Field(
         None, description="identifier: a python-stdnum module (e.g. `iban`, `eu.vat`) that checks it."
     )
+
+    @property
+    def use_in_matching(self) -> bool:
+        if self.match is not None:
+            return self.match
+        return self.kind in MATCHED_BY_DEFAULT and self.name_part != "middle"
 
     @model_validator(mode="after")
     def _rules_fit(self) -> Attribute:
         for rule in self.rules:
             if rule.expression is not None:
                 raise ValueError("`expression` rules belong under schema.rules (they are cross-field)")
+        if self.name_part is not None and self.kind is not Kind.person_name:
+            raise ValueError("`name_part` is only for attributes of kind person_name")
         if self.validator is not None:
             if self.kind is not Kind.identifier:
                 raise ValueError("`validator` is only for attributes of kind identifier")

@@ -1,0 +1,76 @@
+"""Mastering assets: stable master ids (``customer_xref``), golden records, lineage and history."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from cmdm_pipeline.assets.match import CLUSTERS
+from cmdm_pipeline.assets.validate import VALIDATED
+from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.stages.history import update_history
+from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids
+from cmdm_pipeline.stages.survivorship import build_golden_records
+
+XREF = "customer_xref"
+ID_LINEAGE = "master_id_lineage"
+GOLDEN = "golden_customers"
+ATTRIBUTE_LINEAGE = "golden_attribute_lineage"
+HISTORY = "golden_customers_history"
+
+
+def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(XREF, group_name="master", deps=[CLUSTERS], kinds={"duckdb"},
+                         description="One row per source record: its master_id (stable across runs), link confidence, first and last seen. Join on source_system + source_record_id."),
+            dg.AssetSpec(ID_LINEAGE, group_name="master", deps=[CLUSTERS], kinds={"duckdb"},
+                         description="One row per master id retired by a merge or created by a split, every run kept."),
+        ],
+    )
+    def _ids(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+        store = warehouse.get()
+        clusters = store.read(CLUSTERS)
+        previous = store.read(XREF) if XREF in store.tables() else None
+        run_id = context.run.run_id
+        result = assign_master_ids(clusters, previous, run_id, dt.datetime.now(dt.UTC))
+        history = store.read(ID_LINEAGE).filter(pl.col("run_id") != run_id) if ID_LINEAGE in store.tables() else pl.DataFrame(schema=LINEAGE_COLUMNS)
+        store.replace({XREF: result.xref, ID_LINEAGE: pl.concat([history, result.lineage])})
+        masters = result.xref["master_id"].n_unique()
+        events = dict(result.lineage.group_by("event").len().iter_rows())
+        yield dg.MaterializeResult(asset_key=XREF, metadata={"dagster/row_count": result.xref.height, "masters": masters})
+        yield dg.MaterializeResult(asset_key=ID_LINEAGE, metadata={"merged_this_run": events.get("merged", 0),
+                                                                  "split_this_run": events.get("split", 0)})
+
+    return _ids
+
+
+def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(GOLDEN, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
+                         description="One row per master customer: every attribute chosen by its survivorship rule, plus record and source counts."),
+            dg.AssetSpec(ATTRIBUTE_LINEAGE, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
+                         description="One row per master and attribute: the source record whose value won, and the rule that chose it."),
+            dg.AssetSpec(HISTORY, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
+                         description="One row per version of a golden record: valid_from, valid_to (null = current), run_id."),
+        ],
+    )
+    def _golden(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+        store = warehouse.get()
+        records = store.read(VALIDATED).join(store.read(XREF).select("source_system", "source_record_id", "master_id"),
+                                             on=["source_system", "source_record_id"])
+        golden, lineage = build_golden_records(records, config.customer_schema, config.survivorship)
+        previous = store.read(HISTORY) if HISTORY in store.tables() else None
+        history = update_history(previous, golden, context.run.run_id, dt.datetime.now(dt.UTC))
+        store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history})
+        by_party = dict(golden.group_by("party_type").len().iter_rows())
+        yield dg.MaterializeResult(asset_key=GOLDEN, metadata={"dagster/row_count": golden.height,
+                                                               "by_party_type": dg.MetadataValue.json(by_party)})
+        yield dg.MaterializeResult(asset_key=ATTRIBUTE_LINEAGE, metadata={"dagster/row_count": lineage.height})
+        yield dg.MaterializeResult(asset_key=HISTORY, metadata={
+            "dagster/row_count": history.height,
+            "current_versions": history.filter(pl.col("valid_to").is_null()).height})
+
+    return _golden

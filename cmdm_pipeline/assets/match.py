@@ -1,0 +1,174 @@
+"""Matching assets: ``match_model`` (trained on purpose), then pairs, review queue and clusters."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from cmdm_pipeline.assets.validate import VALIDATED
+from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.stages.cluster import ClusterSettings, cluster_pairs
+from cmdm_pipeline.stages.match import decided_edges, keyed_pairs, read_decisions, review_queue
+from cmdm_pipeline.stages.match_features import KEY, matching_frame
+from cmdm_pipeline.stages.match_model import (
+    MIN_TRAINING_RECORDS,
+    MODEL_VERSION_KEY,
+    deterministic_pairs,
+    score_pairs,
+    train_model,
+)
+
+RETRAIN_TAG = "cmdm/retrain"
+MODEL = "match_model"
+PAIRS = "match_pairs"
+REVIEW = "match_review_queue"
+CLUSTERS = "customer_clusters"
+
+
+def model_dir(config: ProjectConfig) -> Path:
+    return config.warehouse_path.parent / "models"
+
+
+def latest_model(config: ProjectConfig) -> Path | None:
+    models = sorted(model_dir(config).glob("match_model_v*.json"), key=lambda p: int(p.stem.rsplit("v", 1)[1]))
+    return models[-1] if models else None
+
+
+def features(store, config: ProjectConfig) -> pl.DataFrame:  # type: ignore[no-untyped-def]
+    """Matching features of the validated records, in key order so unique ids are stable."""
+    records = store.read(VALIDATED).sort(KEY)
+    return matching_frame(records, config.customer_schema)
+
+
+def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=MODEL,
+        group_name="match",
+        deps=[VALIDATED],
+        kinds={"splink", "duckdb"},
+        description=(
+            "The Splink model (JSON, versioned) compiled from the customer schema. Trained only when none "
+            f"exists, when `matching.retrain` is set, or when the run has tag `{RETRAIN_TAG}=true`."
+        ),
+    )
+    def _model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        existing = latest_model(config)
+        asked = config.matching.retrain or context.run.tags.get(RETRAIN_TAG, "").lower() == "true"
+        charts = config.warehouse_path.parent / "reports" / "splink"
+        if existing is not None and not asked:
+            version = json.loads(existing.read_text())[MODEL_VERSION_KEY]
+            context.log.info(f"reusing match model v{version} ({existing.name}); tag {RETRAIN_TAG}=true retrains")
+            return dg.MaterializeResult(metadata={"version": version, "trained_this_run": False,
+                                                  "model": dg.MetadataValue.path(str(existing))})
+        version = 1 if existing is None else int(existing.stem.rsplit("v", 1)[1]) + 1
+        frame = features(warehouse.get(), config)
+        if frame.height < MIN_TRAINING_RECORDS:
+            context.log.warning(
+                f"{frame.height} validated records: too few to train (need {MIN_TRAINING_RECORDS}); "
+                "matching uses the deterministic rules only"
+            )
+            return dg.MaterializeResult(metadata={"trained_this_run": False, "records": frame.height,
+                                                  "mode": "deterministic rules only"})
+        trained = train_model(frame, config.customer_schema, config.matching, version, charts_dir=charts)
+        path = model_dir(config) / f"match_model_v{version}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_text(json.dumps(trained.settings, indent=1))
+        path.with_suffix(".tmp").replace(path)  # atomic: a half-written model is never read
+        context.log.info(f"trained match model v{version} on {frame.height} records")
+        return dg.MaterializeResult(
+            metadata={
+                "version": version,
+                "trained_this_run": True,
+                "records": frame.height,
+                "probability_two_random_records_match": trained.settings["probability_two_random_records_match"],
+                "seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in trained.seconds.items()}),
+                "model": dg.MetadataValue.path(str(path)),
+                "match_weights_chart": dg.MetadataValue.url((charts / "match_weights.html").as_uri()),
+                "m_u_parameters_chart": dg.MetadataValue.url((charts / "m_u_parameters.html").as_uri()),
+            }
+        )
+
+    return _model
+
+
+def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(PAIRS, group_name="match", deps=[MODEL, VALIDATED], kinds={"splink", "duckdb"},
+                         description="One row per scored record pair with at least the review evidence: keys, match weight, evidence, probability, comparison levels."),
+            dg.AssetSpec(REVIEW, group_name="match", deps=[MODEL, VALIDATED], kinds={"duckdb"},
+                         description="One row per pair or cluster a data steward should decide: uncertain pairs and clusters too doubtful to merge."),
+            dg.AssetSpec(CLUSTERS, group_name="match", deps=[MODEL, VALIDATED], kinds={"duckdb"},
+                         description="One row per validated record: the cluster it belongs to and its strongest link inside it."),
+        ],
+    )
+    def _match(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+        store = warehouse.get()
+        matching = config.matching
+        path = latest_model(config)
+        frame = features(store, config)
+        ids = frame.select("unique_id", *KEY)
+        if path is None:
+            model_version = None
+            scored = deterministic_pairs(frame, config.customer_schema).with_columns(
+                pl.lit(None, pl.Float64).alias("match_weight"),
+                pl.lit(float(matching.link_evidence)).alias("evidence"),
+                pl.lit(None, pl.Float64).alias("match_probability"),
+            )
+        else:
+            model = json.loads(path.read_text())
+            model_version = model[MODEL_VERSION_KEY]
+            scored = score_pairs(frame, model, matching.review_evidence)
+        pairs = keyed_pairs(scored, ids)
+        decisions = read_decisions(config.resolve(matching.decisions) if matching.decisions else None)
+        must, cannot = decided_edges(decisions, ids)
+        edges = pl.concat([pairs.select("node_l", "node_r", pl.col("evidence").alias("weight")), must])
+        clusters = cluster_pairs(
+            ids["unique_id"], edges,
+            ClusterSettings(matching.link_evidence, matching.max_cluster_size, matching.min_cluster_density),
+            cannot_link=cannot,
+        )
+        gammas = [c for c in pairs.columns if c.startswith("gamma_")]
+        stored_pairs = pairs.select(
+            *[c for c in pairs.columns if c not in ("node_l", "node_r") and not c.startswith("gamma_")],
+            pl.struct(gammas).struct.json_encode().alias("comparison_levels") if gammas else pl.lit("{}").alias("comparison_levels"),
+        )
+        pair_queue = review_queue(stored_pairs, decisions, matching.link_evidence, matching.review_evidence)
+        cluster_queue = clusters.doubtful.with_row_index("n").explode("nodes").join(
+            ids, left_on="nodes", right_on="unique_id"
+        ).group_by("n", "reason").agg(pl.concat_str(KEY, separator=":").sort().alias("records"))
+        queue = pl.concat(
+            [
+                pair_queue.select(pl.lit("pair").alias("review_type"), "source_system_l", "source_record_id_l",
+                                  "source_system_r", "source_record_id_r",
+                                  pl.concat_list(pl.concat_str("source_system_l", "source_record_id_l", separator=":"),
+                                                 pl.concat_str("source_system_r", "source_record_id_r", separator=":")).alias("records"),
+                                  "evidence", "match_probability", "comparison_levels", "review_reason"),
+                cluster_queue.select(pl.lit("cluster").alias("review_type"), pl.lit(None, pl.String).alias("source_system_l"),
+                                     pl.lit(None, pl.String).alias("source_record_id_l"), pl.lit(None, pl.String).alias("source_system_r"),
+                                     pl.lit(None, pl.String).alias("source_record_id_r"), "records",
+                                     pl.lit(None, pl.Float64).alias("evidence"), pl.lit(None, pl.Float64).alias("match_probability"),
+                                     pl.lit(None, pl.String).alias("comparison_levels"), pl.col("reason").alias("review_reason")),
+            ],
+            how="vertical_relaxed",
+        )
+        members = clusters.nodes.join(ids, left_on="node", right_on="unique_id").select(*KEY, "cluster", "link_confidence")
+        store.replace({PAIRS: stored_pairs, REVIEW: queue, CLUSTERS: members})
+        sizes = members.group_by("cluster").agg(pl.len().alias("size"))
+        linked = stored_pairs.filter(pl.col("evidence") >= matching.link_evidence).height
+        context.log.info(f"{stored_pairs.height} pairs scored, {linked} linked, {sizes.height} clusters, {queue.height} to review")
+        yield dg.MaterializeResult(asset_key=PAIRS, metadata={"dagster/row_count": stored_pairs.height, "pairs_linked": linked,
+                                                             "model_version": model_version or "none (deterministic rules)"})
+        yield dg.MaterializeResult(asset_key=REVIEW, metadata={
+            "dagster/row_count": queue.height,
+            "pairs_to_review": pair_queue.height, "clusters_to_review": cluster_queue.height})
+        yield dg.MaterializeResult(asset_key=CLUSTERS, metadata={
+            "dagster/row_count": members.height, "clusters": sizes.height,
+            "largest_cluster": int(sizes["size"].max() or 0),
+            "cluster_size_distribution": dg.MetadataValue.json(
+                {str(k): v for k, v in sizes.group_by("size").len().sort("size").iter_rows()}),
+            "steward_decisions": decisions.height})
+
+    return _match

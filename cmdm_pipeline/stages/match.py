@@ -1,0 +1,115 @@
+"""Match: scored pairs, steward decisions that win over the model, and the review queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from cmdm_pipeline.stages.cluster import MUST_LINK_WEIGHT
+
+KEY = ["source_system", "source_record_id"]
+
+DECISION_COLUMNS: dict[str, pl.DataType] = {
+    "source_system_l": pl.String(),
+    "source_record_id_l": pl.String(),
+    "source_system_r": pl.String(),
+    "source_record_id_r": pl.String(),
+    "decision": pl.String(),  # same | different
+    "decided_by": pl.String(),
+    "decided_at": pl.String(),
+    "reason": pl.String(),
+}
+
+
+def _record_key(system: str, record_id: str) -> pl.Expr:
+    # A unit separator sorts below every printable character, so keys order by system first.
+    return pl.concat_str(system, pl.lit("\x1f"), record_id)
+
+
+class DecisionsError(ValueError):
+    """The steward decisions file cannot be used; the message names file, row and column."""
+
+
+def read_decisions(path: Path | None) -> pl.DataFrame:
+    """Steward decisions from CSV; no file means no decisions yet."""
+    if path is None or not path.exists():
+        return pl.DataFrame(schema=DECISION_COLUMNS)
+    try:
+        frame = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise DecisionsError(f"{path}: cannot read decisions CSV: {exc}") from None
+    missing = [c for c in DECISION_COLUMNS if c not in frame.columns and c != "reason"]
+    if missing:
+        raise DecisionsError(f"{path}: missing column(s) {missing}; expected {list(DECISION_COLUMNS)}")
+    if "reason" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
+    frame = frame.select(list(DECISION_COLUMNS)).with_columns(pl.col("decision").str.strip_chars().str.to_lowercase())
+    bad = frame.with_row_index("row", offset=2).filter(~pl.col("decision").is_in(["same", "different"]))
+    if bad.height:
+        raise DecisionsError(f"{path}: row {bad['row'][0]}, column decision: expected `same` or `different`")
+    # The latest decision on a pair wins (pairs are unordered).
+    ordered = frame.with_columns(
+        (_record_key("source_system_l", "source_record_id_l") <= _record_key("source_system_r", "source_record_id_r"))
+        .alias("__in_order")
+    )
+    left = pl.when("__in_order")
+    normalised = ordered.select(
+        left.then(pl.col("source_system_l")).otherwise(pl.col("source_system_r")).alias("source_system_l"),
+        left.then(pl.col("source_record_id_l")).otherwise(pl.col("source_record_id_r")).alias("source_record_id_l"),
+        left.then(pl.col("source_system_r")).otherwise(pl.col("source_system_l")).alias("source_system_r"),
+        left.then(pl.col("source_record_id_r")).otherwise(pl.col("source_record_id_l")).alias("source_record_id_r"),
+        "decision", "decided_by", "decided_at", "reason",
+    )
+    pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
+    return normalised.sort("decided_at").unique(pair, keep="last", maintain_order=True)
+
+
+def decided_edges(decisions: pl.DataFrame, ids: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(must-links as pairs with infinite weight, cannot-links) in node ids; ``ids``: unique_id + key."""
+
+    def nodes(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.join(
+            ids.rename({"unique_id": "node_l", "source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
+            on=["source_system_l", "source_record_id_l"],
+        ).join(
+            ids.rename({"unique_id": "node_r", "source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
+            on=["source_system_r", "source_record_id_r"],
+        )
+
+    same = nodes(decisions.filter(pl.col("decision") == "same")).select(
+        "node_l", "node_r", pl.lit(MUST_LINK_WEIGHT).alias("weight")
+    )
+    different = nodes(decisions.filter(pl.col("decision") == "different")).select("node_l", "node_r")
+    return same, different
+
+
+def review_queue(
+    pairs: pl.DataFrame, decisions: pl.DataFrame, link_evidence: float, review_evidence: float
+) -> pl.DataFrame:
+    """Pairs in the review band that no steward has decided yet, most doubtful first."""
+    pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
+    band = pairs.filter((pl.col("evidence") >= review_evidence) & (pl.col("evidence") < link_evidence))
+    return (
+        band.join(decisions.select(pair), on=pair, how="anti")
+        .with_columns(pl.lit("uncertain match").alias("review_reason"))
+        .sort((pl.col("evidence") - (link_evidence + review_evidence) / 2).abs())
+    )
+
+
+def keyed_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs with both records' keys, the smaller key on the left (as decisions are)."""
+    joined = pairs.join(
+        ids.rename({"unique_id": "unique_id_l", "source_system": "a_system", "source_record_id": "a_id"}), on="unique_id_l"
+    ).join(ids.rename({"unique_id": "unique_id_r", "source_system": "b_system", "source_record_id": "b_id"}), on="unique_id_r")
+    in_order = _record_key("a_system", "a_id") <= _record_key("b_system", "b_id")
+    rest = [c for c in pairs.columns if c not in ("unique_id_l", "unique_id_r")]
+    return joined.select(
+        pl.when(in_order).then("a_system").otherwise("b_system").alias("source_system_l"),
+        pl.when(in_order).then("a_id").otherwise("b_id").alias("source_record_id_l"),
+        pl.when(in_order).then("b_system").otherwise("a_system").alias("source_system_r"),
+        pl.when(in_order).then("b_id").otherwise("a_id").alias("source_record_id_r"),
+        pl.when(in_order).then("unique_id_l").otherwise("unique_id_r").alias("node_l"),
+        pl.when(in_order).then("unique_id_r").otherwise("unique_id_l").alias("node_r"),
+        *rest,
+    )

@@ -1,0 +1,297 @@
+"""The Splink model, compiled from the customer schema; training and scoring on DuckDB.
+
+Settings are plain data built from attribute kinds (names: exact with term frequencies,
+swapped given/family names, nicknames, Jaro-Winkler; dates of birth with typo levels;
+e-mail and its local part; any shared phone; postcodes and their prefix; addresses;
+identifiers). Splink runs in its own in-memory DuckDB connection, never in the warehouse.
+
+Thresholds use *evidence*: the match weight without the prior. Splink's prior falls as
+1/N, so a fixed probability threshold admits more false links as data grows; evidence
+(the sum of the comparisons' log2 Bayes factors) means the same at any size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cmdm_pipeline.config import MatchingConfig
+from cmdm_pipeline.schema import CustomerSchema, Kind
+from cmdm_pipeline.stages.match_features import PHONES, family_name_attributes, given_name_attributes
+
+MODEL_VERSION_KEY = "cmdm_model_version"  # our keys in the saved model start with cmdm_
+log = logging.getLogger(__name__)
+
+
+def _matched(schema: CustomerSchema, *kinds: Kind) -> list[str]:
+    return [n for n, a in schema.attributes.items() if a.kind in kinds and a.use_in_matching]
+
+
+#: Fewer validated records than this cannot train a model: matching falls back to the
+#: deterministic rules alone.
+MIN_TRAINING_RECORDS = 1000
+MIN_FILLED = 50  # records; below this an attribute has too little data to learn m and u
+
+
+def matchable_schema(schema: CustomerSchema, features: pl.DataFrame) -> CustomerSchema:
+    """The schema with matching switched off for attributes (nearly) empty in this data:
+    Splink cannot estimate parameters for levels it never observes."""
+    filled = features.select(pl.all().is_not_null().sum()).row(0, named=True)
+    needed = min(MIN_FILLED, max(1, features.height // 100))
+    attributes = {}
+    for name, attribute in schema.attributes.items():
+        column = PHONES if attribute.kind is Kind.phone else name
+        if attribute.use_in_matching and filled.get(column, 0) < needed:
+            attribute = attribute.model_copy(update={"match": False})
+        attributes[name] = attribute
+    return schema.model_copy(update={"attributes": attributes})
+
+
+def build_comparisons(schema: CustomerSchema) -> list[Any]:
+    """One Splink comparison per matchable attribute (phones pooled into one)."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    comparisons: list[Any] = []
+    families = [f for f in family_name_attributes(schema) if schema.attributes[f].use_in_matching]
+    for name in _matched(schema, Kind.person_name):
+        part = schema.attributes[name].name_part
+        levels = [cll.NullLevel(name), cll.ExactMatchLevel(name).configure(tf_adjustment_column=name)]
+        if part == "given" and families:
+            levels.append(cll.ColumnsReversedLevel(name, families[0], symmetrical=True))
+        if part == "given":
+            levels.append(
+                cll.ArrayIntersectLevel(f"{name}_variants", min_intersection=1).configure(
+                    label_for_charts="nickname of the same name"
+                )
+            )
+        levels += [cll.JaroWinklerLevel(name, 0.92), cll.JaroWinklerLevel(name, 0.8), cll.ElseLevel()]
+        comparisons.append(cl.CustomComparison(output_column_name=name, comparison_levels=levels))
+    for name in _matched(schema, Kind.organisation_name, Kind.address_line, Kind.city):
+        comparisons.append(
+            cl.CustomComparison(
+                output_column_name=name,
+                comparison_levels=[
+                    cll.NullLevel(name),
+                    cll.ExactMatchLevel(name).configure(tf_adjustment_column=name),
+                    cll.JaroWinklerLevel(name, 0.92),
+                    cll.JaroWinklerLevel(name, 0.8),
+                    cll.ElseLevel(),
+                ],
+            )
+        )
+    for name in _matched(schema, Kind.date):
+        comparisons.append(cl.DateOfBirthComparison(name, input_is_string=False))
+    for name in _matched(schema, Kind.email):
+        local = f"{name}_local"
+        comparisons.append(
+            cl.CustomComparison(
+                output_column_name=name,
+                comparison_levels=[
+                    cll.NullLevel(name),
+                    cll.ExactMatchLevel(name).configure(tf_adjustment_column=name),
+                    cll.ExactMatchLevel(local).configure(label_for_charts="same local part"),
+                    cll.JaroWinklerLevel(local, 0.88),
+                    cll.ElseLevel(),
+                ],
+            )
+        )
+    if _matched(schema, Kind.phone):
+        comparisons.append(
+            cl.CustomComparison(
+                output_column_name=PHONES,
+                comparison_levels=[
+                    cll.NullLevel(PHONES),
+                    cll.ArrayIntersectLevel(PHONES, min_intersection=1).configure(label_for_charts="a phone in common"),
+                    cll.ElseLevel(),
+                ],
+            )
+        )
+    for name in _matched(schema, Kind.postcode):
+        comparisons.append(
+            cl.CustomComparison(
+                output_column_name=name,
+                comparison_levels=[
+                    cll.NullLevel(name),
+                    cll.ExactMatchLevel(name).configure(tf_adjustment_column=name),
+                    cll.CustomLevel(
+                        f"substr({name}_l, 1, 3) = substr({name}_r, 1, 3)", label_for_charts="same postcode prefix"
+                    ),
+                    cll.ElseLevel(),
+                ],
+            )
+        )
+    for name in _matched(schema, Kind.identifier, Kind.country, Kind.category):
+        comparisons.append(cl.ExactMatch(name))
+    return comparisons
+
+
+def default_blocking_rules(schema: CustomerSchema) -> list[str]:
+    """Equi-join blocking rules from the attributes that exist; each catches a different typo."""
+    given = [g for g in given_name_attributes(schema) if schema.attributes[g].use_in_matching]
+    family = [f for f in family_name_attributes(schema) if schema.attributes[f].use_in_matching]
+    dates = _matched(schema, Kind.date)
+    rules: list[str] = []
+    rules += [f"l.{e} = r.{e}" for e in _matched(schema, Kind.email)]
+    if _matched(schema, Kind.phone):
+        rules += [f"l.{PHONES}[1] = r.{PHONES}[1]", f"l.{PHONES}[-1] = r.{PHONES}[-1]"]
+    if given and family:
+        rules.append(f"l.{given[0]} = r.{given[0]} AND l.{family[0]} = r.{family[0]}")
+    for date in dates[:1]:
+        if family:
+            rules.append(f"l.{date} = r.{date} AND l.{family[0]} = r.{family[0]}")
+        if given:
+            rules.append(f"l.{date} = r.{date} AND substr(l.{given[0]}, 1, 1) = substr(r.{given[0]}, 1, 1)")
+    for postcode in _matched(schema, Kind.postcode)[:1]:
+        if given:
+            rules.append(f"l.{postcode} = r.{postcode} AND substr(l.{given[0]}, 1, 1) = substr(r.{given[0]}, 1, 1)")
+        if family:
+            rules.append(f"l.{postcode} = r.{postcode} AND substr(l.{family[0]}, 1, 2) = substr(r.{family[0]}, 1, 2)")
+    rules += [f"l.{i} = r.{i}" for i in _matched(schema, Kind.identifier)]
+    for org in _matched(schema, Kind.organisation_name)[:1]:
+        rules.append(f"l.{org} = r.{org} AND l.party_type = 'organisation' AND r.party_type = 'organisation'")
+    return rules
+
+
+def build_settings(schema: CustomerSchema, matching: MatchingConfig) -> dict[str, Any]:
+    """Splink settings as a plain dict (DuckDB dialect)."""
+    from splink import SettingsCreator
+
+    creator = SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="unique_id",
+        comparisons=build_comparisons(schema),
+        blocking_rules_to_generate_predictions=[
+            f"({rule}) AND l.party_type = r.party_type"
+            for rule in (matching.blocking_rules or default_blocking_rules(schema))
+        ],
+        retain_intermediate_calculation_columns=False,
+        retain_matching_columns=False,
+        additional_columns_to_retain=[],
+    )
+    return creator.get_settings("duckdb").as_dict()
+
+
+def deterministic_rules(schema: CustomerSchema) -> list[str]:
+    """Rules that on their own make two records the same customer: same e-mail, or same
+    given name, family name and date of birth."""
+    return _training_rules(schema)[0]
+
+
+def deterministic_pairs(features: pl.DataFrame, schema: CustomerSchema) -> pl.DataFrame:
+    """Pairs that satisfy a deterministic rule (unique_id_l < unique_id_r), for data too small to train on."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.register("records", features.to_arrow())
+        rules = [f"({rule}) AND l.party_type = r.party_type" for rule in deterministic_rules(schema)]
+        if not rules:
+            return pl.DataFrame(schema={"unique_id_l": pl.Int64, "unique_id_r": pl.Int64})
+        where = " OR ".join(f"({rule})" for rule in rules)
+        return con.sql(
+            f"SELECT DISTINCT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r FROM records l "
+            f"JOIN records r ON l.unique_id < r.unique_id AND ({where})"
+        ).pl()
+
+
+def _training_rules(schema: CustomerSchema) -> tuple[list[str], list[str]]:
+    """(deterministic rules for the prior, blocking rules for EM), from what exists."""
+    given = [g for g in given_name_attributes(schema) if schema.attributes[g].use_in_matching]
+    family = [f for f in family_name_attributes(schema) if schema.attributes[f].use_in_matching]
+    dates = _matched(schema, Kind.date)
+    emails = _matched(schema, Kind.email)
+    deterministic = [f"l.{e} = r.{e}" for e in emails]
+    if given and family and dates:
+        deterministic.append(f"l.{given[0]} = r.{given[0]} AND l.{family[0]} = r.{family[0]} AND l.{dates[0]} = r.{dates[0]}")
+    em: list[str] = []
+    if given and family:
+        em.append(f"l.{given[0]} = r.{given[0]} AND l.{family[0]} = r.{family[0]}")
+    em += [f"l.{e} = r.{e}" for e in emails[:1]]
+    em += [f"l.{d} = r.{d}" for d in dates[:1]]
+    if _matched(schema, Kind.phone):
+        em.append(f"l.{PHONES}[1] = r.{PHONES}[1]")
+    return deterministic, em
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    settings: dict[str, Any]  # the saved Splink model
+    seconds: dict[str, float]  # time per training step
+
+
+def _linker(features: pl.DataFrame, settings: dict[str, Any] | str):  # type: ignore[no-untyped-def]
+    from splink import DuckDBAPI, Linker
+
+    db_api = DuckDBAPI()
+    frame = features.to_arrow()
+    return Linker(db_api.register(frame, table_name="cmdm_records"), settings, log_level=logging.WARNING)
+
+
+def train_model(
+    features: pl.DataFrame, schema: CustomerSchema, matching: MatchingConfig, version: int, charts_dir: Path | None = None
+) -> TrainedModel:
+    """Estimate the prior from deterministic rules, u by random sampling, m by EM; return the model."""
+    schema = matchable_schema(schema, features)
+    linker = _linker(features, build_settings(schema, matching))
+    deterministic, em_rules = _training_rules(schema)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    if deterministic:
+        linker.training.estimate_probability_two_random_records_match(deterministic, recall=matching.prior_recall)
+    seconds["prior"] = time.perf_counter() - started
+    started = time.perf_counter()
+    linker.training.estimate_u_using_random_sampling(max_pairs=matching.u_max_pairs, seed=matching.seed)
+    seconds["u"] = time.perf_counter() - started
+    started = time.perf_counter()
+    skipped = []
+    for rule in em_rules:
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        except ValueError as exc:
+            # Splink 5 refuses an m of exactly 0 (a level never seen among the pairs this
+            # rule blocks, e.g. different phones when e-mails are equal); the other rules
+            # still train those comparisons.
+            log.warning("EM on %r skipped: %s", rule, str(exc).splitlines()[0])
+            skipped.append(rule)
+    seconds["em"] = time.perf_counter() - started
+    if charts_dir is not None:
+        charts_dir.mkdir(parents=True, exist_ok=True)
+        # inline=True bundles the chart scripts: the pages open without network access.
+        linker.visualisations.match_weights_chart().save(str(charts_dir / "match_weights.html"), inline=True)
+        linker.visualisations.m_u_parameters_chart().save(str(charts_dir / "m_u_parameters.html"), inline=True)
+    model = linker.misc.save_model_to_json()
+    model[MODEL_VERSION_KEY] = version
+    model["cmdm_em_rules_skipped"] = skipped
+    return TrainedModel(model, seconds)
+
+
+def prior_weight(model: dict[str, Any]) -> float:
+    p = model["probability_two_random_records_match"]
+    return math.log2(p / (1 - p))
+
+
+def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: float) -> pl.DataFrame:
+    """Every blocked pair with evidence >= ``min_evidence``: ids, weights, probability, levels."""
+    settings = {k: v for k, v in model.items() if not k.startswith("cmdm_")}
+    # Intermediate columns carry the comparison levels (gamma_*) that explain each pair.
+    settings["retain_intermediate_calculation_columns"] = True
+    linker = _linker(features, settings)
+    prior = prior_weight(model)
+    predictions = linker.inference.predict(threshold_match_weight=min_evidence + prior)
+    pairs = pl.from_arrow(predictions.as_pyarrow_table())
+    assert isinstance(pairs, pl.DataFrame)
+    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
+    return pairs.select(
+        pl.col("unique_id_l").cast(pl.Int64),
+        pl.col("unique_id_r").cast(pl.Int64),
+        pl.col("match_weight"),
+        (pl.col("match_weight") - prior).alias("evidence"),
+        pl.col("match_probability"),
+        *gammas,
+    )
