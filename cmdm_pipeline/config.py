@@ -193,6 +193,10 @@ class SurvivorshipConfig(Model):
     customer_provided_sources: list[str] = Field(
         default_factory=list, description="Sources the customer fills in themselves (self-service)."
     )
+    survey_score_attribute: str | None = Field(
+        None, description="Number attribute holding a survey (NPS) score; golden records get the latest."
+    )
+    survey_date_attribute: str | None = Field(None, description="Date attribute saying when the score was given.")
 
 
 class WarehouseConfig(Model):
@@ -232,7 +236,8 @@ class ProjectConfig(Model):
             if twice:
                 raise ValueError(f"source {source.name!r} maps several columns to: {', '.join(twice)}")
         rules = self.survivorship
-        for attribute in [*rules.attributes, *([rules.recency_attribute] if rules.recency_attribute else [])]:
+        named = [rules.recency_attribute, rules.survey_score_attribute, rules.survey_date_attribute]
+        for attribute in [*rules.attributes, *[a for a in named if a]]:
             if attribute not in attributes:
                 raise ValueError(f"survivorship names unknown attribute {attribute!r}")
         unknown = sorted(set(rules.customer_provided_sources) - set(names))

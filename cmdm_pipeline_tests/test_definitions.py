@@ -18,13 +18,20 @@ def test_asset_graph_of_the_shipped_config() -> None:
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     raw = {f"raw_{name}" for name in ("crm", "erp", "shop", "pos", "survey")}
-    assert set(specs) == raw | {"standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation"}
+    assert set(specs) == raw | {
+        "standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation",
+        "match_model", "match_pairs", "match_review_queue", "customer_clusters",
+        "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history",
+    }
     parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}
     assert parents["standardised_customers"] == raw
     assert parents["validated_customers"] == parents["quarantined_records"] == {"standardised_customers"}
     assert parents["run_reconciliation"] == raw | {"validated_customers", "quarantined_records"}
+    assert parents["customer_xref"] == {"customer_clusters"}
+    assert parents["golden_customers"] == {"customer_xref", "validated_customers"}
     assert {specs[name].group_name for name in raw} == {"extract"}
-    assert all(node.description and node.description.startswith("One row per") for node in specs.values())
+    tables = [node for name, node in specs.items() if name != "match_model"]
+    assert all(node.description and node.description.startswith("One row per") for node in tables)
     job = defs.resolve_job_def(JOB_NAME)
     assert job.executor_def is dg.in_process_executor
 

@@ -10,8 +10,8 @@ from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.cluster import ClusterSettings, cluster_pairs
-from cmdm_pipeline.stages.match import decided_edges, keyed_pairs, read_decisions, review_queue
-from cmdm_pipeline.stages.match_features import KEY, matching_frame
+from cmdm_pipeline.stages.match import decided_edges, keyed_pairs, names_disagree, read_decisions, review_queue
+from cmdm_pipeline.stages.match_features import KEY, family_name_attributes, given_name_attributes, matching_frame
 from cmdm_pipeline.stages.match_model import (
     MIN_TRAINING_RECORDS,
     MODEL_VERSION_KEY,
@@ -121,10 +121,13 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             model = json.loads(path.read_text())
             model_version = model[MODEL_VERSION_KEY]
             scored = score_pairs(frame, model, matching.review_evidence)
+        names = given_name_attributes(config.customer_schema)[:1] + family_name_attributes(config.customer_schema)[:1]
         pairs = keyed_pairs(scored, ids)
+        pairs = pairs.with_columns(names_disagree(pairs, names).alias("names_disagree"))
         decisions = read_decisions(config.resolve(matching.decisions) if matching.decisions else None)
         must, cannot = decided_edges(decisions, ids)
-        edges = pl.concat([pairs.select("node_l", "node_r", pl.col("evidence").alias("weight")), must])
+        linkable = pairs.filter(~pl.col("names_disagree"))
+        edges = pl.concat([linkable.select("node_l", "node_r", pl.col("evidence").alias("weight")), must])
         clusters = cluster_pairs(
             ids["unique_id"], edges,
             ClusterSettings(matching.link_evidence, matching.max_cluster_size, matching.min_cluster_density),

@@ -47,6 +47,11 @@ def format_master_id(number: int) -> str:
     return f"{ID_PREFIX}{number:0{ID_DIGITS}d}"
 
 
+def _record_key() -> pl.Expr:
+    # A unit separator sorts below printable characters: keys order by system, then id.
+    return pl.concat_str(pl.col("source_system"), pl.lit("\x1f"), pl.col("source_record_id"))
+
+
 def _id_number(column: str) -> pl.Expr:
     return pl.col(column).str.strip_prefix(ID_PREFIX).cast(pl.Int64)
 
@@ -67,7 +72,7 @@ def assign_master_ids(
     overlap = (
         seen.filter(pl.col("old_master").is_not_null())
         .group_by("cluster", "old_master")
-        .agg(pl.len().alias("shared"), pl.struct(KEY).min().alias("first_key"))
+        .agg(pl.len().alias("shared"), _record_key().min().alias("first_key"))
         .join(master_age, on="old_master", how="left")
     )
     # Each previous master picks the cluster holding most of its records (ties: the cluster
@@ -81,7 +86,7 @@ def assign_master_ids(
         pl.col("old_master") != pl.col("survivor")
     )
 
-    cluster_order = clusters.group_by("cluster").agg(pl.struct(KEY).min().alias("first_key"))
+    cluster_order = clusters.group_by("cluster").agg(_record_key().min().alias("first_key"))
     fresh = cluster_order.join(survivors.select("cluster"), on="cluster", how="anti").sort("first_key")
     start = previous.select(_id_number("master_id").max()).item() or 0
     fresh = fresh.with_row_index("n", offset=start + 1).with_columns(

@@ -89,10 +89,16 @@ def review_queue(
 ) -> pl.DataFrame:
     """Pairs in the review band that no steward has decided yet, most doubtful first."""
     pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
-    band = pairs.filter((pl.col("evidence") >= review_evidence) & (pl.col("evidence") < link_evidence))
+    doubtful = (pl.col("evidence") >= review_evidence) & (pl.col("evidence") < link_evidence)
+    band = pairs.filter(doubtful | (pl.col("names_disagree") & (pl.col("evidence") >= link_evidence)))
     return (
         band.join(decisions.select(pair), on=pair, how="anti")
-        .with_columns(pl.lit("uncertain match").alias("review_reason"))
+        .with_columns(
+            pl.when(pl.col("names_disagree") & (pl.col("evidence") >= link_evidence))
+            .then(pl.lit("strong match but the names disagree"))
+            .otherwise(pl.lit("uncertain match"))
+            .alias("review_reason")
+        )
         .sort((pl.col("evidence") - (link_evidence + review_evidence) / 2).abs())
     )
 
@@ -113,3 +119,15 @@ def keyed_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
         pl.when(in_order).then("unique_id_r").otherwise("unique_id_l").alias("node_r"),
         *rest,
     )
+
+
+def names_disagree(pairs: pl.DataFrame, name_columns: list[str]) -> pl.Expr:
+    """True where every compared name is present on both sides and totally different.
+
+    Two people at one address with one phone (a household, an office) score high on
+    everything but their names; such a pair is never linked automatically, only reviewed.
+    """
+    gammas = [f"gamma_{n}" for n in name_columns if f"gamma_{n}" in pairs.columns]
+    if not gammas:
+        return pl.lit(False)
+    return pl.all_horizontal(pl.col(g) == 0 for g in gammas)

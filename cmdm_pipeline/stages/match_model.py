@@ -73,12 +73,15 @@ def build_comparisons(schema: CustomerSchema) -> list[Any]:
             )
         levels += [cll.JaroWinklerLevel(name, 0.92), cll.JaroWinklerLevel(name, 0.8), cll.ElseLevel()]
         comparisons.append(cl.CustomComparison(output_column_name=name, comparison_levels=levels))
-    for name in _matched(schema, Kind.organisation_name, Kind.address_line, Kind.city):
+    for name in _matched(schema, Kind.organisation_name):
+        # An organisation's name identifies it; a person's employer does not identify the person.
+        organisations = "party_type_l = 'organisation' AND party_type_r = 'organisation'"
         comparisons.append(
             cl.CustomComparison(
                 output_column_name=name,
                 comparison_levels=[
-                    cll.NullLevel(name),
+                    cll.CustomLevel(f"NOT ({organisations}) OR {name}_l IS NULL OR {name}_r IS NULL").configure(
+                        is_null_level=True, label_for_charts="not two organisations, or missing"),
                     cll.ExactMatchLevel(name).configure(tf_adjustment_column=name),
                     cll.JaroWinklerLevel(name, 0.92),
                     cll.JaroWinklerLevel(name, 0.8),
@@ -86,6 +89,9 @@ def build_comparisons(schema: CustomerSchema) -> list[Any]:
                 ],
             )
         )
+    address = _address_comparison(schema)
+    if address is not None:
+        comparisons.append(address)
     for name in _matched(schema, Kind.date):
         comparisons.append(cl.DateOfBirthComparison(name, input_is_string=False))
     for name in _matched(schema, Kind.email):
@@ -113,23 +119,40 @@ def build_comparisons(schema: CustomerSchema) -> list[Any]:
                 ],
             )
         )
-    for name in _matched(schema, Kind.postcode):
-        comparisons.append(
-            cl.CustomComparison(
-                output_column_name=name,
-                comparison_levels=[
-                    cll.NullLevel(name),
-                    cll.ExactMatchLevel(name).configure(tf_adjustment_column=name),
-                    cll.CustomLevel(
-                        f"substr({name}_l, 1, 3) = substr({name}_r, 1, 3)", label_for_charts="same postcode prefix"
-                    ),
-                    cll.ElseLevel(),
-                ],
-            )
-        )
     for name in _matched(schema, Kind.identifier, Kind.country, Kind.category):
         comparisons.append(cl.ExactMatch(name))
     return comparisons
+
+
+def _address_comparison(schema: CustomerSchema) -> Any | None:
+    """One comparison for where a record lives: street, postcode and city agree together.
+
+    They are one fact, not three: scoring them separately counts a shared address (a
+    household, an office) three times and outweighs different names.
+    """
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    street = next(iter(_matched(schema, Kind.address_line)), None)
+    postcode = next(iter(_matched(schema, Kind.postcode)), None)
+    city = next(iter(_matched(schema, Kind.city)), None)
+    parts = [c for c in (street, postcode, city) if c]
+    if not parts:
+        return None
+    missing = " AND ".join(f"({c}_l IS NULL OR {c}_r IS NULL)" for c in parts)
+    levels = [cll.CustomLevel(missing).configure(is_null_level=True, label_for_charts="no address to compare")]
+    if street and postcode:
+        levels.append(cll.CustomLevel(
+            f"jaro_winkler_similarity({street}_l, {street}_r) >= 0.9 AND {postcode}_l = {postcode}_r",
+            label_for_charts="same street and postcode"))
+    if postcode:
+        levels.append(cll.CustomLevel(f"{postcode}_l = {postcode}_r", label_for_charts="same postcode"))
+        levels.append(cll.CustomLevel(f"substr({postcode}_l, 1, 3) = substr({postcode}_r, 1, 3)",
+                                      label_for_charts="same postcode area"))
+    if city:
+        levels.append(cll.CustomLevel(f"{city}_l = {city}_r", label_for_charts="same city"))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(output_column_name="address", comparison_levels=levels)
 
 
 def default_blocking_rules(schema: CustomerSchema) -> list[str]:
@@ -153,6 +176,11 @@ def default_blocking_rules(schema: CustomerSchema) -> list[str]:
             rules.append(f"l.{postcode} = r.{postcode} AND substr(l.{given[0]}, 1, 1) = substr(r.{given[0]}, 1, 1)")
         if family:
             rules.append(f"l.{postcode} = r.{postcode} AND substr(l.{family[0]}, 1, 2) = substr(r.{family[0]}, 1, 2)")
+    cities = _matched(schema, Kind.city)
+    if family and cities:
+        # Catches nicknames and changed e-mails: same family name in the same town.
+        rules.append(f"l.{family[0]} = r.{family[0]} AND l.{cities[0]} = r.{cities[0]}")
+    rules += [f"l.{e}_local = r.{e}_local" for e in _matched(schema, Kind.email)[:1]]
     rules += [f"l.{i} = r.{i}" for i in _matched(schema, Kind.identifier)]
     for org in _matched(schema, Kind.organisation_name)[:1]:
         rules.append(f"l.{org} = r.{org} AND l.party_type = 'organisation' AND r.party_type = 'organisation'")
@@ -281,6 +309,7 @@ def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: flo
     settings = {k: v for k, v in model.items() if not k.startswith("cmdm_")}
     # Intermediate columns carry the comparison levels (gamma_*) that explain each pair.
     settings["retain_intermediate_calculation_columns"] = True
+    settings["retain_matching_columns"] = True
     linker = _linker(features, settings)
     prior = prior_weight(model)
     predictions = linker.inference.predict(threshold_match_weight=min_evidence + prior)

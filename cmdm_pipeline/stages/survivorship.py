@@ -81,7 +81,46 @@ def build_golden_records(
             winners.select("master_id", pl.lit(attribute).alias("attribute"), *KEY, pl.lit(rule).alias("rule"))
         )
     lineage = pl.concat(lineage_parts) if lineage_parts else pl.DataFrame(schema=LINEAGE_COLUMNS)
+    golden = golden.join(_survey(prepared, rules), on="master_id", how="left")
+    golden = _link_organisations(golden, schema)
     golden = golden.select(
-        "master_id", "party_type", "record_type", *attributes, "record_count", "source_count", "source_systems"
+        "master_id", "party_type", "record_type", *attributes, "organisation_master_id",
+        "nps_latest_score", "nps_latest_date", "nps_responses", "record_count", "source_count", "source_systems",
     ).sort("master_id")
     return golden, lineage.select(list(LINEAGE_COLUMNS)).sort("master_id", "attribute")
+
+
+def _survey(records: pl.DataFrame, rules: SurvivorshipConfig) -> pl.DataFrame:
+    """Latest survey score and its date, and how many responses, per master."""
+    score, when = rules.survey_score_attribute, rules.survey_date_attribute
+    if score is None:
+        return records.select("master_id").unique().with_columns(
+            pl.lit(None, pl.Float64).alias("nps_latest_score"), pl.lit(None, pl.Date).alias("nps_latest_date"),
+            pl.lit(0, pl.UInt32).alias("nps_responses"))
+    order = pl.col(when) if when else pl.col("__recency")
+    answered = records.filter(pl.col(score).is_not_null())
+    return answered.group_by("master_id").agg(
+        pl.col(score).sort_by(order, nulls_last=True).last().alias("nps_latest_score"),
+        (pl.col(when).max() if when else pl.lit(None, pl.Date)).alias("nps_latest_date"),
+        pl.len().alias("nps_responses"),
+    )
+
+
+def _link_organisations(golden: pl.DataFrame, schema: CustomerSchema) -> pl.DataFrame:
+    """People point to the organisation master whose name is their employer's (same folded name)."""
+    from cmdm_pipeline.schema import Kind
+    from cmdm_pipeline.stages.match_features import fold
+
+    names = schema.of_kind(Kind.organisation_name)
+    if not names:
+        return golden.with_columns(pl.lit(None, pl.String).alias("organisation_master_id"))
+    name = names[0]
+    folded = golden.with_columns(fold(pl.col(name)).alias("__org"))
+    organisations = (
+        folded.filter((pl.col("party_type") == "organisation") & pl.col("__org").is_not_null())
+        .group_by("__org").agg(pl.col("master_id").min().alias("organisation_master_id"))
+    )
+    linked = folded.join(organisations, on="__org", how="left").with_columns(
+        pl.when(pl.col("party_type") == "person").then("organisation_master_id").alias("organisation_master_id")
+    )
+    return linked.drop("__org")

@@ -1,0 +1,183 @@
+"""Accuracy and speed benchmark: the pipeline against bare Splink, on generated data with truth.
+
+    python -m cmdm_pipeline.benchmark --records 100000 --seed 7
+
+Generates N source rows, runs the whole job in a temporary folder, and prints pairwise
+precision/recall/F1 and B-cubed of the final clusters against the ground truth, the largest
+cluster, time per step and peak memory. Then runs bare Splink on the same records, with the
+same comparisons, blocking and trained model, clustered by connected components at a sweep
+of probability thresholds, and prints its best result — the best a Splink user could get by
+hand, with the truth to tune against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from cmdm_pipeline.config import load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
+
+
+def truth_entities(truth_path: Path, validated: pl.DataFrame) -> pl.DataFrame:
+    """Key -> true entity: the organisation for organisation records, else the person."""
+    truth = pl.read_csv(truth_path, infer_schema=False).unique(["source_system", "source_record_id"], keep="first")
+    return (
+        validated.select("source_system", "source_record_id", "party_type")
+        .join(truth, on=["source_system", "source_record_id"], how="inner")
+        .with_columns(
+            pl.when(pl.col("party_type") == "organisation").then("organisation_id").otherwise("person_id")
+            .replace("", None).alias("entity")
+        )
+        .filter(pl.col("entity").is_not_null())
+        .select("source_system", "source_record_id", "entity")
+    )
+
+
+def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) -> dict[str, float]:
+    """Pairwise and B-cubed precision, recall and F1 of ``cluster`` against ``entity``."""
+    frame = assigned.join(truth, on=["source_system", "source_record_id"], how="inner")
+
+    def pair_count(sizes: pl.Series) -> int:
+        return int((sizes * (sizes - 1) // 2).sum())
+
+    both = frame.group_by(cluster, "entity").agg(pl.len().alias("n"))
+    predicted = frame.group_by(cluster).agg(pl.len().alias("c"))
+    actual = frame.group_by("entity").agg(pl.len().alias("e"))
+    tp = pair_count(both["n"])
+    precision = tp / max(pair_count(predicted["c"]), 1)
+    recall = tp / max(pair_count(actual["e"]), 1)
+    b = both.join(predicted, on=cluster).join(actual, on="entity")
+    b_precision = float((b["n"] * b["n"] / b["c"]).sum() / frame.height)
+    b_recall = float((b["n"] * b["n"] / b["e"]).sum() / frame.height)
+    return {
+        "pair_precision": precision,
+        "pair_recall": recall,
+        "pair_f1": 2 * precision * recall / max(precision + recall, 1e-12),
+        "b3_precision": b_precision,
+        "b3_recall": b_recall,
+        "b3_f1": 2 * b_precision * b_recall / max(b_precision + b_recall, 1e-12),
+        "largest_cluster": int(predicted["c"].max() or 0),
+    }
+
+
+def run_pipeline(config_path: Path) -> tuple[dict[str, float], str]:
+    """Run the job in-process; seconds per step and the run id."""
+    import dagster as dg
+
+    from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+
+    job = build_definitions(load_config(config_path)).resolve_job_def(JOB_NAME)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}}),
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=True,
+    )
+    seconds = {
+        str(event.step_key): event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
+        for event in result.all_events
+        if event.event_type_value == "STEP_SUCCESS"
+    }
+    return seconds, result.run_id
+
+
+def bare_splink(warehouse: Path, model_path: Path, truth: pl.DataFrame) -> list[dict[str, float]]:
+    """Same records, comparisons, blocking and model; connected components per threshold."""
+    import logging
+
+    from splink import DuckDBAPI, Linker
+
+    from cmdm_pipeline.stages.match_features import KEY, matching_frame
+    from cmdm_pipeline.warehouse import Warehouse
+
+    store = Warehouse(warehouse)
+    schema = load_config(warehouse.parent.parent / "cmdm.yaml").customer_schema
+    features = matching_frame(store.read("validated_customers").sort(KEY), schema)
+    model = {k: v for k, v in json.loads(model_path.read_text()).items() if not k.startswith("cmdm_")}
+    db_api = DuckDBAPI()
+    linker = Linker(db_api.register(features.to_arrow(), table_name="bare_records"), model, log_level=logging.WARNING)
+    predictions = linker.inference.predict(threshold_match_probability=min(THRESHOLDS))
+    ids = features.select("unique_id", *KEY)
+    results = []
+    for threshold in THRESHOLDS:
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            predictions, threshold_match_probability=threshold
+        )
+        frame = pl.from_arrow(clusters.as_pyarrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        assigned = frame.select(pl.col("unique_id").cast(pl.Int64), "cluster_id").join(ids, on="unique_id")
+        results.append({"threshold": threshold, **score_clusters(assigned, truth, "cluster_id")})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=10_000, help="source rows to generate (default 10000)")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep data and warehouse here (default: a temp folder)")
+    parser.add_argument("--no-splink", action="store_true", help="skip the bare-Splink comparison")
+    args = parser.parse_args(argv)
+
+    from cmdm_pipeline.sample import generate
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cmdm-bench-"))
+    data = workdir / "data"
+    started = time.perf_counter()
+    generate(args.records, args.seed, data)
+    generated = time.perf_counter() - started
+    document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
+    document["warehouse"] = {"path": str(workdir / "warehouse" / "cmdm.duckdb")}
+    for source in document["sources"]:
+        source["path"] = str(data / Path(source["path"]).name)
+    config_path = workdir / "cmdm.yaml"
+    config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    started = time.perf_counter()
+    seconds, _ = run_pipeline(config_path)
+    total = time.perf_counter() - started
+    from cmdm_pipeline.warehouse import Warehouse
+
+    store = Warehouse(workdir / "warehouse" / "cmdm.duckdb")
+    validated = store.read("validated_customers")
+    truth = truth_entities(data / "truth" / "ground_truth.csv", validated)
+    ours = score_clusters(store.read("customer_xref"), truth, "master_id")
+    review = store.query("SELECT review_type, count(*) AS n FROM match_review_queue GROUP BY 1 ORDER BY 1")
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+
+    print(f"\ncmdm_pipeline benchmark: {args.records:,} source rows, seed {args.seed}, workdir {workdir}")
+    print(f"generate {generated:.1f}s; pipeline {total:.1f}s; peak RSS {peak_gb:.2f} GB; validated {validated.height:,}")
+    print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
+    print("review queue: " + (", ".join(f"{t} {n:,}" for t, n in review.iter_rows()) or "empty"))
+    header = f"{'':<24}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 P':>8}{'B3 R':>8}{'B3 F1':>8}{'largest':>9}"
+    print(header)
+
+    def line(label: str, m: dict[str, float]) -> str:
+        return (f"{label:<24}{m['pair_precision']:>8.4f}{m['pair_recall']:>8.4f}{m['pair_f1']:>8.4f}"
+                f"{m['b3_precision']:>8.4f}{m['b3_recall']:>8.4f}{m['b3_f1']:>8.4f}{m['largest_cluster']:>9,}")
+
+    print(line("cmdm_pipeline", ours))
+    if not args.no_splink:
+        models = sorted((workdir / "warehouse" / "models").glob("match_model_v*.json"))
+        if not models:
+            print("bare Splink: no trained model (too few records)")
+        else:
+            results = bare_splink(workdir / "warehouse" / "cmdm.duckdb", models[-1], truth)
+            for r in results:
+                print(line(f"splink cc p>={r['threshold']}", r))
+            best = max(results, key=lambda r: r["pair_f1"])
+            print(line(f"splink best (p>={best['threshold']})", best))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
