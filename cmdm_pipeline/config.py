@@ -167,6 +167,9 @@ class MatchingConfig(Model):
     u_max_pairs: float = Field(2e6, gt=0, description="Record pairs sampled to estimate u.")
     seed: int = Field(42, description="Seed of the u sampling, so training is repeatable.")
     retrain: bool = Field(False, description="Train a new model on the next run even if one exists.")
+    full_rebuild: bool = Field(
+        False, description="Score every record again instead of only new or changed ones (also: run tag cmdm/full_rebuild=true)."
+    )
     decisions: Path | None = Field(
         Path("data/decisions/match_decisions.csv"),
         description="Steward decisions (CSV): source records judged `same` or `different`.",

@@ -16,11 +16,13 @@ from cmdm_pipeline.stages.match_model import (
     MIN_TRAINING_RECORDS,
     MODEL_VERSION_KEY,
     deterministic_pairs,
+    score_new_pairs,
     score_pairs,
     train_model,
 )
 
 RETRAIN_TAG = "cmdm/retrain"
+FULL_REBUILD_TAG = "cmdm/full_rebuild"
 MODEL = "match_model"
 PAIRS = "match_pairs"
 REVIEW = "match_review_queue"
@@ -93,6 +95,43 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return _model
 
 
+def _deterministic(frame: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
+    return deterministic_pairs(frame, config.customer_schema).with_columns(
+        pl.lit(None, pl.Float64).alias("match_weight"),
+        pl.lit(float(config.matching.link_evidence)).alias("evidence"),
+        pl.lit(None, pl.Float64).alias("match_probability"),
+    )
+
+
+def _stored(pairs: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
+    """Scored pairs as stored: keys, scores, whether names disagree, levels as JSON."""
+    schema = config.customer_schema
+    names = given_name_attributes(schema)[:1] + family_name_attributes(schema)[:1]
+    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
+    levels = pl.struct(gammas).struct.json_encode() if gammas else pl.lit("{}")
+    return pairs.select(
+        "source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
+        "match_weight", "evidence", "match_probability",
+        names_disagree(pairs, names).alias("names_disagree"),
+        levels.alias("comparison_levels"),
+    )
+
+
+def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # type: ignore[no-untyped-def]
+    """Last run's pairs and record hashes, when they were scored by this same model."""
+    tables = store.tables()
+    if PAIRS not in tables or CLUSTERS not in tables:
+        return None
+    pairs = store.read(PAIRS)
+    clusters = store.read(CLUSTERS)
+    if "record_hash" not in clusters.columns or "model_version" not in pairs.columns:
+        return None
+    versions = pairs["model_version"].unique().to_list()
+    if pairs.height and versions != [model_version]:
+        return None
+    return pairs.drop("model_version"), clusters.select(*KEY, "record_hash")
+
+
 def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
@@ -110,33 +149,52 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         path = latest_model(config)
         frame = features(store, config)
         ids = frame.select("unique_id", *KEY)
-        if path is None:
-            model_version = None
-            scored = deterministic_pairs(frame, config.customer_schema).with_columns(
-                pl.lit(None, pl.Float64).alias("match_weight"),
-                pl.lit(float(matching.link_evidence)).alias("evidence"),
-                pl.lit(None, pl.Float64).alias("match_probability"),
-            )
+        hashes = frame.select(*KEY, pl.struct(pl.exclude("unique_id", *KEY)).hash(seed=0).alias("record_hash"))
+        model = json.loads(path.read_text()) if path else None
+        model_version = model[MODEL_VERSION_KEY] if model else None
+        full = matching.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
+        previous = _previous(store, model_version) if model and not full else None
+        if model is None:
+            stored_pairs = _stored(keyed_pairs(_deterministic(frame, config), ids), config)
+            mode = "deterministic rules (no model)"
+        elif previous is None:
+            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching.review_evidence), ids), config)
+            mode = "full"
         else:
-            model = json.loads(path.read_text())
-            model_version = model[MODEL_VERSION_KEY]
-            scored = score_pairs(frame, model, matching.review_evidence)
-        names = given_name_attributes(config.customer_schema)[:1] + family_name_attributes(config.customer_schema)[:1]
-        pairs = keyed_pairs(scored, ids)
-        pairs = pairs.with_columns(names_disagree(pairs, names).alias("names_disagree"))
+            old_pairs, old_hashes = previous
+            changed = hashes.join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
+            gone = old_hashes.select(KEY).join(hashes.select(KEY), on=KEY, how="anti")
+            touched = pl.concat([changed, gone])
+            kept = old_pairs.join(
+                touched.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
+                on=["source_system_l", "source_record_id_l"], how="anti",
+            ).join(
+                touched.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
+                on=["source_system_r", "source_record_id_r"], how="anti",
+            )
+            new_ids = ids.join(changed, on=KEY)["unique_id"]
+            fresh = (
+                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching.review_evidence), ids), config)
+                if new_ids.len() else kept.head(0)
+            )
+            stored_pairs = pl.concat([kept, fresh.select(kept.columns)])
+            mode = f"incremental: {changed.height} new or changed, {gone.height} gone"
+        stored_pairs = stored_pairs.with_columns(pl.lit(model_version, dtype=pl.Int64).alias("model_version"))
+        context.log.info(f"matching mode: {mode}")
         decisions = read_decisions(config.resolve(matching.decisions) if matching.decisions else None)
         must, cannot = decided_edges(decisions, ids)
-        linkable = pairs.filter(~pl.col("names_disagree"))
-        edges = pl.concat([linkable.select("node_l", "node_r", pl.col("evidence").alias("weight")), must])
+        nodes = stored_pairs.filter(~pl.col("names_disagree")).join(
+            ids.rename({"unique_id": "node_l", "source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
+            on=["source_system_l", "source_record_id_l"],
+        ).join(
+            ids.rename({"unique_id": "node_r", "source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
+            on=["source_system_r", "source_record_id_r"],
+        )
+        edges = pl.concat([nodes.select("node_l", "node_r", pl.col("evidence").alias("weight")), must])
         clusters = cluster_pairs(
             ids["unique_id"], edges,
             ClusterSettings(matching.link_evidence, matching.max_cluster_size, matching.min_cluster_density),
             cannot_link=cannot,
-        )
-        gammas = [c for c in pairs.columns if c.startswith("gamma_")]
-        stored_pairs = pairs.select(
-            *[c for c in pairs.columns if c not in ("node_l", "node_r") and not c.startswith("gamma_")],
-            pl.struct(gammas).struct.json_encode().alias("comparison_levels") if gammas else pl.lit("{}").alias("comparison_levels"),
         )
         pair_queue = review_queue(stored_pairs, decisions, matching.link_evidence, matching.review_evidence)
         cluster_queue = clusters.doubtful.with_row_index("n").explode("nodes").join(
@@ -157,12 +215,17 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             ],
             how="vertical_relaxed",
         )
-        members = clusters.nodes.join(ids, left_on="node", right_on="unique_id").select(*KEY, "cluster", "link_confidence")
+        members = (
+            clusters.nodes.join(ids, left_on="node", right_on="unique_id")
+            .join(hashes, on=KEY)
+            .select(*KEY, "cluster", "link_confidence", "record_hash")
+        )
         store.replace({PAIRS: stored_pairs, REVIEW: queue, CLUSTERS: members})
         sizes = members.group_by("cluster").agg(pl.len().alias("size"))
         linked = stored_pairs.filter(pl.col("evidence") >= matching.link_evidence).height
         context.log.info(f"{stored_pairs.height} pairs scored, {linked} linked, {sizes.height} clusters, {queue.height} to review")
         yield dg.MaterializeResult(asset_key=PAIRS, metadata={"dagster/row_count": stored_pairs.height, "pairs_linked": linked,
+                                                             "mode": mode,
                                                              "model_version": model_version or "none (deterministic rules)"})
         yield dg.MaterializeResult(asset_key=REVIEW, metadata={
             "dagster/row_count": queue.height,

@@ -304,15 +304,7 @@ def prior_weight(model: dict[str, Any]) -> float:
     return math.log2(p / (1 - p))
 
 
-def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: float) -> pl.DataFrame:
-    """Every blocked pair with evidence >= ``min_evidence``: ids, weights, probability, levels."""
-    settings = {k: v for k, v in model.items() if not k.startswith("cmdm_")}
-    # Intermediate columns carry the comparison levels (gamma_*) that explain each pair.
-    settings["retain_intermediate_calculation_columns"] = True
-    settings["retain_matching_columns"] = True
-    linker = _linker(features, settings)
-    prior = prior_weight(model)
-    predictions = linker.inference.predict(threshold_match_weight=min_evidence + prior)
+def _predictions_frame(predictions: Any, prior: float) -> pl.DataFrame:
     pairs = pl.from_arrow(predictions.as_pyarrow_table())
     assert isinstance(pairs, pl.DataFrame)
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
@@ -324,3 +316,45 @@ def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: flo
         pl.col("match_probability"),
         *gammas,
     )
+
+
+def _scoring_settings(model: dict[str, Any]) -> dict[str, Any]:
+    settings = {k: v for k, v in model.items() if not k.startswith("cmdm_")}
+    # Matching and intermediate columns carry the comparison levels (gamma_*) that explain a pair.
+    settings["retain_intermediate_calculation_columns"] = True
+    settings["retain_matching_columns"] = True
+    return settings
+
+
+def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: float) -> pl.DataFrame:
+    """Every blocked pair with evidence >= ``min_evidence``: ids, weights, probability, levels."""
+    linker = _linker(features, _scoring_settings(model))
+    prior = prior_weight(model)
+    return _predictions_frame(linker.inference.predict(threshold_match_weight=min_evidence + prior), prior)
+
+
+def score_new_pairs(
+    features: pl.DataFrame, new_ids: pl.Series, model: dict[str, Any], min_evidence: float
+) -> pl.DataFrame:
+    """Pairs involving new or changed records only: new x existing and new x new.
+
+    Term frequencies come from all records, as in a full scoring run.
+    """
+    from splink import DuckDBAPI, Linker
+
+    db_api = DuckDBAPI()
+    everyone = db_api.register(features.to_arrow(), table_name="cmdm_records")
+    fresh = features.filter(pl.col("unique_id").is_in(new_ids.implode()))
+    known = features.filter(~pl.col("unique_id").is_in(new_ids.implode()))
+    linker = Linker(everyone, _scoring_settings(model), log_level=logging.WARNING)
+    for column in linker._settings_obj._term_frequency_columns:
+        linker.table_management.compute_tf_table(column.unquote().name)
+    prior = prior_weight(model)
+    threshold = min_evidence + prior
+    new_sdf = db_api.register(fresh.to_arrow(), table_name="cmdm_new_records")
+    parts = [_predictions_frame(linker.inference.predict_within(new_sdf, threshold_match_weight=threshold), prior)]
+    if known.height:
+        known_sdf = db_api.register(known.to_arrow(), table_name="cmdm_known_records")
+        parts.append(_predictions_frame(
+            linker.inference.predict_between(known_sdf, new_sdf, threshold_match_weight=threshold), prior))
+    return pl.concat(parts, how="diagonal_relaxed")

@@ -1,0 +1,118 @@
+"""Matching and mastering on generated data large enough to train a model (integration)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from cmdm_pipeline.config import load_config
+from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline.sample import generate
+from cmdm_pipeline.warehouse import Warehouse
+from cmdm_pipeline_tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+KEY = ["source_system", "source_record_id"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mastering")
+    generate(3000, 11, root / "data")
+    document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
+    document["warehouse"] = {"path": "warehouse/cmdm.duckdb"}
+    document.setdefault("matching", {})["decisions"] = "decisions.csv"
+    for source in document["sources"]:
+        source["path"] = f"data/{Path(source['path']).name}"
+    (root / "cmdm.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return root
+
+
+def run(root: Path, **tags: str) -> dg.ExecuteInProcessResult:
+    job = build_definitions(load_config(root / "cmdm.yaml")).resolve_job_def(JOB_NAME)
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags=tags, raise_on_error=True)
+    assert result.success
+    return result
+
+
+def test_matching_and_mastering_across_runs(project: Path) -> None:
+    store = Warehouse(project / "warehouse" / "cmdm.duckdb")
+    first = run(project)
+    model_meta = next(
+        e.step_materialization_data.materialization.metadata
+        for e in first.get_asset_materialization_events() if e.asset_key.to_user_string() == "match_model"
+    )
+    assert model_meta["trained_this_run"].value is True
+    charts = Path(model_meta["match_weights_chart"].value.removeprefix("file://"))
+    assert charts.is_file() and "<script src=" not in charts.read_text()[:5000]
+
+    validated = store.read("validated_customers")
+    xref = store.read("customer_xref")
+    # Every validated record has exactly one master.
+    assert xref.height == validated.height
+    assert xref.select(KEY).is_unique().all()
+    golden = store.read("golden_customers")
+    assert golden["master_id"].is_unique().all()
+    assert set(golden["master_id"]) == set(xref["master_id"])
+    assert golden.height < validated.height  # records were actually merged
+    assert store.read("match_pairs").height > 0
+    lineage = store.read("golden_attribute_lineage")
+    assert lineage.join(xref, on=[*KEY, "master_id"], how="anti").height == 0  # winners belong to their master
+    largest = xref.group_by("master_id").len()["len"].max()
+    assert largest <= load_config(project / "cmdm.yaml").matching.max_cluster_size
+
+    # Same input again: same master ids, the model is reused, history gains no versions.
+    history_before = store.read("golden_customers_history").height
+    second = run(project)
+    meta = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+            for e in second.get_asset_materialization_events()}
+    assert meta["match_model"]["trained_this_run"].value is False
+    assert meta["match_pairs"]["mode"].value == "incremental: 0 new or changed, 0 gone"
+    assert store.read("customer_xref").select(*KEY, "master_id").sort(KEY).equals(xref.select(*KEY, "master_id").sort(KEY))
+    assert store.read("golden_customers_history").height == history_before
+
+    # A steward says two linked records are different: the next run splits them and keeps it so.
+    pair = (
+        store.read("match_pairs").filter(~pl.col("names_disagree"))
+        .sort("evidence", descending=True).row(0, named=True)
+    )
+    with (project / "decisions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
+                         "decision", "decided_by", "decided_at", "reason"])
+        writer.writerow([pair["source_system_l"], pair["source_record_id_l"], pair["source_system_r"],
+                         pair["source_record_id_r"], "different", "steward@example.org", "2026-11-22T10:00:00", "checked"])
+    run(project)
+    after = store.read("customer_xref")
+
+    def master(system: str, record: str) -> str:
+        return after.filter((pl.col("source_system") == system) & (pl.col("source_record_id") == record))["master_id"][0]
+
+    assert master(pair["source_system_l"], pair["source_record_id_l"]) != master(pair["source_system_r"], pair["source_record_id_r"])
+    old = xref.filter((pl.col("source_system") == pair["source_system_l"]) & (pl.col("source_record_id") == pair["source_record_id_l"]))["master_id"][0]
+    assert old in set(after["master_id"])  # the larger part kept the id
+    # A new till record for a known customer: only it is scored, and it joins that customer's master.
+    pos_path = project / "data" / "pos_loyalty.csv"
+    pos = pl.read_csv(pos_path, infer_schema=False)
+    known = store.read("validated_customers").filter(pl.col("source_system") == "pos").sort("source_record_id")
+    original = pos.filter(pl.col("CardNo") == known["source_record_id"][0])
+    copy = original.with_columns(pl.lit("9" * 16).alias("CardNo"))
+    pl.concat([pos, copy]).write_csv(pos_path)
+    fourth = run(project)
+    mode = next(e.step_materialization_data.materialization.metadata["mode"].value
+                for e in fourth.get_asset_materialization_events() if e.asset_key.to_user_string() == "match_pairs")
+    assert mode == "incremental: 1 new or changed, 0 gone"
+    latest = store.read("customer_xref")
+    new_master = latest.filter(pl.col("source_record_id") == "9" * 16)["master_id"][0]
+    assert new_master == latest.filter(
+        (pl.col("source_system") == "pos") & (pl.col("source_record_id") == known["source_record_id"][0]))["master_id"][0]
+
+    run(project, **{"cmdm/retrain": "true"})
+    assert (project / "warehouse" / "models" / "match_model_v2.json").is_file()
+    assert json.loads((project / "warehouse" / "models" / "match_model_v2.json").read_text())["cmdm_model_version"] == 2
