@@ -117,6 +117,14 @@ def _summary(config, run_id: str, elapsed: float) -> str:  # type: ignore[no-unt
     if reasons.height:
         lines.append("\nquarantined rows by rule broken (a row can break several):")
         lines += [f"  {rule:<40}{n:>8,}" for rule, n in reasons.iter_rows()]
+    tables = set(store.tables())
+    if {"customer_xref", "golden_customers", "match_review_queue"} <= tables:
+        masters = store.query("SELECT party_type, count(*) AS n FROM golden_customers GROUP BY 1 ORDER BY 1")
+        review = store.query("SELECT review_type, count(*) AS n FROM match_review_queue GROUP BY 1 ORDER BY 1")
+        lines.append(
+            "\nmaster customers: " + ", ".join(f"{n:,} {party}" for party, n in masters.iter_rows())
+            + "; to review: " + (", ".join(f"{n:,} {kind}s" for kind, n in review.iter_rows()) or "nothing")
+        )
     warehouse = config.warehouse_path
     try:
         shown = warehouse.relative_to(Path.cwd())
@@ -124,9 +132,11 @@ def _summary(config, run_id: str, elapsed: float) -> str:  # type: ignore[no-unt
         shown = warehouse
     lines += [
         f"\nwarehouse: {shown}",
-        "  tables: validated_customers, quarantined_records, run_reconciliation, standardised_customers, raw_<source>",
-        f"  look:   duckdb -readonly {shown} \"SELECT * FROM quarantined_records LIMIT 5\"",
-        "Dagster UI: uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
+        "  tables: golden_customers, customer_xref, match_review_queue, validated_customers, quarantined_records,",
+        "          run_reconciliation, golden_customers_history, ... (README.md, 'Output tables')",
+        f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('FROM golden_customers LIMIT 5').show()\"",
+        "          (inside the project environment: .uv/bin/uv run python -c ...)",
+        "Dagster UI: .uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
     ]
     return "\n".join(lines)
 
