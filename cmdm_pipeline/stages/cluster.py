@@ -122,27 +122,25 @@ def cluster_pairs(
     return Clusters(nodes_out.select("node", "cluster", "link_confidence").sort("node"), doubtful_out)
 
 
+def _count_within(pairs: pl.DataFrame, members: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per component label: how many of ``pairs`` (l, r positions) fall inside it."""
+    return (
+        pairs.join(members.rename({"pos": "l"}), on="l")
+        .join(members.rename({"pos": "r", "label": "label_r"}), on="r")
+        .filter(pl.col("label") == pl.col("label_r"))
+        .group_by("label")
+        .agg(pl.len().alias(name))
+    )
+
+
 def _judge(
     labels: np.ndarray, pending: np.ndarray, edges: pl.DataFrame, forbidden: pl.DataFrame, settings: ClusterSettings
 ) -> pl.DataFrame:
     """Per pending component: size, density, cannot-link violations, and whether it is accepted."""
     members = pl.DataFrame({"pos": np.flatnonzero(pending), "label": labels[pending]})
     sizes = members.group_by("label").agg(pl.len().alias("size"))
-    label_of = members.rename({"pos": "l", "label": "label"})
-    inside = (
-        edges.join(label_of, on="l")
-        .join(members.rename({"pos": "r", "label": "label_r"}), on="r")
-        .filter(pl.col("label") == pl.col("label_r"))
-        .group_by("label")
-        .agg(pl.len().alias("links"))
-    )
-    clashes = (
-        forbidden.join(label_of, on="l")
-        .join(members.rename({"pos": "r", "label": "label_r"}), on="r")
-        .filter(pl.col("label") == pl.col("label_r"))
-        .group_by("label")
-        .agg(pl.len().alias("clashes"))
-    )
+    inside = _count_within(edges, members, "links")
+    clashes = _count_within(forbidden, members, "clashes")
     judged = (
         sizes.join(inside, on="label", how="left")
         .join(clashes, on="label", how="left")
