@@ -151,7 +151,7 @@ class MatchingConfig(Model):
     """How records are matched and clustered. Weights are evidence: log2 Bayes factors, without the prior."""
 
     link_evidence: float = Field(
-        14.0, description="Pairs with at least this evidence link automatically (2^14 ~ 16,000 : 1 for a match)."
+        10.0, description="Pairs with at least this evidence link automatically (2^10 ~ 1,000 : 1 for a match)."
     )
     review_evidence: float = Field(
         6.0, description="Pairs between this and `link_evidence` wait in the review queue."
@@ -159,6 +159,11 @@ class MatchingConfig(Model):
     max_cluster_size: int = Field(25, ge=2, description="Larger clusters are split or sent to review.")
     min_cluster_density: float = Field(
         0.4, gt=0, le=1, description="Share of a cluster's record pairs that must link (chains fail this)."
+    )
+    deterministic_rules: list[list[str]] = Field(
+        default_factory=lambda: [["email"]],
+        description="Attribute sets that, all equal, link two records whatever the model says "
+        "(unless both names disagree), e.g. [[email], [national_id], [email, date_of_birth]].",
     )
     blocking_rules: list[str] | None = Field(
         None, description="SQL blocking rules (l./r. columns); default: generated from the schema."

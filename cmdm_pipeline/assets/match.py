@@ -9,12 +9,20 @@ import polars as pl
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.stages.cluster import ClusterSettings, cluster_pairs
-from cmdm_pipeline.stages.match import decided_edges, keyed_pairs, names_disagree, read_decisions, review_queue
+from cmdm_pipeline.stages.cluster import MUST_LINK_WEIGHT, ClusterSettings, cluster_pairs
+from cmdm_pipeline.stages.match import (
+    corroborated,
+    decided_edges,
+    keyed_pairs,
+    names_disagree,
+    read_decisions,
+    review_queue,
+)
 from cmdm_pipeline.stages.match_features import KEY, family_name_attributes, given_name_attributes, matching_frame
 from cmdm_pipeline.stages.match_model import (
     MIN_TRAINING_RECORDS,
     MODEL_VERSION_KEY,
+    corroborating_levels,
     deterministic_pairs,
     score_new_pairs,
     score_pairs,
@@ -96,15 +104,16 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
 
 
 def _deterministic(frame: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
-    return deterministic_pairs(frame, config.customer_schema).with_columns(
+    matching = config.matching
+    return deterministic_pairs(frame, config.customer_schema, matching.deterministic_rules, matching.max_cluster_size).with_columns(
         pl.lit(None, pl.Float64).alias("match_weight"),
         pl.lit(float(config.matching.link_evidence)).alias("evidence"),
         pl.lit(None, pl.Float64).alias("match_probability"),
     )
 
 
-def _stored(pairs: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
-    """Scored pairs as stored: keys, scores, whether names disagree, levels as JSON."""
+def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> pl.DataFrame:  # type: ignore[type-arg]
+    """Scored pairs as stored: keys, scores, name and corroboration flags, levels as JSON."""
     schema = config.customer_schema
     names = given_name_attributes(schema)[:1] + family_name_attributes(schema)[:1]
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
@@ -113,6 +122,7 @@ def _stored(pairs: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
         "source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
         "match_weight", "evidence", "match_probability",
         names_disagree(pairs, names).alias("names_disagree"),
+        (corroborated(pairs, corroborating_levels(model, schema)) if model else pl.lit(True)).alias("corroborated"),
         levels.alias("comparison_levels"),
     )
 
@@ -124,7 +134,7 @@ def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFr
         return None
     pairs = store.read(PAIRS)
     clusters = store.read(CLUSTERS)
-    if "record_hash" not in clusters.columns or "model_version" not in pairs.columns:
+    if "record_hash" not in clusters.columns or "corroborated" not in pairs.columns:
         return None
     versions = pairs["model_version"].unique().to_list()
     if pairs.height and versions != [model_version]:
@@ -155,10 +165,10 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         full = matching.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
         previous = _previous(store, model_version) if model and not full else None
         if model is None:
-            stored_pairs = _stored(keyed_pairs(_deterministic(frame, config), ids), config)
+            stored_pairs = _stored(keyed_pairs(_deterministic(frame, config), ids), config, None)
             mode = "deterministic rules (no model)"
         elif previous is None:
-            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching.review_evidence), ids), config)
+            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching.review_evidence), ids), config, model)
             mode = "full"
         else:
             old_pairs, old_hashes = previous
@@ -174,7 +184,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             )
             new_ids = ids.join(changed, on=KEY)["unique_id"]
             fresh = (
-                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching.review_evidence), ids), config)
+                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching.review_evidence), ids), config, model)
                 if new_ids.len() else kept.head(0)
             )
             stored_pairs = pl.concat([kept, fresh.select(kept.columns)])
@@ -183,14 +193,21 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         context.log.info(f"matching mode: {mode}")
         decisions = read_decisions(config.resolve(matching.decisions) if matching.decisions else None)
         must, cannot = decided_edges(decisions, ids)
-        nodes = stored_pairs.filter(~pl.col("names_disagree")).join(
+        nodes = stored_pairs.filter(~pl.col("names_disagree") & pl.col("corroborated")).join(
             ids.rename({"unique_id": "node_l", "source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
             on=["source_system_l", "source_record_id_l"],
         ).join(
             ids.rename({"unique_id": "node_r", "source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
             on=["source_system_r", "source_record_id_r"],
         )
-        edges = pl.concat([nodes.select("node_l", "node_r", pl.col("evidence").alias("weight")), must])
+        # Deterministic rules link like steward "same" decisions: at any evidence.
+        rule_links = deterministic_pairs(
+            frame, config.customer_schema, matching.deterministic_rules, matching.max_cluster_size
+        ).select(
+            pl.col("unique_id_l").alias("node_l"), pl.col("unique_id_r").alias("node_r"),
+            pl.lit(MUST_LINK_WEIGHT).alias("weight"),
+        )
+        edges = pl.concat([nodes.select("node_l", "node_r", pl.col("evidence").alias("weight")), rule_links, must])
         clusters = cluster_pairs(
             ids["unique_id"], edges,
             ClusterSettings(matching.link_evidence, matching.max_cluster_size, matching.min_cluster_density),
@@ -222,7 +239,9 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         )
         store.replace({PAIRS: stored_pairs, REVIEW: queue, CLUSTERS: members})
         sizes = members.group_by("cluster").agg(pl.len().alias("size"))
-        linked = stored_pairs.filter(pl.col("evidence") >= matching.link_evidence).height
+        linked = stored_pairs.filter(
+            (pl.col("evidence") >= matching.link_evidence) & ~pl.col("names_disagree") & pl.col("corroborated")
+        ).height
         context.log.info(f"{stored_pairs.height} pairs scored, {linked} linked, {sizes.height} clusters, {queue.height} to review")
         yield dg.MaterializeResult(asset_key=PAIRS, metadata={"dagster/row_count": stored_pairs.height, "pairs_linked": linked,
                                                              "mode": mode,

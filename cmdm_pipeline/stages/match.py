@@ -90,12 +90,16 @@ def review_queue(
     """Pairs in the review band that no steward has decided yet, most doubtful first."""
     pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
     doubtful = (pl.col("evidence") >= review_evidence) & (pl.col("evidence") < link_evidence)
-    band = pairs.filter(doubtful | (pl.col("names_disagree") & (pl.col("evidence") >= link_evidence)))
+    strong = pl.col("evidence") >= link_evidence
+    held = strong & (pl.col("names_disagree") | ~pl.col("corroborated"))
+    band = pairs.filter(doubtful | held)
     return (
         band.join(decisions.select(pair), on=pair, how="anti")
         .with_columns(
-            pl.when(pl.col("names_disagree") & (pl.col("evidence") >= link_evidence))
+            pl.when(strong & pl.col("names_disagree"))
             .then(pl.lit("strong match but the names disagree"))
+            .when(strong)
+            .then(pl.lit("names match but no e-mail, phone, birth date, postcode or id confirms it"))
             .otherwise(pl.lit("uncertain match"))
             .alias("review_reason")
         )
@@ -131,3 +135,9 @@ def names_disagree(pairs: pl.DataFrame, name_columns: list[str]) -> pl.Expr:
     if not gammas:
         return pl.lit(False)
     return pl.all_horizontal(pl.col(g) == 0 for g in gammas)
+
+
+def corroborated(pairs: pl.DataFrame, levels: dict[str, int]) -> pl.Expr:
+    """True where at least one comparison besides the names confirms the identity."""
+    present = [pl.col(g) >= level for g, level in levels.items() if g in pairs.columns]
+    return pl.any_horizontal(present) if present else pl.lit(True)

@@ -206,25 +206,42 @@ def build_settings(schema: CustomerSchema, matching: MatchingConfig) -> dict[str
     return creator.get_settings("duckdb").as_dict()
 
 
-def deterministic_rules(schema: CustomerSchema) -> list[str]:
-    """Rules that on their own make two records the same customer: same e-mail, or same
-    given name, family name and date of birth."""
-    return _training_rules(schema)[0]
+def deterministic_pairs(
+    features: pl.DataFrame, schema: CustomerSchema, rules: list[list[str]], max_group: int = 25
+) -> pl.DataFrame:
+    """Pairs (unique_id_l < unique_id_r) equal on every attribute of a rule, within one party
+    type, whose names do not both disagree (a shared family e-mail is not one person).
 
-
-def deterministic_pairs(features: pl.DataFrame, schema: CustomerSchema) -> pl.DataFrame:
-    """Pairs that satisfy a deterministic rule (unique_id_l < unique_id_r), for data too small to train on."""
+    A value shared by more than ``max_group`` records (a shop's placeholder e-mail, a test
+    account) is not evidence of one customer and links nothing.
+    """
     import duckdb
 
+    rules = [rule for rule in rules if rule]
+    flags = [
+        (pl.len().over(rule) <= max_group).alias(f"__rule_{i}")
+        for i, rule in enumerate(rules)
+    ]
+    features = features.with_columns(flags) if flags else features
+
+    given = given_name_attributes(schema)[:1]
+    family = family_name_attributes(schema)[:1]
+    guard = ""
+    if given and family:
+        g, f = given[0], family[0]
+        guard = (f" AND NOT (coalesce(jaro_winkler_similarity(l.{g}, r.{g}) < 0.8, false)"
+                 f" AND coalesce(jaro_winkler_similarity(l.{f}, r.{f}) < 0.8, false))")
+    conditions = [
+        " AND ".join([*(f"l.{a} = r.{a}" for a in rule), f"l.__rule_{i}"]) for i, rule in enumerate(rules)
+    ]
+    if not conditions:
+        return pl.DataFrame(schema={"unique_id_l": pl.Int64, "unique_id_r": pl.Int64})
+    where = " OR ".join(f"({c})" for c in conditions)
     with duckdb.connect() as con:
         con.register("records", features.to_arrow())
-        rules = [f"({rule}) AND l.party_type = r.party_type" for rule in deterministic_rules(schema)]
-        if not rules:
-            return pl.DataFrame(schema={"unique_id_l": pl.Int64, "unique_id_r": pl.Int64})
-        where = " OR ".join(f"({rule})" for rule in rules)
         return con.sql(
-            f"SELECT DISTINCT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r FROM records l "
-            f"JOIN records r ON l.unique_id < r.unique_id AND ({where})"
+            "SELECT DISTINCT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r FROM records l "
+            f"JOIN records r ON l.unique_id < r.unique_id AND l.party_type = r.party_type AND ({where}){guard}"
         ).pl()
 
 
@@ -358,3 +375,23 @@ def score_new_pairs(
         parts.append(_predictions_frame(
             linker.inference.predict_between(known_sdf, new_sdf, threshold_match_weight=threshold), prior))
     return pl.concat(parts, how="diagonal_relaxed")
+
+
+def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:
+    """``gamma_<comparison>`` -> the lowest level that independently confirms an identity.
+
+    Names alone are not enough to merge two people: namesakes are common at scale. A link
+    also needs the same e-mail, a phone in common, the same (or one-typo) date of birth, the
+    same postcode, or the same identifier.
+    """
+    top = {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier)}
+    top.update({name: 2 for name in schema.of_kind(Kind.date)})
+    top.update({PHONES: 1, "address": 2})
+    levels: dict[str, int] = {}
+    for comparison in model.get("comparisons", []):
+        name = comparison["output_column_name"]
+        if name not in top:
+            continue
+        non_null = [lvl for lvl in comparison["comparison_levels"] if not lvl.get("is_null_level", False)]
+        levels[f"gamma_{name}"] = len(non_null) - top[name]
+    return levels

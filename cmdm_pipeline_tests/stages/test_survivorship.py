@@ -56,3 +56,25 @@ def test_lead_becomes_customer_without_new_master() -> None:
     assert golden["record_type"].to_list() == ["lead"]
     golden, _ = build_golden_records(records(), SCHEMA, SurvivorshipConfig())
     assert golden["record_type"].to_list() == ["customer"] and golden["master_id"].to_list() == ["M1"]
+
+
+def test_people_point_to_their_organisation_and_surveys_attach() -> None:
+    schema = CustomerSchema.model_validate({"attributes": {
+        "last_name": {"kind": "person_name"}, "organisation_name": {"kind": "organisation_name"},
+        "nps_score": {"kind": "number"}, "responded_on": {"kind": "date"},
+    }})
+    rows = [
+        ("M1", "person", "crm", "1", "Smith", "Acme Ltd", None, None),
+        ("M1", "person", "survey", "9", "Smith", None, 3.0, dt.date(2026, 1, 1)),
+        ("M1", "person", "survey", "8", "Smith", None, 9.0, dt.date(2026, 3, 1)),
+        ("M2", "organisation", "erp", "5", None, "ACME LTD", None, None),
+    ]
+    frame = pl.DataFrame(rows, orient="row", schema=["master_id", "party_type", "source_system", "source_record_id",
+                                                      "last_name", "organisation_name", "nps_score", "responded_on"])
+    frame = frame.with_columns(pl.lit(1).alias("trust_rank"), pl.lit("customer").alias("record_type"), pl.lit(AT).alias("ingested_at"))
+    rules = SurvivorshipConfig(survey_score_attribute="nps_score", survey_date_attribute="responded_on")
+    golden, _ = build_golden_records(frame, schema, rules)
+    person = golden.filter(pl.col("master_id") == "M1").row(0, named=True)
+    assert person["organisation_master_id"] == "M2"
+    assert (person["nps_latest_score"], person["nps_latest_date"], person["nps_responses"]) == (9.0, dt.date(2026, 3, 1), 2)
+    assert golden.filter(pl.col("master_id") == "M2")["organisation_master_id"].to_list() == [None]

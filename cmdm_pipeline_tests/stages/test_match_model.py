@@ -1,0 +1,64 @@
+"""Schema -> Splink model mapping and the deterministic rules (no training here)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cmdm_pipeline.config import MatchingConfig, load_config
+from cmdm_pipeline.stages.match_features import matching_frame
+from cmdm_pipeline.stages.match_model import build_settings, default_blocking_rules, deterministic_pairs
+from cmdm_pipeline_tests.conftest import REPO_ROOT
+
+SCHEMA = load_config(REPO_ROOT / "cmdm.yaml").customer_schema
+
+
+def test_kinds_map_to_comparisons() -> None:
+    settings = build_settings(SCHEMA, MatchingConfig())
+    by_name = {c["output_column_name"]: c for c in settings["comparisons"]}
+    assert set(by_name) >= {"first_name", "last_name", "email", "phones", "address", "date_of_birth", "organisation_name", "national_id"}
+    assert "middle_name" not in by_name and "region" not in by_name and "customer_since" not in by_name
+    labels = [level.get("label_for_charts", "") for level in by_name["first_name"]["comparison_levels"]]
+    assert any("reversed" in label for label in labels) and "nickname of the same name" in labels
+    # Term frequencies on exact name levels.
+    assert any(level.get("tf_adjustment_column") == "last_name" for level in by_name["last_name"]["comparison_levels"])
+    assert all("l.party_type = r.party_type" in rule["blocking_rule"] for rule in settings["blocking_rules_to_generate_predictions"])
+
+
+def test_blocking_rules_follow_the_attributes_that_exist() -> None:
+    rules = default_blocking_rules(SCHEMA)
+    assert "l.email = r.email" in rules and "l.phones[1] = r.phones[1]" in rules
+    without_email = SCHEMA.model_copy(update={"attributes": {k: v for k, v in SCHEMA.attributes.items() if k != "email"}})
+    assert not any("email" in rule for rule in default_blocking_rules(without_email))
+
+
+def test_overrides_replace_generated_blocking() -> None:
+    settings = build_settings(SCHEMA, MatchingConfig(blocking_rules=["l.postcode = r.postcode"]))
+    assert [r["blocking_rule"] for r in settings["blocking_rules_to_generate_predictions"]] == [
+        "(l.postcode = r.postcode) AND l.party_type = r.party_type"
+    ]
+
+
+def records(rows: list[tuple]) -> pl.DataFrame:  # type: ignore[type-arg]
+    frame = pl.DataFrame(rows, orient="row", schema=["source_record_id", "first_name", "last_name", "email"])
+    frame = frame.with_columns(pl.lit("crm").alias("source_system"), pl.lit("person").alias("party_type"))
+    for name, attribute in SCHEMA.attributes.items():
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(name))
+    return matching_frame(frame.with_columns(pl.col("date_of_birth", "customer_since", "responded_on").cast(pl.Date)), SCHEMA)
+
+
+def test_deterministic_rule_links_same_email_but_not_a_shared_family_address() -> None:
+    frame = records([
+        ("1", "Ada", "Lovelace", "ada@example.org"),
+        ("2", "A.", "Lovelace", "ada@example.org"),
+        ("3", "Charles", "Babbage", "ada@example.org"),  # both names differ: not the same person
+        ("4", "Ada", "Byron", "other@example.org"),
+    ])
+    pairs = deterministic_pairs(frame, SCHEMA, [["email"]])
+    assert sorted(pairs.rows()) == [(0, 1)]
+
+
+def test_a_value_shared_by_too_many_records_links_nothing() -> None:
+    frame = records([(str(i), "Ada", "Lovelace", "test@example.org") for i in range(5)])
+    assert deterministic_pairs(frame, SCHEMA, [["email"]], max_group=4).height == 0
+    assert deterministic_pairs(frame, SCHEMA, [["email"]], max_group=5).height == 10
