@@ -142,6 +142,20 @@ def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFr
     return pairs.drop("model_version"), clusters.select(*KEY, "record_hash")
 
 
+def _open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """Only pairs whose records ended in different clusters: a decision on a pair the
+    clustering already joined (through other links) would change nothing."""
+    cluster = members.select(*KEY, "cluster")
+    return (
+        pairs.join(cluster.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l",
+                                   "cluster": "cluster_l"}), on=["source_system_l", "source_record_id_l"], maintain_order="left")
+        .join(cluster.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
+                              "cluster": "cluster_r"}), on=["source_system_r", "source_record_id_r"], maintain_order="left")
+        .filter(pl.col("cluster_l") != pl.col("cluster_r"))
+        .drop("cluster_l", "cluster_r")
+    )
+
+
 def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
@@ -213,7 +227,13 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             ClusterSettings(matching.link_evidence, matching.max_cluster_size, matching.min_cluster_density),
             cannot_link=cannot,
         )
+        members = (
+            clusters.nodes.join(ids, left_on="node", right_on="unique_id")
+            .join(hashes, on=KEY)
+            .select(*KEY, "cluster", "link_confidence", "record_hash")
+        )
         pair_queue = review_queue(stored_pairs, decisions, matching.link_evidence, matching.review_evidence)
+        pair_queue = _open_questions(pair_queue, members)
         cluster_queue = clusters.doubtful.with_row_index("n").explode("nodes").join(
             ids, left_on="nodes", right_on="unique_id"
         ).group_by("n", "reason").agg(pl.concat_str(KEY, separator=":").sort().alias("records"))
@@ -231,11 +251,6 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                                      pl.lit(None, pl.String).alias("comparison_levels"), pl.col("reason").alias("review_reason")),
             ],
             how="vertical_relaxed",
-        )
-        members = (
-            clusters.nodes.join(ids, left_on="node", right_on="unique_id")
-            .join(hashes, on=KEY)
-            .select(*KEY, "cluster", "link_confidence", "record_hash")
         )
         store.replace({PAIRS: stored_pairs, REVIEW: queue, CLUSTERS: members})
         sizes = members.group_by("cluster").agg(pl.len().alias("size"))
