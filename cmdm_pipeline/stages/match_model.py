@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,12 +274,31 @@ class TrainedModel:
     seconds: dict[str, float]  # time per training step
 
 
-def _linker(features: pl.DataFrame, settings: dict[str, Any] | str):  # type: ignore[no-untyped-def]
-    from splink import DuckDBAPI, Linker
+@contextmanager
+def _scratch_db() -> Iterator[Any]:
+    """Splink's DuckDB: a scratch file in the temp folder, removed afterwards, so large jobs
+    spill to disk instead of holding every blocked pair in memory. Never the warehouse."""
+    import duckdb
+    from splink import DuckDBAPI
 
-    db_api = DuckDBAPI()
-    frame = features.to_arrow()
-    return Linker(db_api.register(frame, table_name="cmdm_records"), settings, log_level=logging.WARNING)
+    scratch = tempfile.mkdtemp(prefix="cmdm-splink-")
+    con = duckdb.connect(f"{scratch}/splink.duckdb")
+    try:
+        con.execute(f"SET temp_directory = '{scratch}/spill'")
+        con.execute("SET preserve_insertion_order = false")
+        yield DuckDBAPI(connection=con)
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _linker(features: pl.DataFrame, settings: dict[str, Any] | str) -> Iterator[Any]:
+    from splink import Linker
+
+    with _scratch_db() as db_api:
+        records = db_api.register(features.to_arrow(), table_name="cmdm_records")
+        yield Linker(records, settings, log_level=logging.WARNING)
 
 
 def train_model(
@@ -283,36 +306,36 @@ def train_model(
 ) -> TrainedModel:
     """Estimate the prior from deterministic rules, u by random sampling, m by EM; return the model."""
     schema = matchable_schema(schema, features)
-    linker = _linker(features, build_settings(schema, matching))
-    deterministic, em_rules = _training_rules(schema)
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    if deterministic:
-        linker.training.estimate_probability_two_random_records_match(deterministic, recall=matching.prior_recall)
-    seconds["prior"] = time.perf_counter() - started
-    started = time.perf_counter()
-    linker.training.estimate_u_using_random_sampling(max_pairs=matching.u_max_pairs, seed=matching.seed)
-    seconds["u"] = time.perf_counter() - started
-    started = time.perf_counter()
-    skipped = []
-    for rule in em_rules:
-        try:
-            linker.training.estimate_parameters_using_expectation_maximisation(rule)
-        except ValueError as exc:
-            # Splink 5 refuses an m of exactly 0 (a level never seen among the pairs this
-            # rule blocks, e.g. different phones when e-mails are equal); the other rules
-            # still train those comparisons.
-            log.warning("EM on %r skipped: %s", rule, str(exc).splitlines()[0])
-            skipped.append(rule)
-    seconds["em"] = time.perf_counter() - started
-    if charts_dir is not None:
-        charts_dir.mkdir(parents=True, exist_ok=True)
-        # inline=True bundles the chart scripts: the pages open without network access.
-        linker.visualisations.match_weights_chart().save(str(charts_dir / "match_weights.html"), inline=True)
-        linker.visualisations.m_u_parameters_chart().save(str(charts_dir / "m_u_parameters.html"), inline=True)
-    model = linker.misc.save_model_to_json()
-    model[MODEL_VERSION_KEY] = version
-    model["cmdm_em_rules_skipped"] = skipped
+    with _linker(features, build_settings(schema, matching)) as linker:
+        deterministic, em_rules = _training_rules(schema)
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        if deterministic:
+            linker.training.estimate_probability_two_random_records_match(deterministic, recall=matching.prior_recall)
+        seconds["prior"] = time.perf_counter() - started
+        started = time.perf_counter()
+        linker.training.estimate_u_using_random_sampling(max_pairs=matching.u_max_pairs, seed=matching.seed)
+        seconds["u"] = time.perf_counter() - started
+        started = time.perf_counter()
+        skipped = []
+        for rule in em_rules:
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(rule)
+            except ValueError as exc:
+                # Splink 5 refuses an m of exactly 0 (a level never seen among the pairs this
+                # rule blocks, e.g. different phones when e-mails are equal); the other rules
+                # still train those comparisons.
+                log.warning("EM on %r skipped: %s", rule, str(exc).splitlines()[0])
+                skipped.append(rule)
+        seconds["em"] = time.perf_counter() - started
+        if charts_dir is not None:
+            charts_dir.mkdir(parents=True, exist_ok=True)
+            # inline=True bundles the chart scripts: the pages open without network access.
+            linker.visualisations.match_weights_chart().save(str(charts_dir / "match_weights.html"), inline=True)
+            linker.visualisations.m_u_parameters_chart().save(str(charts_dir / "m_u_parameters.html"), inline=True)
+        model = linker.misc.save_model_to_json()
+        model[MODEL_VERSION_KEY] = version
+        model["cmdm_em_rules_skipped"] = skipped
     return TrainedModel(model, seconds)
 
 
@@ -322,17 +345,16 @@ def prior_weight(model: dict[str, Any]) -> float:
 
 
 def _predictions_frame(predictions: Any, prior: float) -> pl.DataFrame:
-    pairs = pl.from_arrow(predictions.as_pyarrow_table())
-    assert isinstance(pairs, pl.DataFrame)
-    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
-    return pairs.select(
-        pl.col("unique_id_l").cast(pl.Int64),
-        pl.col("unique_id_r").cast(pl.Int64),
-        pl.col("match_weight"),
-        (pl.col("match_weight") - prior).alias("evidence"),
-        pl.col("match_probability"),
-        *gammas,
+    """Only ids, scores and comparison levels leave DuckDB (not the retained value columns)."""
+    relation = predictions.as_duckdbpyrelation()
+    gammas = [c for c in relation.columns if c.startswith("gamma_")]
+    columns = ", ".join(
+        ["CAST(unique_id_l AS BIGINT) AS unique_id_l", "CAST(unique_id_r AS BIGINT) AS unique_id_r",
+         "match_weight", f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", "match_probability",
+         *gammas]
     )
+    pairs = relation.query("predictions", f"SELECT {columns} FROM predictions").pl()
+    return pairs
 
 
 def _scoring_settings(model: dict[str, Any]) -> dict[str, Any]:
@@ -345,9 +367,9 @@ def _scoring_settings(model: dict[str, Any]) -> dict[str, Any]:
 
 def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: float) -> pl.DataFrame:
     """Every blocked pair with evidence >= ``min_evidence``: ids, weights, probability, levels."""
-    linker = _linker(features, _scoring_settings(model))
     prior = prior_weight(model)
-    return _predictions_frame(linker.inference.predict(threshold_match_weight=min_evidence + prior), prior)
+    with _linker(features, _scoring_settings(model)) as linker:
+        return _predictions_frame(linker.inference.predict(threshold_match_weight=min_evidence + prior), prior)
 
 
 def score_new_pairs(
@@ -357,24 +379,24 @@ def score_new_pairs(
 
     Term frequencies come from all records, as in a full scoring run.
     """
-    from splink import DuckDBAPI, Linker
+    from splink import Linker
 
-    db_api = DuckDBAPI()
-    everyone = db_api.register(features.to_arrow(), table_name="cmdm_records")
-    fresh = features.filter(pl.col("unique_id").is_in(new_ids.implode()))
-    known = features.filter(~pl.col("unique_id").is_in(new_ids.implode()))
-    linker = Linker(everyone, _scoring_settings(model), log_level=logging.WARNING)
-    for column in linker._settings_obj._term_frequency_columns:
-        linker.table_management.compute_tf_table(column.unquote().name)
-    prior = prior_weight(model)
-    threshold = min_evidence + prior
-    new_sdf = db_api.register(fresh.to_arrow(), table_name="cmdm_new_records")
-    parts = [_predictions_frame(linker.inference.predict_within(new_sdf, threshold_match_weight=threshold), prior)]
-    if known.height:
-        known_sdf = db_api.register(known.to_arrow(), table_name="cmdm_known_records")
-        parts.append(_predictions_frame(
-            linker.inference.predict_between(known_sdf, new_sdf, threshold_match_weight=threshold), prior))
-    return pl.concat(parts, how="diagonal_relaxed")
+    with _scratch_db() as db_api:
+        everyone = db_api.register(features.to_arrow(), table_name="cmdm_records")
+        fresh = features.filter(pl.col("unique_id").is_in(new_ids.implode()))
+        known = features.filter(~pl.col("unique_id").is_in(new_ids.implode()))
+        linker = Linker(everyone, _scoring_settings(model), log_level=logging.WARNING)
+        for column in linker._settings_obj._term_frequency_columns:
+            linker.table_management.compute_tf_table(column.unquote().name)
+        prior = prior_weight(model)
+        threshold = min_evidence + prior
+        new_sdf = db_api.register(fresh.to_arrow(), table_name="cmdm_new_records")
+        parts = [_predictions_frame(linker.inference.predict_within(new_sdf, threshold_match_weight=threshold), prior)]
+        if known.height:
+            known_sdf = db_api.register(known.to_arrow(), table_name="cmdm_known_records")
+            parts.append(_predictions_frame(
+                linker.inference.predict_between(known_sdf, new_sdf, threshold_match_weight=threshold), prior))
+        return pl.concat(parts, how="diagonal_relaxed")
 
 
 def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:
