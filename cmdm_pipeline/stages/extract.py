@@ -97,8 +97,8 @@ def _read_csv(source: Source, config: ProjectConfig) -> pl.DataFrame:
             errors[i] = f"row has {len(fields)} fields, the header has {width}"
             unparsed[i] = json.dumps(fields, ensure_ascii=False)
             rows[i] = (fields + [""] * width)[:width]
-    columns = list(zip(*rows)) if rows else [() for _ in header]
-    frame = pl.DataFrame({name: pl.Series(name, col, dtype=pl.String) for name, col in zip(header, columns)})
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
+    frame = pl.DataFrame({name: pl.Series(name, col, dtype=pl.String) for name, col in zip(header, columns, strict=True)})
     return frame.with_columns(
         pl.Series("parse_error", errors, dtype=pl.String), pl.Series("unparsed", unparsed, dtype=pl.String)
     )

@@ -35,7 +35,7 @@ def fold(column: pl.Expr) -> pl.Expr:
 def _fold_series(values: pl.Series, anyascii) -> pl.Series:  # type: ignore[no-untyped-def]
     # Transliteration is a per-string library call: do it once per distinct value.
     distinct = values.drop_nulls().unique()
-    mapping = dict(zip(distinct.to_list(), (anyascii(v) for v in distinct.to_list())))
+    mapping = {v: anyascii(v) for v in distinct.to_list()}
     return values.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 

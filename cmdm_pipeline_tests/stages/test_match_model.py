@@ -41,7 +41,7 @@ def test_overrides_replace_generated_blocking() -> None:
 def records(rows: list[tuple]) -> pl.DataFrame:  # type: ignore[type-arg]
     frame = pl.DataFrame(rows, orient="row", schema=["source_record_id", "first_name", "last_name", "email"])
     frame = frame.with_columns(pl.lit("crm").alias("source_system"), pl.lit("person").alias("party_type"))
-    for name, attribute in SCHEMA.attributes.items():
+    for name in SCHEMA.attributes:
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(name))
     return matching_frame(frame.with_columns(pl.col("date_of_birth", "customer_since", "responded_on").cast(pl.Date)), SCHEMA)
