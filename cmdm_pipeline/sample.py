@@ -701,6 +701,9 @@ class World:
         self.domains: set[str] = set()
         self.organisations: list[Organisation] = []
         self.persons: list[Person] = []
+        # Counted at creation, not from ``persons``: a household's members are all made
+        # before any of them is appended, and each is a different person.
+        self._persons_made = 0
         self._employers: dict[str, Weighted[Organisation]] = {}
 
     def build(self) -> World:
@@ -839,8 +842,9 @@ class World:
         first_name = first_name or self._first_name(pool, gender, avoid)
         dob = dob or clamp_dob(REFERENCE_DATE - timedelta(days=int(rng.triangular(6570, 33200, 14600))))
         middle = self._first_name(pool, gender, {first_name}) if rng.random() < self._middle_rate(pool) else ""
+        self._persons_made += 1
         person = Person(
-            person_id=f"P{len(self.persons) + 1:06d}",
+            person_id=f"P{self._persons_made:06d}",
             country=pool.spec.iso2,
             first_name=first_name,
             middle_name=middle,

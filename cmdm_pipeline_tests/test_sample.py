@@ -232,6 +232,7 @@ def test_households_show_as_different_people_sharing_last_name_and_postcode(samp
 
 def test_world_has_households_namesakes_and_twins() -> None:
     world = World(10000, 3).build()
+    assert len({person.person_id for person in world.persons}) == len(world.persons), "a person id names two people"
     homes = Counter(id(person.home) for person in world.persons)
     in_households = sum(size for size in homes.values() if size > 1)
     assert 0.05 < in_households / len(world.persons) < 0.2

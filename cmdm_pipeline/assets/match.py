@@ -24,8 +24,10 @@ from cmdm_pipeline.stages.match_model import (
     MODEL_VERSION_KEY,
     corroborating_levels,
     deterministic_pairs,
+    personal_levels,
     score_new_pairs,
     score_pairs,
+    swapped_levels,
     train_model,
 )
 
@@ -115,13 +117,15 @@ def _deterministic(frame: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
 def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> pl.DataFrame:  # type: ignore[type-arg]
     """Scored pairs as stored: keys, scores, name and corroboration flags, levels as JSON."""
     schema = config.customer_schema
-    names = given_name_attributes(schema)[:1] + family_name_attributes(schema)[:1]
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
     levels = pl.struct(gammas).struct.json_encode() if gammas else pl.lit("{}")
     return pairs.select(
         "source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
         "match_weight", "evidence", "match_probability",
-        names_disagree(pairs, names).alias("names_disagree"),
+        names_disagree(
+            pairs, given_name_attributes(schema), family_name_attributes(schema),
+            swapped_levels(model, schema) if model else {}, personal_levels(model, schema) if model else {},
+        ).alias("names_disagree"),
         (corroborated(pairs, corroborating_levels(model, schema)) if model else pl.lit(True)).alias("corroborated"),
         levels.alias("comparison_levels"),
     )

@@ -91,14 +91,12 @@ def review_queue(
     pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
     doubtful = (pl.col("evidence") >= review_evidence) & (pl.col("evidence") < link_evidence)
     strong = pl.col("evidence") >= link_evidence
-    held = strong & (pl.col("names_disagree") | ~pl.col("corroborated"))
-    band = pairs.filter(doubtful | held)
+    held = strong & ~pl.col("corroborated")
+    band = pairs.filter((doubtful | held) & ~pl.col("names_disagree"))
     return (
         band.join(decisions.select(pair), on=pair, how="anti")
         .with_columns(
-            pl.when(strong & pl.col("names_disagree"))
-            .then(pl.lit("strong match but the names disagree"))
-            .when(strong)
+            pl.when(strong)
             .then(pl.lit("names match but no e-mail, phone, birth date, postcode or id confirms it"))
             .otherwise(pl.lit("uncertain match"))
             .alias("review_reason")
@@ -125,16 +123,28 @@ def keyed_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def names_disagree(pairs: pl.DataFrame, name_columns: list[str]) -> pl.Expr:
-    """True where every compared name is present on both sides and totally different.
+def names_disagree(
+    pairs: pl.DataFrame, given: list[str], family: list[str], swapped: dict[str, int], personal: dict[str, int]
+) -> pl.Expr:
+    """True where a given or a family name is present on both sides and totally different
+    (not a typo, nickname or swap), and no personal identifier (the same e-mail, birth date
+    or id) says it is one person anyway.
 
-    Two people at one address with one phone (a household, an office) score high on
-    everything but their names; such a pair is never linked automatically, only reviewed.
+    Members of a household share surname, address and landline; colleagues share the
+    office address, phone and often a first name. They score high on everything but one
+    name. Such a pair is never linked by the model, and it is not queued either: a name
+    that differs with nothing personal in common is a different person, not a doubt.
+    ``swapped``: ``gamma_<given>`` -> its level for first and family name swapped.
     """
-    gammas = [f"gamma_{n}" for n in name_columns if f"gamma_{n}" in pairs.columns]
-    if not gammas:
+    differ = [pl.col(f"gamma_{n}") == 0 for n in given if f"gamma_{n}" in pairs.columns]
+    swaps = [pl.col(g) != level for g, level in swapped.items() if g in pairs.columns]
+    not_swapped = pl.all_horizontal(swaps) if swaps else pl.lit(True)
+    differ += [(pl.col(f"gamma_{n}") == 0) & not_swapped for n in family if f"gamma_{n}" in pairs.columns]
+    if not differ:
         return pl.lit(False)
-    return pl.all_horizontal(pl.col(g) == 0 for g in gammas)
+    confirmed = [pl.col(g) >= level for g, level in personal.items() if g in pairs.columns]
+    differs = pl.any_horizontal(differ)
+    return differs & ~pl.any_horizontal(confirmed) if confirmed else differs
 
 
 def corroborated(pairs: pl.DataFrame, levels: dict[str, int]) -> pl.Expr:

@@ -409,6 +409,31 @@ def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[
     top = {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier)}
     top.update({name: 2 for name in schema.of_kind(Kind.date)})
     top.update({PHONES: 1, "address": 2})
+    return _confirming_levels(model, top)
+
+
+def personal_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:
+    """``gamma_<comparison>`` -> the level that only one person has: the same e-mail, birth
+    date or identifier. A shared phone, address or surname is a household's, not a person's."""
+    return _confirming_levels(model, {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier, Kind.date)})
+
+
+def swapped_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:
+    """``gamma_<given name>`` -> its level for first and family name swapped, where it has one."""
+    families = family_name_attributes(schema)
+    levels: dict[str, int] = {}
+    for comparison in model.get("comparisons", []):
+        if comparison["output_column_name"] not in given_name_attributes(schema):
+            continue
+        non_null = [lvl for lvl in comparison["comparison_levels"] if not lvl.get("is_null_level", False)]
+        for number, level in enumerate(reversed(non_null)):
+            if any(f'"{family}_r"' in level["sql_condition"] for family in families):
+                levels[f"gamma_{comparison['output_column_name']}"] = number
+    return levels
+
+
+def _confirming_levels(model: dict[str, Any], top: dict[str, int]) -> dict[str, int]:
+    """``top`` counts levels down from the best (1 = exact only); levels are numbered from 0 = else."""
     levels: dict[str, int] = {}
     for comparison in model.get("comparisons", []):
         name = comparison["output_column_name"]

@@ -1,0 +1,41 @@
+"""The names guard that keeps households and colleagues apart."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cmdm_pipeline.stages.match import names_disagree
+
+GIVEN, FAMILY = ["first_name"], ["last_name"]
+SWAPPED = {"gamma_first_name": 4}  # levels: 5 exact, 4 swapped, 3 nickname, 2-1 typos, 0 different
+PERSONAL = {"gamma_email": 3, "gamma_date_of_birth": 5}
+
+
+def flags(**levels: list[int]) -> list[bool]:
+    pairs = pl.DataFrame({f"gamma_{name}": values for name, values in levels.items()})
+    return pairs.select(names_disagree(pairs, GIVEN, FAMILY, SWAPPED, PERSONAL)).to_series().to_list()
+
+
+def test_a_household_member_with_another_given_name_is_a_different_person() -> None:
+    # Same surname and address, different first name, e-mail and birth date unknown or different.
+    assert flags(first_name=[0, 0], last_name=[3, 3], email=[-1, 0], date_of_birth=[-1, 1]) == [True, True]
+
+
+def test_a_colleague_with_the_same_first_name_and_another_family_name_is_a_different_person() -> None:
+    assert flags(first_name=[5], last_name=[0], email=[0], date_of_birth=[-1]) == [True]
+
+
+def test_a_personal_identifier_overrides_a_differing_name() -> None:
+    # A new family name after marriage, same e-mail; or a first name typed as something else, same birth date.
+    assert flags(first_name=[5, 0], last_name=[0, 3], email=[3, -1], date_of_birth=[-1, 5]) == [False, False]
+
+
+def test_swaps_nicknames_typos_and_missing_names_do_not_count_as_different() -> None:
+    assert flags(
+        first_name=[4, 3, 1, -1, 5], last_name=[0, 3, 2, 0, -1], email=[-1] * 5, date_of_birth=[-1] * 5
+    ) == [False, False, False, True, False]
+
+
+def test_without_name_comparisons_nothing_is_flagged() -> None:
+    pairs = pl.DataFrame({"gamma_email": [0]})
+    assert pairs.select(names_disagree(pairs, GIVEN, FAMILY, SWAPPED, PERSONAL)).to_series().to_list() == [False]
