@@ -168,6 +168,12 @@ class MatchingConfig(Model):
     blocking_rules: list[str] | None = Field(
         None, description="SQL blocking rules (l./r. columns); default: generated from the schema."
     )
+    comparisons: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Splink comparisons in Splink's settings format (`comparison_levels`, each with "
+        "`sql_condition`, `label_for_charts`, optional `is_null_level`, `tf_adjustment_column`), keyed by "
+        "output column name; each replaces the generated comparison of that name, or adds one.",
+    )
     prior_recall: float = Field(0.7, gt=0, le=1, description="Assumed recall of the deterministic rules.")
     u_max_pairs: float = Field(2e6, gt=0, description="Record pairs sampled to estimate u.")
     seed: int = Field(42, description="Seed of the u sampling, so training is repeatable.")
@@ -184,6 +190,12 @@ class MatchingConfig(Model):
     def _bands(self) -> MatchingConfig:
         if self.review_evidence > self.link_evidence:
             raise ValueError("review_evidence must not exceed link_evidence")
+        for name, comparison in self.comparisons.items():
+            levels = comparison.get("comparison_levels")
+            if not isinstance(levels, list) or not levels or not all(
+                isinstance(level, dict) and "sql_condition" in level for level in levels
+            ):
+                raise ValueError(f"comparisons.{name}: needs `comparison_levels`, a list of levels with `sql_condition`")
         return self
 
 
@@ -211,6 +223,74 @@ class WarehouseConfig(Model):
     path: Path = Field(Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
 
 
+# Five cron fields of the characters cron allows; Dagster checks ranges when it builds the schedule.
+_CRON = re.compile(r"^\s*[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4}\s*$")
+
+
+class NightlySchedule(Model):
+    """The `nightly_consolidation` schedule of `cmdm_job` (needs the Dagster daemon)."""
+
+    cron: str = Field("0 2 * * *", description="Cron expression (5 fields) of when the job runs.")
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Europe/Berlin.")
+    running: bool = Field(
+        False, description="Start as RUNNING when the daemon first sees it; else turn it on in the UI."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not _CRON.match(value):
+            raise ValueError(f"{value!r} is not a 5-field cron expression such as '0 2 * * *'")
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from exc
+        return value
+
+
+class LandingSensor(Model):
+    """The `landing_files` sensor: start `cmdm_job` when files in a landing folder are new or changed."""
+
+    folder: Path | None = Field(None, description="Folder to watch; unset: the sensor skips, saying so.")
+    pattern: str = Field("*", description="Glob on file names in the folder, e.g. '*.csv'.")
+    settle_seconds: int = Field(
+        30, ge=0, description="Wait until no file changed for this long, so a batch still being copied is one run."
+    )
+    interval_seconds: int = Field(60, ge=5, description="Seconds between two looks at the folder.")
+    running: bool = Field(
+        False, description="Start as RUNNING when the daemon first sees it; else turn it on in the UI."
+    )
+
+
+class ExtractRetry(Model):
+    """Retries of the extract step of flaky sources (a database restarting, a file locked by a writer)."""
+
+    max_retries: int = Field(2, ge=0, description="Attempts after the first one; 0 turns retries off.")
+    delay_seconds: float = Field(5.0, ge=0, description="Wait before the first retry.")
+    backoff: Literal["constant", "linear", "exponential"] = Field(
+        "exponential", description="How the wait grows between retries."
+    )
+    source_kinds: list[SourceKind] = Field(
+        default_factory=lambda: list(DATABASE_KINDS),
+        description="Source kinds that are retried; files are not by default (a missing file stays missing).",
+    )
+
+
+class ScheduleConfig(Model):
+    """When the pipeline runs on its own, and how its extract steps retry."""
+
+    nightly: NightlySchedule = Field(default_factory=NightlySchedule, description="The nightly schedule.")
+    landing: LandingSensor = Field(default_factory=LandingSensor, description="The landing-folder sensor.")
+    extract_retry: ExtractRetry = Field(default_factory=ExtractRetry, description="Retry policy of extracts.")
+
+
 class ProjectConfig(Model):
     """The whole of ``cmdm.yaml``."""
 
@@ -221,6 +301,9 @@ class ProjectConfig(Model):
     matching: MatchingConfig = Field(default_factory=MatchingConfig, description="Matching and clustering.")
     survivorship: SurvivorshipConfig = Field(
         default_factory=SurvivorshipConfig, description="How golden records pick their values."
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="Nightly schedule, landing-folder sensor, extract retries."
     )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
 

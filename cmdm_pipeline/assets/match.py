@@ -147,8 +147,9 @@ def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFr
 
 
 def _open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
-    """Only pairs whose records ended in different clusters: a decision on a pair the
-    clustering already joined (through other links) would change nothing."""
+    """One question per two clusters: pairs whose records ended in different clusters (a
+    decision on a pair already joined through other links would change nothing), and of
+    several pairs between the same two clusters only the strongest, as its explanation."""
     cluster = members.select(*KEY, "cluster")
     return (
         pairs.join(cluster.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l",
@@ -156,7 +157,11 @@ def _open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
         .join(cluster.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
                               "cluster": "cluster_r"}), on=["source_system_r", "source_record_id_r"], maintain_order="left")
         .filter(pl.col("cluster_l") != pl.col("cluster_r"))
-        .drop("cluster_l", "cluster_r")
+        .with_row_index("__order")
+        .sort("evidence", descending=True)
+        .unique([pl.min_horizontal("cluster_l", "cluster_r"), pl.max_horizontal("cluster_l", "cluster_r")], keep="first")
+        .sort("__order")
+        .drop("cluster_l", "cluster_r", "__order")
     )
 
 

@@ -195,10 +195,12 @@ def build_settings(schema: CustomerSchema, matching: MatchingConfig) -> dict[str
     """Splink settings as a plain dict (DuckDB dialect)."""
     from splink import SettingsCreator
 
+    overrides = {name: {**comparison, "output_column_name": name} for name, comparison in matching.comparisons.items()}
+    generated = [c for c in build_comparisons(schema) if c.get_comparison("duckdb").output_column_name not in overrides]
     creator = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
-        comparisons=build_comparisons(schema),
+        comparisons=[*generated, *overrides.values()],
         blocking_rules_to_generate_predictions=[
             f"({rule}) AND l.party_type = r.party_type"
             for rule in (matching.blocking_rules or default_blocking_rules(schema))

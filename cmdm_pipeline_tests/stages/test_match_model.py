@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from cmdm_pipeline.config import MatchingConfig, load_config
 from cmdm_pipeline.stages.match_features import matching_frame
@@ -36,6 +37,24 @@ def test_overrides_replace_generated_blocking() -> None:
     assert [r["blocking_rule"] for r in settings["blocking_rules_to_generate_predictions"]] == [
         "(l.postcode = r.postcode) AND l.party_type = r.party_type"
     ]
+
+
+def test_a_configured_comparison_replaces_the_generated_one() -> None:
+    email_only_exact = {"comparison_levels": [
+        {"sql_condition": "email_l IS NULL OR email_r IS NULL", "label_for_charts": "missing", "is_null_level": True},
+        {"sql_condition": "email_l = email_r", "label_for_charts": "same e-mail"},
+        {"sql_condition": "ELSE", "label_for_charts": "different"},
+    ]}
+    settings = build_settings(SCHEMA, MatchingConfig(comparisons={"email": email_only_exact}))
+    emails = [c for c in settings["comparisons"] if c["output_column_name"] == "email"]
+    assert len(emails) == 1
+    assert [lvl["label_for_charts"] for lvl in emails[0]["comparison_levels"]] == ["missing", "same e-mail", "different"]
+    assert len(settings["comparisons"]) == len(build_settings(SCHEMA, MatchingConfig())["comparisons"])
+
+
+def test_a_comparison_without_levels_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="comparisons.email: needs `comparison_levels`"):
+        MatchingConfig(comparisons={"email": {"levels": []}})
 
 
 def records(rows: list[tuple]) -> pl.DataFrame:  # type: ignore[type-arg]
