@@ -15,6 +15,7 @@ from cmdm_pipeline.stages.match import (
     decided_edges,
     keyed_pairs,
     names_disagree,
+    open_questions,
     read_decisions,
     review_queue,
 )
@@ -146,25 +147,6 @@ def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFr
     return pairs.drop("model_version"), clusters.select(*KEY, "record_hash")
 
 
-def _open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
-    """One question per two clusters: pairs whose records ended in different clusters (a
-    decision on a pair already joined through other links would change nothing), and of
-    several pairs between the same two clusters only the strongest, as its explanation."""
-    cluster = members.select(*KEY, "cluster")
-    return (
-        pairs.join(cluster.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l",
-                                   "cluster": "cluster_l"}), on=["source_system_l", "source_record_id_l"], maintain_order="left")
-        .join(cluster.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
-                              "cluster": "cluster_r"}), on=["source_system_r", "source_record_id_r"], maintain_order="left")
-        .filter(pl.col("cluster_l") != pl.col("cluster_r"))
-        .with_row_index("__order")
-        .sort("evidence", descending=True)
-        .unique([pl.min_horizontal("cluster_l", "cluster_r"), pl.max_horizontal("cluster_l", "cluster_r")], keep="first")
-        .sort("__order")
-        .drop("cluster_l", "cluster_r", "__order")
-    )
-
-
 def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
@@ -242,7 +224,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             .select(*KEY, "cluster", "link_confidence", "record_hash")
         )
         pair_queue = review_queue(stored_pairs, decisions, matching.link_evidence, matching.review_evidence)
-        pair_queue = _open_questions(pair_queue, members)
+        pair_queue = open_questions(pair_queue, members)
         cluster_queue = clusters.doubtful.with_row_index("n").explode("nodes").join(
             ids, left_on="nodes", right_on="unique_id"
         ).group_by("n", "reason").agg(pl.concat_str(KEY, separator=":").sort().alias("records"))

@@ -151,3 +151,44 @@ def corroborated(pairs: pl.DataFrame, levels: dict[str, int]) -> pl.Expr:
     """True where at least one comparison besides the names confirms the identity."""
     present = [pl.col(g) >= level for g, level in levels.items() if g in pairs.columns]
     return pl.any_horizontal(present) if present else pl.lit(True)
+
+
+def open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """One question per customer in doubt: "does this (smaller) cluster belong to that one?".
+
+    Only pairs whose records ended in different clusters are questions (a decision on a pair
+    already joined through other links would change nothing). Of the pairs between a cluster
+    and larger ones, the strongest is asked and explains itself; the others are counted in
+    the reason. A `different` answer brings the next candidate up on the next run.
+    """
+    cluster = members.select(*KEY, "cluster")
+    sizes = cluster.group_by("cluster").agg(pl.len().alias("size"))
+    joined = (
+        pairs.join(cluster.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l",
+                                   "cluster": "cluster_l"}), on=["source_system_l", "source_record_id_l"], maintain_order="left")
+        .join(cluster.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
+                              "cluster": "cluster_r"}), on=["source_system_r", "source_record_id_r"], maintain_order="left")
+        .filter(pl.col("cluster_l") != pl.col("cluster_r"))
+        .join(sizes.rename({"cluster": "cluster_l", "size": "size_l"}), on="cluster_l")
+        .join(sizes.rename({"cluster": "cluster_r", "size": "size_r"}), on="cluster_r")
+    )
+    left_asks = (pl.col("size_l") < pl.col("size_r")) | (
+        (pl.col("size_l") == pl.col("size_r")) & (pl.col("cluster_l") < pl.col("cluster_r"))
+    )
+    asking = pl.when(left_asks).then("cluster_l").otherwise("cluster_r")
+    answering = pl.when(left_asks).then("cluster_r").otherwise("cluster_l")
+    others = pl.col("__answering").n_unique().over("__asking") - 1
+    return (
+        joined.with_row_index("__order")
+        .with_columns(asking.alias("__asking"), answering.alias("__answering"))
+        .with_columns(others.alias("__others"))
+        .sort("evidence", descending=True)
+        .unique("__asking", keep="first")
+        .sort("__order")
+        .with_columns(
+            pl.when(pl.col("__others") > 0)
+            .then(pl.format("{} ({} other candidate customers)", "review_reason", "__others"))
+            .otherwise("review_reason").alias("review_reason")
+        )
+        .drop("cluster_l", "cluster_r", "size_l", "size_r", "__order", "__asking", "__answering", "__others")
+    )

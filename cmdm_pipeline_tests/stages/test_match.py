@@ -39,3 +39,22 @@ def test_swaps_nicknames_typos_and_missing_names_do_not_count_as_different() -> 
 def test_without_name_comparisons_nothing_is_flagged() -> None:
     pairs = pl.DataFrame({"gamma_email": [0]})
     assert pairs.select(names_disagree(pairs, GIVEN, FAMILY, SWAPPED, PERSONAL)).to_series().to_list() == [False]
+
+
+def test_one_question_per_cluster_in_doubt_with_its_strongest_candidate() -> None:
+    from cmdm_pipeline.stages.match import open_questions
+
+    members = pl.DataFrame({
+        "source_system": ["s"] * 5, "source_record_id": ["a", "b", "c", "d", "e"], "cluster": [1, 1, 2, 3, 1],
+    })
+    pairs = pl.DataFrame({
+        "source_system_l": ["s"] * 4, "source_record_id_l": ["c", "c", "a", "d"],
+        "source_system_r": ["s"] * 4, "source_record_id_r": ["a", "d", "b", "e"],
+        "evidence": [12.0, 15.0, 20.0, 8.0], "review_reason": ["r"] * 4,
+    })
+    asked = open_questions(pairs, members)
+    # a-b share a cluster: no question. c (alone) is asked about its strongest candidate, d, and 1
+    # other; d (alone, tie with c broken by cluster id) was already the candidate, so its pair with e stays.
+    assert asked.select("source_record_id_l", "source_record_id_r", "review_reason").rows() == [
+        ("c", "d", "r (1 other candidate customers)"), ("d", "e", "r"),
+    ]
