@@ -174,6 +174,9 @@ class MatchingConfig(Model):
         "`sql_condition`, `label_for_charts`, optional `is_null_level`, `tf_adjustment_column`), keyed by "
         "output column name; each replaces the generated comparison of that name, or adds one.",
     )
+    memory_limit: str = Field(
+        "3GB", description="DuckDB memory limit of Splink's scratch database; beyond it, pairs spill to disk."
+    )
     prior_recall: float = Field(0.7, gt=0, le=1, description="Assumed recall of the deterministic rules.")
     u_max_pairs: float = Field(2e6, gt=0, description="Record pairs sampled to estimate u.")
     seed: int = Field(42, description="Seed of the u sampling, so training is repeatable.")
@@ -221,6 +224,37 @@ class SurvivorshipConfig(Model):
 
 class WarehouseConfig(Model):
     path: Path = Field(Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
+
+
+class QualityConfig(Model):
+    """Limits of the blocking quality checks: a run that breaks one stops before it publishes."""
+
+    max_quarantine_rate: float = Field(
+        0.5, ge=0, le=1,
+        description="Largest share of a source's rows that may be quarantined in one run; above it the run "
+        "stops before matching (a source whose format changed should not empty the master).",
+    )
+    quarantine_rate_by_source: dict[str, float] = Field(
+        default_factory=dict, description="Limits per source that replace `max_quarantine_rate`, e.g. {survey: 0.2}."
+    )
+    max_match_rate_drift: float = Field(
+        0.1, ge=0, le=1,
+        description="Largest change of the match rate (share of records linked to another record) since the "
+        "previous run; above it the run stops before mastering (run tag cmdm/accept_drift=true accepts it).",
+    )
+    max_cluster_size_drift: float = Field(
+        0.1, ge=0, le=1,
+        description="Largest change of the cluster-size distribution since the previous run, as total variation "
+        "distance (0 same, 1 disjoint); above it the run stops before mastering.",
+    )
+
+    @field_validator("quarantine_rate_by_source")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        wrong = sorted(name for name, rate in value.items() if not 0 <= rate <= 1)
+        if wrong:
+            raise ValueError(f"rates must be between 0 and 1; not so for: {', '.join(wrong)}")
+        return value
 
 
 # Five cron fields of the characters cron allows; Dagster checks ranges when it builds the schedule.
@@ -305,6 +339,9 @@ class ProjectConfig(Model):
     schedule: ScheduleConfig = Field(
         default_factory=ScheduleConfig, description="Nightly schedule, landing-folder sensor, extract retries."
     )
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig, description="Limits of the blocking quality checks."
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -334,6 +371,9 @@ class ProjectConfig(Model):
         unknown = sorted(set(rules.customer_provided_sources) - set(names))
         if unknown:
             raise ValueError(f"survivorship.customer_provided_sources names unknown source(s) {unknown}")
+        unknown = sorted(set(self.quality.quarantine_rate_by_source) - set(names))
+        if unknown:
+            raise ValueError(f"quality.quarantine_rate_by_source names unknown source(s) {unknown}")
         return self
 
     def resolve(self, path: Path) -> Path:

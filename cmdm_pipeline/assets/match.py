@@ -173,7 +173,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             stored_pairs = _stored(keyed_pairs(_deterministic(frame, config), ids), config, None)
             mode = "deterministic rules (no model)"
         elif previous is None:
-            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching.review_evidence), ids), config, model)
+            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching), ids), config, model)
             mode = "full"
         else:
             old_pairs, old_hashes = previous
@@ -189,7 +189,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             )
             new_ids = ids.join(changed, on=KEY)["unique_id"]
             fresh = (
-                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching.review_evidence), ids), config, model)
+                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching), ids), config, model)
                 if new_ids.len() else kept.head(0)
             )
             stored_pairs = pl.concat([kept, fresh.select(kept.columns)])

@@ -277,7 +277,7 @@ class TrainedModel:
 
 
 @contextmanager
-def _scratch_db() -> Iterator[Any]:
+def _scratch_db(memory_limit: str) -> Iterator[Any]:
     """Splink's DuckDB: a scratch file in the temp folder, removed afterwards, so large jobs
     spill to disk instead of holding every blocked pair in memory. Never the warehouse."""
     import duckdb
@@ -288,6 +288,7 @@ def _scratch_db() -> Iterator[Any]:
     try:
         con.execute(f"SET temp_directory = '{scratch}/spill'")
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET memory_limit = $limit", {"limit": memory_limit})
         yield DuckDBAPI(connection=con)
     finally:
         con.close()
@@ -295,10 +296,10 @@ def _scratch_db() -> Iterator[Any]:
 
 
 @contextmanager
-def _linker(features: pl.DataFrame, settings: dict[str, Any] | str) -> Iterator[Any]:
+def _linker(features: pl.DataFrame, settings: dict[str, Any] | str, memory_limit: str) -> Iterator[Any]:
     from splink import Linker
 
-    with _scratch_db() as db_api:
+    with _scratch_db(memory_limit) as db_api:
         records = db_api.register(features.to_arrow(), table_name="cmdm_records")
         yield Linker(records, settings, log_level=logging.WARNING)
 
@@ -308,7 +309,7 @@ def train_model(
 ) -> TrainedModel:
     """Estimate the prior from deterministic rules, u by random sampling, m by EM; return the model."""
     schema = matchable_schema(schema, features)
-    with _linker(features, build_settings(schema, matching)) as linker:
+    with _linker(features, build_settings(schema, matching), matching.memory_limit) as linker:
         deterministic, em_rules = _training_rules(schema)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
@@ -367,15 +368,16 @@ def _scoring_settings(model: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def score_pairs(features: pl.DataFrame, model: dict[str, Any], min_evidence: float) -> pl.DataFrame:
-    """Every blocked pair with evidence >= ``min_evidence``: ids, weights, probability, levels."""
+def score_pairs(features: pl.DataFrame, model: dict[str, Any], matching: MatchingConfig) -> pl.DataFrame:
+    """Every blocked pair with evidence >= the review band: ids, weights, probability, levels."""
     prior = prior_weight(model)
-    with _linker(features, _scoring_settings(model)) as linker:
-        return _predictions_frame(linker.inference.predict(threshold_match_weight=min_evidence + prior), prior)
+    with _linker(features, _scoring_settings(model), matching.memory_limit) as linker:
+        threshold = matching.review_evidence + prior
+        return _predictions_frame(linker.inference.predict(threshold_match_weight=threshold), prior)
 
 
 def score_new_pairs(
-    features: pl.DataFrame, new_ids: pl.Series, model: dict[str, Any], min_evidence: float
+    features: pl.DataFrame, new_ids: pl.Series, model: dict[str, Any], matching: MatchingConfig
 ) -> pl.DataFrame:
     """Pairs involving new or changed records only: new x existing and new x new.
 
@@ -383,7 +385,7 @@ def score_new_pairs(
     """
     from splink import Linker
 
-    with _scratch_db() as db_api:
+    with _scratch_db(matching.memory_limit) as db_api:
         everyone = db_api.register(features.to_arrow(), table_name="cmdm_records")
         fresh = features.filter(pl.col("unique_id").is_in(new_ids.implode()))
         known = features.filter(~pl.col("unique_id").is_in(new_ids.implode()))
@@ -391,7 +393,7 @@ def score_new_pairs(
         for column in linker._settings_obj._term_frequency_columns:
             linker.table_management.compute_tf_table(column.unquote().name)
         prior = prior_weight(model)
-        threshold = min_evidence + prior
+        threshold = matching.review_evidence + prior
         new_sdf = db_api.register(fresh.to_arrow(), table_name="cmdm_new_records")
         parts = [_predictions_frame(linker.inference.predict_within(new_sdf, threshold_match_weight=threshold), prior)]
         if known.height:
