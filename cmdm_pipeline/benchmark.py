@@ -17,6 +17,7 @@ import json
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,24 +72,63 @@ def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) ->
     }
 
 
-def run_pipeline(config_path: Path) -> tuple[dict[str, float], str]:
-    """Run the job in-process; seconds per step and the run id."""
+class RssSampler:
+    """Resident memory of this process four times a second (Linux /proc), to attribute the
+    peak to a step; elsewhere it records nothing and only the overall peak is printed."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        statm = Path("/proc/self/statm")
+        if not statm.exists():
+            return
+        page = resource.getpagesize()
+        while not self._stop.is_set():
+            self.samples.append((time.time(), int(statm.read_text().split()[1]) * page))
+            self._stop.wait(0.25)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_between(self, start: float, end: float) -> int:
+        return max((rss for at, rss in self.samples if start <= at <= end), default=0)
+
+
+def run_pipeline(config_path: Path) -> tuple[dict[str, float], str, dict[str, float]]:
+    """Run the job in-process; seconds per step, the run id and peak GB per step."""
     import dagster as dg
 
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 
     job = build_definitions(load_config(config_path)).resolve_job_def(JOB_NAME)
-    result = job.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}}),
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        raise_on_error=True,
-    )
+    instance = dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
+    with RssSampler() as sampler:
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=True,
+        )
     seconds = {
         str(event.step_key): event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
         for event in result.all_events
         if event.event_type_value == "STEP_SUCCESS"
     }
-    return seconds, result.run_id
+    steps = [entry for entry in instance.all_logs(result.run_id) if entry.is_dagster_event]
+    started = {e.step_key: e.timestamp for e in steps if e.dagster_event.event_type_value == "STEP_START"}
+    peaks = {
+        str(e.step_key): sampler.peak_between(started[e.step_key], e.timestamp) / 1e9
+        for e in steps
+        if e.dagster_event.event_type_value == "STEP_SUCCESS" and e.step_key in started
+    }
+    return seconds, result.run_id, peaks
 
 
 def bare_splink(warehouse: Path, model_path: Path, truth: pl.DataFrame) -> list[dict[str, float]]:
@@ -143,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
     started = time.perf_counter()
-    seconds, _ = run_pipeline(config_path)
+    seconds, _, peaks = run_pipeline(config_path)
     total = time.perf_counter() - started
     from cmdm_pipeline.warehouse import Warehouse
 
@@ -157,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncmdm_pipeline benchmark: {args.records:,} source rows, seed {args.seed}, workdir {workdir}")
     print(f"generate {generated:.1f}s; pipeline {total:.1f}s; peak RSS {peak_gb:.2f} GB; validated {validated.height:,}")
     print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
+    if any(peaks.values()):
+        top = sorted(peaks.items(), key=lambda kv: -kv[1])[:6]
+        print("peak RSS GB by step: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
     print("review queue: " + (", ".join(f"{t} {n:,}" for t, n in review.iter_rows()) or "empty"))
     header = f"{'':<24}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 P':>8}{'B3 R':>8}{'B3 F1':>8}{'largest':>9}"
     print(header)

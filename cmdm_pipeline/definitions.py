@@ -11,11 +11,13 @@ import dagster as dg
 from cmdm_pipeline.assets.extract import raw_asset
 from cmdm_pipeline.assets.master import golden_assets, master_id_assets
 from cmdm_pipeline.assets.match import match_assets, match_model_asset
+from cmdm_pipeline.assets.quality import quality_assets, quality_checks
 from cmdm_pipeline.assets.reconcile import run_reconciliation_asset
 from cmdm_pipeline.assets.standardise import standardised_customers_asset
 from cmdm_pipeline.assets.validate import validation_assets
 from cmdm_pipeline.config import ProjectConfig, load_config
 from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.schedules import automation
 
 JOB_NAME = "cmdm_job"
 
@@ -31,19 +33,26 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         match_assets(config),
         master_id_assets(config),
         golden_assets(config),
+        quality_assets(config),
     ]
-    # In-process: DuckDB allows one writer per file, and on small machines a process per
-    # step costs more than the steps themselves.
+    # In-process, for this job and for ad-hoc materialisations from the UI ("Materialize
+    # all"): DuckDB allows one writer per file, and on small machines a process per step
+    # costs more than the steps themselves.
     job = dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.all(),
         executor_def=dg.in_process_executor,
         description="Extract every source, standardise, validate, reconcile, match and master into the warehouse.",
     )
+    schedules, sensors = automation(config, JOB_NAME)
     return dg.Definitions(
         assets=assets,
+        asset_checks=quality_checks(config),
         jobs=[job],
+        schedules=schedules,
+        sensors=sensors,
         resources={"warehouse": WarehouseResource(path=str(config.warehouse_path))},
+        executor=dg.in_process_executor,
     )
 
 

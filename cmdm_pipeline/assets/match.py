@@ -119,7 +119,12 @@ def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> p
     """Scored pairs as stored: keys, scores, name and corroboration flags, levels as JSON."""
     schema = config.customer_schema
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
-    levels = pl.struct(gammas).struct.json_encode() if gammas else pl.lit("{}")
+    # A struct of small ints, not JSON text: at 1M records there are millions of pairs, and
+    # BI tools can filter on a level (comparison_levels.email = 3) directly.
+    levels = (
+        pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
+        if gammas else pl.lit(None, pl.Struct({}))
+    )
     return pairs.select(
         "source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
         "match_weight", "evidence", "match_probability",
@@ -239,7 +244,8 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                                      pl.lit(None, pl.String).alias("source_record_id_l"), pl.lit(None, pl.String).alias("source_system_r"),
                                      pl.lit(None, pl.String).alias("source_record_id_r"), "records",
                                      pl.lit(None, pl.Float64).alias("evidence"), pl.lit(None, pl.Float64).alias("match_probability"),
-                                     pl.lit(None, pl.String).alias("comparison_levels"), pl.col("reason").alias("review_reason")),
+                                     pl.lit(None, pair_queue.schema["comparison_levels"]).alias("comparison_levels"),
+                                     pl.col("reason").alias("review_reason")),
             ],
             how="vertical_relaxed",
         )
