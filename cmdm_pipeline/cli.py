@@ -1,7 +1,8 @@
-"""The ``cmdm`` command: run the pipeline without the UI and print what happened.
+"""The ``cmdm`` command: run the pipeline without the UI, and report on data quality.
 
 Exit codes: 0 success; 1 the run failed (a source could not be read, counts did not
-reconcile...); 2 the command line or the config is wrong.
+reconcile...) or there is nothing to report yet; 2 the command line or the config is wrong;
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -9,35 +10,131 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import shutil
 import sys
+import textwrap
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_CONFIG_HELP = "project config (default: $CMDM_CONFIG, else ./cmdm.yaml); relative paths in it are read from its folder"
+_EXIT_CODES = {
+    None: "exit codes:\n  0    success\n  1    a run failed, or `report` found nothing to report yet\n"
+    "  2    wrong arguments or an invalid config (every problem is printed with its key path)\n"
+    "  130  interrupted (Ctrl-C)",
+    "run": "exit codes:\n  0    the run succeeded; the summary is printed\n"
+    "  1    the run failed; the failing step and its reason are printed\n"
+    "  2    wrong arguments or an invalid config (every problem is printed with its key path)\n"
+    "  130  interrupted (Ctrl-C)",
+    "report": "exit codes:\n  0    the report is printed\n"
+    "  1    nothing to report: no warehouse or no quality_report table yet (run `cmdm run` first),\n"
+    "       or the warehouse is in use by a running pipeline\n"
+    "  2    wrong arguments, an invalid config, or a --run id that has no quality report",
+}
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {number}")
+    return number
 
 
 def _parser() -> argparse.ArgumentParser:
+    from cmdm_pipeline.report import STAGES
+
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="cmdm",
-        description="cmdm_pipeline: turn customer records from many sources into one trusted customer master.",
-        epilog="The config path is --config, else $CMDM_CONFIG, else ./cmdm.yaml. Exit codes: 0 ok, 1 run failed, 2 usage or config error.",
+        description=_wrap("cmdm_pipeline: turn customer records from many sources into one trusted customer master."),
+        epilog="Run `cmdm COMMAND --help` for a command's options.\n\n" + _EXIT_CODES[None],
+        formatter_class=formatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"cmdm {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     run = commands.add_parser(
         "run",
         help="run the whole pipeline once, in this process, and print a summary",
-        description="Extract every configured source, standardise, validate and reconcile into the warehouse, then print a summary.",
+        description=_wrap(
+            "Extract every configured source, standardise, validate, reconcile, match and master into the "
+            "warehouse, in this process, then print rows per source, quarantine reasons and master counts. "
+            "Progress goes to stderr, the summary to stdout. With $DAGSTER_HOME set, the run shows in the Dagster UI."
+        ),
+        epilog=_EXIT_CODES["run"],
+        formatter_class=formatter,
     )
-    run.add_argument("--config", metavar="PATH", help="project config (default: $CMDM_CONFIG or ./cmdm.yaml)")
-    run.add_argument("--quiet", action="store_true", help="print only the summary, not progress")
+    run.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    run.add_argument("--quiet", action="store_true", help="print only the summary and errors, not progress")
+    report = commands.add_parser(
+        "report",
+        help="print the latest data-quality summary from the warehouse",
+        description=_wrap(
+            "Print one run's data-quality summary from the warehouse table quality_report: quarantine and "
+            "duplicate rates per source, the worst rules by failed rows per stage, the least complete attributes, "
+            "golden-record count and mean quality score, each with its change (Δ) since the previous run "
+            "(view quality_trend). The warehouse is opened read-only."
+        ),
+        epilog=_EXIT_CODES["report"],
+        formatter_class=formatter,
+    )
+    report.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    report.add_argument("--run", metavar="RUN_ID", help="the Dagster run id to report (default: the latest run)")
+    report.add_argument("--stage", choices=STAGES, help="show only this stage's rows (default: every stage)")
+    report.add_argument("--top", metavar="N", type=_positive, default=3,
+                        help="worst rules and least complete attributes listed per stage (default: 3)")
     return parser
 
 
+def _wrap(text: str) -> str:
+    # The raw formatter keeps the exit-code tables as written, so prose is wrapped here.
+    return textwrap.fill(text, width=min(100, max(40, shutil.get_terminal_size().columns - 2)))
+
+
+def _version() -> str:
+    try:
+        return version("cmdm_pipeline")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "run":
-        return run(args.config, quiet=args.quiet)
-    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands first
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        parser.exit(EXIT_USAGE, "\ncmdm: error: no COMMAND given; choose one of: run, report\n")
+    try:
+        if args.command == "run":
+            return run(args.config, quiet=args.quiet)
+        return report(args.config, run_id=args.run, stage=args.stage, top=args.top)
+    except KeyboardInterrupt:
+        print("cmdm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def report(config_path: str | None, run_id: str | None = None, stage: str | None = None, top: int = 3) -> int:
+    """Print a quality run's summary; exit 1 when there is nothing to report yet."""
+    from cmdm_pipeline.config import ConfigError, load_config
+    from cmdm_pipeline.report import ReportError, read_report, render
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"cmdm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        quality = read_report(config.warehouse_path, run_id)
+    except ReportError as exc:
+        print(f"cmdm: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.usage else EXIT_RUN_FAILED
+    print(render(quality, stage=stage, top=top))
+    return EXIT_OK
 
 
 def run(config_path: str | None, quiet: bool = False) -> int:
@@ -56,7 +153,11 @@ def run(config_path: str | None, quiet: bool = False) -> int:
 
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 
-    job = build_definitions(config).resolve_job_def(JOB_NAME)
+    try:
+        job = build_definitions(config).resolve_job_def(JOB_NAME)
+    except dg.DagsterInvalidDefinitionError as exc:  # e.g. a cron expression Dagster cannot read
+        print(f"cmdm: {config.base_dir}: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # Dagster's own event stream is DEBUG detail; the assets' INFO lines are the progress.
     logging.getLogger("dagster").setLevel(logging.WARNING if quiet else logging.INFO)
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "INFO"}}}}
@@ -70,7 +171,7 @@ def run(config_path: str | None, quiet: bool = False) -> int:
                 print(f"cmdm: step {event.step_key} failed: {message}", file=sys.stderr)
         print(f"cmdm: run {result.run_id} failed after {elapsed:.1f}s", file=sys.stderr)
         return EXIT_RUN_FAILED
-    print(_summary(config, result.run_id, elapsed))
+    print(_summary(config, result.run_id, elapsed, config_path))
     return EXIT_OK
 
 
@@ -95,7 +196,7 @@ def _progress(quiet: bool, message: str) -> None:
         print(f"cmdm: {message}", file=sys.stderr)
 
 
-def _summary(config, run_id: str, elapsed: float) -> str:  # type: ignore[no-untyped-def]
+def _summary(config, run_id: str, elapsed: float, config_path: str | None = None) -> str:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.warehouse import Warehouse
 
     store = Warehouse(config.warehouse_path)
@@ -137,6 +238,7 @@ def _summary(config, run_id: str, elapsed: float) -> str:  # type: ignore[no-unt
         f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('FROM golden_customers LIMIT 5').show()\"",
         "          (inside the project environment: .uv/bin/uv run python -c ...)",
         "Dagster UI: .uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
+        "Quality:    .uv/bin/uv run cmdm report" + (f" --config {shlex.quote(config_path)}" if config_path else ""),
     ]
     return "\n".join(lines)
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
 import pytest
 
 from cmdm_pipeline.cli import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, main
@@ -17,6 +25,7 @@ def test_run_prints_the_summary(make_project, capsys: pytest.CaptureFixture[str]
     assert "has_a_name" in out
     assert str(config.warehouse_path) in out or "warehouse/cmdm.duckdb" in out
     assert "dagster dev -w workspace.yaml" in out
+    assert f"cmdm report --config {config.base_dir / 'cmdm.yaml'}" in out
 
 
 @pytest.mark.integration
@@ -34,16 +43,225 @@ def test_invalid_config_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) ->
     assert "at schema: Field required" in err and "at sources: List should have at least 1 item" in err
 
 
-@pytest.mark.parametrize("argv", [[], ["fly"], ["run", "--unknown"]])
-def test_wrong_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_exits_2_and_names_it(tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    assert main(["run", "--config", str(tmp_path / "nope.yaml")]) == EXIT_USAGE
+    assert f"cmdm: {tmp_path / 'nope.yaml'}: config file not found (set --config or CMDM_CONFIG)" in capsys.readouterr().err
+    monkeypatch.setenv("CMDM_CONFIG", str(tmp_path / "gone.yaml"))
+    assert main(["report"]) == EXIT_USAGE
+    assert "gone.yaml: config file not found" in capsys.readouterr().err
+
+
+def test_a_cron_dagster_rejects_exits_2_before_running(make_project, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_project(schedule={"nightly": {"cron": "61 * * * *"}})
+    assert main(["run", "--quiet", "--config", str(config.base_dir / "cmdm.yaml")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "invalid configuration" in err and "Found invalid cron schedule '61 * * * *'" in err
+    assert not config.warehouse_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no COMMAND given; choose one of: run, report"),
+        (["fly"], "invalid choice: 'fly'"),
+        (["run", "--unknown"], "unrecognized arguments: --unknown"),
+        (["run", "--config"], "argument --config: expected one argument"),
+        (["report", "--stage", "bronze"], "argument --stage: invalid choice: 'bronze'"),
+        (["report", "--top", "ten"], "argument --top: expected a whole number, got 'ten'"),
+        (["report", "--top", "0"], "argument --top: expected 1 or more, got 0"),
+    ],
+)
+def test_wrong_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main(argv)
     assert caught.value.code == EXIT_USAGE
-    assert "usage: cmdm" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage: cmdm" in err and message in err
 
 
-def test_help_describes_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["run", "--help"])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["run ", "report ", "--version", "exit codes:", "130"]),
+        (["run"], ["--config PATH", "CMDM_CONFIG", "--quiet", "exit codes:", "the failing step"]),
+        (["report"], ["--config PATH", "--run RUN_ID", "--stage {standardised,validated,golden,quarantine}",
+                      "--top N", "read-only", "exit codes:", "run `cmdm run` first"]),
+    ],
+)
+def test_help_describes_every_option_and_exit_code(argv: list[str], expected: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--help"])
+    assert caught.value.code == EXIT_OK
     out = capsys.readouterr().out
-    assert "--config PATH" in out and "CMDM_CONFIG" in out
+    assert [text for text in expected if text not in out] == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == EXIT_OK and capsys.readouterr().out.startswith("cmdm 0.")
+
+
+# --- cmdm report, against a warehouse shaped like the quality stage writes it -----------------
+
+QUALITY_SCHEMA = """
+CREATE TABLE quality_report(run_id VARCHAR, run_at TIMESTAMP, stage VARCHAR, source_system VARCHAR,
+    attribute VARCHAR, metric VARCHAR, rule VARCHAR, rows_evaluated BIGINT, rows_failed BIGINT,
+    pass_rate DOUBLE, value DOUBLE);
+"""
+QUALITY_TREND = """
+CREATE VIEW quality_trend AS
+SELECT run_id, run_at, stage, source_system, attribute, metric, rule, value,
+       lag(value) OVER w AS previous_value, value - lag(value) OVER w AS delta
+FROM quality_report
+WINDOW w AS (PARTITION BY stage, source_system, attribute, metric, rule ORDER BY run_at);
+"""
+
+
+def _rows(run: str, at: dt.datetime, shift: float) -> list[tuple[object, ...]]:
+    """One run's quality rows; `shift` moves rates and counts so the later run differs."""
+
+    def rate(n: int, failed: int) -> tuple[int, int, float, float]:
+        return n, failed, 1 - failed / n, failed / n
+
+    def duplicates(n: int, failed: int) -> tuple[int, int, float, float]:
+        return n, failed, (n - failed) / n, n / (n - failed)  # value: records per master, as the stage writes it
+
+    rows = [
+        ("quarantine", "crm", None, "quarantine_rate", None, *rate(2000, 120 - round(shift * 10))),
+        ("quarantine", "erp", None, "quarantine_rate", None, *rate(1000, 10)),
+        ("quarantine", None, None, "quarantine_rate", None, *rate(3000, 130 - round(shift * 10))),
+        ("validated", "crm", None, "duplicate_rate", None, *duplicates(1880, 58)),
+        ("validated", "erp", None, "duplicate_rate", None, *duplicates(990, 20 + round(shift * 10))),
+        ("validated", None, None, "duplicate_rate", None, *duplicates(2870, 78 + round(shift * 10))),
+        ("validated", None, None, "rule", "has_a_name", 3000, 90 - round(shift * 12), None, None),
+        ("validated", None, "email", "rule", "email.invalid", 3000, 40, None, None),
+        ("validated", None, "country", "rule", "country.pattern", 3000, 0, 1.0, 1.0),
+        ("quarantine", None, None, "rule", "has_a_name", 3000, 60, 0.98, 0.98),
+        ("standardised", "crm", "email", "rule", "email.invalid", 2000, 30, None, None),
+        ("standardised", "erp", "email", "rule", "email.invalid", 1000, 15, None, None),
+        ("golden", None, "email", "completeness", None, 7432, None, None, 0.54 - shift / 100),
+        ("golden", None, "phone", "completeness", None, 7432, None, None, 0.31),
+        ("golden", None, "postcode", "completeness", None, 7432, None, None, 0.88),
+        ("golden", None, "first_name", "completeness", None, 7432, None, None, 0.99),
+        ("golden", "crm", "phone", "completeness", None, 2000, None, None, 0.0),
+        ("golden", None, None, "golden_count", None, None, None, None, 7432.0 - shift * 12),
+        ("golden", None, None, "quality_score", None, None, None, None, 0.874 - shift / 100),
+    ]
+    return [(run, at, *row) for row in rows]
+
+
+@pytest.fixture
+def quality_project(make_project):  # type: ignore[no-untyped-def]
+    """A project whose warehouse holds two quality runs; returns (config path, warehouse path)."""
+    config = make_project()
+
+    def write(*statements: str, runs: bool = True) -> tuple[str, Path]:
+        config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        with duckdb.connect(str(config.warehouse_path)) as con:
+            for sql in statements:
+                con.execute(sql)
+            if runs:
+                rows = _rows("run-1", dt.datetime(2026, 11, 1, 2, 0, 5), 1) + _rows("run-2", dt.datetime(2026, 11, 2, 2, 0, 7), 0)
+                con.executemany("INSERT INTO quality_report VALUES (" + ", ".join(["?"] * 11) + ")", rows)
+        return str(config.base_dir / "cmdm.yaml"), config.warehouse_path
+
+    return write
+
+
+def test_report_shows_the_latest_run_and_its_changes(quality_project, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = quality_project(QUALITY_SCHEMA, QUALITY_TREND)
+    assert main(["report", "--config", path, "--top", "5"]) == EXIT_OK
+    out = capsys.readouterr().out
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert lines[0] == "quality report · run run-2 at 2026-11-02 02:00:07 UTC"
+    assert lines[1] == "changes (Δ) since run run-1 at 2026-11-01 02:00:05 UTC"
+    # Duplicates are duplicate records / records (not the stage's records-per-master value).
+    assert "crm                  2,000         6.0%   +0.5 pp        3.1%   +0.0 pp" in lines
+    assert "erp                  1,000         1.0%   +0.0 pp        2.0%   -1.0 pp" in lines
+    assert "all sources          3,000         4.3%   +0.3 pp        2.7%   -0.3 pp" in lines
+    rules = [line.split() for line in lines if line.startswith(("  standardised", "  validated", "  quarantine"))]
+    assert rules == [
+        ["standardised", "email.invalid", "45", "3,000", "98.5%", "+0"],  # summed over sources
+        ["validated", "has_a_name", "90", "3,000", "97.0%", "+12"],
+        ["validated", "email.invalid", "40", "3,000", "98.7%", "+0"],
+        ["quarantine", "has_a_name", "60", "3,000", "98.0%", "+0"],
+    ]  # country.pattern failed nothing: not listed
+    # Lowest first, all-sources rows only (crm's 0 % phone is a column crm lacks), complete ones left out.
+    assert [line.split() for line in lines if line.startswith("  golden")] == [
+        ["golden", "phone", "31.0%", "+0.0", "pp"], ["golden", "email", "54.0%", "+1.0", "pp"],
+        ["golden", "postcode", "88.0%", "+0.0", "pp"], ["golden", "first_name", "99.0%", "+0.0", "pp"],
+    ]
+    assert lines[-1] == "golden records: 7,432 (Δ +12) · mean quality score: 0.874 (Δ +0.010)"
+
+
+def test_report_of_an_earlier_run_and_of_one_stage(quality_project, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = quality_project(QUALITY_SCHEMA, QUALITY_TREND)
+    assert main(["report", "--config", path, "--run", "run-1", "--stage", "golden", "--top", "1"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "run run-1 at 2026-11-01 02:00:05 UTC" in out and "first quality run: no changes to show" in out
+    assert "stage: golden" in out
+    assert "quarantined" not in out and "worst rules" not in out  # no golden rows of those in this run
+    assert [line.split() for line in out.splitlines() if line.startswith("  golden")] == [["golden", "phone", "31.0%"]]
+    assert "golden records: 7,420 · mean quality score: 0.864" in out
+
+
+def test_report_without_the_trend_view_still_reports(quality_project, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = quality_project(QUALITY_SCHEMA)
+    assert main(["report", "--config", path]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "(no readable quality_trend view: changes of completeness, count and score are not shown)" in out
+    assert "golden records: 7,432 · mean quality score: 0.874" in out
+    # Shares and failed rows are compared with the previous run's counts, trend or not.
+    assert "crm                  2,000         6.0%   +0.5 pp" in out and "has_a_name" in out and "+12" in out
+
+
+def test_report_of_an_unknown_run_exits_2(quality_project, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = quality_project(QUALITY_SCHEMA, QUALITY_TREND)
+    assert main(["report", "--config", path, "--run", "run-9"]) == EXIT_USAGE
+    assert "cmdm: no quality report for run 'run-9'; leave out --run for the latest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("statements", "runs", "message"),
+    [
+        (None, False, "cmdm: no warehouse at {warehouse} yet: run `cmdm run` first"),
+        (["CREATE TABLE golden_customers(master_id VARCHAR)"], False,
+         "cmdm: the warehouse {warehouse} has no quality_report table yet: run `cmdm run` first"),
+        ([QUALITY_SCHEMA], False, "cmdm: quality_report is empty: run `cmdm run` first"),
+    ],
+)
+def test_nothing_to_report_exits_1(quality_project, statements, runs, message, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, warehouse = quality_project(*(statements or []), runs=runs)
+    if statements is None:
+        warehouse.unlink()
+    assert main(["report", "--config", path]) == EXIT_RUN_FAILED
+    assert capsys.readouterr().err.strip() == message.format(warehouse=warehouse)
+
+
+@contextmanager
+def _held_by_another_process(warehouse: Path, read_only: bool) -> Iterator[None]:
+    code = (
+        "import duckdb, sys, time\n"
+        f"con = duckdb.connect(sys.argv[1], read_only={read_only})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_report_opens_the_warehouse_read_only(quality_project, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another reader does not block it (a writing connection would be refused), and the pipeline's lock is explained."""
+    path, warehouse = quality_project(QUALITY_SCHEMA, QUALITY_TREND)
+    with _held_by_another_process(warehouse, read_only=True):
+        assert main(["report", "--config", path]) == EXIT_OK
+    assert "run run-2" in capsys.readouterr().out
+    with _held_by_another_process(warehouse, read_only=False):
+        assert main(["report", "--config", path]) == EXIT_RUN_FAILED
+    assert "is in use by a running pipeline" in capsys.readouterr().err

@@ -22,6 +22,7 @@ def test_asset_graph_of_the_shipped_config() -> None:
         "standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation",
         "match_model", "match_pairs", "match_review_queue", "customer_clusters",
         "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history",
+        "quality_report", "golden_quality_scores",
     }
     parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}
     assert parents["standardised_customers"] == raw

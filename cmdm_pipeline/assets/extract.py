@@ -15,6 +15,15 @@ def raw_table(source: Source) -> str:
     return f"raw_{source.name}"
 
 
+def extract_retry_policy(source: Source, config: ProjectConfig) -> dg.RetryPolicy | None:
+    """Retries for sources that fail for a while and then work again (a database restarting, a locked file)."""
+    retry = config.schedule.extract_retry
+    if retry.max_retries == 0 or source.kind not in retry.source_kinds:
+        return None
+    backoff = {"linear": dg.Backoff.LINEAR, "exponential": dg.Backoff.EXPONENTIAL}.get(retry.backoff)
+    return dg.RetryPolicy(max_retries=retry.max_retries, delay=retry.delay_seconds, backoff=backoff)
+
+
 def raw_asset(source: Source, config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.asset(
         name=raw_table(source),
@@ -24,7 +33,7 @@ def raw_asset(source: Source, config: ProjectConfig) -> dg.AssetsDefinition:
             f"One row per record of source `{source.name}` ({source.kind}), every column as read, "
             "with lineage columns and any parse error."
         ),
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=5) if source.path is None else None,
+        retry_policy=extract_retry_policy(source, config),
     )
     def _extract(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         frame = extract(source, config, ingested_at=dt.datetime.now(dt.UTC))

@@ -39,8 +39,13 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         store.replace({XREF: result.xref, ID_LINEAGE: pl.concat([history, result.lineage])})
         masters = result.xref["master_id"].n_unique()
         events = dict(result.lineage.group_by("event").len().iter_rows())
-        yield dg.MaterializeResult(asset_key=XREF, metadata={"dagster/row_count": result.xref.height, "masters": masters})
-        yield dg.MaterializeResult(asset_key=ID_LINEAGE, metadata={"merged_this_run": events.get("merged", 0),
+        per_master = result.xref.group_by("master_id").len()["len"]
+        yield dg.MaterializeResult(asset_key=XREF, metadata={
+            "dagster/row_count": result.xref.height, "masters": masters,
+            "records_per_master": round(result.xref.height / masters, 3) if masters else 0.0,
+            "masters_with_several_records": int((per_master > 1).sum())})
+        yield dg.MaterializeResult(asset_key=ID_LINEAGE, metadata={"dagster/row_count": result.lineage.height + history.height,
+                                                                  "merged_this_run": events.get("merged", 0),
                                                                   "split_this_run": events.get("split", 0)})
 
     return _ids
@@ -66,9 +71,12 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         history = update_history(previous, golden, context.run.run_id, dt.datetime.now(dt.UTC))
         store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history})
         by_party = dict(golden.group_by("party_type").len().iter_rows())
-        yield dg.MaterializeResult(asset_key=GOLDEN, metadata={"dagster/row_count": golden.height,
-                                                               "by_party_type": dg.MetadataValue.json(by_party)})
-        yield dg.MaterializeResult(asset_key=ATTRIBUTE_LINEAGE, metadata={"dagster/row_count": lineage.height})
+        yield dg.MaterializeResult(asset_key=GOLDEN, metadata={
+            "dagster/row_count": golden.height, "by_party_type": dg.MetadataValue.json(by_party),
+            "masters_from_several_sources": golden.filter(pl.col("source_count") > 1).height})
+        yield dg.MaterializeResult(asset_key=ATTRIBUTE_LINEAGE, metadata={
+            "dagster/row_count": lineage.height,
+            "values_by_rule": dg.MetadataValue.json(dict(lineage.group_by("rule").len().sort("rule").iter_rows()))})
         yield dg.MaterializeResult(asset_key=HISTORY, metadata={
             "dagster/row_count": history.height,
             "current_versions": history.filter(pl.col("valid_to").is_null()).height})

@@ -37,6 +37,9 @@ def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": table.height,
                 "rows_with_issues": table.filter(pl.col("issues").list.len() > 0).height,
+                "rows_by_source": dg.MetadataValue.json(
+                    dict(table.group_by("source_system").len().sort("source_system").iter_rows())
+                ),
                 "issues_by_rule": dg.MetadataValue.json(
                     dict(issues.group_by("rule").len().sort("len", descending=True).iter_rows())
                 ),

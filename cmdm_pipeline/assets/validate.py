@@ -41,6 +41,9 @@ def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": validated.height,
                 "rows_with_warnings": validated.filter(pl.col("warnings").list.len() > 0).height,
+                "rows_by_source": dg.MetadataValue.json(
+                    dict(validated.group_by("source_system").len().sort("source_system").iter_rows())
+                ),
                 "warnings_by_rule": dg.MetadataValue.json(dict(warned.sort("len", descending=True).iter_rows())),
             },
         )
@@ -52,7 +55,16 @@ def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                 "quarantined_by_source": dg.MetadataValue.json(
                     dict(quarantined.group_by("source_system").len().sort("source_system").iter_rows())
                 ),
+                "quarantine_rate_by_source": dg.MetadataValue.json(_quarantine_rates(validated, quarantined)),
             },
         )
 
     return _validate
+
+
+def _quarantine_rates(validated: pl.DataFrame, quarantined: pl.DataFrame) -> dict[str, float]:
+    """Share of each source's rows quarantined in this run."""
+    rows = pl.concat([validated.select("source_system", held=pl.lit(False)),
+                      quarantined.select("source_system", held=pl.lit(True))])
+    rates = rows.group_by("source_system").agg(pl.col("held").mean().round(4)).sort("source_system")
+    return dict(rates.iter_rows())

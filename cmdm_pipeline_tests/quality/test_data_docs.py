@@ -1,0 +1,93 @@
+"""Data Docs show counts and rates, never values of records; building them touches no network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from pathlib import Path
+
+from cmdm_pipeline.quality import validation
+from cmdm_pipeline.quality.docs import building_folder, publish
+from cmdm_pipeline.quality.expectations import SUITE_NAME, rule_expectations
+from cmdm_pipeline.quality.validation import Batch, run_suite
+from cmdm_pipeline_tests.quality.conftest import SCHEMA, TODAY, standardised_frame
+
+# Values that break a rule in a PII column (pii: true), each of a different rule type.
+CANARIES = {
+    "last_name": "Qzcanarylastname",  # length
+    "email": "qzcanarymail@elsewhere.test",  # pattern
+    "gender": "qzcanarygender",  # allowed (warn)
+}
+CANARY_DATE = dt.date(2987, 6, 5)  # range
+
+
+def canary_frame():  # type: ignore[no-untyped-def]
+    return standardised_frame(SCHEMA, {
+        "source_system": ["crm", "crm", "crm"],
+        "first_name": ["Ada", None, "Alan"],
+        "last_name": [CANARIES["last_name"], None, "Turing"],
+        "email": [CANARIES["email"], None, "alan@example.org"],
+        "gender": [CANARIES["gender"], None, "male"],
+        "country": ["GB", "QZC", "GB"],
+        "date_of_birth": [CANARY_DATE, None, dt.date(1912, 6, 23)],
+        "nps_score": [None, None, 9.0],
+    })
+
+
+def build_docs(folder: Path) -> tuple[Path, str]:
+    """Validate the canary rows, build the site; returns the index and every file's text."""
+    run = run_suite([Batch("standardised", "standardised_customers", "crm", canary_frame())],
+                    rule_expectations(SCHEMA, TODAY), "test run", folder)
+    failed = dict(run.counts.select("rule", "rows_failed").iter_rows())
+    assert failed["last_name.length"] == failed["email.pattern"] == failed["gender.allowed"] == 1
+    assert failed["date_of_birth.range"] == 1 and failed["has_a_name"] == 1
+    assert run.docs_index is not None
+    text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in folder.rglob("*") if p.is_file()
+                     and p.suffix in (".html", ".json", ".js", ".css", ""))
+    return run.docs_index, text
+
+
+def leaked(text: str) -> list[str]:
+    found = [v for v in CANARIES.values() if v.lower() in text.lower()]
+    return found + [d for d in (CANARY_DATE.isoformat(), "2987") if d in text]
+
+
+def test_data_docs_show_failing_counts_but_no_failing_values(tmp_path: Path) -> None:
+    index, text = build_docs(tmp_path / "docs")
+    assert index.is_file() and index.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert SUITE_NAME in index.read_text(encoding="utf-8")
+    assert "last_name" in text and "unexpected" in text.lower()  # the failure itself is shown
+    assert leaked(text) == []
+
+
+def test_without_the_counts_only_result_format_gx_would_publish_the_values(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The control: the canaries are found when GX is left to its default, so the test above can fail."""
+    monkeypatch.setattr(validation, "RESULT_FORMAT", {"result_format": "SUMMARY"})
+    _, text = build_docs(tmp_path / "docs")
+    assert CANARIES["last_name"] in text and CANARIES["email"] in text
+
+
+def test_validation_and_data_docs_make_no_network_calls(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"network call: {args[:2]}")
+
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    index, _ = build_docs(tmp_path / "docs")
+    assert index.is_file()
+
+
+def test_a_new_build_replaces_the_published_site_whole(tmp_path: Path) -> None:
+    published = tmp_path / "quality" / "data_docs"
+    first = building_folder(published, "run-1")
+    build_docs(first)
+    assert publish(first, published) == published / "index.html"
+    (published / "stale.html").write_text("from an earlier run", encoding="utf-8")
+    (published.parent / "data_docs.building-crashed-run").mkdir()  # a run that failed mid-build
+    second = building_folder(published, "run-2")
+    build_docs(second)
+    publish(second, published)
+    assert (published / "index.html").is_file() and not (published / "stale.html").exists()
+    assert sorted(p.name for p in published.parent.iterdir()) == ["data_docs"]
