@@ -169,6 +169,10 @@ def run(config_path: str | None, quiet: bool = False) -> int:
             if event.is_step_failure and event.step_failure_data is not None:
                 message = user_error_message(event.step_failure_data.error)
                 print(f"cmdm: step {event.step_key} failed: {message}", file=sys.stderr)
+        for check in result.get_asset_check_evaluations():
+            if not check.passed and check.blocking:
+                detail = f": {check.description}" if check.description else ""
+                print(f"cmdm: check {check.check_name} on {check.asset_key.to_user_string()} failed{detail}", file=sys.stderr)
         print(f"cmdm: run {result.run_id} failed after {elapsed:.1f}s", file=sys.stderr)
         return EXIT_RUN_FAILED
     print(_summary(config, result.run_id, elapsed, config_path))

@@ -36,6 +36,17 @@ def test_failed_run_exits_1_with_the_reason(make_project, capsys: pytest.Capture
     assert "step raw_crm failed" in err and "file not found" in err
 
 
+@pytest.mark.integration
+def test_a_blocking_check_that_fails_exits_1_and_says_why(make_project, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_project(
+        files={"crm.csv": GOOD_CSV + "4,,,x@example.org,,,GB,\n"}, quality={"max_quarantine_rate": 0.1}
+    )
+    assert main(["run", "--quiet", "--config", str(config.base_dir / "cmdm.yaml")]) == EXIT_RUN_FAILED
+    err = capsys.readouterr().err
+    assert "check quarantine_rate_within_limit on validated_customers failed: " in err
+    assert "crm" in err.split("check quarantine_rate_within_limit", 1)[1]
+
+
 def test_invalid_config_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "cmdm.yaml").write_text("sources: []\n", encoding="utf-8")
     assert main(["run", "--config", str(tmp_path / "cmdm.yaml")]) == EXIT_USAGE

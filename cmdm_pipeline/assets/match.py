@@ -255,15 +255,22 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             (pl.col("evidence") >= matching.link_evidence) & ~pl.col("names_disagree") & pl.col("corroborated")
         ).height
         context.log.info(f"{stored_pairs.height} pairs scored, {linked} linked, {sizes.height} clusters, {queue.height} to review")
-        yield dg.MaterializeResult(asset_key=PAIRS, metadata={"dagster/row_count": stored_pairs.height, "pairs_linked": linked,
-                                                             "mode": mode,
-                                                             "model_version": model_version or "none (deterministic rules)"})
+        band = (pl.col("evidence") >= matching.review_evidence) & (pl.col("evidence") < matching.link_evidence)
+        yield dg.MaterializeResult(asset_key=PAIRS, metadata={
+            "dagster/row_count": stored_pairs.height, "pairs_linked": linked,
+            "pairs_in_review_band": stored_pairs.filter(band).height,
+            "pairs_kept_apart_names_differ": stored_pairs.filter(pl.col("names_disagree")).height,
+            "pairs_uncorroborated": stored_pairs.filter(~pl.col("corroborated")).height,
+            "mode": mode, "model_version": model_version or "none (deterministic rules)"})
         yield dg.MaterializeResult(asset_key=REVIEW, metadata={
             "dagster/row_count": queue.height,
             "pairs_to_review": pair_queue.height, "clusters_to_review": cluster_queue.height})
         yield dg.MaterializeResult(asset_key=CLUSTERS, metadata={
             "dagster/row_count": members.height, "clusters": sizes.height,
             "largest_cluster": int(sizes["size"].max() or 0),
+            "singletons": sizes.filter(pl.col("size") == 1).height,
+            # Share of records that matched at least one other record.
+            "match_rate": round(sizes.filter(pl.col("size") > 1)["size"].sum() / max(members.height, 1), 4),
             "cluster_size_distribution": dg.MetadataValue.json(
                 {str(k): v for k, v in sizes.group_by("size").len().sort("size").iter_rows()}),
             "steward_decisions": decisions.height})
