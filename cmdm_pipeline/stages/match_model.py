@@ -170,6 +170,8 @@ def default_blocking_rules(schema: CustomerSchema) -> list[str]:
         rules += [f"l.{PHONES}[1] = r.{PHONES}[1]", f"l.{PHONES}[-1] = r.{PHONES}[-1]"]
     if given and family:
         rules.append(f"l.{given[0]} = r.{given[0]} AND l.{family[0]} = r.{family[0]}")
+        # Forms and tills swap first and family name; the comparison has a level for it.
+        rules.append(f"l.{given[0]} = r.{family[0]} AND l.{family[0]} = r.{given[0]}")
     for date in dates[:1]:
         if family:
             rules.append(f"l.{date} = r.{date} AND l.{family[0]} = r.{family[0]}")
