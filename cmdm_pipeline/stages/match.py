@@ -169,8 +169,8 @@ def open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
         .join(cluster.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
                               "cluster": "cluster_r"}), on=["source_system_r", "source_record_id_r"], maintain_order="left")
         .filter(pl.col("cluster_l") != pl.col("cluster_r"))
-        .join(sizes.rename({"cluster": "cluster_l", "size": "size_l"}), on="cluster_l")
-        .join(sizes.rename({"cluster": "cluster_r", "size": "size_r"}), on="cluster_r")
+        .join(sizes.rename({"cluster": "cluster_l", "size": "size_l"}), on="cluster_l", maintain_order="left")
+        .join(sizes.rename({"cluster": "cluster_r", "size": "size_r"}), on="cluster_r", maintain_order="left")
     )
     left_asks = (pl.col("size_l") < pl.col("size_r")) | (
         (pl.col("size_l") == pl.col("size_r")) & (pl.col("cluster_l") < pl.col("cluster_r"))
