@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     document["warehouse"] = {"path": str(workdir / "warehouse" / "cmdm.duckdb")}
     for source in document["sources"]:
         source["path"] = str(data / Path(source["path"]).name)
+    if document.get("consent"):
+        from cmdm_pipeline.sample_consent import write_consent_events
+
+        write_consent_events(data, seed=args.seed)
+        document["consent"]["source"]["path"] = str(data / "consent_events.csv")
     config_path = workdir / "cmdm.yaml"
     config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 

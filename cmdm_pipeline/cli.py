@@ -1,8 +1,8 @@
-"""The ``cmdm`` command: run the pipeline without the UI, and report on data quality.
+"""The ``cmdm`` command: run the pipeline without the UI, report on data quality, manage keys.
 
 Exit codes: 0 success; 1 the run failed (a source could not be read, counts did not
-reconcile...) or there is nothing to report yet; 2 the command line or the config is wrong;
-130 interrupted (Ctrl-C).
+reconcile...), there is nothing to report yet, or `keys` refused (nothing changed); 2 the
+command line or the config is wrong, or no (or a wrong) key-encryption key; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _CONFIG_HELP = "project config (default: $CMDM_CONFIG, else ./cmdm.yaml); relative paths in it are read from its folder"
 _EXIT_CODES = {
-    None: "exit codes:\n  0    success\n  1    a run failed, or `report` found nothing to report yet\n"
-    "  2    wrong arguments or an invalid config (every problem is printed with its key path)\n"
+    None: "exit codes:\n  0    success\n  1    a run failed, `report` found nothing to report yet, or `keys` refused\n"
+    "  2    wrong arguments or an invalid config (every problem is printed with its key path),\n"
+    "       or (keys) no key-encryption key or a wrong one\n"
     "  130  interrupted (Ctrl-C)",
     "run": "exit codes:\n  0    the run succeeded; the summary is printed\n"
     "  1    the run failed; the failing step and its reason are printed\n"
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--stage", choices=STAGES, help="show only this stage's rows (default: every stage)")
     report.add_argument("--top", metavar="N", type=_positive, default=3,
                         help="worst rules and least complete attributes listed per stage (default: 3)")
+    from cmdm_pipeline.protect.keys_cli import add_keys_parser
+
+    add_keys_parser(commands, formatter, _CONFIG_HELP, _wrap)
     return parser
 
 
@@ -108,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        parser.exit(EXIT_USAGE, "\ncmdm: error: no COMMAND given; choose one of: run, report\n")
+        parser.exit(EXIT_USAGE, "\ncmdm: error: no COMMAND given; choose one of: run, report, keys\n")
     try:
         if args.command == "run":
             return run(args.config, quiet=args.quiet)
+        if args.command == "keys":
+            from cmdm_pipeline.protect.keys_cli import keys_command
+
+            return keys_command(args)
         return report(args.config, run_id=args.run, stage=args.stage, top=args.top)
     except KeyboardInterrupt:
         print("cmdm: interrupted", file=sys.stderr)

@@ -257,6 +257,25 @@ class QualityConfig(Model):
         return value
 
 
+class ProtectionConfig(Model):
+    """Where the encryption keys live (README, "Encryption and keys"). Key material never goes in cmdm.yaml."""
+
+    key_file: Path | None = Field(
+        None,
+        description="JSON file of key-encryption keys, mode 0600, outside the repository; used when CMDM_KEK "
+        "is not set. Default: <warehouse folder>/keys/dev.kek.json, a development key created by "
+        "`cmdm keys init` or the first run. Set explicitly, a missing file is an error, never created.",
+    )
+    keystore: Path | None = Field(
+        None, description="DuckDB file of the wrapped data keys. Default: <warehouse folder>/keys/keystore.duckdb."
+    )
+    encrypt: bool = Field(
+        True,
+        description="Store every `pii: true` attribute encrypted in every table the pipeline writes. Turn off "
+        "only for a control run (the canary test does) or to compare speed: the warehouse then holds plaintext.",
+    )
+
+
 # Five cron fields of the characters cron allows; Dagster checks ranges when it builds the schedule.
 _CRON = re.compile(r"^\s*[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4}\s*$")
 
@@ -325,6 +344,111 @@ class ScheduleConfig(Model):
     extract_retry: ExtractRetry = Field(default_factory=ExtractRetry, description="Retry policy of extracts.")
 
 
+ConsentField = Literal[
+    "event_id", "email", "phone", "source_system", "source_record_id", "purpose", "channel", "action",
+    "occurred_at", "lawful_basis", "policy_version", "evidence_ref",
+]
+CONSENT_SUBJECT_FIELDS = ("email", "phone", "source_record_id")
+#: The lawful bases of GDPR Article 6(1).
+GDPR_LAWFUL_BASES = (
+    "consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests",
+)
+
+
+class ConsentSource(Model):
+    """Where consent events are read from (any source kind), and how their columns map to consent fields."""
+
+    kind: SourceKind = Field(description="File format or database type, as for customer sources.")
+    path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
+    url: str | None = Field(None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable.")
+    table: str | None = Field(None, description="Database table to read.")
+    query: str | None = Field(None, description="Database query to read (instead of `table`).")
+    columns: dict[str, ConsentField] = Field(
+        description="Source column -> consent field. Needs purpose, channel, action, occurred_at and a subject: "
+        "email, phone, or source_system + source_record_id."
+    )
+    timestamp_formats: list[str] = Field(
+        min_length=1,
+        default_factory=lambda: ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z",
+                                 "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"],
+        description="strftime formats tried in order for occurred_at; a trailing Z means UTC, a time without "
+        "offset is read as UTC.",
+    )
+    action_values: dict[str, Literal["granted", "withdrawn"]] = Field(
+        default_factory=lambda: {"granted": "granted", "grant": "granted", "opt-in": "granted",
+                                 "withdrawn": "withdrawn", "withdraw": "withdrawn", "opt-out": "withdrawn"},
+        description="Source spelling of an action (case-insensitive) -> granted | withdrawn; others are quarantined.",
+    )
+    default_country: str | None = Field(
+        None, description="ISO alpha-2 country used to read phone numbers written without a + country code."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
+    encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
+
+    @model_validator(mode="after")
+    def _fields(self) -> ConsentSource:
+        mapped = list(self.columns.values())
+        twice = sorted({f for f in mapped if mapped.count(f) > 1})
+        if twice:
+            raise ValueError(f"several columns map to: {', '.join(twice)}")
+        missing = [f for f in ("purpose", "channel", "action", "occurred_at") if f not in mapped]
+        if missing:
+            raise ValueError(f"columns must map {', '.join(missing)}")
+        if not any(f in mapped for f in CONSENT_SUBJECT_FIELDS):
+            raise ValueError("columns must map a subject: email, phone, or source_system + source_record_id")
+        if ("source_system" in mapped) != ("source_record_id" in mapped):
+            raise ValueError("source_system and source_record_id identify a record together: map both or neither")
+        self.as_source()  # the location rules and value checks of a customer source apply as they are
+        return self
+
+    def as_source(self) -> Source:
+        """This location as a customer :class:`Source`, so the extract readers (and their errors) are reused."""
+        columns = {column: column for column in self.columns}
+        id_column = next(c for c, f in self.columns.items() if f == "occurred_at")
+        return Source(
+            name="consent_events", kind=self.kind, path=self.path, url=self.url, table=self.table, query=self.query,
+            id_column=id_column, columns=columns, trust_rank=1, record_type=RecordType.contact,
+            party_type=PartyType.person, default_country=self.default_country, delimiter=self.delimiter,
+            encoding=self.encoding,
+        )
+
+
+class ConsentConfig(Model):
+    """Consent per purpose and channel: the events source and the vocabulary events must use."""
+
+    source: ConsentSource = Field(description="The consent-events source.")
+    purposes: list[str] = Field(
+        default_factory=lambda: ["marketing", "profiling", "sharing"],
+        description="Purposes consent is asked for; events naming another purpose are quarantined.",
+    )
+    channels: list[str] = Field(
+        default_factory=lambda: ["email", "sms", "phone", "post"],
+        description="Channels consent is given for; events naming another channel are quarantined.",
+    )
+    all_channels: str | None = Field(
+        "any", description="Channel value meaning every channel of `channels` (null: no such value)."
+    )
+    lawful_bases: list[str] = Field(
+        default_factory=lambda: list(GDPR_LAWFUL_BASES),
+        description="Accepted lawful bases (default: GDPR Art. 6); another value is quarantined, none is allowed.",
+    )
+
+    @model_validator(mode="after")
+    def _vocabulary(self) -> ConsentConfig:
+        for name in ("purposes", "channels", "lawful_bases"):
+            values: list[str] = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} must not be empty")
+            wrong = [v for v in values if not IDENTIFIER.match(v)]
+            if wrong:
+                raise ValueError(f"{name} must be lower_snake_case; not so: {wrong}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} repeats a value")
+        if self.all_channels is not None and self.all_channels in self.channels:
+            raise ValueError(f"all_channels {self.all_channels!r} must not also be one of `channels`")
+        return self
+
+
 class ProjectConfig(Model):
     """The whole of ``cmdm.yaml``."""
 
@@ -341,6 +465,12 @@ class ProjectConfig(Model):
     )
     quality: QualityConfig = Field(
         default_factory=QualityConfig, description="Limits of the blocking quality checks."
+    )
+    consent: ConsentConfig | None = Field(
+        None, description="Consent events and their vocabulary; without it no consent tables are built."
+    )
+    protection: ProtectionConfig = Field(
+        default_factory=ProtectionConfig, description="Key file and key store of the encryption at rest."
     )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
 

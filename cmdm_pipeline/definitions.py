@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cmdm_pipeline.assets.audit import audit_log_asset
+from cmdm_pipeline.assets.consent import consent_assets
 from cmdm_pipeline.assets.extract import raw_asset
 from cmdm_pipeline.assets.master import golden_assets, master_id_assets
 from cmdm_pipeline.assets.match import match_assets, match_model_asset
@@ -34,6 +36,8 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         master_id_assets(config),
         golden_assets(config),
         quality_assets(config),
+        *([consent_assets(config)] if config.consent else []),
+        audit_log_asset(config),
     ]
     # In-process, for this job and for ad-hoc materialisations from the UI ("Materialize
     # all"): DuckDB allows one writer per file, and on small machines a process per step

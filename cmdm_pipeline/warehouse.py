@@ -37,8 +37,15 @@ class Warehouse:
         finally:
             con.close()
 
-    def replace(self, tables: dict[str, pl.DataFrame]) -> None:
-        """Replace each named table with its frame, all or none."""
+    def replace(
+        self, tables: dict[str, pl.DataFrame], append: dict[str, tuple[pl.DataFrame, str]] | None = None
+    ) -> None:
+        """Replace each named table with its frame, all or none.
+
+        ``append`` maps a table to (rows, key column): rows whose key the table does not hold yet
+        are added in the same transaction (the table is created if missing), so append-only
+        tables such as ``audit_log`` change together with the tables they describe.
+        """
         with self.connect() as con:
             con.begin()
             try:
@@ -46,6 +53,12 @@ class Warehouse:
                     staged = f"__cmdm_staged_{name}"
                     con.register(staged, frame.to_arrow())
                     con.execute(statement("warehouse/replace_table", table=name, staged=staged))
+                    con.unregister(staged)
+                for name, (frame, key) in (append or {}).items():
+                    staged = f"__cmdm_appended_{name}"
+                    con.register(staged, frame.to_arrow())
+                    con.execute(statement("warehouse/create_run_table", table=name, staged=staged))
+                    con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
                     con.unregister(staged)
                 con.commit()
             except BaseException:

@@ -276,3 +276,104 @@ def test_report_opens_the_warehouse_read_only(quality_project, capsys: pytest.Ca
     with _held_by_another_process(warehouse, read_only=False):
         assert main(["report", "--config", path]) == EXIT_RUN_FAILED
     assert "is in use by a running pipeline" in capsys.readouterr().err
+
+
+# --- cmdm keys -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keys_project(make_project, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A project with no key yet, and no key-encryption key in the environment."""
+    for name in ("CMDM_KEK", "CMDM_KEK_ID", "CMDM_KEK_PREVIOUS", "CMDM_KEK_PREVIOUS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    config = make_project()
+    return config, str(config.base_dir / "cmdm.yaml")
+
+
+def _data_keys(config, owners: list[str]) -> None:  # type: ignore[no-untyped-def]
+    import polars as pl
+
+    from cmdm_pipeline.protect.keys import load_keyring
+    from cmdm_pipeline.protect.keystore import KeyStore
+
+    KeyStore.for_config(config, load_keyring(config)).keys_for_owners(pl.Series(owners))
+
+
+def test_keys_help_lists_actions_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["keys", "--help"])
+    assert caught.value.code == EXIT_OK
+    out = capsys.readouterr().out
+    assert [t for t in ["init", "status", "rotate", "retire", "exit codes:", "refused", "a wrong key"] if t not in out] == []
+    with pytest.raises(SystemExit):
+        main(["keys", "retire", "--help"])
+    assert "KEK_ID" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "keys " in capsys.readouterr().out
+
+
+def test_keys_without_an_action_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys"]) == EXIT_USAGE
+    assert "no ACTION given; choose one of: init, status, rotate, retire" in capsys.readouterr().err
+
+
+def test_keys_init_status_rotate_retire(keys_project, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    config, path = keys_project
+    assert main(["keys", "status", "--config", path]) == EXIT_USAGE
+    assert "no key-encryption key: set CMDM_KEK or run `cmdm keys init`" in capsys.readouterr().err
+
+    assert main(["keys", "init", "--config", path]) == EXIT_OK
+    out, err = capsys.readouterr()
+    key_file = config.warehouse_path.parent / "keys" / "dev.kek.json"
+    assert f"created key file {key_file} (mode 0600)" in out and "DEVELOPMENT only" in err
+    first = out.split("key-encryption key ")[1].split()[0]
+    assert main(["keys", "init", "--config", path]) == EXIT_RUN_FAILED
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+    _data_keys(config, ["master/M1", "master/M2", "record/crm/1"])
+    assert main(["keys", "status", "--config", path]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{first}" in out and "active" in out and "3 data keys" in out and "3 live data keys, 0 destroyed" in out
+
+    assert main(["keys", "rotate", "--config", path]) == EXIT_OK
+    out = capsys.readouterr().out
+    second = out.split("new key-encryption key ")[1].split()[0]
+    assert f"re-wrapped 3 data keys (3 from {first})" in out and f"cmdm keys retire {first}" in out
+
+    assert main(["keys", "retire", second, "--config", path]) == EXIT_RUN_FAILED
+    assert "is the active one" in capsys.readouterr().err
+    assert main(["keys", "retire", "kek-nope", "--config", path]) == EXIT_USAGE
+    assert "no key-encryption key kek-nope" in capsys.readouterr().err
+    assert main(["keys", "retire", first, "--config", path]) == EXIT_OK
+    assert f"retired key-encryption key {first}: removed from {key_file}" in capsys.readouterr().out
+    assert main(["keys", "status", "--config", path]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{second:<28}active" in out and f"{first:<28}retired" in out
+    assert key_file.read_text(encoding="utf-8").count('"id"') == 1
+
+
+def test_keys_with_a_wrong_or_unsafe_key_exit_2_and_write_nothing(keys_project, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import os
+
+    config, path = keys_project
+    monkeypatch.setenv("CMDM_KEK", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv("CMDM_KEK_ID", "prod")
+    _data_keys(config, ["master/M1"])
+    store = config.warehouse_path.parent / "keys" / "keystore.duckdb"
+    before = store.read_bytes()
+    monkeypatch.setenv("CMDM_KEK", base64.b64encode(os.urandom(32)).decode())
+    assert main(["keys", "rotate", "--config", path]) == EXIT_USAGE
+    assert "the key-encryption key prod cannot unwrap data key " in capsys.readouterr().err
+    assert store.read_bytes() == before
+    assert main(["keys", "init", "--config", path]) == EXIT_USAGE
+    assert "CMDM_KEK is set" in capsys.readouterr().err
+
+    monkeypatch.delenv("CMDM_KEK")
+    assert main(["keys", "init", "--config", path]) == EXIT_OK
+    key_file = config.warehouse_path.parent / "keys" / "dev.kek.json"
+    key_file.chmod(0o644)
+    capsys.readouterr()
+    assert main(["keys", "rotate", "--config", path]) == EXIT_USAGE
+    assert "readable or writable by group or others (mode 0644)" in capsys.readouterr().err

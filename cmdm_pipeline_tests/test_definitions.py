@@ -23,6 +23,7 @@ def test_asset_graph_of_the_shipped_config() -> None:
         "match_model", "match_pairs", "match_review_queue", "customer_clusters",
         "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history",
         "quality_report", "golden_quality_scores",
+        "consent_history", "consent_current", "consent_quarantine", "audit_log",
     }
     parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}
     assert parents["standardised_customers"] == raw

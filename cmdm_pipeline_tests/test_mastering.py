@@ -14,6 +14,7 @@ import yaml
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 from cmdm_pipeline.sample import generate
+from cmdm_pipeline.sample_consent import write_consent_events
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 
@@ -25,11 +26,13 @@ KEY = ["source_system", "source_record_id"]
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mastering")
     generate(3000, 11, root / "data")
+    write_consent_events(root / "data", seed=11, subjects=100)
     document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
     document["warehouse"] = {"path": "warehouse/cmdm.duckdb"}
     document.setdefault("matching", {})["decisions"] = "decisions.csv"
     for source in document["sources"]:
         source["path"] = f"data/{Path(source['path']).name}"
+    document["consent"]["source"]["path"] = "data/consent_events.csv"
     (root / "cmdm.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return root
 
@@ -76,6 +79,7 @@ def test_matching_and_mastering_across_runs(project: Path) -> None:
     assert meta["match_pairs"]["mode"].value == "incremental: 0 new or changed, 0 gone"
     assert store.read("customer_xref").select(*KEY, "master_id").sort(KEY).equals(xref.select(*KEY, "master_id").sort(KEY))
     assert store.read("golden_customers_history").height == history_before
+    consent_before = store.read("consent_history").height
 
     # A steward says two linked records are different: the next run splits them and keeps it so.
     pair = (
@@ -95,6 +99,9 @@ def test_matching_and_mastering_across_runs(project: Path) -> None:
         return after.filter((pl.col("source_system") == system) & (pl.col("source_record_id") == record))["master_id"][0]
 
     assert master(pair["source_system_l"], pair["source_record_id_l"]) != master(pair["source_system_r"], pair["source_record_id_r"])
+    # Consent follows the split: every row names a master that exists, and no event was ingested twice.
+    assert set(store.read("consent_current")["master_id"]) <= set(after["master_id"])
+    assert store.read("consent_history").height == consent_before
     old = xref.filter((pl.col("source_system") == pair["source_system_l"]) & (pl.col("source_record_id") == pair["source_record_id_l"]))["master_id"][0]
     assert old in set(after["master_id"])  # the larger part kept the id
     # A new till record for a known customer: only it is scored, and it joins that customer's master.

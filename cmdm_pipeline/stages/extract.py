@@ -44,6 +44,14 @@ def extract(source: Source, config: ProjectConfig, ingested_at: dt.datetime) -> 
     return _with_lineage(frame, source, source_location(source, config), ingested_at)
 
 
+def read_rows(source: Source, config: ProjectConfig) -> pl.DataFrame:
+    """The source's rows as text columns plus ``parse_error`` and ``unparsed``, without lineage.
+
+    For sources that are not customer records (consent events), which check their own columns.
+    """
+    return _READERS[source.kind](source, config)
+
+
 def source_location(source: Source, config: ProjectConfig) -> str:
     """Where a source lives, for messages: a file path or a redacted connection."""
     if source.path is not None:
@@ -330,4 +338,4 @@ def _with_lineage(frame: pl.DataFrame, source: Source, location: str, ingested_a
     )
 
 
-__all__ = ["EXTRACT_COLUMNS", "SourceError", "extract", "required_columns", "source_location"]
+__all__ = ["EXTRACT_COLUMNS", "SourceError", "extract", "read_rows", "required_columns", "source_location"]

@@ -1,0 +1,158 @@
+"""The audit log: an append-only record of who changed what, when, and in which run.
+
+Details hold attribute *names*, counts and master ids, never values. Each row has an
+``audit_id``, a digest of what it says (or a key the caller gives), and a row is appended only
+if its id is new, so deriving the same events again (a re-run, a retried step) logs nothing twice.
+
+Master events are derived from tables that keep every run (``golden_customers_history``,
+``master_id_lineage``), so a run whose audit step did not run is still logged by the next one.
+Other stages log through :func:`append_audit`, in the same transaction as their own tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from cmdm_pipeline.protect.digest import sha256_hex
+from cmdm_pipeline.warehouse import Warehouse
+
+AUDIT = "audit_log"
+ACTIONS = (
+    "master_created", "master_merged", "master_split", "master_updated",
+    "consent_changed", "steward_decision", "erased", "key_rotated",
+)
+UTC = pl.Datetime("us", "UTC")
+
+AUDIT_COLUMNS: dict[str, pl.DataType] = {
+    "audit_id": pl.String(),
+    "event_time": UTC,  # when the change happened
+    "run_id": pl.String(),  # the pipeline run that made or recorded it
+    "actor": pl.String(),  # "pipeline:<run_id>", or a person's organisation e-mail
+    "action": pl.String(),  # one of ACTIONS
+    "master_id": pl.String(),
+    "detail": pl.String(),  # JSON: names, counts, ids; never values
+    "logged_at": UTC,
+}
+_INPUT = [c for c in AUDIT_COLUMNS if c not in ("audit_id", "logged_at")]
+# Columns of a golden record that are bookkeeping of the history, not attributes.
+_VERSION_COLUMNS = ("master_id", "valid_from", "valid_to", "run_id")
+
+
+class AuditError(ValueError):
+    """Rows handed to the audit log are incomplete or name an unknown action."""
+
+
+def pipeline_actor(run_id: str) -> str:
+    return f"pipeline:{run_id}"
+
+
+def audit_rows(rows: pl.DataFrame, logged_at: dt.datetime) -> pl.DataFrame:
+    """``rows`` (event_time, run_id, actor, action, master_id, detail as JSON text or a struct; optional
+    audit_id) checked and completed to AUDIT_COLUMNS."""
+    missing = [c for c in _INPUT if c not in rows.columns]
+    if missing:
+        raise AuditError(f"audit rows lack column(s) {missing}")
+    if isinstance(rows.schema["detail"], pl.Struct):
+        rows = rows.with_columns(pl.col("detail").struct.json_encode())
+    unknown = sorted(set(rows["action"].drop_nulls().unique()) - set(ACTIONS))
+    if unknown or rows["action"].null_count():
+        raise AuditError(f"unknown audit action(s) {unknown or [None]}; expected one of {list(ACTIONS)}")
+    if rows["actor"].null_count() or rows["event_time"].null_count():
+        raise AuditError("every audit row needs an actor and an event_time")
+    rows = rows.with_columns(pl.col("event_time").cast(UTC), pl.col("master_id").cast(pl.String))
+    identity = rows.select(pl.struct("action", "master_id", "run_id", "actor", "detail").struct.json_encode())
+    computed = sha256_hex(identity.to_series())
+    given = rows["audit_id"] if "audit_id" in rows.columns else pl.Series([None] * rows.height, dtype=pl.String)
+    return rows.with_columns(
+        given.fill_null(computed).alias("audit_id"), pl.lit(logged_at, dtype=UTC).alias("logged_at")
+    ).unique("audit_id", keep="first", maintain_order=True).select(list(AUDIT_COLUMNS)).cast(AUDIT_COLUMNS)  # type: ignore[arg-type]
+
+
+def append_audit(
+    store: Warehouse, rows: pl.DataFrame, replace: dict[str, pl.DataFrame] | None = None,
+    logged_at: dt.datetime | None = None,
+) -> int:
+    """Append ``rows`` not logged yet to ``audit_log``, replacing the ``replace`` tables in the same
+    transaction (all or none); returns how many rows were new."""
+    complete = audit_rows(rows, logged_at or dt.datetime.now(dt.UTC))
+    if AUDIT in store.tables() and complete.height:
+        logged = store.query(f"SELECT audit_id FROM {AUDIT}")  # noqa: S608 - a constant name
+        complete = complete.join(logged, on="audit_id", how="anti")
+    store.replace(replace or {}, append={AUDIT: (complete, "audit_id")})
+    return complete.height
+
+
+def master_events(history: pl.DataFrame, lineage: pl.DataFrame) -> pl.DataFrame:
+    """master_created, master_updated (names of the attributes that changed), master_merged and
+    master_split rows from every version in ``golden_customers_history`` and every ``master_id_lineage`` row."""
+    values = [c for c in history.columns if c not in _VERSION_COLUMNS]
+    versions = history.sort("master_id", "valid_from").with_columns(
+        pl.col("valid_from").rank("ordinal").over("master_id").alias("__version"))
+    changed = pl.concat_list(
+        pl.when(pl.col(c).ne_missing(pl.col(c).shift(1).over("master_id"))).then(pl.lit(c)) for c in values
+    ).list.drop_nulls() if values else pl.lit([], dtype=pl.List(pl.String))
+    split_ids = lineage.filter(pl.col("event") == "split").select("master_id")
+    first = versions.filter(pl.col("__version") == 1).join(split_ids, on="master_id", how="anti")
+    counts = [c for c in ("record_count", "source_count") if c in values]
+    created = first.select(
+        "master_id", "run_id", pl.col("valid_from").alias("event_time"), pl.lit("master_created").alias("action"),
+        (pl.struct(counts) if counts else pl.struct(pl.lit(None, dtype=pl.Int64).alias("record_count"))).alias("detail"),
+    )
+    updated = versions.with_columns(changed.alias("__changed")).filter(
+        (pl.col("__version") > 1) & (pl.col("__changed").list.len() > 0)
+    ).select(
+        "master_id", "run_id", pl.col("valid_from").alias("event_time"), pl.lit("master_updated").alias("action"),
+        pl.struct(pl.col("__changed").alias("attributes")).alias("detail"),
+    )
+    moves = lineage.select(
+        "master_id", "run_id", pl.col("recorded_at").alias("event_time"),
+        pl.when(pl.col("event") == "merged").then(pl.lit("master_merged")).otherwise(pl.lit("master_split")).alias("action"),
+        pl.struct(pl.col("related_master_id").alias("related_master_id"), "records").alias("detail"),
+    )
+    parts = [p.with_columns(pl.col("detail").struct.json_encode()) for p in (created, updated, moves)]
+    return pl.concat(parts).with_columns(
+        pl.format("pipeline:{}", pl.col("run_id")).alias("actor")
+    ).select(_INPUT)
+
+
+def steward_events(decisions: pl.DataFrame, xref: pl.DataFrame, run_id: str, now: dt.datetime) -> pl.DataFrame:
+    """One steward_decision row per decision in force, keyed by the decision so it is logged once.
+
+    The steward's free-text reason is left out: it may quote the customer.
+    """
+    masters = xref.select("source_system", "source_record_id", "master_id")
+    joined = decisions.join(
+        masters.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
+        on=["source_system_l", "source_record_id_l"], how="left",
+    ).join(
+        masters.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
+                        "master_id": "related_master_id"}),
+        on=["source_system_r", "source_record_id_r"], how="left",
+    )
+    key = pl.struct("source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
+                    "decision", "decided_by", "decided_at").struct.json_encode()
+    rows = joined.select(
+        key.alias("__key"),
+        pl.coalesce(pl.col("decided_at").str.to_datetime(strict=False, time_zone="UTC", time_unit="us"),
+                    pl.lit(now, dtype=UTC)).alias("event_time"),
+        pl.lit(run_id).alias("run_id"),
+        pl.col("decided_by").fill_null("steward:unknown").alias("actor"),
+        pl.lit("steward_decision").alias("action"),
+        "master_id",
+        pl.struct("decision", "related_master_id",
+                  pl.concat_list("source_system_l", "source_system_r").alias("source_systems"))
+        .struct.json_encode().alias("detail"),
+    )
+    return rows.with_columns(sha256_hex(rows["__key"]).alias("audit_id")).drop("__key")
+
+
+def consent_events(changes: pl.DataFrame, run_id: str, now: dt.datetime) -> pl.DataFrame:
+    """One consent_changed row per master × purpose × channel whose current consent changed."""
+    return changes.select(
+        pl.lit(now, dtype=UTC).alias("event_time"), pl.lit(run_id).alias("run_id"),
+        pl.lit(pipeline_actor(run_id)).alias("actor"), pl.lit("consent_changed").alias("action"), "master_id",
+        pl.struct("purpose", "channel", pl.col("before").alias("from"), pl.col("after").alias("to"))
+        .struct.json_encode().alias("detail"),
+    )

@@ -1,0 +1,1 @@
+INSERT INTO keks SELECT * FROM old.keks

@@ -1,0 +1,1 @@
+INSERT INTO keks (kek_id, registered_at) VALUES ($kek_id, $now) ON CONFLICT DO NOTHING
