@@ -138,10 +138,11 @@ def bare_splink(warehouse: Path, model_path: Path, truth: pl.DataFrame) -> list[
     from splink import DuckDBAPI, Linker
 
     from cmdm_pipeline.stages.match_features import KEY, matching_frame
-    from cmdm_pipeline.warehouse import Warehouse
+    from cmdm_pipeline.resources import open_warehouse
 
-    store = Warehouse(warehouse)
-    schema = load_config(warehouse.parent.parent / "cmdm.yaml").customer_schema
+    config = load_config(warehouse.parent.parent / "cmdm.yaml")
+    store = open_warehouse(config, warehouse)
+    schema = config.customer_schema
     features = matching_frame(store.read("validated_customers").sort(KEY), schema)
     model = {k: v for k, v in json.loads(model_path.read_text()).items() if not k.startswith("cmdm_")}
     db_api = DuckDBAPI()
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and warehouse here (default: a temp folder)")
     parser.add_argument("--no-splink", action="store_true", help="skip the bare-Splink comparison")
+    parser.add_argument("--no-encrypt", action="store_true",
+                        help="store plaintext (protection.encrypt: false), to measure what encryption costs")
     args = parser.parse_args(argv)
 
     from cmdm_pipeline.sample import generate
@@ -177,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     generated = time.perf_counter() - started
     document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
     document["warehouse"] = {"path": str(workdir / "warehouse" / "cmdm.duckdb")}
+    if args.no_encrypt:
+        document.setdefault("protection", {})["encrypt"] = False
+    # The bundled erasure requests name customers of the bundled sample, not of generated data.
+    document.pop("erasure", None)
     for source in document["sources"]:
         source["path"] = str(data / Path(source["path"]).name)
     if document.get("consent"):
@@ -190,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     seconds, _, peaks = run_pipeline(config_path)
     total = time.perf_counter() - started
-    from cmdm_pipeline.warehouse import Warehouse
+    from cmdm_pipeline.resources import open_warehouse
 
-    store = Warehouse(workdir / "warehouse" / "cmdm.duckdb")
+    store = open_warehouse(load_config(config_path))
     validated = store.read("validated_customers")
     truth = truth_entities(data / "truth" / "ground_truth.csv", validated)
     ours = score_clusters(store.read("customer_xref"), truth, "master_id")

@@ -92,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
     from cmdm_pipeline.protect.keys_cli import add_keys_parser
 
     add_keys_parser(commands, formatter, _CONFIG_HELP, _wrap)
+    from cmdm_pipeline.protect.lenses_cli import add_lenses_parser
+
+    add_lenses_parser(commands, formatter, _CONFIG_HELP, _wrap)
+    from cmdm_pipeline.protect.erasure_cli import add_erase_parser
+
+    add_erase_parser(commands, formatter, _CONFIG_HELP, _wrap)
+    from cmdm_pipeline.protect.lookup_cli import add_lookup_parser
+
+    add_lookup_parser(commands, formatter, _CONFIG_HELP, _wrap)
+    from cmdm_pipeline.protect.consent_cli import add_consent_parser
+
+    add_consent_parser(commands, formatter, _CONFIG_HELP, _wrap)
     return parser
 
 
@@ -112,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        parser.exit(EXIT_USAGE, "\ncmdm: error: no COMMAND given; choose one of: run, report, keys\n")
+        names = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+        parser.exit(EXIT_USAGE, f"\ncmdm: error: no COMMAND given; choose one of: {names}\n")
     try:
         if args.command == "run":
             return run(args.config, quiet=args.quiet)
@@ -120,6 +133,22 @@ def main(argv: list[str] | None = None) -> int:
             from cmdm_pipeline.protect.keys_cli import keys_command
 
             return keys_command(args)
+        if args.command == "consent":
+            from cmdm_pipeline.protect.consent_cli import consent_command
+
+            return consent_command(args)
+        if args.command == "lookup":
+            from cmdm_pipeline.protect.lookup_cli import lookup_command
+
+            return lookup_command(args)
+        if args.command == "lenses":
+            from cmdm_pipeline.protect.lenses_cli import lenses_command
+
+            return lenses_command(args)
+        if args.command == "erase":
+            from cmdm_pipeline.protect.erasure_cli import erase_command
+
+            return erase_command(args)
         return report(args.config, run_id=args.run, stage=args.stage, top=args.top)
     except KeyboardInterrupt:
         print("cmdm: interrupted", file=sys.stderr)
@@ -213,7 +242,7 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
 
     store = Warehouse(config.warehouse_path)
     counts = store.query(
-        "SELECT source_system, rows_read, rows_validated, rows_quarantined FROM run_reconciliation "
+        "SELECT source_system, rows_read, rows_validated, rows_quarantined, rows_erased FROM run_reconciliation "
         "WHERE run_id = $run_id ORDER BY source_system",
         {"run_id": run_id},
     )
@@ -222,15 +251,26 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         "WHERE run_id = $run_id) GROUP BY rule ORDER BY n DESC, rule",
         {"run_id": run_id},
     )
-    lines = [f"\ncmdm run {run_id} finished in {elapsed:.1f}s\n", f"{'source':<16}{'read':>10}{'validated':>12}{'quarantined':>13}"]
-    for source, read, valid, held in counts.iter_rows():
-        lines.append(f"{source:<16}{read:>10,}{valid:>12,}{held:>13,}")
-    totals = counts.select("rows_read", "rows_validated", "rows_quarantined").sum().row(0)
-    lines.append(f"{'total':<16}{totals[0]:>10,}{totals[1]:>12,}{totals[2]:>13,}")
+    header = f"{'source':<16}{'read':>10}{'validated':>12}{'quarantined':>13}{'erased':>9}"
+    lines = [f"\ncmdm run {run_id} finished in {elapsed:.1f}s\n", header]
+    for source, read, valid, held, erased in counts.iter_rows():
+        lines.append(f"{source:<16}{read:>10,}{valid:>12,}{held:>13,}{erased:>9,}")
+    totals = counts.select("rows_read", "rows_validated", "rows_quarantined", "rows_erased").sum().row(0)
+    lines.append(f"{'total':<16}{totals[0]:>10,}{totals[1]:>12,}{totals[2]:>13,}{totals[3]:>9,}")
     if reasons.height:
         lines.append("\nquarantined rows by rule broken (a row can break several):")
         lines += [f"  {rule:<40}{n:>8,}" for rule, n in reasons.iter_rows()]
     tables = set(store.tables())
+    if "cmdm_encrypted_columns" in tables:
+        encrypted = store.query("SELECT count(*) AS n, count(DISTINCT table_name) AS t FROM cmdm_encrypted_columns").row(0)
+        lines.append(f"\nencrypted at rest: {encrypted[0]} personal columns in {encrypted[1]} tables")
+    elif not config.protection.encrypt:
+        lines.append("\nencryption at rest is OFF (protection.encrypt: false): personal data is stored in plaintext")
+    if "erasure_log" in tables:
+        done = store.query("SELECT status, count(*) AS n FROM erasure_log WHERE run_id = $run_id GROUP BY 1 ORDER BY 1",
+                           {"run_id": run_id})
+        if done.height:
+            lines.append("erasure requests processed: " + ", ".join(f"{n:,} {status}" for status, n in done.iter_rows()))
     if {"customer_xref", "golden_customers", "match_review_queue"} <= tables:
         masters = store.query("SELECT party_type, count(*) AS n FROM golden_customers GROUP BY 1 ORDER BY 1")
         review = store.query("SELECT review_type, count(*) AS n FROM match_review_queue GROUP BY 1 ORDER BY 1")
@@ -243,14 +283,17 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         shown = warehouse.relative_to(Path.cwd())
     except ValueError:
         shown = warehouse
+    suffix = f" --config {shlex.quote(config_path)}" if config_path else ""
     lines += [
         f"\nwarehouse: {shown}",
         "  tables: golden_customers, customer_xref, match_review_queue, validated_customers, quarantined_records,",
         "          run_reconciliation, golden_customers_history, ... (README.md, 'Output tables')",
         f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('FROM golden_customers LIMIT 5').show()\"",
-        "          (inside the project environment: .uv/bin/uv run python -c ...)",
+        "          (inside the project environment: .uv/bin/uv run python -c ...; personal columns are ciphertext there)",
+        f"Lenses:     .uv/bin/uv run cmdm lenses list{suffix}   (what each business area may read, and where)",
+        f"Find:       .uv/bin/uv run cmdm lookup --email ADDRESS [--lens NAME]{suffix}",
         "Dagster UI: .uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
-        "Quality:    .uv/bin/uv run cmdm report" + (f" --config {shlex.quote(config_path)}" if config_path else ""),
+        f"Quality:    .uv/bin/uv run cmdm report{suffix}",
     ]
     return "\n".join(lines)
 

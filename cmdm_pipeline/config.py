@@ -449,6 +449,172 @@ class ConsentConfig(Model):
         return self
 
 
+LensTreatment = Literal["reveal", "mask", "tokenise"]
+LensFormat = Literal["duckdb", "parquet", "csv"]
+#: Columns of golden_customers a lens may show besides the schema's attributes (none of them personal data).
+LENS_GOLDEN_COLUMNS = (
+    "master_id", "party_type", "record_type", "organisation_master_id", "nps_latest_score", "nps_latest_date",
+    "nps_responses", "record_count", "source_count", "source_systems",
+)
+#: Golden columns a row filter may name besides non-personal attributes, and the values they take.
+LENS_FILTER_VALUES: dict[str, tuple[str, ...]] = {
+    "party_type": tuple(PartyType), "record_type": tuple(RecordType),
+}
+
+
+class Lens(Model):
+    """A purpose lens: what one business area sees of the golden records (README, "Lenses")."""
+
+    name: str = Field(description="lower_snake_case; names the files, the PostgreSQL schema and role.")
+    description: str = Field(min_length=1, description="Who uses this lens, and for what.")
+    purpose: str | None = Field(
+        description="Consent purpose (one of consent.purposes) a master must have granted to be shown; null: the "
+        "lens needs no consent (e.g. finance under contract). Required, so that null is a decision."
+    )
+    channel: str | None = Field(
+        None, description="Consent channel the grant must cover (one of consent.channels); null: any channel, and "
+        "the lens gets a column `consent_channels` listing the channels granted."
+    )
+    columns: dict[str, LensTreatment] = Field(
+        min_length=1,
+        description="Golden-record column -> reveal | mask | tokenise. `master_id` is always shown (reveal unless "
+        "listed with another treatment).",
+    )
+    where: dict[str, list[str | bool]] = Field(
+        default_factory=dict,
+        description="Row filters as data: column -> allowed values, all must hold, e.g. {country: [DE, AT], "
+        "party_type: [person]}. Only party_type, record_type and non-personal attributes that are not numbers or dates.",
+    )
+    formats: list[LensFormat] | None = Field(
+        None, description="Files to publish: duckdb, parquet, csv. Default: [duckdb, parquet], or [parquet] "
+        "(encrypted with the lens's key) for a lens that reveals personal data, which allows only parquet."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _lens_name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value) or len(value) > 40:
+            raise ValueError("must be lower_snake_case (letters, digits, underscores), at most 40 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _lens_shape(self) -> Lens:
+        if self.channel is not None and self.purpose is None:
+            raise ValueError("`channel` needs a `purpose`: consent is granted per purpose and channel")
+        if self.formats is not None and (not self.formats or len(set(self.formats)) != len(self.formats)):
+            raise ValueError("formats must list each of duckdb, parquet, csv at most once, and at least one")
+        for column, values in self.where.items():
+            if not values:
+                raise ValueError(f"where.{column}: list at least one allowed value")
+        return self
+
+
+class LensesTarget(Model):
+    """A PostgreSQL database each lens is also published into: one schema and one login role per lens."""
+
+    url: str = Field(description="postgresql:// URL of a user that may create schemas and roles; `${VAR}` reads "
+                     "an environment variable. Never a password in cmdm.yaml.")
+    schema_prefix: str = Field("lens_", description="Each lens's schema is <schema_prefix><lens>.")
+    role_prefix: str = Field("cmdm_lens_", description="Each lens's role is <role_prefix><lens> (LOGIN; set its "
+                             "password or other authentication once, as a database administrator).")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("schema_prefix", "role_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9_]{0,20}$", value):
+            raise ValueError("must be lower_snake_case, at most 21 characters")
+        return value
+
+    def resolved_url(self) -> str:
+        """The URL with `${VAR}` references replaced; a missing variable is an error (naming it, not its value)."""
+
+        def substitute(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                raise ConfigError(f"lenses_target: environment variable {match.group(1)} used in `url` is not set")
+            return value
+
+        return _ENV_REFERENCE.sub(substitute, self.url)
+
+
+ErasureField = Literal["request_id", "email", "phone", "master_id", "source_system", "source_record_id", "requested_at"]
+ERASURE_SUBJECT_FIELDS = ("email", "phone", "master_id", "source_record_id")
+
+
+class ErasureSource(Model):
+    """Where erasure requests are read from (any source kind), and how their columns map to request fields."""
+
+    kind: SourceKind = Field(description="File format or database type, as for customer sources.")
+    path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
+    url: str | None = Field(None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable.")
+    table: str | None = Field(None, description="Database table to read.")
+    query: str | None = Field(None, description="Database query to read (instead of `table`).")
+    columns: dict[str, ErasureField] = Field(
+        description="Source column -> request field. Needs request_id and a subject: email, phone, master_id, "
+        "or source_system + source_record_id; requested_at is optional."
+    )
+    timestamp_formats: list[str] = Field(
+        min_length=1,
+        default_factory=lambda: ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z",
+                                 "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d"],
+        description="strftime formats tried in order for requested_at; a trailing Z means UTC, no offset is UTC.",
+    )
+    default_country: str | None = Field(
+        None, description="ISO alpha-2 country used to read phone numbers written without a + country code."
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
+    encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
+
+    @model_validator(mode="after")
+    def _fields(self) -> ErasureSource:
+        mapped = list(self.columns.values())
+        twice = sorted({f for f in mapped if mapped.count(f) > 1})
+        if twice:
+            raise ValueError(f"several columns map to: {', '.join(twice)}")
+        if "request_id" not in mapped:
+            raise ValueError("columns must map request_id (requests are processed once each, by id)")
+        if not any(f in mapped for f in ERASURE_SUBJECT_FIELDS):
+            raise ValueError("columns must map a subject: email, phone, master_id, or source_system + source_record_id")
+        if ("source_system" in mapped) != ("source_record_id" in mapped):
+            raise ValueError("source_system and source_record_id identify a record together: map both or neither")
+        self.as_source()
+        return self
+
+    def as_source(self) -> Source:
+        """This location as a customer :class:`Source`, so the extract readers (and their errors) are reused."""
+        columns = {column: column for column in self.columns}
+        id_column = next(c for c, f in self.columns.items() if f == "request_id")
+        return Source(
+            name="erasure_requests", kind=self.kind, path=self.path, url=self.url, table=self.table, query=self.query,
+            id_column=id_column, columns=columns, trust_rank=1, record_type=RecordType.contact,
+            party_type=PartyType.person, default_country=self.default_country, delimiter=self.delimiter,
+            encoding=self.encoding,
+        )
+
+
+class ErasureConfig(Model):
+    """The right to erasure: where requests come from, and what stops erased records coming back (README, "Erasure")."""
+
+    source: ErasureSource | None = Field(
+        None, description="An erasure-requests source read every run; null: only requests recorded by `cmdm erase`."
+    )
+    requests_file: Path | None = Field(
+        None, description="CSV file `cmdm erase` appends requests to (blind indexes and ids, never e-mails or phones). "
+        "Default: <warehouse folder>/erasure/requests.csv."
+    )
+    tombstone_contacts: bool = Field(
+        True, description="Besides the erased source records, tombstone the subject's own e-mails and phones (blind "
+        "indexes; only those no other customer's record holds), so a source that re-keys them cannot bring them back.",
+    )
+
+
 class ProjectConfig(Model):
     """The whole of ``cmdm.yaml``."""
 
@@ -472,9 +638,71 @@ class ProjectConfig(Model):
     protection: ProtectionConfig = Field(
         default_factory=ProtectionConfig, description="Key file and key store of the encryption at rest."
     )
+    erasure: ErasureConfig = Field(
+        default_factory=ErasureConfig, description="Erasure requests and tombstones (README, \"Erasure\")."
+    )
+    lenses: list[Lens] = Field(
+        default_factory=list, description="Purpose lenses published each run for BI tools (README, \"Lenses\")."
+    )
+    lenses_target: LensesTarget | None = Field(
+        None, description="PostgreSQL database each lens is also published into, one schema and role per lens."
+    )
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _lens_checks(self) -> ProjectConfig:
+        """Lenses against the schema and the consent vocabulary; messages name the lens's key path."""
+        from cmdm_pipeline.schema import Kind
+
+        names = [lens.name for lens in self.lenses]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"lenses: names must be unique; repeated: {', '.join(twice)}")
+        attributes = self.customer_schema.attributes
+        unmaskable = (Kind.number, Kind.boolean)
+        for i, lens in enumerate(self.lenses):
+            at = f"lenses[{i}]({lens.name})"
+            for column, treatment in lens.columns.items():
+                if column not in attributes and column not in LENS_GOLDEN_COLUMNS:
+                    raise ValueError(f"{at}.columns.{column}: unknown attribute (schema attributes, or one of "
+                                     f"{', '.join(LENS_GOLDEN_COLUMNS)})")
+                numeric = column in attributes and attributes[column].kind in unmaskable or column in (
+                    "nps_latest_score", "nps_responses", "record_count", "source_count", "source_systems")
+                if treatment == "mask" and numeric:
+                    raise ValueError(f"{at}.columns.{column}: cannot be masked (a number, flag or list); "
+                                     "reveal it, tokenise it or leave it out")
+            if lens.purpose is not None:
+                if self.consent is None:
+                    raise ValueError(f"{at}.purpose: {lens.purpose!r} needs a `consent:` section (or purpose: null)")
+                if lens.purpose not in self.consent.purposes:
+                    raise ValueError(f"{at}.purpose: {lens.purpose!r} is not one of consent.purposes "
+                                     f"({', '.join(self.consent.purposes)})")
+                if lens.channel is not None and lens.channel not in self.consent.channels:
+                    raise ValueError(f"{at}.channel: {lens.channel!r} is not one of consent.channels "
+                                     f"({', '.join(self.consent.channels)})")
+            for column, values in lens.where.items():
+                if column in LENS_FILTER_VALUES:
+                    wrong = [v for v in values if v not in LENS_FILTER_VALUES[column]]
+                    if wrong:
+                        raise ValueError(f"{at}.where.{column}: {wrong} not among {list(LENS_FILTER_VALUES[column])}")
+                elif column not in attributes:
+                    raise ValueError(f"{at}.where.{column}: unknown attribute")
+                elif attributes[column].pii:
+                    raise ValueError(f"{at}.where.{column}: filters on personal data would put personal data in "
+                                     "cmdm.yaml; filter on a non-personal attribute")
+                elif attributes[column].kind in (Kind.number, Kind.date):
+                    raise ValueError(f"{at}.where.{column}: numbers and dates cannot be filtered by a list of values")
+                elif attributes[column].kind == Kind.country and not all(
+                        isinstance(v, str) and re.match(r"^[A-Z]{2}$", v) for v in values):
+                    raise ValueError(f"{at}.where.{column}: countries are ISO 3166-1 alpha-2 codes such as DE")
+            reveals = [c for c, t in lens.columns.items() if t == "reveal" and c in attributes and attributes[c].pii]
+            plain = sorted(set(lens.formats or ()) - {"parquet"})
+            if reveals and plain:
+                raise ValueError(f"{at}.formats: {', '.join(plain)} cannot be encrypted, and the lens reveals personal "
+                                 f"data ({', '.join(reveals)}): publish it as parquet (encrypted), or mask/tokenise")
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ProjectConfig:

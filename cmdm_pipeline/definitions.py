@@ -10,7 +10,9 @@ import dagster as dg
 
 from cmdm_pipeline.assets.audit import audit_log_asset
 from cmdm_pipeline.assets.consent import consent_assets
+from cmdm_pipeline.assets.erasure import erasure_assets
 from cmdm_pipeline.assets.extract import raw_asset
+from cmdm_pipeline.assets.lenses import lenses_asset
 from cmdm_pipeline.assets.master import golden_assets, master_id_assets
 from cmdm_pipeline.assets.match import match_assets, match_model_asset
 from cmdm_pipeline.assets.quality import quality_assets, quality_checks
@@ -27,6 +29,7 @@ JOB_NAME = "cmdm_job"
 def build_definitions(config: ProjectConfig) -> dg.Definitions:
     """Every asset, resource and job for one project config."""
     assets = [
+        erasure_assets(config),  # first: every extract depends on its tombstones
         *[raw_asset(source, config) for source in config.sources],
         standardised_customers_asset(config),
         validation_assets(config),
@@ -38,6 +41,7 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         quality_assets(config),
         *([consent_assets(config)] if config.consent else []),
         audit_log_asset(config),
+        *([lenses_asset(config)] if config.lenses else []),
     ]
     # In-process, for this job and for ad-hoc materialisations from the UI ("Materialize
     # all"): DuckDB allows one writer per file, and on small machines a process per step

@@ -7,6 +7,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.protect.at_rest import AtRest
 from cmdm_pipeline.warehouse import Warehouse
 
 
@@ -15,5 +17,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     path: str = Field(description="Path of the warehouse DuckDB file.")
 
-    def get(self) -> Warehouse:
-        return Warehouse(Path(self.path))
+    def get(self, config: ProjectConfig) -> Warehouse:
+        """The warehouse, encrypting personal columns at rest unless ``protection.encrypt`` is off."""
+        return open_warehouse(config, Path(self.path))
+
+
+def open_warehouse(config: ProjectConfig, path: Path | None = None) -> Warehouse:
+    at_rest = AtRest(config) if config.protection.encrypt else None
+    return Warehouse(path or config.warehouse_path, at_rest)

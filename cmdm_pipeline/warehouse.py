@@ -3,6 +3,10 @@
 Writes are atomic: every table an asset writes is swapped in inside one transaction, so a
 failed run leaves the previous tables whole. DuckDB allows one writing process per file,
 so BI tools should read published copies, not this file while the pipeline runs.
+
+With ``at_rest`` (the default when the config has ``protection.encrypt``), personal columns are
+encrypted on the way in and decrypted by :meth:`Warehouse.read`: stages see plaintext, the file
+holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLOBs).
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, AtRest
+from cmdm_pipeline.protect.keys import ProtectionError
 from cmdm_pipeline.sql import quote_identifier, statement
 
 
 class Warehouse:
     """A DuckDB warehouse file; tables in and out as Polars frames."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, at_rest: AtRest | None = None) -> None:
         self.path = Path(path)
+        self.at_rest = at_rest
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -47,26 +54,60 @@ class Warehouse:
         tables such as ``audit_log`` change together with the tables they describe.
         """
         with self.connect() as con:
+            sealed = {name: self._seal(con, name, frame) for name, frame in tables.items()}
+            added = {name: (self._seal(con, name, frame, previous=False), key) for name, (frame, key) in (append or {}).items()}
             con.begin()
             try:
-                for name, frame in tables.items():
+                for name, (frame, types) in sealed.items():
                     staged = f"__cmdm_staged_{name}"
                     con.register(staged, frame.to_arrow())
                     con.execute(statement("warehouse/replace_table", table=name, staged=staged))
                     con.unregister(staged)
-                for name, (frame, key) in (append or {}).items():
+                    self._record_types(con, name, types)
+                for name, ((frame, types), key) in added.items():
                     staged = f"__cmdm_appended_{name}"
                     con.register(staged, frame.to_arrow())
                     con.execute(statement("warehouse/create_run_table", table=name, staged=staged))
                     con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
                     con.unregister(staged)
+                    self._record_types(con, name, types)
                 con.commit()
             except BaseException:
                 con.rollback()
                 raise
 
+    def _seal(
+        self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, previous: bool = True
+    ) -> tuple[pl.DataFrame, dict[str, str]]:
+        if self.at_rest is None:
+            return frame, {}
+        stored = None
+        if previous and name in _table_names(con):
+            stored = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+        return self.at_rest.seal(name, frame, stored)
+
+    @staticmethod
+    def _record_types(con: duckdb.DuckDBPyConnection, name: str, types: dict[str, str]) -> None:
+        if types:
+            con.execute(statement("warehouse/create_encrypted_columns", table=ENCRYPTED_COLUMNS))
+        if ENCRYPTED_COLUMNS in _table_names(con):
+            con.execute(statement("warehouse/delete_encrypted_columns", table=ENCRYPTED_COLUMNS), {"table_name": name})
+        if types:
+            staged = pl.DataFrame({"column_name": list(types), "plaintext_type": list(types.values())})
+            con.register("__cmdm_types", staged.to_arrow())
+            con.execute(
+                statement("warehouse/insert_encrypted_columns", table=ENCRYPTED_COLUMNS, staged="__cmdm_types"),
+                {"table_name": name},
+            )
+            con.unregister("__cmdm_types")
+
     def replace_run(self, name: str, frame: pl.DataFrame, run_id: str) -> None:
-        """Write one run's rows into a table that keeps every run: earlier rows of this run are replaced."""
+        """Write one run's rows into a table that keeps every run: earlier rows of this run are replaced.
+
+        For tables without personal data (run reconciliation, quality report): nothing is encrypted.
+        """
+        if self.at_rest is not None and self.at_rest.plan(name) is not None:
+            raise ProtectionError(f"{name} holds personal data: write it with replace(), which encrypts it")
         staged = f"__cmdm_staged_{name}"
         with self.connect() as con:
             con.begin()
@@ -81,17 +122,59 @@ class Warehouse:
                 con.rollback()
                 raise
 
-    def read(self, name: str) -> pl.DataFrame:
+    def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """A table (or some of its ``columns``), personal columns decrypted."""
         with self.connect(read_only=True) as con:
-            return con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+            frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+            types = self._types(con, name)
+        if columns is not None:
+            # Only the asked-for ciphertext is decrypted.
+            frame = frame.drop([c for c in types if c not in columns])
+            types = {c: t for c, t in types.items() if c in columns}
+        if types:
+            if self.at_rest is None:
+                raise ProtectionError(
+                    f"{name} holds encrypted columns ({', '.join(types)}) and no key was given to read them"
+                )
+            frame = self.at_rest.open(name, frame, types)
+        return frame if columns is None else frame.select(columns)
+
+    @staticmethod
+    def _types(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
+        if ENCRYPTED_COLUMNS not in _table_names(con):
+            return {}
+        rows = con.execute(
+            statement("warehouse/select_encrypted_columns", table=ENCRYPTED_COLUMNS), {"table_name": name}
+        ).fetchall()
+        return dict(rows)
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pl.DataFrame:
         """Run a read-only query; values are bound, never formatted in."""
         with self.connect(read_only=True) as con:
             return con.sql(sql, params=params or {}).pl()
 
+    def column_types(self) -> tuple[dict[str, dict[str, str]], dict[str, set[str]]]:
+        """Every table's columns with their stored DuckDB types, and the columns recorded as ciphertext."""
+        with self.connect(read_only=True) as con:
+            rows = con.sql("SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall()
+            recorded = (
+                con.sql(f"SELECT table_name, column_name FROM {ENCRYPTED_COLUMNS}").fetchall()
+                if ENCRYPTED_COLUMNS in _table_names(con) else []
+            )
+        stored: dict[str, dict[str, str]] = {}
+        for table, column, data_type in rows:
+            stored.setdefault(table, {})[column] = data_type
+        encrypted: dict[str, set[str]] = {}
+        for table, column in recorded:
+            encrypted.setdefault(table, set()).add(column)
+        return stored, encrypted
+
     def tables(self) -> list[str]:
         if not self.path.exists():
             return []
         with self.connect(read_only=True) as con:
-            return [row[0] for row in con.sql("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+            return _table_names(con)
+
+
+def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [row[0] for row in con.sql("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]

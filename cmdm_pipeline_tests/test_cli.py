@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -340,6 +341,11 @@ def test_keys_init_status_rotate_retire(keys_project, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     second = out.split("new key-encryption key ")[1].split()[0]
     assert f"re-wrapped 3 data keys (3 from {first})" in out and f"cmdm keys retire {first}" in out
+    from cmdm_pipeline.warehouse import Warehouse
+
+    audited = Warehouse(config.warehouse_path).read("audit_log").row(0, named=True)
+    assert audited["action"] == "key_rotated" and audited["actor"].startswith("cli:")
+    assert json.loads(audited["detail"]) == {"active_kek": second, "data_keys": 3, "rewrapped_from": {first: 3}}
 
     assert main(["keys", "retire", second, "--config", path]) == EXIT_RUN_FAILED
     assert "is the active one" in capsys.readouterr().err

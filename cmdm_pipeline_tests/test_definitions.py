@@ -21,9 +21,10 @@ def test_asset_graph_of_the_shipped_config() -> None:
     assert set(specs) == raw | {
         "standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation",
         "match_model", "match_pairs", "match_review_queue", "customer_clusters",
-        "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history",
+        "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history", "customer_lookup_index",
         "quality_report", "golden_quality_scores",
-        "consent_history", "consent_current", "consent_quarantine", "audit_log",
+        "consent_history", "consent_current", "consent_quarantine", "audit_log", "lenses",
+        "erasure_log", "erasure_notifications", "erasure_tombstones", "erasure_quarantine",
     }
     parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}
     assert parents["standardised_customers"] == raw
@@ -31,7 +32,15 @@ def test_asset_graph_of_the_shipped_config() -> None:
     assert parents["run_reconciliation"] == raw | {"validated_customers", "quarantined_records"}
     assert parents["customer_xref"] == {"customer_clusters"}
     assert parents["golden_customers"] == {"customer_xref", "validated_customers"}
+    assert parents["lenses"] == {"golden_customers", "consent_current"}
     assert {specs[name].group_name for name in raw} == {"extract"}
+    assert all(parents[name] == {"erasure_tombstones"} for name in raw)  # erasure runs before anything is read
+    erasure = {n for n in specs if n.startswith("erasure_")}
+    downstream, frontier = set(), {"erasure_tombstones"}
+    while frontier:  # everything reachable from the tombstones
+        frontier = {name for name in specs if parents[name] & frontier} - downstream
+        downstream |= frontier
+    assert set(specs) - erasure <= downstream  # lenses included: they never publish an erased subject
     tables = [node for name, node in specs.items() if name != "match_model"]
     assert all(node.description and node.description.startswith("One row per") for node in tables)
     job = defs.resolve_job_def(JOB_NAME)

@@ -11,6 +11,7 @@ import pytest
 
 from cmdm_pipeline.cli import user_error_message
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline.resources import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
@@ -52,7 +53,7 @@ def project(make_project):  # type: ignore[no-untyped-def]
 def test_job_materialises_every_table_and_reconciles(project) -> None:  # type: ignore[no-untyped-def]
     result = run_job(project)
     assert result.success
-    warehouse = Warehouse(project.warehouse_path)
+    warehouse = open_warehouse(project)
     assert {"raw_crm", "raw_shop", "standardised_customers", "validated_customers",
             "quarantined_records", "run_reconciliation"} <= set(warehouse.tables())
     recon = warehouse.read("run_reconciliation").sort("source_system")
@@ -81,7 +82,7 @@ def test_asset_metadata_counts_without_personal_data(project) -> None:  # type: 
 
 
 def test_second_run_on_same_input_gives_same_tables(project) -> None:  # type: ignore[no-untyped-def]
-    warehouse = Warehouse(project.warehouse_path)
+    warehouse = open_warehouse(project)
     assert run_job(project).success
     first = {t: snapshot(warehouse, t) for t in ("validated_customers", "quarantined_records", "standardised_customers")}
     assert run_job(project).success
@@ -91,7 +92,7 @@ def test_second_run_on_same_input_gives_same_tables(project) -> None:  # type: i
 
 
 def test_failed_run_leaves_previous_tables_whole(project, make_project) -> None:  # type: ignore[no-untyped-def]
-    warehouse = Warehouse(project.warehouse_path)
+    warehouse = open_warehouse(project)
     assert run_job(project).success
     before = {t: snapshot(warehouse, t) for t in ("raw_crm", "validated_customers", "quarantined_records")}
     # Same project, but the CRM file lost a mapped column: the extract fails.

@@ -179,9 +179,10 @@ def _expand_groups(page: Any) -> None:
     """Open every asset group with the graph's "Expand all groups" shortcut (Alt+E).
 
     The shortcut toggles and a key pressed while the graph still lays out can be lost: look, then
-    retry. `raw_crm` is short enough to be drawn in full at any zoom, so it shows the groups are open.
+    retry. Any of a few short asset names, drawn in full at any zoom, shows the groups are open (the
+    page shows part of a tall graph until it is sized to it, so not every asset is on screen yet).
     """
-    opened = page.get_by_text("raw_crm", exact=True)
+    opened = page.get_by_text(re.compile(r"^(raw_crm|match_model|customer_xref)$")).filter(visible=True).first
     for _ in range(4):
         if opened.is_visible():
             return

@@ -25,7 +25,7 @@ def audit_log_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         "names), consent changed, steward decision, erasure, key rotation; with run id, actor and time, never values.",
     )
     def _audit(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        store = warehouse.get()
+        store = warehouse.get(config)
         run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
         decisions = read_decisions(config.resolve(config.matching.decisions) if config.matching.decisions else None)
         rows = pl.concat([

@@ -13,6 +13,7 @@ from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.audit import append_audit, consent_events
 from cmdm_pipeline.protect.consent import subject_index, update_consent
 from cmdm_pipeline.protect.consent_events import parse_consent_events, read_consent_events
+from cmdm_pipeline.protect.erasure_apply import drop_erased_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import quote_identifier
@@ -29,7 +30,7 @@ def _subjects(store: Warehouse, config: ProjectConfig) -> pl.DataFrame:
     """Validated records' keys and the e-mail and phone attributes subjects are found by; nothing else."""
     schema = config.customer_schema
     columns = ["source_system", "source_record_id", *schema.of_kind(Kind.email), *schema.of_kind(Kind.phone)]
-    return store.query(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(VALIDATED)}")
+    return store.read(VALIDATED, columns)
 
 
 def consent_assets(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -51,9 +52,10 @@ def consent_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         ],
     )
     def _consent(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-        store = warehouse.get()
+        store = warehouse.get(config)
         run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
         raw = read_consent_events(config)
+        raw, events_erased = drop_erased_events(raw, store, config)  # events about erased subjects: not kept
         parsed = parse_consent_events(raw, consent, [s.name for s in config.sources])
         tables = set(store.tables())
         xref = store.read(XREF)
@@ -88,6 +90,7 @@ def consent_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             "events_appended": result.appended.height,
             "events_already_ingested": result.already_ingested,
             "events_quarantined": result.quarantined.height,
+            "events_erased": events_erased,
             "appended_by_resolution": dg.MetadataValue.json(resolution),
             "appended_by_action": dg.MetadataValue.json(
                 dict(result.appended.group_by("action").len().sort("action").iter_rows())),

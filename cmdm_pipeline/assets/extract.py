@@ -7,6 +7,8 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
+from cmdm_pipeline.protect.erasure import TOMBSTONES
+from cmdm_pipeline.protect.erasure_apply import drop_erased_rows
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.extract import extract, source_location
 
@@ -34,16 +36,22 @@ def raw_asset(source: Source, config: ProjectConfig) -> dg.AssetsDefinition:
             "with lineage columns and any parse error."
         ),
         retry_policy=extract_retry_policy(source, config),
+        deps=[TOMBSTONES],  # erasure runs first: rows its tombstones match are never stored
     )
     def _extract(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         frame = extract(source, config, ingested_at=dt.datetime.now(dt.UTC))
-        warehouse.get().replace({raw_table(source): frame})
+        store = warehouse.get(config)
+        frame, erased = drop_erased_rows(store, frame, source, config, context.run.run_id)
+        store.replace({raw_table(source): frame}, append=erased)
         unparsable = frame.filter(pl.col("parse_error").is_not_null()).height
-        context.log.info(f"{source.name}: read {frame.height} rows ({unparsable} unparsable)")
+        rows_erased = sum(int(row["rows_erased"].sum()) for row, _ in erased.values())
+        context.log.info(f"{source.name}: read {frame.height + rows_erased} rows ({unparsable} unparsable, "
+                         f"{rows_erased} dropped: erased)")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": frame.height,
                 "unparsable_rows": unparsable,
+                "rows_erased": rows_erased,
                 "source": source_location(source, config),
                 "table": raw_table(source),
             }

@@ -8,6 +8,8 @@ import polars as pl
 from cmdm_pipeline.assets.match import CLUSTERS
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.protect.at_rest import AtRest
+from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import update_history
 from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids
@@ -30,7 +32,7 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         ],
     )
     def _ids(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-        store = warehouse.get()
+        store = warehouse.get(config)
         clusters = store.read(CLUSTERS)
         previous = store.read(XREF) if XREF in store.tables() else None
         run_id = context.run.run_id
@@ -60,16 +62,22 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          description="One row per master and attribute: the source record whose value won, and the rule that chose it."),
             dg.AssetSpec(HISTORY, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
                          description="One row per version of a golden record: valid_from, valid_to (null = current), run_id."),
+            dg.AssetSpec(LOOKUP_INDEX, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
+                         description="One row per record and e-mail, phone or personal id it holds: the value's blind index "
+                                     "(keyed HMAC) and the record's master_id. `cmdm lookup` finds customers with it."),
         ],
     )
     def _golden(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-        store = warehouse.get()
+        store = warehouse.get(config)
         records = store.read(VALIDATED).join(store.read(XREF).select("source_system", "source_record_id", "master_id"),
                                              on=["source_system", "source_record_id"])
         golden, lineage = build_golden_records(records, config.customer_schema, config.survivorship)
         previous = store.read(HISTORY) if HISTORY in store.tables() else None
         history = update_history(previous, golden, context.run.run_id, dt.datetime.now(dt.UTC))
-        store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history})
+        # The index needs the index key even where tables are stored in plaintext.
+        keys = (store.at_rest or AtRest(config)).keys
+        index = lookup_index(records, config.customer_schema, keys)
+        store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history, LOOKUP_INDEX: index})
         by_party = dict(golden.group_by("party_type").len().iter_rows())
         yield dg.MaterializeResult(asset_key=GOLDEN, metadata={
             "dagster/row_count": golden.height, "by_party_type": dg.MetadataValue.json(by_party),
@@ -80,5 +88,8 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(asset_key=HISTORY, metadata={
             "dagster/row_count": history.height,
             "current_versions": history.filter(pl.col("valid_to").is_null()).height})
+        yield dg.MaterializeResult(asset_key=LOOKUP_INDEX, metadata={
+            "dagster/row_count": index.height,
+            "values_by_kind": dg.MetadataValue.json(dict(index.group_by("kind").len().sort("kind").iter_rows()))})
 
     return _golden

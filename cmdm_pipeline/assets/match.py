@@ -76,7 +76,7 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             return dg.MaterializeResult(metadata={"version": version, "trained_this_run": False,
                                                   "model": dg.MetadataValue.path(str(existing))})
         version = 1 if existing is None else int(existing.stem.rsplit("v", 1)[1]) + 1
-        frame = features(warehouse.get(), config)
+        frame = features(warehouse.get(config), config)
         if frame.height < MIN_TRAINING_RECORDS:
             context.log.warning(
                 f"{frame.height} validated records: too few to train (need {MIN_TRAINING_RECORDS}); "
@@ -164,7 +164,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         ],
     )
     def _match(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-        store = warehouse.get()
+        store = warehouse.get(config)
         matching = config.matching
         path = latest_model(config)
         frame = features(store, config)

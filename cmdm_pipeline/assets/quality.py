@@ -18,6 +18,7 @@ from cmdm_pipeline.assets.match import CLUSTERS
 from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
 from cmdm_pipeline.assets.validate import QUARANTINED, VALIDATED
 from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
 from cmdm_pipeline.quality import checks
 from cmdm_pipeline.quality.docs import building_folder, docs_folder, publish
 from cmdm_pipeline.quality.expectations import SUITE_NAME
@@ -36,7 +37,7 @@ _TOP_FAILURES = 5
 
 
 def _select(store: Warehouse, table: str, columns: list[str]) -> pl.DataFrame:
-    return store.query(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(table)}")
+    return store.read(table, columns)
 
 
 def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -56,7 +57,7 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         ],
     )
     def _quality(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-        store = warehouse.get()
+        store = warehouse.get(config)
         run_id = context.run.run_id
         inputs = QualityInputs(
             standardised=_select(store, STANDARDISED, record_columns(config)),
@@ -123,7 +124,7 @@ def _overall(rows: pl.DataFrame, metric: str) -> float:
 def _result(verdict: checks.Verdict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=verdict.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN if verdict.warn_only else dg.AssetCheckSeverity.ERROR,
         description=verdict.description,
         metadata={k: _metadata_value(v) for k, v in verdict.metadata.items()},
     )
@@ -155,7 +156,7 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         description="Every row read from each source is validated or quarantined: none lost, none doubled.",
     )
     def _reconcile(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        store = warehouse.get()
+        store = warehouse.get(config)
         rows_read = {s.name: int(store.query(f"SELECT count(*) AS n FROM {quote_identifier(raw_table(s))}")["n"][0])
                      for s in config.sources}
         table = reconcile(context.run.run_id, rows_read, _select(store, VALIDATED, ["source_system"]),
@@ -167,7 +168,7 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         description="No source has more of its rows quarantined than `quality.max_quarantine_rate` (or its own limit).",
     )
     def _quarantine(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        store = warehouse.get()
+        store = warehouse.get(config)
         counts = store.query(load_sql("quality/select_rows_by_source"))
         return _result(checks.quarantine_rate_verdict(counts, limits.max_quarantine_rate, limits.quarantine_rate_by_source))
 
@@ -176,8 +177,18 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         description="Every golden record has a master_id, and no two share one.",
     )
     def _unique(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        found = warehouse.get().query(load_sql("quality/count_master_ids")).row(0, named=True)
+        found = warehouse.get(config).query(load_sql("quality/count_master_ids")).row(0, named=True)
         return _result(checks.unique_master_id_verdict(found["rows"], found["distinct_ids"], found["missing"]))
+
+    @dg.asset_check(
+        asset=GOLDEN, name="personal_data_stored_encrypted", blocking=True,
+        description="Every column the schema marks pii (and every unmapped source column) is stored as ciphertext "
+        "in every table of the warehouse; a warning when `protection.encrypt` is off.",
+    )
+    def _encrypted(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        stored, encrypted = warehouse.get(config).column_types()
+        plaintext = plaintext_personal_columns(AtRest(config), stored, encrypted)
+        return _result(checks.personal_data_encrypted_verdict(plaintext, len(stored), config.protection.encrypt))
 
     def _current(store: Warehouse) -> dict[str, float]:
         rows = match_rows(_select(store, CLUSTERS, ["source_system", "cluster"]))
@@ -192,7 +203,7 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         f"since the previous run (run tag {ACCEPT_DRIFT_TAG}=true accepts a larger move).",
     )
     def _match_rate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        store = warehouse.get()
+        store = warehouse.get(config)
         previous_run, previous = _previous_match_metrics(store, context.run.run_id)
         return _result(checks.match_rate_drift_verdict(
             _current(store).get(MATCH_RATE), previous.get(MATCH_RATE), previous_run, limits.max_match_rate_drift,
@@ -204,7 +215,7 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         f"distance) since the previous run (run tag {ACCEPT_DRIFT_TAG}=true accepts a larger move).",
     )
     def _cluster_sizes(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        store = warehouse.get()
+        store = warehouse.get(config)
         previous_run, previous = _previous_match_metrics(store, context.run.run_id)
         buckets = [m for _, _, m in CLUSTER_SIZE_BUCKETS]
         current = {k: v for k, v in _current(store).items() if k in buckets and v is not None}
@@ -212,4 +223,4 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
             current, {k: v for k, v in previous.items() if k in buckets} or None, previous_run,
             limits.max_cluster_size_drift, _accepted(context)))
 
-    return [_reconcile, _quarantine, _unique, _match_rate, _cluster_sizes]
+    return [_reconcile, _quarantine, _unique, _encrypted, _match_rate, _cluster_sizes]

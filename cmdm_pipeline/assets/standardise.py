@@ -24,7 +24,7 @@ def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         ),
     )
     def _standardise(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        store = warehouse.get()
+        store = warehouse.get(config)
         frames = []
         for source in config.sources:
             frame = standardise(store.read(raw_table(source)), source, config)

@@ -29,7 +29,7 @@ def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         ],
     )
     def _validate(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-        store = warehouse.get()
+        store = warehouse.get(config)
         today = dt.datetime.now(dt.UTC).date()
         validated, quarantined = validate(store.read(STANDARDISED), config.customer_schema, context.run.run_id, today)
         store.replace({VALIDATED: validated, QUARANTINED: quarantined})

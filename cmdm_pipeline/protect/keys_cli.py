@@ -146,7 +146,11 @@ def _status(config, args, environ) -> int:  # type: ignore[no-untyped-def]
 
 def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.protect.keys import KEK_ENV, PREVIOUS_KEK_ENV
-    from cmdm_pipeline.protect.rotation import rotate
+    import getpass
+
+    import duckdb
+
+    from cmdm_pipeline.protect.rotation import audit_rotation, rotate
 
     result = rotate(config, environ)
     total = sum(result.rewrapped.values())
@@ -160,6 +164,12 @@ def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     for kek_id in sorted(result.rewrapped):
         print(f"nothing uses {kek_id} any more: `cmdm keys retire {kek_id}`"
               + (f", then remove {PREVIOUS_KEK_ENV}" if result.added_to is None else ""))
+    try:
+        audit_rotation(config, result, f"cli:{getpass.getuser()}")
+    except duckdb.IOException:
+        print(f"cmdm: the rotation is done, but audit_log could not record it: the warehouse "
+              f"{config.warehouse_path} is in use; nothing else is wrong", file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
 
 

@@ -17,6 +17,8 @@ Blind indexes do not change: their root key is a data key, re-wrapped like the o
 
 from __future__ import annotations
 
+import datetime as dt
+
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +61,23 @@ def rotate(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> R
     kek_id, key = new_kek_id(), new_key()
     counts = store.rewrap(keyring.with_kek(kek_id, key, active=True), lambda: add_to_key_file(key_file, kek_id, key))
     return Rotation(kek_id, key_file, counts, time.perf_counter() - started)
+
+
+def audit_rotation(config: ProjectConfig, rotation: Rotation, actor: str, now: dt.datetime | None = None) -> None:
+    """Log the rotation in ``audit_log``: key ids and counts, never key material."""
+    import json
+
+    import polars as pl
+
+    from cmdm_pipeline.protect.audit import append_audit
+    from cmdm_pipeline.warehouse import Warehouse
+
+    detail = {"active_kek": rotation.active_id, "rewrapped_from": rotation.rewrapped,
+              "data_keys": sum(rotation.rewrapped.values())}
+    row = pl.DataFrame({"event_time": [now or dt.datetime.now(dt.UTC)], "run_id": [None], "actor": [actor],
+                        "action": ["key_rotated"], "master_id": [None], "detail": [json.dumps(detail, sort_keys=True)]},
+                       schema_overrides={"run_id": pl.String, "master_id": pl.String})
+    append_audit(Warehouse(config.warehouse_path), row)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,18 @@ class Verdict:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    warn_only: bool = False  # a failure is shown as a warning and does not block
+
+
+def personal_data_encrypted_verdict(plaintext: list[str], tables: int, encrypt: bool) -> Verdict:
+    """``plaintext``: ``table.column`` of personal columns not stored as ciphertext, in ``tables`` tables checked."""
+    metadata = {"tables_checked": tables, "plaintext_personal_columns": len(plaintext)}
+    if not encrypt:
+        return Verdict(False, "protection.encrypt is off: personal columns are stored in plaintext", metadata, warn_only=True)
+    if plaintext:
+        shown = ", ".join(plaintext[:10]) + (f" and {len(plaintext) - 10} more" if len(plaintext) > 10 else "")
+        return Verdict(False, f"personal columns stored in plaintext: {shown}", metadata)
+    return Verdict(True, f"every personal column of {tables} table(s) is stored encrypted", metadata)
 
 
 def reconciliation_verdict(table: pl.DataFrame) -> Verdict:

@@ -1,4 +1,5 @@
-"""Reconcile: every row read from a source ends validated or quarantined, or the run fails."""
+"""Reconcile: every row read from a source ends validated, quarantined or erased (dropped by an erasure
+tombstone, see README "Erasure"), or the run fails."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ RECONCILIATION_COLUMNS: dict[str, pl.DataType] = {
     "rows_read": pl.Int64(),
     "rows_validated": pl.Int64(),
     "rows_quarantined": pl.Int64(),
+    "rows_erased": pl.Int64(),  # dropped at extract: an erasure tombstone matched them (no values kept)
     "balanced": pl.Boolean(),
     "reconciled_at": pl.Datetime("us", "UTC"),
 }
@@ -27,11 +29,18 @@ def reconcile(
     validated: pl.DataFrame,
     quarantined: pl.DataFrame,
     at: dt.datetime,
+    erased: dict[str, int] | None = None,
 ) -> pl.DataFrame:
-    """One row per source: rows read, validated, quarantined, and whether they add up."""
+    """One row per source: rows read, validated, quarantined, erased, and whether they add up.
+
+    ``rows_read`` counts the rows each raw table holds; ``erased`` the rows extract dropped before
+    storing them (erasure tombstones), which were read too.
+    """
+    erased = erased or {}
     read = pl.DataFrame(
-        {"source_system": list(rows_read), "rows_read": list(rows_read.values())},
-        schema={"source_system": pl.String, "rows_read": pl.Int64},
+        {"source_system": list(rows_read), "rows_read": [n + erased.get(s, 0) for s, n in rows_read.items()],
+         "rows_erased": [erased.get(s, 0) for s in rows_read]},
+        schema={"source_system": pl.String, "rows_read": pl.Int64, "rows_erased": pl.Int64},
     )
 
     def counts(frame: pl.DataFrame, name: str) -> pl.DataFrame:
@@ -41,9 +50,10 @@ def reconcile(
     table = (
         read.join(counts(validated, "rows_validated"), on="source_system", how="full", coalesce=True)
         .join(counts(quarantined, "rows_quarantined"), on="source_system", how="full", coalesce=True)
-        .with_columns(pl.col("rows_read", "rows_validated", "rows_quarantined").fill_null(0))
+        .with_columns(pl.col("rows_read", "rows_validated", "rows_quarantined", "rows_erased").fill_null(0))
         .with_columns(
-            (pl.col("rows_read") == pl.col("rows_validated") + pl.col("rows_quarantined")).alias("balanced"),
+            (pl.col("rows_read") == pl.col("rows_validated") + pl.col("rows_quarantined") + pl.col("rows_erased"))
+            .alias("balanced"),
             pl.lit(run_id).alias("run_id"),
             pl.lit(at, dtype=pl.Datetime("us", "UTC")).alias("reconciled_at"),
         )
@@ -58,7 +68,7 @@ def assert_balanced(table: pl.DataFrame) -> None:
     if broken.height:
         details = "; ".join(
             f"{r['source_system']}: read {r['rows_read']}, validated {r['rows_validated']}, "
-            f"quarantined {r['rows_quarantined']}"
+            f"quarantined {r['rows_quarantined']}, erased {r['rows_erased']}"
             for r in broken.iter_rows(named=True)
         )
         raise ReconciliationError(f"row counts do not reconcile for run {table['run_id'][0]}: {details}")

@@ -11,7 +11,7 @@ import pytest
 
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.warehouse import Warehouse
+from cmdm_pipeline.resources import open_warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def test_consent_and_audit_across_a_merge(make_project) -> None:  # type: ignore
     config = make_project(files=files, sources=[csv_source(), SHOP_SOURCE], consent=CONSENT,
                           matching={"decisions": "decisions.csv"},
                           quality={"max_match_rate_drift": 1, "max_cluster_size_drift": 1})  # five records: a merge is drift
-    store = Warehouse(config.warehouse_path)
+    store = open_warehouse(config)
     first, said = run(config.base_dir)
     for value in PERSONAL:
         assert value not in said, value

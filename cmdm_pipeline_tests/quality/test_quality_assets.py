@@ -19,6 +19,7 @@ from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 from cmdm_pipeline.quality.expectations import SUITE_NAME
 from cmdm_pipeline.sample import generate
 from cmdm_pipeline.stages.validate import rule_failures
+from cmdm_pipeline.resources import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 
@@ -31,7 +32,7 @@ AGREED_COLUMNS = [
     ("rows_failed", "BIGINT"), ("pass_rate", "DOUBLE"), ("value", "DOUBLE"),
 ]
 CHECKS = {"source_rows_reconcile", "quarantine_rate_within_limit", "golden_customers_have_unique_master_id",
-          "match_rate_within_drift", "cluster_sizes_within_drift"}
+          "personal_data_stored_encrypted", "match_rate_within_drift", "cluster_sizes_within_drift"}
 
 
 def write_config(root: Path, **quality: float) -> None:
@@ -40,7 +41,9 @@ def write_config(root: Path, **quality: float) -> None:
     document.setdefault("matching", {})["decisions"] = None
     for source in document["sources"]:
         source["path"] = f"data/{Path(source['path']).name}"
-    document.pop("consent", None)  # consent has tests of its own
+    # Consent, lenses and erasure have tests of their own.
+    for section in ("consent", "lenses", "erasure"):
+        document.pop(section, None)
     document["quality"] = {**document.get("quality", {}), **quality}
     (root / "cmdm.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
@@ -117,7 +120,7 @@ def test_quality_trend_shows_what_changed_between_the_runs(project) -> None:  # 
 def test_gx_counts_agree_with_the_pandera_gate(project) -> None:  # type: ignore[no-untyped-def]
     root, _, second = project
     config = load_config(root / "cmdm.yaml")
-    store = Warehouse(config.warehouse_path)
+    store = open_warehouse(config)
     report = store.read("quality_report").filter((pl.col("run_id") == second.run_id) & (pl.col("metric") == "rule")
                                                  & pl.col("source_system").is_null())
     today = report["run_at"][0].date()
@@ -156,6 +159,8 @@ def test_checks_fail_on_broken_tables_and_strict_limits(project, tmp_path: Path)
         con.execute("DELETE FROM validated_customers WHERE rowid = (SELECT min(rowid) FROM validated_customers)")
         con.execute("INSERT INTO golden_customers SELECT * FROM golden_customers LIMIT 1")
         con.execute("UPDATE customer_clusters SET cluster = 0")  # every record merged into one customer
+        # A personal column no longer recorded as ciphertext (as if written around the protection).
+        con.execute("DELETE FROM cmdm_encrypted_columns WHERE table_name = 'golden_customers' AND column_name = 'email'")
     failed = verdicts(run(copy, "checks_only"))
     assert {name for name, e in failed.items() if not e.passed} == CHECKS
     assert failed["source_rows_reconcile"].description.endswith("validated + quarantined for: crm")

@@ -26,5 +26,14 @@ def test_balanced_counts_per_source() -> None:
 
 def test_lost_rows_fail_loudly_naming_the_source() -> None:
     table = reconcile("r1", {"crm": 3, "erp": 0}, sources("crm"), sources("erp"), AT)
-    with pytest.raises(ReconciliationError, match="crm: read 3, validated 1, quarantined 0; erp: read 0, validated 0, quarantined 1"):
+    with pytest.raises(ReconciliationError, match="crm: read 3, validated 1, quarantined 0, erased 0; "
+                       "erp: read 0, validated 0, quarantined 1, erased 0"):
         assert_balanced(table)
+
+
+def test_rows_an_erasure_tombstone_dropped_count_as_read_and_erased() -> None:
+    # crm: 2 rows stored in raw_crm, 1 more read and dropped at extract because its subject was erased.
+    table = reconcile("r1", {"crm": 2, "erp": 1}, sources("crm", "erp"), sources("crm"), AT, erased={"crm": 1})
+    assert table.select("source_system", "rows_read", "rows_erased", "balanced").rows() == [
+        ("crm", 3, 1, True), ("erp", 1, 0, True)]
+    assert_balanced(table)

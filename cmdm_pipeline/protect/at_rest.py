@@ -1,0 +1,162 @@
+"""Encryption at rest of the warehouse's tables: which columns of which table, under whose key.
+
+The warehouse calls :meth:`AtRest.seal` on every frame it is about to store and :meth:`AtRest.open`
+on every table it reads, so stages and assets work on plaintext in memory while the DuckDB file
+holds AES-256-GCM ciphertext (see :mod:`.crypto`) for:
+
+- every attribute the schema marks ``pii: true``, in every table that has it;
+- in ``raw_<source>`` tables, every source column except those mapped to an attribute that is not
+  PII (a column nobody mapped may hold anything) and the source's id column, plus ``unparsed``;
+- ``source_values`` (the row as read) in standardised and quarantined rows;
+- the subject e-mail and phone of consent events and the row as read of quarantined ones.
+
+Which key: rows about a source record use that record's data key (``record/<system>/<id>``), rows
+about a master customer that master's (``master/<id>``), a consent event its own
+(``consent/<event_id>``): destroying a person's keys shreds every copy (README, "Encryption").
+Which columns of a stored table are ciphertext, and their plaintext types, is recorded in the
+table ``cmdm_encrypted_columns`` in the same transaction as the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.protect.crypto import DIGEST_COLUMN, decrypt_frame, encrypt_changed, encrypt_frame
+from cmdm_pipeline.protect.keys import ProtectionError, load_keyring
+from cmdm_pipeline.protect.keystore import KeyStore, master_owner, record_owner
+from cmdm_pipeline.schema import LINEAGE_COLUMNS
+
+ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
+#: Plaintext types a ciphertext column can be read back as.
+PLAINTEXT_TYPES: dict[str, pl.DataType] = {
+    "String": pl.String(), "Date": pl.Date(), "Int64": pl.Int64(), "Float64": pl.Float64(),
+}
+
+_RECORD_TABLES = ("standardised_customers", "validated_customers", "quarantined_records")
+_MASTER_TABLES = ("golden_customers", "golden_customers_history")
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """How one table is protected: which columns, each row's key owner and record id."""
+
+    columns: tuple[str, ...]  # encrypted where present; empty: every column not in ``public``
+    owner: pl.Expr
+    record_id: pl.Expr
+    incremental: bool = True  # keep unchanged rows' ciphertext (needs a record id stable across runs)
+    public: frozenset[str] = frozenset()
+
+    def present(self, columns: Sequence[str]) -> list[str]:
+        """The protected ones among a table's ``columns``."""
+        if self.columns:
+            return [c for c in self.columns if c in columns]
+        return [c for c in columns if c not in self.public and c != DIGEST_COLUMN]
+
+
+def _joined(*parts: str) -> pl.Expr:
+    return pl.concat_str([pl.col(p).cast(pl.String) for p in parts], separator="|")
+
+
+def _record_key_owner() -> pl.Expr:
+    # A row without an id (quarantined for it) still needs a key of its own: its row number.
+    return record_owner(
+        "source_system",
+        pl.coalesce(pl.col("source_record_id"), pl.lit("#row") + pl.col("source_row_number").cast(pl.String)),
+    )
+
+
+class AtRest:
+    """Seal frames before they are stored and open them when read, for one project config."""
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        self.pii = tuple(name for name, attribute in config.customer_schema.attributes.items() if attribute.pii)
+        self._keys: KeyStore | None = None
+
+    @property
+    def keys(self) -> KeyStore:
+        # Opened on first use: a run that stores nothing personal never needs the key.
+        if self._keys is None:
+            self._keys = KeyStore.for_config(self.config, load_keyring(self.config, create_dev_key=True))
+        return self._keys
+
+    def plan(self, table: str) -> TablePlan | None:
+        """The protection of ``table``, or None for tables that hold nothing personal."""
+        if table in _RECORD_TABLES:
+            columns = (*self.pii, "source_values")
+            if table == "validated_customers":
+                return TablePlan(columns, _record_key_owner(), _joined("source_system", "source_record_id"))
+            return TablePlan(columns, _record_key_owner(), _joined("source_system", "source_row_number"))
+        if table in _MASTER_TABLES:
+            # History holds several versions of a master: the version is part of the record id.
+            record_id = pl.col("master_id") if table == "golden_customers" else _joined("master_id", "valid_from")
+            return TablePlan(self.pii, master_owner(), record_id)
+        if table == "consent_history":
+            owner = pl.lit("consent/") + pl.col("event_id")
+            return TablePlan(("subject_email", "subject_phone"), owner, pl.col("event_id"), incremental=False)
+        if table == "consent_quarantine":
+            owner = pl.concat_str([pl.lit("consent-quarantine/"), _joined("run_id", "source_row_number")])
+            return TablePlan(("source_values",), owner, _joined("run_id", "source_row_number"), incremental=False)
+        for source in self.config.sources:
+            if table == f"raw_{source.name}":
+                public = {column for column, attribute in source.columns.items() if attribute not in self.pii}
+                kept = {*LINEAGE_COLUMNS, "parse_error", source.id_column, *public}
+                return TablePlan((), _record_key_owner(), pl.col("source_row_number").cast(pl.String), public=frozenset(kept))
+        return None
+
+    def seal(self, table: str, frame: pl.DataFrame, previous: pl.DataFrame | None) -> tuple[pl.DataFrame, dict[str, str]]:
+        """``frame`` with its personal columns encrypted, and those columns' plaintext types.
+
+        ``previous`` is the table as stored (ciphertext): rows whose values and key owner did not
+        change keep their ciphertext, so a quiet night re-encrypts nothing.
+        """
+        plan = self.plan(table)
+        if plan is None:
+            return frame, {}
+        columns = plan.present(frame.columns)
+        if not columns:
+            return frame, {}
+        types = {c: _type_name(table, c, frame.schema[c]) for c in columns}
+        if plan.incremental:
+            sealed = encrypt_changed(frame, previous, columns, table, plan.owner, plan.record_id, self.keys)
+            return sealed.frame, types
+        return encrypt_frame(frame, columns, table, plan.owner, plan.record_id, self.keys), types
+
+    def open(self, table: str, stored: pl.DataFrame, types: dict[str, str]) -> pl.DataFrame:
+        """The plaintext of a stored table whose ``types`` columns are ciphertext."""
+        plan = self.plan(table)
+        if plan is None:
+            raise ProtectionError(f"{table} holds ciphertext but the config does not say whose: was a source renamed?")
+        dtypes = {c: PLAINTEXT_TYPES[t] for c, t in types.items()}
+        plain = decrypt_frame(stored, list(types), table, plan.record_id, self.keys, dtypes)
+        return plain.drop(DIGEST_COLUMN, strict=False)
+
+
+def _type_name(table: str, column: str, dtype: pl.DataType) -> str:
+    if dtype == pl.Null:
+        return "String"
+    for name, known in PLAINTEXT_TYPES.items():
+        if dtype == known:
+            return name
+    raise ProtectionError(f"{table}.{column} is {dtype}: only text, dates and numbers are encrypted (mark it pii: false?)")
+
+
+def plaintext_personal_columns(at_rest: AtRest, stored: dict[str, dict[str, str]], encrypted: dict[str, set[str]]) -> list[str]:
+    """``table.column`` of every personal column stored as anything but recorded ciphertext.
+
+    ``stored``: table -> column -> DuckDB type, as in the file; ``encrypted``: table -> columns
+    recorded in ``cmdm_encrypted_columns``.
+    """
+    found = []
+    for table, columns in sorted(stored.items()):
+        plan = at_rest.plan(table)
+        if plan is None:
+            continue
+        for column in plan.present(list(columns)):
+            if columns[column] != "BLOB" or column not in encrypted.get(table, set()):
+                found.append(f"{table}.{column}")
+    return found

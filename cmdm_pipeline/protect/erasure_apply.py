@@ -1,0 +1,331 @@
+"""Carry out erasure requests against the warehouse: delete, shred keys, rebuild the file, log.
+
+Order, so that a crash anywhere leaves nothing half-done for long:
+
+1. a marker file beside the warehouse lists the data-key owners to destroy (ids only);
+2. the subjects' data keys are destroyed (crypto-shredding: every ciphertext of them is now unreadable);
+3. one transaction deletes the subjects' rows from every table and appends the tombstones,
+   notifications, ``erasure_log`` rows and the ``erased`` audit rows;
+4. the key store and the warehouse file are rebuilt (deleted bytes survive DELETE), then the marker goes.
+
+A run that finds the marker (a crash after 1) first destroys those keys again and rebuilds both files.
+
+Which rows are a subject's is decided from each table's columns, so tables added later are covered:
+``source_system`` + ``source_record_id`` (and, for rows without an id, ``source_row_number``), ``master_id``,
+``related_master_id``, the pair columns ``source_system_l/_r`` + ``source_record_id_l/_r``, a ``records``
+list, ``event_id`` (consent), and consent quarantine rows whose row as read mentions an own e-mail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from cmdm_pipeline.config import ProjectConfig, Source
+from cmdm_pipeline.protect.audit import AUDIT, audit_rows, pipeline_actor
+from cmdm_pipeline.protect.blind_index import blind_index
+from cmdm_pipeline.protect.erasure import (
+    LOG, LOG_COLUMNS, NOTIFICATION_COLUMNS, NOTIFICATIONS, OWN_TABLES, QUARANTINE, SUPPRESSED, TOMBSTONE_COLUMNS,
+    TOMBSTONES, UTC, Known, Subject, contact_frame, erased_events, erased_rows, index_requests, resolve_request,
+    suppressed_row, tombstones_of,
+)
+from cmdm_pipeline.protect.erasure_requests import QUARANTINE_COLUMNS, Requests, read_requests
+from cmdm_pipeline.protect.keys import load_keyring
+from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file
+from cmdm_pipeline.schema import Kind
+from cmdm_pipeline.sql import statement
+from cmdm_pipeline.warehouse import Warehouse
+
+STANDARDISED, XREF, ID_LINEAGE = "standardised_customers", "customer_xref", "master_id_lineage"
+CONSENT_HISTORY, CONSENT_QUARANTINE = "consent_history", "consent_quarantine"
+#: Derived files rebuilt every run from golden records (README, "Lenses"): dropped whole when someone is erased.
+LENS_FOLDER = "lenses"
+
+
+@dataclass
+class Outcome:
+    requests: Requests
+    pending: int = 0
+    waiting: int = 0  # pending requests kept for later: the warehouse has no customers yet
+    subjects: list[Subject] = field(default_factory=list)
+    log: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=LOG_COLUMNS))
+    rows_removed: dict[str, int] = field(default_factory=dict)
+    keys_destroyed: int = 0
+    tombstones_added: int = 0
+    notifications: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def marker_path(store: Warehouse) -> Path:
+    return store.path.with_name(store.path.name + ".erasure-pending.json")
+
+
+def open_keys(config: ProjectConfig) -> KeyStore:
+    return KeyStore.for_config(config, load_keyring(config, create_dev_key=True))
+
+
+def process_erasure(store: Warehouse, config: ProjectConfig, run_id: str, now: dt.datetime) -> Outcome:
+    """Read the requests, erase the subjects of those not processed yet, and log every outcome."""
+    timer = time.perf_counter()
+    recover(store, config)
+    requests = read_requests(config, [s.name for s in config.sources])
+    outcome = Outcome(requests)
+    tables = set(store.tables())
+    done = store.query(statement("erasure/select_processed_requests", table=LOG)) if LOG in tables else None
+    pending = requests.valid if done is None else requests.valid.join(done, on="request_id", how="anti")
+    outcome.pending = pending.height
+    if pending.height and XREF not in tables:
+        outcome.waiting, pending = pending.height, pending.clear()  # nothing ingested yet: wait for a first run
+    keys = open_keys(config) if pending.height else None
+    if keys is not None:
+        known = load_known(store, config, keys)
+        indexed = index_requests(pending, keys)
+        outcome.subjects = [resolve_request(row, known) for row in indexed.iter_rows(named=True)]
+    outcome.seconds["resolve"] = time.perf_counter() - timer
+    erased = [s for s in outcome.subjects if s.status == "erased"]
+    destroyed: dict[str, int] = {}
+    if erased:
+        assert keys is not None
+        owners = sorted({o for s in erased for o in s.owners()})
+        _write_marker(store, owners)
+        timer = time.perf_counter()
+        destroyed = {s.request_id: keys.destroy(s.owners(), compact=False) for s in erased}
+        outcome.seconds["destroy_keys"] = time.perf_counter() - timer
+    timer = time.perf_counter()
+    removed, tombstones = _write(store, config, outcome, pending, destroyed, keys, run_id, now)
+    outcome.seconds["delete"] = time.perf_counter() - timer
+    outcome.rows_removed = removed
+    outcome.keys_destroyed = sum(destroyed.values())
+    outcome.tombstones_added = tombstones
+    if erased:
+        assert keys is not None
+        timer = time.perf_counter()
+        keys.compact()
+        outcome.seconds["rebuild_keystore"] = time.perf_counter() - timer
+        outcome.seconds["rebuild_warehouse"] = rebuild_duckdb_file(store.path)
+        shutil.rmtree(config.warehouse_path.parent / LENS_FOLDER, ignore_errors=True)
+        marker_path(store).unlink(missing_ok=True)
+    return outcome
+
+
+def recover(store: Warehouse, config: ProjectConfig) -> bool:
+    """Finish an erasure a crash interrupted (the marker is there): destroy its keys, rebuild both files."""
+    marker = marker_path(store)
+    if not marker.exists():
+        return False
+    owners = json.loads(marker.read_text(encoding="utf-8"))["owners"]
+    keys = KeyStore.for_config(config, None)  # destroying needs no key-encryption key
+    keys.destroy(owners, compact=True)
+    if store.path.exists():
+        rebuild_duckdb_file(store.path)
+    shutil.rmtree(config.warehouse_path.parent / LENS_FOLDER, ignore_errors=True)
+    marker.unlink()
+    return True
+
+
+def _write_marker(store: Warehouse, owners: list[str]) -> None:
+    marker = marker_path(store)
+    temporary = marker.with_name(marker.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"owners": owners}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, marker)
+
+
+def load_known(store: Warehouse, config: ProjectConfig, keys: KeyStore) -> Known:
+    """The previous run's tables as resolution needs them (plaintext in memory only)."""
+    tables = set(store.tables())
+    schema = config.customer_schema
+    contact_columns = [*schema.of_kind(Kind.email), *schema.of_kind(Kind.phone)]
+    ids = ["source_system", "source_record_id", "source_row_number"]
+    standardised = store.read(STANDARDISED, [*ids, *contact_columns]) if STANDARDISED in tables else \
+        pl.DataFrame(schema={"source_system": pl.String, "source_record_id": pl.String, "source_row_number": pl.Int64})
+    xref = store.read(XREF, ["source_system", "source_record_id", "master_id"])
+    lineage = store.read(ID_LINEAGE, ["event", "master_id", "related_master_id"]) if ID_LINEAGE in tables else \
+        pl.DataFrame(schema={"event": pl.String, "master_id": pl.String, "related_master_id": pl.String})
+    consent_schema = {"event_id": pl.String(), "email_index": pl.Binary(), "phone_index": pl.Binary(),
+                      "subject_source_system": pl.String(), "subject_source_record_id": pl.String(), "master_id": pl.String()}
+    consent = pl.DataFrame(schema=consent_schema)
+    if CONSENT_HISTORY in tables:
+        history = store.read(CONSENT_HISTORY, ["event_id", "subject_email", "subject_phone", "subject_source_system",
+                                               "subject_source_record_id", "master_id"])
+        consent = history.with_columns(
+            blind_index(history["subject_email"], "email", keys).alias("email_index"),
+            blind_index(history["subject_phone"], "phone", keys).alias("phone_index"),
+        ).select(list(consent_schema))
+    quarantine = store.read(CONSENT_QUARANTINE, ["run_id", "source_row_number", "source_values"]) \
+        if CONSENT_QUARANTINE in tables else \
+        pl.DataFrame(schema={"run_id": pl.String, "source_row_number": pl.Int64, "source_values": pl.String})
+    return Known(contact_frame(standardised, config, keys), standardised.select(ids), xref, lineage, consent, quarantine)
+
+
+def _write(
+    store: Warehouse, config: ProjectConfig, outcome: Outcome, pending: pl.DataFrame, destroyed: dict[str, int],
+    keys: KeyStore | None, run_id: str, now: dt.datetime,
+) -> tuple[dict[str, int], int]:
+    """One transaction: every subject's rows deleted, tombstones, notifications, log and audit rows appended."""
+    erased = [s for s in outcome.subjects if s.status == "erased"]
+    removed_total: dict[str, int] = {}
+    log_rows, tombstones, notifications, audit = [], [], [], []
+    requested = {r["request_id"]: r for r in pending.iter_rows(named=True)}
+    with store.connect() as con:
+        layout = {name: set(columns) for name, columns in con.sql(statement("erasure/select_table_columns")).fetchall()}
+        con.begin()
+        try:
+            for subject in outcome.subjects:
+                removed = _delete_subject(con, layout, subject) if subject.status == "erased" else {}
+                for table, n in removed.items():
+                    removed_total[table] = removed_total.get(table, 0) + n
+                stones = tombstones_of(subject, keys, config.erasure.tombstone_contacts, run_id, now) \
+                    if subject.status == "erased" and keys is not None else pl.DataFrame(schema=TOMBSTONE_COLUMNS)
+                tombstones.append(stones)
+                if subject.status == "erased":
+                    notifications.append(subject.records.select(
+                        pl.concat_str([pl.lit(subject.request_id), "source_system", "source_record_id"], separator="|")
+                        .alias("notification_id"),
+                        pl.lit(subject.request_id).alias("request_id"), "source_system", "source_record_id",
+                        pl.lit(now, dtype=UTC).alias("erased_at"), pl.lit(run_id).alias("run_id"),
+                    ))
+                request = requested[subject.request_id]
+                log_rows.append({
+                    "request_id": subject.request_id, "origin": request["origin"], "requested_at": request["requested_at"],
+                    "processed_at": now, "run_id": run_id, "status": subject.status, "resolved_by": subject.resolved_by,
+                    "candidate_masters": subject.candidates, "masters_erased": len(subject.masters),
+                    "records_erased": subject.records.height,
+                    "rows_removed": json.dumps(dict(sorted(removed.items()))),
+                    "keys_destroyed": destroyed.get(subject.request_id, 0), "tombstones_added": stones.height,
+                    "file_rebuilt": subject.status == "erased",
+                })
+                if subject.status == "erased":
+                    audit.append({
+                        "event_time": now, "run_id": run_id, "actor": pipeline_actor(run_id), "action": "erased",
+                        "master_id": None,
+                        "detail": json.dumps({"request_id": subject.request_id, "masters": len(subject.masters),
+                                              "records": subject.records.height, "keys_destroyed": destroyed.get(subject.request_id, 0),
+                                              "tables": sorted(removed)}),
+                    })
+            log = pl.DataFrame(log_rows, schema=LOG_COLUMNS)
+            stones_all = pl.concat(tombstones) if tombstones else pl.DataFrame(schema=TOMBSTONE_COLUMNS)
+            notes = pl.concat(notifications).cast(NOTIFICATION_COLUMNS) if notifications else pl.DataFrame(schema=NOTIFICATION_COLUMNS)  # type: ignore[arg-type]
+            appends = {LOG: (log, "request_id"), TOMBSTONES: (stones_all, "tombstone"), NOTIFICATIONS: (notes, "notification_id")}
+            if audit:
+                audit_schema = {"event_time": UTC, "run_id": pl.String(), "actor": pl.String(), "action": pl.String(),
+                                "master_id": pl.String(), "detail": pl.String()}
+                appends[AUDIT] = (audit_rows(pl.DataFrame(audit, schema=audit_schema), now), "audit_id")
+            for name, (frame, key) in appends.items():
+                _append(con, name, frame, key)
+            _replace(con, QUARANTINE, outcome.requests.quarantine(run_id).cast(QUARANTINE_COLUMNS))  # type: ignore[arg-type]
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    outcome.log = log
+    outcome.notifications = notes.height
+    return removed_total, stones_all.height
+
+
+def _delete_subject(con: duckdb.DuckDBPyConnection, layout: dict[str, set[str]], subject: Subject) -> dict[str, int]:
+    """Delete the subject's rows from every table whose columns identify them; rows removed per table."""
+    frames = {
+        "__cmdm_erase_records": subject.records,
+        "__cmdm_erase_rows": subject.unkeyed_rows,
+        "__cmdm_erase_masters": pl.DataFrame({"master_id": subject.masters}, schema={"master_id": pl.String}),
+        "__cmdm_erase_events": pl.DataFrame({"event_id": subject.consent_events}, schema={"event_id": pl.String}),
+        "__cmdm_erase_run_rows": subject.consent_quarantine_rows,
+    }
+    for name, frame in frames.items():
+        con.register(name, frame.to_arrow())
+    removed: dict[str, int] = {}
+    try:
+        for table, columns in sorted(layout.items()):
+            if table in OWN_TABLES:
+                continue
+            steps = []
+            if {"source_system", "source_record_id"} <= columns:
+                steps.append(("erasure/delete_records", {"records": "__cmdm_erase_records"}))
+                if "source_row_number" in columns:
+                    steps.append(("erasure/delete_unkeyed_rows", {"rows": "__cmdm_erase_rows"}))
+            if {"source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"} <= columns:
+                steps.append(("erasure/delete_pairs", {"records": "__cmdm_erase_records"}))
+            if "records" in columns and "review_type" in columns:
+                steps.append(("erasure/delete_listed_records", {"records": "__cmdm_erase_records"}))
+            if "master_id" in columns:
+                steps.append(("erasure/delete_masters", {"masters": "__cmdm_erase_masters"}))
+            if "related_master_id" in columns:
+                steps.append(("erasure/delete_related_masters", {"masters": "__cmdm_erase_masters"}))
+            if "event_id" in columns:
+                steps.append(("erasure/delete_events", {"events": "__cmdm_erase_events"}))
+            if table == CONSENT_QUARANTINE:
+                steps.append(("erasure/delete_run_rows", {"rows": "__cmdm_erase_run_rows"}))
+            count = sum(int(con.execute(statement(name, table=table, **scratch)).fetchall()[0][0]) for name, scratch in steps)
+            if count:
+                removed[table] = count
+    finally:
+        for name in frames:
+            con.unregister(name)
+    return removed
+
+
+def _append(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, key: str) -> None:
+    staged = f"__cmdm_appended_{name}"
+    con.register(staged, frame.to_arrow())
+    con.execute(statement("warehouse/create_run_table", table=name, staged=staged))
+    con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
+    con.unregister(staged)
+
+
+def _replace(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    staged = f"__cmdm_staged_{name}"
+    con.register(staged, frame.to_arrow())
+    con.execute(statement("warehouse/replace_table", table=name, staged=staged))
+    con.unregister(staged)
+
+
+def read_tombstones(store: Warehouse) -> pl.DataFrame:
+    """Every tombstone (empty before the first erasure)."""
+    if TOMBSTONES not in store.tables():
+        return pl.DataFrame(schema={"tombstone": pl.Binary(), "kind": pl.String()})
+    return store.query(statement("erasure/select_tombstones", table=TOMBSTONES))
+
+
+def rows_erased(store: Warehouse, run_id: str) -> dict[str, int]:
+    """Source rows this run dropped because a tombstone matched them, per source."""
+    if SUPPRESSED not in store.tables():
+        return {}
+    found = store.query(statement("erasure/select_suppressed", table=SUPPRESSED), {"run_id": run_id})
+    return {s: int(n) for s, n in found.iter_rows()}
+
+
+def drop_erased_rows(
+    store: Warehouse, frame: pl.DataFrame, source: Source, config: ProjectConfig, run_id: str
+) -> tuple[pl.DataFrame, dict[str, tuple[pl.DataFrame, str]]]:
+    """``frame`` (one source's extract) without the rows a tombstone matches, and the ``erasure_suppressed``
+    row counting them (as ``Warehouse.replace(append=...)`` takes it: written with the raw table, or not at all)."""
+    tombstones = read_tombstones(store)
+    if tombstones.is_empty():
+        return frame, {}
+    erased = erased_rows(frame, source, config, tombstones, open_keys(config))
+    count = int(erased.sum())
+    if not count:
+        return frame, {}
+    row = suppressed_row(source.name, count, run_id, dt.datetime.now(dt.UTC))
+    return frame.filter(~erased), {SUPPRESSED: (row, "suppression_id")}
+
+
+def drop_erased_events(raw: pl.DataFrame, store: Warehouse, config: ProjectConfig) -> tuple[pl.DataFrame, int]:
+    """The consent source's rows (as read) without those about an erased subject, and how many were dropped."""
+    tombstones = read_tombstones(store)
+    if tombstones.is_empty():
+        return raw, 0
+    erased = erased_events(raw, config, tombstones, open_keys(config))
+    return raw.filter(~erased), int(erased.sum())

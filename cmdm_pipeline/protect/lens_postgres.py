@@ -1,0 +1,131 @@
+"""Publish lenses into PostgreSQL: one schema and one login role per lens, granted that lens only.
+
+For each lens, in **one transaction** for all lenses (readers see the previous lenses or the new ones):
+
+- role ``<role_prefix><lens>`` is created if missing, ``LOGIN NOINHERIT NOSUPERUSER NOCREATEDB
+  NOCREATEROLE NOREPLICATION`` (its password or other authentication is set once by a database
+  administrator; the pipeline never handles it);
+- schema ``<schema_prefix><lens>`` is created if missing, owned by the pipeline's user, with every
+  privilege revoked from ``PUBLIC``;
+- table ``customers`` in it is dropped and rebuilt (COPY), and the role gets ``USAGE`` on the schema and
+  ``SELECT`` on that table: nothing else. Other lenses' schemas and the database's other tables are not
+  granted to it (PUBLIC holds no privilege on them unless an administrator granted one).
+
+Schemas this pipeline made for lenses no longer configured (same prefix, marked by their comment) are
+dropped in the same transaction; their roles stay, with no privileges left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from cmdm_pipeline.config import Lens, LensesTarget
+from cmdm_pipeline.protect.lenses import LENS_TABLE
+
+#: Comment that marks a schema as made by this pipeline for a lens (only those are ever dropped).
+SCHEMA_MARK = "cmdm_pipeline lens"
+_COPY_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class PostgresLens:
+    name: str
+    schema: str
+    role: str
+    rows: int
+
+
+def lens_schema(target: LensesTarget, lens_name: str) -> str:
+    return f"{target.schema_prefix}{lens_name}"
+
+
+def lens_role(target: LensesTarget, lens_name: str) -> str:
+    return f"{target.role_prefix}{lens_name}"
+
+
+def publish_postgres(built: Sequence[tuple[Lens, pl.DataFrame]], target: LensesTarget) -> list[PostgresLens]:
+    """Rebuild every lens's schema, table and grants in one transaction; drop schemas of removed lenses."""
+    published = []
+    with psycopg.connect(target.resolved_url(), connect_timeout=15) as con:
+        with con.transaction():
+            for lens, frame in built:
+                published.append(_publish(con, lens, frame, target))
+            _drop_stale(con, target, {p.schema for p in published})
+    return published
+
+
+def _publish(con: psycopg.Connection, lens: Lens, frame: pl.DataFrame, target: LensesTarget) -> PostgresLens:
+    schema, role = lens_schema(target, lens.name), lens_role(target, lens.name)
+    s, r, t = sql.Identifier(schema), sql.Identifier(role), sql.Identifier(schema, LENS_TABLE)
+    if con.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is None:
+        con.execute(sql.SQL("CREATE ROLE {} LOGIN").format(r))
+    # Also for a role that existed: whatever it was given, a lens role is a plain reader.
+    con.execute(sql.SQL("ALTER ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS").format(r))
+    con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+    con.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(s, sql.Literal(f"{SCHEMA_MARK} {lens.name}, rebuilt every run")))
+    con.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(s))
+    con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_pg_type(name, dtype))) for name, dtype in frame.schema.items()
+    )
+    con.execute(sql.SQL("CREATE TABLE {} ({})").format(t, columns))
+    con.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(t, sql.Literal(lens.description)))
+    text = _copyable(frame)
+    with con.cursor() as cursor, cursor.copy(
+        sql.SQL("COPY {} FROM STDIN (FORMAT csv, NULL '\\N')").format(t)
+    ) as copy:
+        for chunk in text.iter_slices(_COPY_ROWS):
+            copy.write(chunk.write_csv(include_header=False, null_value="\\N"))
+    con.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(t))
+    con.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, r))
+    con.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(t, r))
+    return PostgresLens(lens.name, schema, role, frame.height)
+
+
+def _drop_stale(con: psycopg.Connection, target: LensesTarget, keep: set[str]) -> None:
+    rows = con.execute(
+        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) "
+        "AND starts_with(coalesce(obj_description(oid, 'pg_namespace'), ''), %s)",
+        [target.schema_prefix, SCHEMA_MARK],
+    ).fetchall()
+    for (schema,) in rows:
+        if schema not in keep:
+            con.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _pg_type(name: str, dtype: pl.DataType) -> str:
+    if dtype == pl.String:
+        return "text"
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype == pl.Date:
+        return "date"
+    if isinstance(dtype, pl.Datetime):
+        return "timestamptz" if dtype.time_zone else "timestamp"
+    if dtype in (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32):
+        return "bigint"
+    if dtype == pl.UInt64:
+        return "numeric"
+    if dtype in (pl.Float32, pl.Float64):
+        return "double precision"
+    if isinstance(dtype, pl.List):
+        return "text[]"
+    raise ValueError(f"column {name!r}: no PostgreSQL type for {dtype}")
+
+
+def _copyable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Lists as PostgreSQL array literals (``{"a","b"}``); everything else as Polars writes CSV."""
+    lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.List)]
+    if not lists:
+        return frame
+    quoted = pl.element().cast(pl.String).str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    return frame.with_columns([
+        pl.concat_str(pl.lit("{"), pl.col(c).list.eval(pl.concat_str(pl.lit('"'), quoted, pl.lit('"'))).list.join(","),
+                      pl.lit("}")).alias(c)
+        for c in lists
+    ])

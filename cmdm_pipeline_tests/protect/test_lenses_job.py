@@ -1,0 +1,93 @@
+"""Lenses in the real Dagster job: files published, the revealing lens encrypted, its key from `cmdm lenses key`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from cmdm_pipeline.cli import main
+from cmdm_pipeline.config import load_config
+from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline_tests.conftest import GOOD_CSV
+
+pytestmark = pytest.mark.integration
+
+CONSENT = {"purposes": ["marketing", "profiling"], "source": {"kind": "csv", "path": "consent.csv", "columns": {
+    "Email": "email", "Purpose": "purpose", "Channel": "channel", "Action": "action", "At": "occurred_at"}}}
+EVENTS = ("Email,Purpose,Channel,Action,At\n"
+          "ada@example.org,marketing,any,granted,2026-01-01T10:00:00Z\n"
+          "alan@example.org,marketing,email,granted,2026-01-01T10:00:00Z\n"
+          "alan@example.org,marketing,email,withdrawn,2026-02-01T10:00:00Z\n")
+LENSES = [
+    {"name": "marketing", "description": "campaigns", "purpose": "marketing",
+     "columns": {"master_id": "tokenise", "first_name": "mask", "email": "mask", "phone": "tokenise", "country": "reveal"},
+     "formats": ["duckdb", "parquet", "csv"]},
+    {"name": "service", "description": "service desk", "purpose": None,
+     "columns": {"first_name": "reveal", "last_name": "reveal", "email": "reveal", "phone": "reveal", "country": "reveal"}},
+]
+PERSONAL = ("ada@example.org", "Lovelace", "Hopper", "grace@example.com", "+441614960000", "+12025550143", "1614960000")
+
+
+def run(root: Path) -> tuple[dg.ExecuteInProcessResult, str]:
+    instance = dg.DagsterInstance.ephemeral()
+    job = build_definitions(load_config(root / "cmdm.yaml")).resolve_job_def(JOB_NAME)
+    result = job.execute_in_process(instance=instance, raise_on_error=True)
+    metadata = {e.asset_key.to_user_string(): {k: str(v.value) for k, v in e.step_materialization_data.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events()}
+    logs = " ".join(entry.user_message for entry in instance.all_logs(result.run_id))
+    return result, json.dumps(metadata) + logs
+
+
+def test_lenses_published_by_the_job(make_project, capsys) -> None:  # type: ignore[no-untyped-def]
+    config = make_project(files={"crm.csv": GOOD_CSV, "consent.csv": EVENTS}, consent=CONSENT, lenses=LENSES)
+    folder = config.warehouse_path.parent / "lenses"
+    _, said = run(config.base_dir)
+    for value in PERSONAL:
+        assert value not in said, value
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "marketing.csv", "marketing.duckdb", "marketing.parquet", "service.parquet"]
+
+    marketing = pl.read_parquet(folder / "marketing.parquet")
+    assert marketing.columns == ["master_id", "first_name", "email", "phone", "country", "consent_channels"]
+    assert marketing.select("first_name", "email", "country").rows() == [("A***", "a***@e***.org", "GB")]  # Alan withdrew
+    with duckdb.connect(str(folder / "marketing.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM customers").fetchall() == [(1,)]
+
+    # Nothing personal in plaintext in any lens file, the revealing one included (it is encrypted).
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        for value in PERSONAL:
+            assert value.encode() not in data, (path.name, value)
+    with pytest.raises(OSError):
+        pq.read_table(folder / "service.parquet")
+
+    capsys.readouterr()
+    assert main(["lenses", "key", "service", "--config", str(config.base_dir / "cmdm.yaml")]) == 0
+    key = capsys.readouterr().out.strip()
+    assert len(base64.b64decode(key)) == 32
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute(f"PRAGMA add_parquet_key('service', '{key}')")
+    service = con.sql(f"SELECT last_name, email, phone FROM read_parquet('{folder / 'service.parquet'}', "
+                      "encryption_config = {footer_key: 'service'}) ORDER BY last_name").fetchall()
+    assert service == [("Hopper", "grace@example.com", "+12025550143"), ("Lovelace", "ada@example.org", "+442079460018"),
+                       ("Turing", "alan@example.org", "+441614960000")]
+
+    # The next run rebuilds the files: same tokens, same key, the withdrawn customer still absent.
+    run(config.base_dir)
+    again = pl.read_parquet(folder / "marketing.parquet")
+    assert again.equals(marketing)
+    assert main(["lenses", "key", "service", "--config", str(config.base_dir / "cmdm.yaml")]) == 0
+    assert capsys.readouterr().out.strip() == key
+    assert main(["lenses", "key", "nosuch", "--config", str(config.base_dir / "cmdm.yaml")]) == 2
+
+
+def test_without_lenses_there_is_no_lens_asset(make_project) -> None:  # type: ignore[no-untyped-def]
+    graph = build_definitions(make_project()).resolve_asset_graph()
+    assert "lenses" not in {key.to_user_string() for key in graph.get_all_asset_keys()}

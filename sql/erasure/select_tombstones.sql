@@ -1,0 +1,2 @@
+-- Every tombstone (digests and blind indexes, never values).
+SELECT tombstone, kind FROM {table}
