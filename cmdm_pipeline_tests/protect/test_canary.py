@@ -2,7 +2,8 @@
 
 Every byte of every file under the warehouse folder (DuckDB files and their WAL, key store,
 models, reports, Data Docs) and of the Dagster instance (event log, run storage, compute logs)
-is scanned for the planted values after two runs. The control run with encryption off must
+is scanned for the planted values after two runs, lens files included (a lens that reveals
+personal data is published only as encrypted Parquet, so it holds no plaintext either). The control run with encryption off must
 find them, so a scan that cannot see is caught too.
 """
 
@@ -16,6 +17,8 @@ import pytest
 
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline.protect.at_rest import AtRest
+from cmdm_pipeline.protect.lenses import load_lens_keys, read_encrypted_parquet
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
 pytestmark = pytest.mark.integration
@@ -43,6 +46,14 @@ EVENTS = (
 )
 
 
+LENSES = [  # one lens reveals (an encrypted Parquet file), one masks and tokenises (plain files)
+    {"name": "service", "description": "service desk", "purpose": None,
+     "columns": {"first_name": "reveal", "last_name": "reveal", "email": "reveal", "phone": "reveal"}},
+    {"name": "analytics", "description": "analysts", "purpose": None, "formats": ["duckdb", "parquet", "csv"],
+     "columns": {"first_name": "mask", "last_name": "tokenise", "email": "mask", "phone": "tokenise", "country": "reveal"}},
+]
+
+
 def scan(folders: list[Path]) -> dict[str, list[str]]:
     """Canary -> files whose bytes hold it (any letter case, UTF-8)."""
     found: dict[str, list[str]] = {}
@@ -59,7 +70,7 @@ def scan(folders: list[Path]) -> dict[str, list[str]]:
 def test_planted_personal_values_rest_nowhere(make_project, tmp_path: Path, encrypt: bool) -> None:  # type: ignore[no-untyped-def]
     files = {"crm.csv": CRM, "shop.jsonl": SHOP, "consent.csv": EVENTS}
     config = make_project(files=files, sources=[csv_source(default_country="GB"), SHOP_SOURCE], consent=CONSENT,
-                          protection={"encrypt": encrypt},
+                          lenses=LENSES, protection={"encrypt": encrypt},
                           quality={"max_match_rate_drift": 1, "max_cluster_size_drift": 1})
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -70,6 +81,10 @@ def test_planted_personal_values_rest_nowhere(make_project, tmp_path: Path, encr
         said = " ".join(entry.user_message for entry in instance.all_logs(instance.get_runs()[0].run_id)).lower()
 
     found = scan([config.warehouse_path.parent, dagster_home])
+    lenses = config.warehouse_path.parent / "lenses"
+    assert {p.name for p in lenses.iterdir()} >= {"service.parquet", "analytics.duckdb", "analytics.csv"}
+    key = load_lens_keys(AtRest(config).keys, ["service"], create=False)["service"].file
+    assert FIRST in read_encrypted_parquet(lenses / "service.parquet", key)["first_name"].to_list()  # it is there
     if encrypt:
         assert found == {}
         assert not [c for c in CANARIES if c.lower() in said]
