@@ -15,8 +15,9 @@ unwrapped once). Values go row-major (a record's values one after another under 
 AES state is in the CPU cache) in batches of ``CHUNK_VALUES``, with one AESGCM object per key of the
 batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces come from one
 ``os.urandom`` call per batch, associated data from Polars, and the AES-GCM calls run through
-``map(AESGCM.encrypt, ...)``: no Python bytecode per value. ``cryptography`` holds the GIL, so this is
-one core (``python -m cmdm_pipeline.protect.bench`` prints the figures). Use the ``*_frame`` functions
+``map(AESGCM.encrypt, ...)``: no Python bytecode per value. ``cryptography`` holds the GIL, so a large
+call gives the first half of its values to a worker process (:mod:`.aes_worker`) to use the second
+core (``python -m cmdm_pipeline.protect.bench`` prints the figures). Use the ``*_frame`` functions
 for tables with several PII columns: keys are resolved once for all of them. Record ids must be
 unique within a call, or two rows could swap values unnoticed (for a history table, use the master id
 *and* the version, e.g. ``valid_from``).
@@ -27,17 +28,16 @@ keyed digest (owner + PII values, see :mod:`.blind_index`) did not change, and e
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import polars as pl
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cmdm_pipeline.protect import aes_worker
 from cmdm_pipeline.protect.blind_index import expand, row_digests
-from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError, opens, random_nonces
+from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError, random_nonces
 from cmdm_pipeline.protect.keystore import DATA_KEY_ID_BYTES, KeyStore
 
 FORMAT_VERSION = 1
@@ -46,8 +46,8 @@ _NONCE_AT = 1 + DATA_KEY_ID_BYTES
 _BODY_AT = _NONCE_AT + 12
 OVERHEAD = _BODY_AT + 16  # header, nonce and tag
 DIGEST_COLUMN = "pii_digest"
-#: Values encrypted per batch: bounds the AESGCM objects alive at once (at most 65,536 x 2.4 KB = 160 MB).
-CHUNK_VALUES = 65_536
+CHUNK_VALUES = aes_worker.CHUNK_VALUES
+WORKER_SHARE = 0.4
 
 OnDestroyed = Literal["raise", "null"]
 T = TypeVar("T")
@@ -105,25 +105,55 @@ def encrypt_frame(
         values = flat.values.slice(lo, hi - lo).to_list()
         return key_of_value.slice(lo, hi - lo).to_list(), values, flat.aads(heads, record_ids, lo, hi)
 
-    sealed = pl.Series(_seal(data_keys.keys, prefixes, inputs, flat.values.len()), dtype=pl.Binary)
+    count = flat.values.len()
+    split = _worker_share(count)
+    theirs = split and aes_worker.submit(
+        aes_worker.seal_arrays, b"".join(data_keys.keys), b"".join(prefixes), len(_VERSION) + DATA_KEY_ID_BYTES,
+        key_of_value.slice(0, split).to_arrow(), flat.values.slice(0, split).to_arrow(),
+        flat.aad_series(heads, record_ids, 0, split).to_arrow(),
+    )
+    start = split if theirs else 0
+    mine = _seal(data_keys.keys, prefixes, inputs, count, start)
+    sealed = _joined(theirs, lambda: _seal(data_keys.keys, prefixes, inputs, split), mine)
     return frame.with_columns(flat.unflatten(sealed, columns))
 
 
 Inputs = Callable[[int, int], tuple[list[int], list[bytes], list[bytes]]]
 
 
-def _seal(keys: list[bytes], prefixes: list[bytes], inputs: Inputs, count: int) -> list[bytes]:
-    """Ciphertexts of ``count`` values, a batch at a time; ``inputs(lo, hi)`` gives the batch's key
-    positions, plaintexts and associated data."""
+def _seal(keys: list[bytes], prefixes: list[bytes], inputs: Inputs, count: int, start: int = 0) -> list[bytes]:
+    """Ciphertexts of values ``start`` to ``count``, a batch at a time; ``inputs(lo, hi)`` gives the
+    batch's key positions, plaintexts and associated data."""
     sealed: list[bytes] = []
-    with _KeyChunks(keys) as chunks:
-        for lo in range(0, count, CHUNK_VALUES):
+    with aes_worker.KeyChunks(keys) as chunks:
+        for lo in range(start, count, CHUNK_VALUES):
             positions, values, aads = inputs(lo, min(lo + CHUNK_VALUES, count))
-            nonces = random_nonces(len(values))
-            # map() over the unbound method runs the loop in C: no Python bytecode per value.
-            bodies = map(AESGCM.encrypt, _pick(chunks.load(positions), positions), nonces, values, aads)
-            sealed += map(operator.add, map(operator.add, _pick(prefixes, positions), nonces), bodies)
+            sealed += aes_worker.seal(keys, prefixes, positions, random_nonces(len(values)), values, aads, chunks)
     return sealed
+
+
+def _worker_share(count: int) -> int:
+    """How many of ``count`` values (from the first) the worker process takes, in whole batches; 0 when
+    the call is too small to be worth it."""
+    if count < aes_worker.WORKER_MIN_VALUES:
+        return 0
+    # Less than half: the worker also converts its arrays to and from Python objects.
+    return max(CHUNK_VALUES, round(count * WORKER_SHARE / CHUNK_VALUES) * CHUNK_VALUES)
+
+
+def _joined(theirs: Future | None | int, redo: Callable[[], list[bytes]], mine: list[bytes]) -> pl.Series:  # type: ignore[type-arg]
+    """The worker's half (done again here if the worker failed) followed by this process's half."""
+    if not theirs:
+        return pl.Series(mine, dtype=pl.Binary)
+    assert isinstance(theirs, Future)
+    try:
+        first = pl.Series(pl.from_arrow(theirs.result())).cast(pl.Binary)
+    except aes_worker.Failed:
+        raise
+    except Exception:  # noqa: BLE001 - the worker died or could not run: do its half here
+        aes_worker.forget_worker()
+        first = pl.Series(redo(), dtype=pl.Binary)
+    return pl.concat([first, pl.Series(mine, dtype=pl.Binary)])
 
 
 def decrypt_frame(
@@ -159,9 +189,20 @@ def decrypt_frame(
         nonces, bodies = blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_list(), blobs.bin.slice(_BODY_AT).to_list()
         return key_of_value.slice(lo, hi - lo).to_list(), nonces, bodies, flat.aads(heads, record_ids, lo, hi)
 
+    count = flat.values.len()
+    split, theirs = _worker_share(count), None
+    if split:
+        blobs = flat.values.slice(0, split)
+        theirs = aes_worker.submit(
+            aes_worker.open_arrays, b"".join(data_keys.keys), key_of_value.slice(0, split).to_arrow(),
+            blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_arrow(), blobs.bin.slice(_BODY_AT).to_arrow(),
+            flat.aad_series(heads, record_ids, 0, split).to_arrow(),
+        )
+    start = split if theirs else 0
     try:
-        plain = pl.Series(_open(data_keys.keys, inputs, flat.values.len()), dtype=pl.Binary)
-    except _Failed as failed:
+        mine = _open(data_keys.keys, inputs, count, start)
+        plain = _joined(theirs if start else None, lambda: _open(data_keys.keys, inputs, split), mine)
+    except aes_worker.Failed as failed:
         raise DecryptionError(
             f"cannot decrypt {flat.where(failed.value, table, columns, names, record_ids)}: the ciphertext was "
             "not made for this table, column and record (moved or altered)"
@@ -170,30 +211,20 @@ def decrypt_frame(
     return frame.with_columns(_typed(series, dtypes.get(series.name)) for series in columns_out)
 
 
-class _Failed(Exception):
-    """The value at this position does not decrypt."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
 def _open(
-    keys: list[bytes], inputs: Callable[[int, int], tuple[list[int], list[bytes], list[bytes], list[bytes]]], count: int
+    keys: list[bytes], inputs: Callable[[int, int], tuple[list[int], list[bytes], list[bytes], list[bytes]]],
+    count: int, start: int = 0,
 ) -> list[bytes]:
-    """Plaintexts of ``count`` ciphertexts, a batch at a time; ``inputs(lo, hi)`` gives the batch's key
-    positions, nonces, ciphertexts and associated data. Raises :class:`_Failed` naming the first value
-    that does not decrypt."""
+    """Plaintexts of ciphertexts ``start`` to ``count``, a batch at a time; ``inputs(lo, hi)`` gives the
+    batch's key positions, nonces, ciphertexts and associated data. Raises :class:`aes_worker.Failed`
+    naming the first value that does not decrypt."""
     opened: list[bytes] = []
-    with _KeyChunks(keys) as chunks:
-        for lo in range(0, count, CHUNK_VALUES):
-            positions, nonces, bodies, aads = inputs(lo, min(lo + CHUNK_VALUES, count))
-            aeads = _pick(chunks.load(positions), positions)
+    with aes_worker.KeyChunks(keys) as chunks:
+        for lo in range(start, count, CHUNK_VALUES):
             try:
-                opened += map(AESGCM.decrypt, aeads, nonces, bodies, aads)
-            except InvalidTag:
-                # Slow path, errors only: find the first value that fails, to say where it is.
-                bad = next(i for i, args in enumerate(zip(aeads, nonces, bodies, aads, strict=True)) if not opens(*args))
-                raise _Failed(lo + bad) from None
+                opened += aes_worker.open_(*inputs(lo, min(lo + CHUNK_VALUES, count)), chunks)
+            except aes_worker.Failed as failed:
+                raise aes_worker.Failed(lo + failed.value) from None
     return opened
 
 
@@ -222,8 +253,11 @@ class _Flat:
 
     def aads(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> list[bytes]:
         """``<table>|<column>|<record id>`` of values ``lo`` to ``hi``."""
+        return self.aad_series(heads, record_ids, lo, hi).to_list()
+
+    def aad_series(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> pl.Series:
         column = heads.gather(self.cols.slice(lo, hi - lo))
-        return (column + record_ids.gather(self.rows.slice(lo, hi - lo))).cast(pl.Binary).to_list()
+        return (column + record_ids.gather(self.rows.slice(lo, hi - lo))).cast(pl.Binary)
 
     def where(self, value: int, table: str, columns: Sequence[str], names: dict[str, str], record_ids: pl.Series) -> str:
         column = columns[self.cols[value]]
@@ -247,40 +281,6 @@ class _Flat:
 
 def _aad_heads(table: str, columns: Sequence[str], names: dict[str, str]) -> pl.Series:
     return pl.Series([f"{table}|{names.get(c, c)}|" for c in columns], dtype=pl.String)
-
-
-class _KeyChunks:
-    """AESGCM objects for the keys one chunk of values uses, by key position; released chunk by chunk.
-
-    At ~2.4 KB of OpenSSL state each, a million AESGCM objects at once would take 2.4 GB.
-    """
-
-    def __init__(self, keys: list[bytes]) -> None:
-        self.keys = keys
-        self.aeads: list[AESGCM | None] = [None] * len(keys)
-        self.loaded: set[int] = set()
-
-    def load(self, positions: Iterable[int]) -> list[AESGCM]:
-        wanted = set(positions)
-        for position in self.loaded - wanted:
-            self.aeads[position] = None
-        for position in wanted - self.loaded:
-            self.aeads[position] = AESGCM(self.keys[position])
-        self.loaded = wanted
-        return self.aeads  # type: ignore[return-value]
-
-    def __enter__(self) -> _KeyChunks:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.aeads.clear()
-
-
-def _pick(items: Sequence[T], index: list[int]) -> Sequence[T]:
-    """``[items[i] for i in index]``, in C."""
-    if len(index) < 2:
-        return [items[i] for i in index]
-    return operator.itemgetter(*index)(items)  # type: ignore[no-any-return]
 
 
 # --- incremental ------------------------------------------------------------------------------------
