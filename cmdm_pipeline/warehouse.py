@@ -122,11 +122,16 @@ class Warehouse:
                 con.rollback()
                 raise
 
-    def read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
-        """A table (or some of its ``columns``), personal columns decrypted."""
+    def read(self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None) -> pl.DataFrame:
+        """A table (or some of its ``columns``, or the rows ``where`` holds), personal columns decrypted.
+
+        ``where`` is applied before decrypting, so it may only use columns that are not encrypted.
+        """
         with self.connect(read_only=True) as con:
             frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
             types = self._types(con, name)
+        if where is not None:
+            frame = frame.filter(where)
         if columns is not None:
             # Only the asked-for ciphertext is decrypted.
             frame = frame.drop([c for c in types if c not in columns])
