@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -355,29 +356,22 @@ GDPR_LAWFUL_BASES = (
 )
 
 
-class ConsentSource(Model):
-    """Where consent events are read from (any source kind), and how their columns map to consent fields."""
+class MappedSource(Model):
+    """A source that is not customers (consent events, erasure requests): where it is, read by the customer
+    readers, and how its columns map to the fields of what it holds."""
 
     kind: SourceKind = Field(description="File format or database type, as for customer sources.")
     path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
     url: str | None = Field(None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable.")
     table: str | None = Field(None, description="Database table to read.")
     query: str | None = Field(None, description="Database query to read (instead of `table`).")
-    columns: dict[str, ConsentField] = Field(
-        description="Source column -> consent field. Needs purpose, channel, action, occurred_at and a subject: "
-        "email, phone, or source_system + source_record_id."
-    )
+    columns: dict[str, str]
     timestamp_formats: list[str] = Field(
         min_length=1,
         default_factory=lambda: ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z",
                                  "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"],
-        description="strftime formats tried in order for occurred_at; a trailing Z means UTC, a time without "
+        description="strftime formats tried in order for timestamps; a trailing Z means UTC, a time without "
         "offset is read as UTC.",
-    )
-    action_values: dict[str, Literal["granted", "withdrawn"]] = Field(
-        default_factory=lambda: {"granted": "granted", "grant": "granted", "opt-in": "granted",
-                                 "withdrawn": "withdrawn", "withdraw": "withdrawn", "opt-out": "withdrawn"},
-        description="Source spelling of an action (case-insensitive) -> granted | withdrawn; others are quarantined.",
     )
     default_country: str | None = Field(
         None, description="ISO alpha-2 country used to read phone numbers written without a + country code."
@@ -385,32 +379,58 @@ class ConsentSource(Model):
     delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
     encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
 
-    @model_validator(mode="after")
-    def _fields(self) -> ConsentSource:
+    #: The name of this source in messages and in ``Source.name``, and the field used as its id column.
+    source_name: ClassVar[str]
+    id_field: ClassVar[str]
+
+    def _check_mapping(
+        self, required: Sequence[str], subjects: Sequence[str], subject_help: str, required_why: str = ""
+    ) -> None:
         mapped = list(self.columns.values())
         twice = sorted({f for f in mapped if mapped.count(f) > 1})
         if twice:
             raise ValueError(f"several columns map to: {', '.join(twice)}")
-        missing = [f for f in ("purpose", "channel", "action", "occurred_at") if f not in mapped]
+        missing = [f for f in required if f not in mapped]
         if missing:
-            raise ValueError(f"columns must map {', '.join(missing)}")
-        if not any(f in mapped for f in CONSENT_SUBJECT_FIELDS):
-            raise ValueError("columns must map a subject: email, phone, or source_system + source_record_id")
+            raise ValueError(f"columns must map {', '.join(missing)}{required_why}")
+        if not any(f in mapped for f in subjects):
+            raise ValueError(f"columns must map a subject: {subject_help}")
         if ("source_system" in mapped) != ("source_record_id" in mapped):
             raise ValueError("source_system and source_record_id identify a record together: map both or neither")
         self.as_source()  # the location rules and value checks of a customer source apply as they are
-        return self
 
     def as_source(self) -> Source:
         """This location as a customer :class:`Source`, so the extract readers (and their errors) are reused."""
         columns = {column: column for column in self.columns}
-        id_column = next(c for c, f in self.columns.items() if f == "occurred_at")
+        id_column = next(c for c, f in self.columns.items() if f == self.id_field)
         return Source(
-            name="consent_events", kind=self.kind, path=self.path, url=self.url, table=self.table, query=self.query,
+            name=self.source_name, kind=self.kind, path=self.path, url=self.url, table=self.table, query=self.query,
             id_column=id_column, columns=columns, trust_rank=1, record_type=RecordType.contact,
             party_type=PartyType.person, default_country=self.default_country, delimiter=self.delimiter,
             encoding=self.encoding,
         )
+
+
+class ConsentSource(MappedSource):
+    """Where consent events are read from (any source kind), and how their columns map to consent fields."""
+
+    source_name: ClassVar[str] = "consent_events"
+    id_field: ClassVar[str] = "occurred_at"
+    columns: dict[str, ConsentField] = Field(  # type: ignore[assignment]
+        description="Source column -> consent field. Needs purpose, channel, action, occurred_at and a subject: "
+        "email, phone, or source_system + source_record_id."
+    )
+    action_values: dict[str, Literal["granted", "withdrawn"]] = Field(
+        default_factory=lambda: {"granted": "granted", "grant": "granted", "opt-in": "granted",
+                                 "withdrawn": "withdrawn", "withdraw": "withdrawn", "opt-out": "withdrawn"},
+        description="Source spelling of an action (case-insensitive) -> granted | withdrawn; others are quarantined.",
+    )
+
+    @model_validator(mode="after")
+    def _fields(self) -> ConsentSource:
+        self._check_mapping(("purpose", "channel", "action", "occurred_at"), CONSENT_SUBJECT_FIELDS,
+                            "email, phone, or source_system + source_record_id")
+        return self
 
 
 class ConsentConfig(Model):
@@ -548,15 +568,12 @@ ErasureField = Literal["request_id", "email", "phone", "master_id", "source_syst
 ERASURE_SUBJECT_FIELDS = ("email", "phone", "master_id", "source_record_id")
 
 
-class ErasureSource(Model):
+class ErasureSource(MappedSource):
     """Where erasure requests are read from (any source kind), and how their columns map to request fields."""
 
-    kind: SourceKind = Field(description="File format or database type, as for customer sources.")
-    path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
-    url: str | None = Field(None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable.")
-    table: str | None = Field(None, description="Database table to read.")
-    query: str | None = Field(None, description="Database query to read (instead of `table`).")
-    columns: dict[str, ErasureField] = Field(
+    source_name: ClassVar[str] = "erasure_requests"
+    id_field: ClassVar[str] = "request_id"
+    columns: dict[str, ErasureField] = Field(  # type: ignore[assignment]
         description="Source column -> request field. Needs request_id and a subject: email, phone, master_id, "
         "or source_system + source_record_id; requested_at is optional."
     )
@@ -566,37 +583,13 @@ class ErasureSource(Model):
                                  "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d"],
         description="strftime formats tried in order for requested_at; a trailing Z means UTC, no offset is UTC.",
     )
-    default_country: str | None = Field(
-        None, description="ISO alpha-2 country used to read phone numbers written without a + country code."
-    )
-    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
-    encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
 
     @model_validator(mode="after")
     def _fields(self) -> ErasureSource:
-        mapped = list(self.columns.values())
-        twice = sorted({f for f in mapped if mapped.count(f) > 1})
-        if twice:
-            raise ValueError(f"several columns map to: {', '.join(twice)}")
-        if "request_id" not in mapped:
-            raise ValueError("columns must map request_id (requests are processed once each, by id)")
-        if not any(f in mapped for f in ERASURE_SUBJECT_FIELDS):
-            raise ValueError("columns must map a subject: email, phone, master_id, or source_system + source_record_id")
-        if ("source_system" in mapped) != ("source_record_id" in mapped):
-            raise ValueError("source_system and source_record_id identify a record together: map both or neither")
-        self.as_source()
+        self._check_mapping(("request_id",), ERASURE_SUBJECT_FIELDS,
+                            "email, phone, master_id, or source_system + source_record_id",
+                            " (requests are processed once each, by id)")
         return self
-
-    def as_source(self) -> Source:
-        """This location as a customer :class:`Source`, so the extract readers (and their errors) are reused."""
-        columns = {column: column for column in self.columns}
-        id_column = next(c for c, f in self.columns.items() if f == "request_id")
-        return Source(
-            name="erasure_requests", kind=self.kind, path=self.path, url=self.url, table=self.table, query=self.query,
-            id_column=id_column, columns=columns, trust_rank=1, record_type=RecordType.contact,
-            party_type=PartyType.person, default_country=self.default_country, delimiter=self.delimiter,
-            encoding=self.encoding,
-        )
 
 
 class ErasureConfig(Model):

@@ -24,7 +24,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 T = TypeVar("T")
-KEY_BYTES, NONCE_BYTES = 32, 12
+KEY_BYTES = 32
+NONCE_BYTES = 12  # the 96-bit nonce GCM is specified for
 #: Values per batch: bounds the AESGCM objects alive at once (at most 65,536 x 2.4 KB = 160 MB).
 CHUNK_VALUES = 65_536
 #: Below this many values, starting or feeding the worker costs more than it saves.
@@ -58,7 +59,7 @@ def open_(positions: list[int], nonces: list[bytes], bodies: list[bytes], aads: 
         return list(map(AESGCM.decrypt, aeads, nonces, bodies, aads))
     except InvalidTag:
         # Slow path, errors only: find the first value that fails, to say where it is.
-        bad = next(i for i, args in enumerate(zip(aeads, nonces, bodies, aads, strict=True)) if not _opens(*args))
+        bad = next(i for i, args in enumerate(zip(aeads, nonces, bodies, aads, strict=True)) if not opens(*args))
         raise Failed(bad) from None
 
 
@@ -103,7 +104,8 @@ def random_nonces(count: int) -> list[bytes]:
     return fixed.cast(pa.binary()).to_pylist()
 
 
-def _opens(aead: AESGCM, nonce: bytes, blob: bytes, aad: bytes) -> bool:
+def opens(aead: AESGCM, nonce: bytes, blob: bytes, aad: bytes) -> bool:
+    """Whether ``blob`` decrypts; for finding the one value that failed, after a batch raised."""
     try:
         aead.decrypt(nonce, blob, aad)
     except InvalidTag:

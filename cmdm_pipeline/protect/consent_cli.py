@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
 import polars as pl
+
+from cmdm_pipeline.protect.lookup_cli import fail, reading_warehouse
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = (
@@ -49,25 +50,13 @@ def add_consent_parser(
 
 
 def consent_command(args: argparse.Namespace) -> int:
-    import duckdb
-
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys import ProtectionError
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    try:
-        return _consent(config, args)
-    except FileNotFoundError:
-        return _fail(f"no warehouse at {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOTHING)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            return _fail(f"the warehouse {config.warehouse_path} is in use by a running pipeline; try again after it", EXIT_NOTHING)
-        raise
-    except ProtectionError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
+    return reading_warehouse(config, lambda: _consent(config, args))
 
 
 def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
@@ -79,7 +68,7 @@ def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untype
     store = open_warehouse(config)
     tables = store.tables()
     if CONSENT_CURRENT not in tables:
-        return _fail(f"no {CONSENT_CURRENT} in {config.warehouse_path}: run `cmdm run` with a `consent:` section", EXIT_NOTHING)
+        return fail(f"no {CONSENT_CURRENT} in {config.warehouse_path}: run `cmdm run` with a `consent:` section", EXIT_NOTHING)
     current = store.read(CONSENT_CURRENT)
     if args.summary:
         _print_summary(current)
@@ -88,12 +77,12 @@ def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untype
         ids = pl.Series("master_id", [args.master_id])
     else:
         if LOOKUP_INDEX not in tables:
-            return _fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOTHING)
+            return fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOTHING)
         kind, value = ("email", args.email) if args.email is not None else ("phone", args.phone)
         keys = (store.at_rest or AtRest(config)).keys
         found = find_masters(store, kind, value, keys, country=args.country.upper() if args.country else None)
         if found is None:
-            return _fail(f"the {kind} given is empty once normalised", EXIT_USAGE)
+            return fail(f"the {kind} given is empty once normalised", EXIT_USAGE)
         ids = found
     known = store.query("SELECT master_id FROM golden_customers WHERE master_id IN (SELECT unnest($ids))",
                         {"ids": ids.to_list()})["master_id"]
@@ -131,8 +120,3 @@ def _print_rows(frame: pl.DataFrame) -> None:
     print("  " + "  ".join(f"{c:<{widths[c]}}" for c in text.columns))
     for row in text.iter_rows():
         print("  " + "  ".join(f"{v:<{widths[c]}}" for c, v in zip(text.columns, row, strict=True)))
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"cmdm: {message}", file=sys.stderr)
-    return code

@@ -14,7 +14,7 @@ import polars as pl
 
 from cmdm_pipeline.config import ConsentConfig, ProjectConfig
 from cmdm_pipeline.protect.digest import sha256_hex
-from cmdm_pipeline.stages.extract import SourceError, read_rows, source_location
+from cmdm_pipeline.stages.extract import read_mapped_rows
 from cmdm_pipeline.stages.fields import clean_text, email, phone
 
 ROW = "source_row_number"
@@ -59,20 +59,7 @@ class ParsedEvents:
 def read_consent_events(config: ProjectConfig) -> pl.DataFrame:
     """The consent source's rows as text, with ``source_row_number``; missing columns fail naming them."""
     assert config.consent is not None
-    source = config.consent.source.as_source()
-    frame = read_rows(source, config)
-    own = [c for c in frame.columns if c not in ("parse_error", "unparsed")]
-    missing = [c for c in config.consent.source.columns if c not in own]
-    # A JSON-lines file has no header: a key absent from every record is only an error if there are records.
-    if missing and not (source.kind == "jsonl" and frame.height == 0):
-        raise SourceError(
-            f"consent source ({source_location(source, config)}): mapped column(s) {missing} not found; "
-            f"the source has: {', '.join(own) or '(no columns)'}"
-        )
-    if ROW in own:
-        raise SourceError(f"consent source ({source_location(source, config)}): column {ROW!r} is reserved")
-    frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
-    return frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(ROW))
+    return read_mapped_rows(config.consent.source, config, "consent source")
 
 
 def _issue(rows: pl.DataFrame, rule: str, reason: pl.Expr) -> pl.DataFrame:

@@ -36,8 +36,9 @@ from typing import Literal, TypeVar
 import polars as pl
 
 from cmdm_pipeline.protect import aes_worker
+from cmdm_pipeline.protect.aes_worker import random_nonces
 from cmdm_pipeline.protect.blind_index import expand, row_digests
-from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError, random_nonces
+from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
 from cmdm_pipeline.protect.keystore import DATA_KEY_ID_BYTES, KeyStore
 
 FORMAT_VERSION = 1

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from cmdm_pipeline.config import ErasureSource, ProjectConfig
-from cmdm_pipeline.stages.extract import SourceError, read_rows, source_location
+from cmdm_pipeline.stages.extract import SourceError, read_mapped_rows
 from cmdm_pipeline.stages.fields import clean_text, email, phone
 
 ROW = "source_row_number"
@@ -103,21 +103,8 @@ def read_requests(config: ProjectConfig, source_names: list[str]) -> Requests:
 
 def read_source_requests(config: ProjectConfig) -> pl.DataFrame:
     """The requests source's rows as text, with ``source_row_number``; missing columns fail naming them."""
-    spec = config.erasure.source
-    assert spec is not None
-    source = spec.as_source()
-    frame = read_rows(source, config)
-    own = [c for c in frame.columns if c not in ("parse_error", "unparsed")]
-    missing = [c for c in spec.columns if c not in own]
-    if missing and not (source.kind == "jsonl" and frame.height == 0):
-        raise SourceError(
-            f"erasure requests source ({source_location(source, config)}): mapped column(s) {missing} not found; "
-            f"the source has: {', '.join(own) or '(no columns)'}"
-        )
-    if ROW in own:
-        raise SourceError(f"erasure requests source ({source_location(source, config)}): column {ROW!r} is reserved")
-    frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
-    return frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(ROW))
+    assert config.erasure.source is not None
+    return read_mapped_rows(config.erasure.source, config, "erasure requests source")
 
 
 def parse_source_requests(raw: pl.DataFrame, spec: ErasureSource, source_names: list[str]) -> Requests:

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cmdm_pipeline.protect.aes_worker import NONCE_BYTES, opens, random_nonces
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig, ProtectionConfig
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 KEK_ENV, KEK_ID_ENV = "CMDM_KEK", "CMDM_KEK_ID"
 PREVIOUS_KEK_ENV, PREVIOUS_KEK_ID_ENV = "CMDM_KEK_PREVIOUS", "CMDM_KEK_PREVIOUS_ID"
 KEY_BYTES = 32  # AES-256
-NONCE_BYTES = 12  # the 96-bit nonce GCM is specified for
 KEY_FILE_FORMAT = 1
 DEFAULT_KEY_FILE = Path("keys/dev.kek.json")  # relative to the warehouse folder
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -145,26 +145,10 @@ class Keyring:
         return Keyring(kek_id if active else self.active_id, self.source, self.key_file, keks)
 
 
-def opens(aead: AESGCM, nonce: bytes, blob: bytes, aad: bytes) -> bool:
-    """Whether ``blob`` decrypts; for finding the one value that failed, after a batch raised."""
-    try:
-        aead.decrypt(nonce, blob, aad)
-    except InvalidTag:
-        return False
-    return True
-
-
 def _wrap_aads(data_key_ids: pl.Series, owners: pl.Series) -> list[bytes]:
     """``cmdm-data-key|<key id hex>|<owner>``: a wrapped key copied to another id or owner does not unwrap."""
     aad = pl.concat_str(pl.lit("cmdm-data-key|"), pl.lit(data_key_ids).bin.encode("hex"), pl.lit("|"), pl.lit(owners))
     return pl.select(aad.cast(pl.Binary)).to_series().to_list()
-
-
-def random_nonces(count: int) -> list[bytes]:
-    """``count`` random 96-bit nonces: one getrandom call, split by Arrow (a call per nonce costs more)."""
-    pool = pa.py_buffer(os.urandom(NONCE_BYTES * count))
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(NONCE_BYTES), count, [None, pool])
-    return pl.Series(pl.from_arrow(fixed)).cast(pl.Binary).to_list()
 
 
 def _supply_hint(keyring: Keyring) -> str:

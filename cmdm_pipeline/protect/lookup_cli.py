@@ -45,30 +45,37 @@ def add_lookup_parser(
 
 
 def lookup_command(args: argparse.Namespace) -> int:
-    import duckdb
-
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys import ProtectionError
-    from cmdm_pipeline.protect.lenses import LensError
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     lens = next((lens for lens in config.lenses if lens.name == args.lens), None) if args.lens else None
     if args.lens and lens is None:
         known = ", ".join(lens.name for lens in config.lenses) or "none configured"
-        return _fail(f"no lens {args.lens!r} in {config.base_dir / 'cmdm.yaml'} (lenses: {known})", EXIT_USAGE)
+        return fail(f"no lens {args.lens!r} in {config.base_dir / 'cmdm.yaml'} (lenses: {known})", EXIT_USAGE)
+    return reading_warehouse(config, lambda: _lookup(config, args, lens))
+
+
+def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[no-untyped-def]
+    """``read()``, with the errors of reading the warehouse as messages and exit codes: no warehouse yet or
+    one in use (1), a key or lens problem (2)."""
+    import duckdb
+
+    from cmdm_pipeline.protect.keys import ProtectionError
+    from cmdm_pipeline.protect.lenses import LensError
+
     try:
-        return _lookup(config, args, lens)
+        return read()
     except FileNotFoundError:
-        return _fail(f"no warehouse at {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOT_FOUND)
+        return fail(f"no warehouse at {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOT_FOUND)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
-            return _fail(f"the warehouse {config.warehouse_path} is in use by a running pipeline; try again after it", EXIT_NOT_FOUND)
+            return fail(f"the warehouse {config.warehouse_path} is in use by a running pipeline; try again after it", EXIT_NOT_FOUND)
         raise
     except (ProtectionError, LensError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
 
 
 def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-untyped-def]
@@ -83,15 +90,15 @@ def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-u
                                            ("national_id", args.national_id)) if v is not None)
     store = open_warehouse(config)
     if LOOKUP_INDEX not in store.tables():
-        return _fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOT_FOUND)
+        return fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOT_FOUND)
     keys = (store.at_rest or AtRest(config)).keys
     ids = find_masters(store, kind, value, keys, country=args.country.upper() if args.country else None)
     if ids is None:
-        return _fail(f"the {kind.replace('_', ' ')} given is empty once normalised", EXIT_USAGE)
+        return fail(f"the {kind.replace('_', ' ')} given is empty once normalised", EXIT_USAGE)
     if ids.is_empty():
         print(f"no customer found by that {kind.replace('_', ' ')}")
         return EXIT_NOT_FOUND
-    golden = store.read(GOLDEN).filter(pl.col("master_id").is_in(ids.implode()))
+    golden = store.read(GOLDEN, where=pl.col("master_id").is_in(ids.implode()))  # only they are decrypted
     if lens is None:
         print(f"{ids.len()} customer(s) found (pass --lens NAME to see them as a lens shows them):")
         for row in golden.select("master_id", "party_type", "record_count", "source_systems").iter_rows(named=True):
@@ -112,6 +119,6 @@ def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-u
     return EXIT_OK
 
 
-def _fail(message: str, code: int) -> int:
+def fail(message: str, code: int) -> int:
     print(f"cmdm: {message}", file=sys.stderr)
     return code

@@ -18,9 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 import polars as pl
 
-from cmdm_pipeline.config import FromColumn, ProjectConfig, Source
+from cmdm_pipeline.config import FromColumn, MappedSource, ProjectConfig, Source
 from cmdm_pipeline.schema import LINEAGE_COLUMNS
 
+_ROW = "source_row_number"
 #: Columns extract adds next to the source's own.
 EXTRACT_COLUMNS = (*LINEAGE_COLUMNS, "parse_error", "unparsed")
 
@@ -45,11 +46,27 @@ def extract(source: Source, config: ProjectConfig, ingested_at: dt.datetime) -> 
 
 
 def read_rows(source: Source, config: ProjectConfig) -> pl.DataFrame:
-    """The source's rows as text columns plus ``parse_error`` and ``unparsed``, without lineage.
-
-    For sources that are not customer records (consent events), which check their own columns.
-    """
+    """The source's rows as text columns plus ``parse_error`` and ``unparsed``, without lineage."""
     return _READERS[source.kind](source, config)
+
+
+def read_mapped_rows(spec: MappedSource, config: ProjectConfig, what: str) -> pl.DataFrame:
+    """A source that is not customer records (consent events, erasure requests): its rows as text with
+    ``source_row_number`` (1 = first data row); a mapped column it lacks fails naming ``what`` and the columns."""
+    source = spec.as_source()
+    frame = read_rows(source, config)
+    own = [c for c in frame.columns if c not in ("parse_error", "unparsed")]
+    missing = [c for c in spec.columns if c not in own]
+    # A JSON-lines file has no header: a key absent from every record is only an error if there are records.
+    if missing and not (source.kind == "jsonl" and frame.height == 0):
+        raise SourceError(
+            f"{what} ({source_location(source, config)}): mapped column(s) {missing} not found; "
+            f"the source has: {', '.join(own) or '(no columns)'}"
+        )
+    if _ROW in own:
+        raise SourceError(f"{what} ({source_location(source, config)}): column {_ROW!r} is reserved")
+    frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
+    return frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(_ROW))
 
 
 def source_location(source: Source, config: ProjectConfig) -> str:
