@@ -288,8 +288,10 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         f"\nwarehouse: {shown}",
         "  tables: golden_customers, customer_xref, match_review_queue, validated_customers, quarantined_records,",
         "          run_reconciliation, golden_customers_history, ... (README.md, 'Output tables')",
-        f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('FROM golden_customers LIMIT 5').show()\"",
-        "          (inside the project environment: .uv/bin/uv run python -c ...; personal columns are ciphertext there)",
+        f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('SELECT master_id, party_type, city, "
+        "country, record_count, source_systems FROM golden_customers LIMIT 5').show()\"",
+        "          (inside the project environment: .uv/bin/uv run python -c ...; personal columns are ciphertext: read them"
+        " through a lens)",
         f"Lenses:     .uv/bin/uv run cmdm lenses list{suffix}   (what each business area may read, and where)",
         f"Find:       .uv/bin/uv run cmdm lookup --email ADDRESS [--lens NAME]{suffix}",
         "Dagster UI: .uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
