@@ -225,6 +225,10 @@ class SurvivorshipConfig(Model):
 
 class WarehouseConfig(Model):
     path: Path = Field(Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
+    memory_limit: str = Field(
+        "2GB", description="DuckDB memory of the warehouse connections (DuckDB's own default is 80% of RAM); "
+        "large writes spill to the file instead."
+    )
 
 
 class QualityConfig(Model):

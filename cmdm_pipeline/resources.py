@@ -24,4 +24,4 @@ class WarehouseResource(dg.ConfigurableResource):
 
 def open_warehouse(config: ProjectConfig, path: Path | None = None) -> Warehouse:
     at_rest = AtRest(config) if config.protection.encrypt else None
-    return Warehouse(path or config.warehouse_path, at_rest)
+    return Warehouse(path or config.warehouse_path, at_rest, config.warehouse.memory_limit)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, AtRest
 from cmdm_pipeline.protect.keys import ProtectionError
@@ -26,9 +27,10 @@ from cmdm_pipeline.sql import quote_identifier, statement
 class Warehouse:
     """A DuckDB warehouse file; tables in and out as Polars frames."""
 
-    def __init__(self, path: Path, at_rest: AtRest | None = None) -> None:
+    def __init__(self, path: Path, at_rest: AtRest | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.at_rest = at_rest
+        self.memory_limit = memory_limit
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -39,6 +41,8 @@ class Warehouse:
         con = duckdb.connect(str(self.path), read_only=read_only)
         # Timestamps are stored and returned in UTC whatever the machine's zone.
         con.execute("SET TimeZone = 'UTC'")
+        if self.memory_limit:
+            con.execute("SET memory_limit = $limit", {"limit": self.memory_limit})
         try:
             yield con
         finally:
@@ -54,19 +58,25 @@ class Warehouse:
         tables such as ``audit_log`` change together with the tables they describe.
         """
         with self.connect() as con:
-            sealed = {name: self._seal(con, name, frame) for name, frame in tables.items()}
-            added = {name: (self._seal(con, name, frame, previous=False), key) for name, (frame, key) in (append or {}).items()}
             con.begin()
             try:
-                for name, (frame, types) in sealed.items():
+                # Sealed and written one table at a time, so only one sealed copy is in memory (and the frames
+                # sealed for a table that shares its ciphertext, such as the golden records for their history).
+                shared: dict[str, pl.DataFrame] = {}
+                for name, frame in tables.items():
+                    sealed, types = self._seal(con, name, frame, [f for other, f in shared.items() if self._shares(name, other)])
                     staged = f"__cmdm_staged_{name}"
-                    con.register(staged, frame.to_arrow())
+                    con.register(staged, _arrow(sealed))
                     con.execute(statement("warehouse/replace_table", table=name, staged=staged))
                     con.unregister(staged)
                     self._record_types(con, name, types)
-                for name, ((frame, types), key) in added.items():
+                    if any(self._shares(name, other) for other in tables if other != name):
+                        shared[name] = sealed
+                    del sealed
+                for name, (frame, key) in (append or {}).items():
+                    sealed, types = self._seal(con, name, frame, stored=False)
                     staged = f"__cmdm_appended_{name}"
-                    con.register(staged, frame.to_arrow())
+                    con.register(staged, _arrow(sealed))
                     con.execute(statement("warehouse/create_run_table", table=name, staged=staged))
                     con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
                     con.unregister(staged)
@@ -77,14 +87,23 @@ class Warehouse:
                 raise
 
     def _seal(
-        self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, previous: bool = True
+        self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, shared: list[pl.DataFrame] | None = None,
+        stored: bool = True,
     ) -> tuple[pl.DataFrame, dict[str, str]]:
+        """``frame`` sealed; ciphertext is reused from the table as stored and from ``shared`` (frames just
+        sealed for tables bound the same way, e.g. the golden records for their history)."""
         if self.at_rest is None:
             return frame, {}
-        stored = None
-        if previous and name in _table_names(con):
-            stored = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
-        return self.at_rest.seal(name, frame, stored)
+        previous = list(shared or [])
+        if stored and name in _table_names(con):
+            columns = self.at_rest.compared_columns(name, con.table(quote_identifier(name)).columns)
+            if columns:
+                previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())
+        return self.at_rest.seal(name, frame, previous)
+
+    def _shares(self, name: str, other: str) -> bool:
+        bound = self.at_rest.bound_as(name) if self.at_rest else None
+        return bound is not None and bound == self.at_rest.bound_as(other)  # type: ignore[union-attr]
 
     @staticmethod
     def _record_types(con: duckdb.DuckDBPyConnection, name: str, types: dict[str, str]) -> None:
@@ -112,7 +131,7 @@ class Warehouse:
         with self.connect() as con:
             con.begin()
             try:
-                con.register(staged, frame.to_arrow())
+                con.register(staged, _arrow(frame))
                 con.execute(statement("warehouse/create_run_table", table=name, staged=staged))
                 con.execute(statement("warehouse/delete_run", table=name), {"run_id": run_id})
                 con.execute(statement("warehouse/insert_run", table=name, staged=staged))
@@ -183,3 +202,8 @@ class Warehouse:
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in con.sql("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    # Arrow's view types are Polars' own layout: no copy of the table on its way into DuckDB.
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())

@@ -1,4 +1,9 @@
-"""Erasure assets: requests processed at the start of every run, before anything is extracted."""
+"""Erasure assets: requests processed at the start of every run, before anything is extracted.
+
+The step also records which source records the current golden versions drew on (``golden_history_sources``,
+see :mod:`cmdm_pipeline.protect.erasure_history`), and, with a PostgreSQL ``lenses_target``, deletes erased
+subjects' lens rows there before anything else.
+"""
 
 # No `from __future__ import annotations`: Dagster reads the context parameter's type hint.
 
@@ -23,7 +28,8 @@ def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          "table, keys destroyed, tombstones added. Ids and counts, never personal data."),
             dg.AssetSpec(NOTIFICATIONS, group_name="protect", kinds={"duckdb"},
                          description="One row per erased source record: the source system and record id that system "
-                         "must delete, and the request."),
+                         "must delete, and the request; and per erased record the steward decisions name (source "
+                         "system match_decisions, id system:id: delete every decision naming it)."),
             dg.AssetSpec(TOMBSTONES, group_name="protect", kinds={"duckdb"},
                          description="One row per tombstone: a keyed digest of an erased record key, or the blind index "
                          "of an erased subject's own e-mail or phone; extracts drop the source rows they match."),
@@ -60,6 +66,7 @@ def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             "processed_by_status": dg.MetadataValue.json(statuses),
             "rows_removed_by_table": dg.MetadataValue.json(outcome.rows_removed),
             "keys_destroyed": outcome.keys_destroyed,
+            "history_sources_recorded": outcome.history_sources_added,
             "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in outcome.seconds.items()}),
         })
         yield dg.MaterializeResult(asset_key=NOTIFICATIONS, metadata={

@@ -1,23 +1,28 @@
-"""``lenses``: each purpose lens of ``cmdm.yaml`` published as its own files (and PostgreSQL schema)."""
+"""``lenses``: each purpose lens of ``cmdm.yaml`` published as its own files (and PostgreSQL schema), each
+publication audited (``lens_published``), with the lens's latest file-key generation."""
 
 # No `from __future__ import annotations`: Dagster reads the context parameter's type hint.
 
+import datetime as dt
 import time
 
 import dagster as dg
+import polars as pl
 
 from cmdm_pipeline.assets.consent import CONSENT_CURRENT
 from cmdm_pipeline.assets.master import GOLDEN
-from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.config import Lens, ProjectConfig
 from cmdm_pipeline.protect.keys import load_keyring
 from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.lenses import (
+    PublishedLens,
     build_lens,
     column_treatments,
     lens_folder,
     load_lens_keys,
     publish_files,
 )
+from cmdm_pipeline.protect.lenses_keys import Publication, read_generations, record_publications
 from cmdm_pipeline.resources import WarehouseResource
 
 LENSES = "lenses"
@@ -30,15 +35,17 @@ def lenses_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         name=LENSES, group_name="protect", deps=deps, kinds={"duckdb", "parquet"},
         description="One row per master customer a lens shows, per lens: the lens's columns revealed, masked or "
         "tokenised, for masters with its consent purpose and row filters; published as <warehouse folder>/lenses/"
-        "<lens>.duckdb|.parquet (encrypted when it reveals personal data) and PostgreSQL schemas, rebuilt every run.",
+        "<lens>.duckdb|.parquet (encrypted when it reveals personal data) and PostgreSQL schemas, rebuilt every run; "
+        "one lens_published audit_log row per lens.",
     )
     def _lenses(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         store = warehouse.get(config)
         golden = store.read(GOLDEN)
         consent = store.read(CONSENT_CURRENT) if config.consent else None
-        keys = load_lens_keys(KeyStore.for_config(config, load_keyring(config, create_dev_key=True)),
-                              [lens.name for lens in config.lenses])
+        key_store = KeyStore.for_config(config, load_keyring(config, create_dev_key=True))
+        generations = read_generations(store)
+        keys = load_lens_keys(key_store, [lens.name for lens in config.lenses], generations=generations.latest)
         built = [(lens, build_lens(golden, consent, lens, config.customer_schema, keys[lens.name].token))
                  for lens in config.lenses]
         published = publish_files(built, lens_folder(config), keys, config.customer_schema)
@@ -47,6 +54,8 @@ def lenses_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             from cmdm_pipeline.protect.lens_postgres import publish_postgres
 
             schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
+        retired = record_publications(store, key_store, _publications(built, published, schemas), generations,
+                                      context.run.run_id, dt.datetime.now(dt.UTC))
         for lens in published:
             context.log.info(f"lens {lens.name}: {lens.rows} rows, {', '.join(str(p) for p in lens.files.values())}"
                              + (" (encrypted)" if lens.encrypted else "") + (f"; PostgreSQL {schemas[lens.name]}"
@@ -58,7 +67,16 @@ def lenses_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             "files": dg.MetadataValue.json({p.name: {f: str(path) for f, path in p.files.items()} for p in published}),
             "encrypted_lenses": dg.MetadataValue.json(sorted(p.name for p in published if p.encrypted)),
             "postgresql_schemas": dg.MetadataValue.json(schemas),
+            "key_generations": dg.MetadataValue.json({lens.name: generations.latest.get(lens.name, 1) for lens in config.lenses}),
+            "old_keys_destroyed": retired,
             "seconds": round(time.perf_counter() - started, 3),
         })
 
     return _lenses
+
+
+def _publications(built: list[tuple[Lens, pl.DataFrame]], published: list[PublishedLens],
+                  schemas: dict[str, str]) -> list[Publication]:
+    frames = {lens.name: frame for lens, frame in built}
+    return [Publication(p.name, p.rows, frames[p.name].columns,
+                        [*p.files, *(["postgresql"] if p.name in schemas else [])], p.encrypted) for p in published]

@@ -11,12 +11,13 @@ from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.at_rest import AtRest
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.stages.history import update_history
-from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids
+from cmdm_pipeline.stages.history import update_history, with_version_start
+from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
 
 XREF = "customer_xref"
 ID_LINEAGE = "master_id_lineage"
+ID_SEQUENCE = "master_id_sequence"  # the highest master id issued: ids are never issued twice
 GOLDEN = "golden_customers"
 ATTRIBUTE_LINEAGE = "golden_attribute_lineage"
 HISTORY = "golden_customers_history"
@@ -34,11 +35,14 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     def _ids(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         store = warehouse.get(config)
         clusters = store.read(CLUSTERS)
-        previous = store.read(XREF) if XREF in store.tables() else None
-        run_id = context.run.run_id
-        result = assign_master_ids(clusters, previous, run_id, dt.datetime.now(dt.UTC))
-        history = store.read(ID_LINEAGE).filter(pl.col("run_id") != run_id) if ID_LINEAGE in store.tables() else pl.DataFrame(schema=LINEAGE_COLUMNS)
-        store.replace({XREF: result.xref, ID_LINEAGE: pl.concat([history, result.lineage])})
+        tables = store.tables()
+        previous = store.read(XREF) if XREF in tables else None
+        run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
+        history = store.read(ID_LINEAGE).filter(pl.col("run_id") != run_id) if ID_LINEAGE in tables else pl.DataFrame(schema=LINEAGE_COLUMNS)
+        issued = highest_issued(store.read(ID_SEQUENCE) if ID_SEQUENCE in tables else None, history)
+        result = assign_master_ids(clusters, previous, run_id, now, issued)
+        store.replace({XREF: result.xref, ID_LINEAGE: pl.concat([history, result.lineage]),
+                       ID_SEQUENCE: sequence_row(result.highest_issued, run_id, now)})
         masters = result.xref["master_id"].n_unique()
         events = dict(result.lineage.group_by("event").len().iter_rows())
         per_master = result.xref.group_by("master_id").len()["len"]
@@ -57,7 +61,7 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(GOLDEN, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
-                         description="One row per master customer: every attribute chosen by its survivorship rule, plus record and source counts."),
+                         description="One row per master customer: every attribute chosen by its survivorship rule, plus record and source counts, and valid_from: since when this version holds."),
             dg.AssetSpec(ATTRIBUTE_LINEAGE, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
                          description="One row per master and attribute: the source record whose value won, and the rule that chose it."),
             dg.AssetSpec(HISTORY, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
@@ -72,11 +76,14 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         records = store.read(VALIDATED).join(store.read(XREF).select("source_system", "source_record_id", "master_id"),
                                              on=["source_system", "source_record_id"])
         golden, lineage = build_golden_records(records, config.customer_schema, config.survivorship)
-        previous = store.read(HISTORY) if HISTORY in store.tables() else None
-        history = update_history(previous, golden, context.run.run_id, dt.datetime.now(dt.UTC))
         # The index needs the index key even where tables are stored in plaintext.
         keys = (store.at_rest or AtRest(config)).keys
         index = lookup_index(records, config.customer_schema, keys)
+        del records  # the largest frame here; sealing the tables below needs the memory
+        previous = store.read(HISTORY) if HISTORY in store.tables() else None
+        history = update_history(previous, golden, context.run.run_id, dt.datetime.now(dt.UTC))
+        del previous
+        golden = with_version_start(golden, history)
         store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history, LOOKUP_INDEX: index})
         by_party = dict(golden.group_by("party_type").len().iter_rows())
         yield dg.MaterializeResult(asset_key=GOLDEN, metadata={

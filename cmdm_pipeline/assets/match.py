@@ -19,7 +19,9 @@ from cmdm_pipeline.stages.match import (
     read_decisions,
     review_queue,
 )
-from cmdm_pipeline.stages.match_features import KEY, family_name_attributes, given_name_attributes, matching_frame
+from cmdm_pipeline.stages.match_features import (
+    KEY, family_name_attributes, feature_inputs, given_name_attributes, matching_frame,
+)
 from cmdm_pipeline.stages.match_model import (
     MIN_TRAINING_RECORDS,
     MODEL_VERSION_KEY,
@@ -51,7 +53,7 @@ def latest_model(config: ProjectConfig) -> Path | None:
 
 def features(store, config: ProjectConfig) -> pl.DataFrame:  # type: ignore[no-untyped-def]
     """Matching features of the validated records, in key order so unique ids are stable."""
-    records = store.read(VALIDATED).sort(KEY)
+    records = store.read(VALIDATED, feature_inputs(config.customer_schema)).sort(KEY)
     return matching_frame(records, config.customer_schema)
 
 

@@ -1,10 +1,10 @@
-"""AES-GCM over many values, and a worker process that takes half of a large call.
+"""AES-GCM over many values, and a worker process that takes part of a large call.
 
 ``cryptography`` holds the GIL while it encrypts, so a second thread gains nothing (measured: 300k
-values in 0.18 s on one thread, 0.19 s on two). A large call therefore sends the first half of its
-values to one spawned worker process, as Arrow arrays (a few buffers each: pickling a list of
-millions of small ``bytes`` objects instead cost more than the AES work it moved), and does the second
-half itself. Keys reach the worker through the pipe to a child of this process, never a file. If the
+values in 0.18 s on one thread, 0.19 s on two). A large call therefore sends its first values (about
+40%, see ``crypto.WORKER_SHARE``) to one spawned worker process, as Arrow arrays (a few buffers each:
+pickling a list of millions of small ``bytes`` objects instead cost more than the AES work it moved),
+and does the rest itself. Keys reach the worker through the pipe to a child of this process, never a file. If the
 worker cannot start or dies, the call does all of it here.
 
 The worker imports this module: it must not import Polars, DuckDB or the rest of the package.
@@ -120,28 +120,34 @@ def seal_arrays(keys: bytes, prefixes: bytes, prefix_bytes: int, positions: pa.A
                 aads: pa.Array) -> pa.Array:
     """:func:`seal` in batches, from and to Arrow arrays (``keys``, ``prefixes``: fixed-width, joined)."""
     key_list, prefix_list = _split(keys, KEY_BYTES), _split(prefixes, prefix_bytes)
-    sealed: list[bytes] = []
+    sealed: list[pa.Array] = []
     with KeyChunks(key_list) as chunks:
         for lo in range(0, len(values), CHUNK_VALUES):
             n = min(CHUNK_VALUES, len(values) - lo)
-            sealed += seal(key_list, prefix_list, positions.slice(lo, n).to_pylist(), random_nonces(n),
-                           values.slice(lo, n).to_pylist(), aads.slice(lo, n).to_pylist(), chunks)
-    return pa.array(sealed, pa.binary())
+            sealed.append(pa.array(seal(key_list, prefix_list, positions.slice(lo, n).to_pylist(), random_nonces(n),
+                                        values.slice(lo, n).to_pylist(), aads.slice(lo, n).to_pylist(), chunks), pa.binary()))
+    return _concat(sealed)
 
 
 def open_arrays(keys: bytes, positions: pa.Array, nonces: pa.Array, bodies: pa.Array, aads: pa.Array) -> pa.Array:
     """:func:`open_` in batches, from and to Arrow arrays; :class:`Failed` counts from the first value."""
     key_list = _split(keys, KEY_BYTES)
-    opened: list[bytes] = []
+    opened: list[pa.Array] = []
     with KeyChunks(key_list) as chunks:
         for lo in range(0, len(bodies), CHUNK_VALUES):
             n = min(CHUNK_VALUES, len(bodies) - lo)
             try:
-                opened += open_(positions.slice(lo, n).to_pylist(), nonces.slice(lo, n).to_pylist(),
-                                bodies.slice(lo, n).to_pylist(), aads.slice(lo, n).to_pylist(), chunks)
+                opened.append(pa.array(open_(positions.slice(lo, n).to_pylist(), nonces.slice(lo, n).to_pylist(),
+                                             bodies.slice(lo, n).to_pylist(), aads.slice(lo, n).to_pylist(), chunks),
+                                       pa.binary()))
             except Failed as failed:
                 raise Failed(lo + failed.value) from None
-    return pa.array(opened, pa.binary())
+    return _concat(opened)
+
+
+def _concat(batches: list[pa.Array]) -> pa.Array:
+    # Arrow per batch: a list of millions of small bytes objects costs ~3x the bytes (and then a copy).
+    return pa.concat_arrays(batches) if batches else pa.array([], pa.binary())
 
 
 def _split(joined: bytes, width: int) -> list[bytes]:

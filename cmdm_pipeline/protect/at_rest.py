@@ -15,6 +15,11 @@ about a master customer that master's (``master/<id>``), a consent event its own
 (``consent/<event_id>``): destroying a person's keys shreds every copy (README, "Encryption").
 Which columns of a stored table are ciphertext, and their plaintext types, is recorded in the
 table ``cmdm_encrypted_columns`` in the same transaction as the table.
+
+``golden_customers`` holds each master's current version, which is also the current row of
+``golden_customers_history``: both are bound as ``golden_customers_history|<column>|<master id>|<valid_from>``
+and hold the same ciphertext, so a version is encrypted once, when it begins (a copy from one table to
+the other decrypts only as the same version of the same master).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ PLAINTEXT_TYPES: dict[str, pl.DataType] = {
 
 _RECORD_TABLES = ("standardised_customers", "validated_customers", "quarantined_records")
 _MASTER_TABLES = ("golden_customers", "golden_customers_history")
+_HISTORY = "golden_customers_history"
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class TablePlan:
     record_id: pl.Expr
     incremental: bool = True  # keep unchanged rows' ciphertext (needs a record id stable across runs)
     public: frozenset[str] = frozenset()
+    bound_as: str | None = None  # the table name bound into the associated data, if not its own
 
     def present(self, columns: Sequence[str]) -> list[str]:
         """The protected ones among a table's ``columns``."""
@@ -92,9 +99,8 @@ class AtRest:
                 return TablePlan(columns, _record_key_owner(), _joined("source_system", "source_record_id"))
             return TablePlan(columns, _record_key_owner(), _joined("source_system", "source_row_number"))
         if table in _MASTER_TABLES:
-            # History holds several versions of a master: the version is part of the record id.
-            record_id = pl.col("master_id") if table == "golden_customers" else _joined("master_id", "valid_from")
-            return TablePlan(self.pii, master_owner(), record_id)
+            # A record is one version of a master; golden rows are the current versions of history's.
+            return TablePlan(self.pii, master_owner(), _joined("master_id", "valid_from"), bound_as=_HISTORY)
         if table == "consent_history":
             owner = pl.lit("consent/") + pl.col("event_id")
             return TablePlan(("subject_email", "subject_phone"), owner, pl.col("event_id"), incremental=False)
@@ -108,11 +114,14 @@ class AtRest:
                 return TablePlan((), _record_key_owner(), pl.col("source_row_number").cast(pl.String), public=frozenset(kept))
         return None
 
-    def seal(self, table: str, frame: pl.DataFrame, previous: pl.DataFrame | None) -> tuple[pl.DataFrame, dict[str, str]]:
+    def seal(
+        self, table: str, frame: pl.DataFrame, previous: Sequence[pl.DataFrame] = ()
+    ) -> tuple[pl.DataFrame, dict[str, str]]:
         """``frame`` with its personal columns encrypted, and those columns' plaintext types.
 
-        ``previous`` is the table as stored (ciphertext): rows whose values and key owner did not
-        change keep their ciphertext, so a quiet night re-encrypts nothing.
+        ``previous``: the table as stored (ciphertext), and frames just sealed for tables bound the same
+        way (:meth:`bound_as`): rows whose values and key owner did not change keep their ciphertext, so
+        a quiet night re-encrypts nothing.
         """
         plan = self.plan(table)
         if plan is None:
@@ -122,17 +131,34 @@ class AtRest:
             return frame, {}
         types = {c: _type_name(table, c, frame.schema[c]) for c in columns}
         if plan.incremental:
-            sealed = encrypt_changed(frame, previous, columns, table, plan.owner, plan.record_id, self.keys)
+            sealed = encrypt_changed(frame, previous, columns, table, plan.owner, plan.record_id, self.keys,
+                                     bound_as=plan.bound_as)
             return sealed.frame, types
-        return encrypt_frame(frame, columns, table, plan.owner, plan.record_id, self.keys), types
+        return encrypt_frame(frame, columns, table, plan.owner, plan.record_id, self.keys, bound_as=plan.bound_as), types
+
+    def compared_columns(self, table: str, stored: Sequence[str]) -> list[str]:
+        """The columns of ``table`` as stored that :meth:`seal` compares with (not the others: less to read)."""
+        plan = self.plan(table)
+        if plan is None:
+            return []
+        wanted = {*plan.present(stored), DIGEST_COLUMN, *plan.record_id.meta.root_names()}
+        return [c for c in stored if c in wanted]
+
+    def bound_as(self, table: str) -> str | None:
+        """The table name ``table``'s ciphertexts are bound to (tables sharing one can share ciphertext);
+        None for tables that hold nothing personal."""
+        plan = self.plan(table)
+        return None if plan is None else plan.bound_as or table
 
     def open(self, table: str, stored: pl.DataFrame, types: dict[str, str]) -> pl.DataFrame:
         """The plaintext of a stored table whose ``types`` columns are ciphertext."""
         plan = self.plan(table)
         if plan is None:
             raise ProtectionError(f"{table} holds ciphertext but the config does not say whose: was a source renamed?")
+        if table in _MASTER_TABLES and "valid_from" not in stored.columns:
+            raise ProtectionError(f"{table} was written by an older cmdm_pipeline (no valid_from): run the pipeline to rewrite it")
         dtypes = {c: PLAINTEXT_TYPES[t] for c, t in types.items()}
-        plain = decrypt_frame(stored, list(types), table, plan.record_id, self.keys, dtypes)
+        plain = decrypt_frame(stored, list(types), table, plan.record_id, self.keys, dtypes, bound_as=plan.bound_as)
         return plain.drop(DIGEST_COLUMN, strict=False)
 
 

@@ -6,7 +6,13 @@ if its id is new, so deriving the same events again (a re-run, a retried step) l
 
 Master events are derived from tables that keep every run (``golden_customers_history``,
 ``master_id_lineage``), so a run whose audit step did not run is still logged by the next one.
-Other stages log through :func:`append_audit`, in the same transaction as their own tables.
+Other stages log through :func:`append_audit`, in the same transaction as their own tables: the
+lenses step one ``lens_published`` row per lens and run (name, rows, columns, targets, key generation),
+``cmdm lenses key --rotate`` a ``lens_key_rotated`` row (lens, generation, key owner and id; never a key).
+
+A steward decision is logged once it is *in force*: both records it names have a master. A decision
+naming a record that is not (or no longer) mastered does nothing in matching either: a record not read
+yet, quarantined, or erased (tombstoned: it never comes back, so neither does its decision's row).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from cmdm_pipeline.warehouse import Warehouse
 AUDIT = "audit_log"
 ACTIONS = (
     "master_created", "master_merged", "master_split", "master_updated",
-    "consent_changed", "steward_decision", "erased", "key_rotated",
+    "consent_changed", "steward_decision", "erased", "key_rotated", "lens_published", "lens_key_rotated",
 )
 UTC = pl.Datetime("us", "UTC")
 
@@ -72,15 +78,16 @@ def audit_rows(rows: pl.DataFrame, logged_at: dt.datetime) -> pl.DataFrame:
 
 def append_audit(
     store: Warehouse, rows: pl.DataFrame, replace: dict[str, pl.DataFrame] | None = None,
-    logged_at: dt.datetime | None = None,
+    logged_at: dt.datetime | None = None, append: dict[str, tuple[pl.DataFrame, str]] | None = None,
 ) -> int:
-    """Append ``rows`` not logged yet to ``audit_log``, replacing the ``replace`` tables in the same
-    transaction (all or none); returns how many rows were new."""
+    """Append ``rows`` not logged yet to ``audit_log``, replacing the ``replace`` tables and appending the
+    ``append`` rows (table -> rows, key column) in the same transaction (all or none); returns how many
+    audit rows were new."""
     complete = audit_rows(rows, logged_at or dt.datetime.now(dt.UTC))
     if AUDIT in store.tables() and complete.height:
         logged = store.query(f"SELECT audit_id FROM {AUDIT}")  # noqa: S608 - a constant name
         complete = complete.join(logged, on="audit_id", how="anti")
-    store.replace(replace or {}, append={AUDIT: (complete, "audit_id")})
+    store.replace(replace or {}, append={**(append or {}), AUDIT: (complete, "audit_id")})
     return complete.height
 
 
@@ -117,24 +124,30 @@ def master_events(history: pl.DataFrame, lineage: pl.DataFrame) -> pl.DataFrame:
     ).select(_INPUT)
 
 
+def decision_audit_ids(decisions: pl.DataFrame) -> pl.Series:
+    """The ``audit_id`` of each decision's steward_decision row: a digest of the decision itself."""
+    key = pl.struct("source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
+                    "decision", "decided_by", "decided_at").struct.json_encode()
+    return sha256_hex(decisions.select(key).to_series()).alias("audit_id")
+
+
 def steward_events(decisions: pl.DataFrame, xref: pl.DataFrame, run_id: str, now: dt.datetime) -> pl.DataFrame:
-    """One steward_decision row per decision in force, keyed by the decision so it is logged once.
+    """One steward_decision row per decision in force (both records mastered, see the module docstring),
+    keyed by the decision so it is logged once.
 
     The steward's free-text reason is left out: it may quote the customer.
     """
     masters = xref.select("source_system", "source_record_id", "master_id")
     joined = decisions.join(
         masters.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
-        on=["source_system_l", "source_record_id_l"], how="left",
+        on=["source_system_l", "source_record_id_l"], how="inner",
     ).join(
         masters.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
                         "master_id": "related_master_id"}),
-        on=["source_system_r", "source_record_id_r"], how="left",
+        on=["source_system_r", "source_record_id_r"], how="inner",
     )
-    key = pl.struct("source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
-                    "decision", "decided_by", "decided_at").struct.json_encode()
-    rows = joined.select(
-        key.alias("__key"),
+    return joined.select(
+        decision_audit_ids(joined),
         pl.coalesce(pl.col("decided_at").str.to_datetime(strict=False, time_zone="UTC", time_unit="us"),
                     pl.lit(now, dtype=UTC)).alias("event_time"),
         pl.lit(run_id).alias("run_id"),
@@ -145,7 +158,6 @@ def steward_events(decisions: pl.DataFrame, xref: pl.DataFrame, run_id: str, now
                   pl.concat_list("source_system_l", "source_system_r").alias("source_systems"))
         .struct.json_encode().alias("detail"),
     )
-    return rows.with_columns(sha256_hex(rows["__key"]).alias("audit_id")).drop("__key")
 
 
 def consent_events(changes: pl.DataFrame, run_id: str, now: dt.datetime) -> pl.DataFrame:

@@ -16,14 +16,16 @@ AES state is in the CPU cache) in batches of ``CHUNK_VALUES``, with one AESGCM o
 batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces come from one
 ``os.urandom`` call per batch, associated data from Polars, and the AES-GCM calls run through
 ``map(AESGCM.encrypt, ...)``: no Python bytecode per value. ``cryptography`` holds the GIL, so a large
-call gives the first half of its values to a worker process (:mod:`.aes_worker`) to use the second
-core (``python -m cmdm_pipeline.protect.bench`` prints the figures). Use the ``*_frame`` functions
+call gives part of its values to a worker process (:mod:`.aes_worker`) to use the second core
+(``python -m cmdm_pipeline.protect.bench`` prints the figures). Large tables go ``ROWS_PER_PASS`` rows at
+a time, and each batch becomes Arrow as it is made, so the working copies stay a fraction of the table. Use the ``*_frame`` functions
 for tables with several PII columns: keys are resolved once for all of them. Record ids must be
 unique within a call, or two rows could swap values unnoticed (for a history table, use the master id
 *and* the version, e.g. ``valid_from``).
 
 **Nights without change.** :func:`encrypt_changed` carries last night's ciphertext over for rows whose
 keyed digest (owner + PII values, see :mod:`.blind_index`) did not change, and encrypts only the rest.
+On a first night there is nothing to compare, and the digests are computed while the worker encrypts.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ _BODY_AT = _NONCE_AT + 12
 OVERHEAD = _BODY_AT + 16  # header, nonce and tag
 DIGEST_COLUMN = "pii_digest"
 CHUNK_VALUES = aes_worker.CHUNK_VALUES
+#: Share of a large call's values the worker takes: less than half, as it also converts its arrays to and
+#: from Python objects; more when this process has other work meanwhile (a first night's row digests).
 WORKER_SHARE = 0.4
+#: Rows encrypted or decrypted per pass over a large table (each pass still uses the worker).
+ROWS_PER_PASS = 250_000
+WORKER_SHARE_BUSY = 0.55
 
 OnDestroyed = Literal["raise", "null"]
 T = TypeVar("T")
@@ -82,24 +89,44 @@ def decrypt_column(
 
 def encrypt_frame(
     frame: pl.DataFrame, columns: Sequence[str], table: str, owner: str | pl.Expr, record_id: str | pl.Expr,
-    keys: KeyStore, names: dict[str, str] | None = None,
+    keys: KeyStore, names: dict[str, str] | None = None, *, bound_as: str | None = None,
 ) -> pl.DataFrame:
     """``frame`` with each of ``columns`` replaced by its ciphertext; other columns untouched.
 
     ``owner`` (e.g. ``master_owner()``) picks each row's data key, ``record_id`` goes into the
     associated data. ``names`` maps a frame column to the column name bound into the associated data
-    (default: itself), for callers whose working names differ from the stored ones.
+    (default: itself), for callers whose working names differ from the stored ones; ``bound_as`` is the
+    table name bound (default: ``table``), for two tables that hold the same rows.
     """
-    names = names or {}
-    _check_names(table, [names.get(c, c) for c in columns])
+    _record_ids(frame, record_id)
+    return _by_rows(frame, lambda rows: _encrypt(rows, columns, table, owner, record_id, keys, names, bound_as=bound_as)[0])
+
+
+def _by_rows(frame: pl.DataFrame, work: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    """``work`` on ``ROWS_PER_PASS`` rows at a time: its copies of the values (stacked, sealed or opened,
+    unstacked) then take a fraction of the memory a whole large table's would."""
+    if frame.height <= ROWS_PER_PASS:
+        return work(frame)
+    return pl.concat([work(frame.slice(lo, ROWS_PER_PASS)) for lo in range(0, frame.height, ROWS_PER_PASS)])
+
+
+def _encrypt(
+    frame: pl.DataFrame, columns: Sequence[str], table: str, owner: str | pl.Expr, record_id: str | pl.Expr,
+    keys: KeyStore, names: dict[str, str] | None = None, meanwhile: Callable[[], T] | None = None,
+    bound_as: str | None = None,
+) -> tuple[pl.DataFrame, T | None]:
+    """:func:`encrypt_frame`, plus ``meanwhile()`` run here while the worker process encrypts its share
+    (which is then larger, to even out the two cores)."""
+    names, bound_as = names or {}, bound_as or table
+    _check_names(bound_as, [names.get(c, c) for c in columns])
     if frame.is_empty():
-        return frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns)
+        return frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns), meanwhile and meanwhile()
     record_ids = _record_ids(frame, record_id)
     owners = frame.select(_expr(owner)).to_series().cast(pl.String)
     data_keys = keys.keys_for_owners(owners)
     flat = _Flat.of(frame.select(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns))
     key_of_value = data_keys.index.gather(flat.rows)
-    heads = _aad_heads(table, columns, names)
+    heads = _aad_heads(bound_as, columns, names)
     prefixes = [_VERSION + key_id for key_id in data_keys.key_ids]
 
     def inputs(lo: int, hi: int) -> tuple[list[int], list[bytes], list[bytes]]:
@@ -107,45 +134,46 @@ def encrypt_frame(
         return key_of_value.slice(lo, hi - lo).to_list(), values, flat.aads(heads, record_ids, lo, hi)
 
     count = flat.values.len()
-    split = _worker_share(count)
+    split = _worker_share(count, WORKER_SHARE_BUSY if meanwhile else WORKER_SHARE)
     theirs = split and aes_worker.submit(
         aes_worker.seal_arrays, b"".join(data_keys.keys), b"".join(prefixes), len(_VERSION) + DATA_KEY_ID_BYTES,
         key_of_value.slice(0, split).to_arrow(), flat.values.slice(0, split).to_arrow(),
         flat.aad_series(heads, record_ids, 0, split).to_arrow(),
     )
+    extra = meanwhile() if meanwhile else None
     start = split if theirs else 0
     mine = _seal(data_keys.keys, prefixes, inputs, count, start)
     sealed = _joined(theirs, lambda: _seal(data_keys.keys, prefixes, inputs, split), mine)
-    return frame.with_columns(flat.unflatten(sealed, columns))
+    return frame.with_columns(flat.unflatten(sealed, columns)), extra
 
 
 Inputs = Callable[[int, int], tuple[list[int], list[bytes], list[bytes]]]
 
 
-def _seal(keys: list[bytes], prefixes: list[bytes], inputs: Inputs, count: int, start: int = 0) -> list[bytes]:
+def _seal(keys: list[bytes], prefixes: list[bytes], inputs: Inputs, count: int, start: int = 0) -> pl.Series:
     """Ciphertexts of values ``start`` to ``count``, a batch at a time; ``inputs(lo, hi)`` gives the
     batch's key positions, plaintexts and associated data."""
-    sealed: list[bytes] = []
+    sealed: list[pl.Series] = []
     with aes_worker.KeyChunks(keys) as chunks:
         for lo in range(start, count, CHUNK_VALUES):
             positions, values, aads = inputs(lo, min(lo + CHUNK_VALUES, count))
-            sealed += aes_worker.seal(keys, prefixes, positions, random_nonces(len(values)), values, aads, chunks)
-    return sealed
+            batch = aes_worker.seal(keys, prefixes, positions, random_nonces(len(values)), values, aads, chunks)
+            sealed.append(pl.Series(batch, dtype=pl.Binary))
+    return _concat(sealed)
 
 
-def _worker_share(count: int) -> int:
+def _worker_share(count: int, share: float = WORKER_SHARE) -> int:
     """How many of ``count`` values (from the first) the worker process takes, in whole batches; 0 when
     the call is too small to be worth it."""
     if count < aes_worker.WORKER_MIN_VALUES:
         return 0
-    # Less than half: the worker also converts its arrays to and from Python objects.
-    return max(CHUNK_VALUES, round(count * WORKER_SHARE / CHUNK_VALUES) * CHUNK_VALUES)
+    return max(CHUNK_VALUES, round(count * share / CHUNK_VALUES) * CHUNK_VALUES)
 
 
-def _joined(theirs: Future | None | int, redo: Callable[[], list[bytes]], mine: list[bytes]) -> pl.Series:  # type: ignore[type-arg]
+def _joined(theirs: Future | None | int, redo: Callable[[], pl.Series], mine: pl.Series) -> pl.Series:  # type: ignore[type-arg]
     """The worker's half (done again here if the worker failed) followed by this process's half."""
     if not theirs:
-        return pl.Series(mine, dtype=pl.Binary)
+        return mine
     assert isinstance(theirs, Future)
     try:
         first = pl.Series(pl.from_arrow(theirs.result())).cast(pl.Binary)
@@ -153,21 +181,31 @@ def _joined(theirs: Future | None | int, redo: Callable[[], list[bytes]], mine: 
         raise
     except Exception:  # noqa: BLE001 - the worker died or could not run: do its half here
         aes_worker.forget_worker()
-        first = pl.Series(redo(), dtype=pl.Binary)
-    return pl.concat([first, pl.Series(mine, dtype=pl.Binary)])
+        first = redo()
+    return pl.concat([first, mine])
 
 
 def decrypt_frame(
     frame: pl.DataFrame, columns: Sequence[str], table: str, record_id: str | pl.Expr, keys: KeyStore,
     dtypes: dict[str, pl.DataType] | None = None, destroyed: OnDestroyed = "raise",
-    names: dict[str, str] | None = None,
+    names: dict[str, str] | None = None, *, bound_as: str | None = None,
 ) -> pl.DataFrame:
-    """``frame`` with each ciphertext column of ``columns`` decrypted (String, or its dtype in ``dtypes``)."""
+    """``frame`` with each ciphertext column of ``columns`` decrypted (String, or its dtype in ``dtypes``);
+    ``bound_as``: the table name bound into the associated data, if not ``table``."""
     names, dtypes = names or {}, dtypes or {}
-    _check_names(table, [names.get(c, c) for c in columns])
+    _check_names(bound_as or table, [names.get(c, c) for c in columns])
     if frame.is_empty():
         return frame.with_columns(pl.col(c).cast(dtypes.get(c, pl.String())) for c in columns)
-    record_ids = _record_ids(frame, record_id)
+    _record_ids(frame, record_id)
+    return _by_rows(frame, lambda rows: _decrypt(rows, columns, table, record_id, keys, dtypes, destroyed, names,
+                                                 bound_as or table))
+
+
+def _decrypt(
+    frame: pl.DataFrame, columns: Sequence[str], table: str, record_id: str | pl.Expr, keys: KeyStore,
+    dtypes: dict[str, pl.DataType], destroyed: OnDestroyed, names: dict[str, str], bound_as: str,
+) -> pl.DataFrame:
+    record_ids = frame.select(_expr(record_id).cast(pl.String)).to_series()
     for c in columns:
         _check_format(frame[c], table, names.get(c, c), record_ids)
     flat = _Flat.of(frame.select(columns))
@@ -183,7 +221,7 @@ def decrypt_frame(
             )
         flat = flat.without(shredded)
     key_of_value = data_keys.index.filter(~shredded)
-    heads = _aad_heads(table, columns, names)
+    heads = _aad_heads(bound_as, columns, names)
 
     def inputs(lo: int, hi: int) -> tuple[list[int], list[bytes], list[bytes], list[bytes]]:
         blobs = flat.values.slice(lo, hi - lo)
@@ -215,18 +253,23 @@ def decrypt_frame(
 def _open(
     keys: list[bytes], inputs: Callable[[int, int], tuple[list[int], list[bytes], list[bytes], list[bytes]]],
     count: int, start: int = 0,
-) -> list[bytes]:
+) -> pl.Series:
     """Plaintexts of ciphertexts ``start`` to ``count``, a batch at a time; ``inputs(lo, hi)`` gives the
     batch's key positions, nonces, ciphertexts and associated data. Raises :class:`aes_worker.Failed`
     naming the first value that does not decrypt."""
-    opened: list[bytes] = []
+    opened: list[pl.Series] = []
     with aes_worker.KeyChunks(keys) as chunks:
         for lo in range(start, count, CHUNK_VALUES):
             try:
-                opened += aes_worker.open_(*inputs(lo, min(lo + CHUNK_VALUES, count)), chunks)
+                opened.append(pl.Series(aes_worker.open_(*inputs(lo, min(lo + CHUNK_VALUES, count)), chunks), dtype=pl.Binary))
             except aes_worker.Failed as failed:
                 raise aes_worker.Failed(lo + failed.value) from None
-    return opened
+    return _concat(opened)
+
+
+def _concat(batches: list[pl.Series]) -> pl.Series:
+    # Each batch was made a Series as it came: a list of millions of small bytes objects costs ~3x the bytes.
+    return pl.concat(batches, rechunk=True) if batches else pl.Series(dtype=pl.Binary)
 
 
 @dataclass(frozen=True)
@@ -295,39 +338,84 @@ class Encrypted:
 
 
 def encrypt_changed(
-    current: pl.DataFrame, previous: pl.DataFrame | None, columns: Sequence[str], table: str,
+    current: pl.DataFrame, previous: pl.DataFrame | Sequence[pl.DataFrame] | None, columns: Sequence[str], table: str,
     owner: str | pl.Expr, record_id: str | pl.Expr, keys: KeyStore, digest_column: str = DIGEST_COLUMN,
+    *, bound_as: str | None = None,
 ) -> Encrypted:
     """Encrypt ``current`` (plaintext), keeping ``previous`` (last stored, encrypted) ciphertext where
     nothing changed.
 
     A row is unchanged when its keyed digest of owner + ``columns`` equals the previous row's with the
     same record id: same values, same owner (so same data key). A record that moved to another master
-    is re-encrypted under the new master's key. The result has ``digest_column`` for the next night.
+    is re-encrypted under the new master's key. ``previous`` may be several frames bound the same way
+    (a table as stored, and the rows of a table ``bound_as`` it just sealed); the first holding a record
+    id is used. The result has ``digest_column`` for the next night.
     """
+    bound = bound_as or table
     _record_ids(current, record_id)  # unique, or the join below would multiply rows
-    numbered = current.with_row_index("__row").with_columns(
-        __rid=_expr(record_id).cast(pl.String), __owner=_expr(owner).cast(pl.String)
-    )
-    digests = row_digests(numbered, ["__owner", *columns], table, keys)
-    numbered = numbered.with_columns(digests.alias(digest_column))
-    usable = previous is not None and {digest_column, *columns} <= set(previous.columns) and not previous.is_empty()
-    if not usable:
-        out = encrypt_frame(numbered, columns, table, "__owner", "__rid", keys)
-        return Encrypted(out.drop("__row", "__rid", "__owner"), current.height, 0)
-    assert previous is not None
-    earlier = previous.select(
-        _expr(record_id).cast(pl.String).alias("__rid"),
-        pl.col(digest_column).alias("__digest_before"),
-        *[pl.col(c).alias(f"__before_{c}") for c in columns],
-    )
-    joined = numbered.join(earlier, on="__rid", how="left", maintain_order="left")
+    earlier = _earlier(previous, columns, record_id, digest_column)
+    counts = [0, 0]
+
+    def rows(part: pl.DataFrame) -> pl.DataFrame:
+        out = _encrypt_changed(part, earlier, columns, table, owner, record_id, keys, digest_column, bound)
+        counts[0] += out.encrypted
+        counts[1] += out.reused
+        return out.frame
+
+    frame = _by_rows(current, rows)
+    return Encrypted(frame, counts[0], counts[1])
+
+
+def _encrypt_changed(
+    current: pl.DataFrame, earlier: pl.DataFrame | None, columns: Sequence[str], table: str,
+    owner: str | pl.Expr, record_id: str | pl.Expr, keys: KeyStore, digest_column: str, bound: str,
+) -> Encrypted:
+    # Only the record id, owner and personal columns are worked on: the other columns are never copied.
+    narrow = current.select(_expr(record_id).cast(pl.String).alias("__rid"), _expr(owner).cast(pl.String).alias("__owner"),
+                            *columns)
+    if earlier is None:
+        # Nothing to compare with: the digests (for the next night) are made while the worker encrypts.
+        sealed, digests = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound,
+                                   meanwhile=lambda: row_digests(narrow, ["__owner", *columns], bound, keys))
+        assert digests is not None
+        return Encrypted(current.with_columns(*sealed.select(columns), digests.alias(digest_column)),
+                         current.height, 0)
+    digests = row_digests(narrow, ["__owner", *columns], bound, keys).alias(digest_column)
+    joined = narrow.with_columns(digests).join(earlier, on="__rid", how="left", maintain_order="left")
     same = (joined["__digest_before"] == joined[digest_column]).fill_null(False)
-    kept = joined.filter(same).with_columns(pl.col(f"__before_{c}").alias(c) for c in columns)
-    changed = encrypt_frame(joined.filter(~same), columns, table, "__owner", "__rid", keys)
-    helpers = ["__digest_before", *[f"__before_{c}" for c in columns]]
-    out = pl.concat([kept.drop(helpers), changed.drop(helpers)]).sort("__row")
-    return Encrypted(out.drop("__row", "__rid", "__owner"), changed.height, kept.height)
+    changed = encrypt_frame(joined.filter(~same).select("__rid", "__owner", *columns), columns, table, "__owner",
+                            "__rid", keys, bound_as=bound)
+    sealed = [
+        pl.select(pl.when(same).then(joined[f"__before_{c}"]).otherwise(expand(changed[c], ~same))).to_series().alias(c)
+        for c in columns
+    ]
+    return Encrypted(current.with_columns(*sealed, digests), changed.height, current.height - changed.height)
+
+
+def _earlier(
+    previous: pl.DataFrame | Sequence[pl.DataFrame] | None, columns: Sequence[str], record_id: str | pl.Expr,
+    digest_column: str,
+) -> pl.DataFrame | None:
+    """Record id, digest and ciphertexts of the previous frames that can be compared; None if there are none."""
+    frames = [previous] if isinstance(previous, pl.DataFrame) else list(previous or [])
+    # A frame stored by an older version may lack a record id column: it is just not compared with.
+    needed = {digest_column, *columns, *_expr(record_id).meta.root_names()}
+    usable = [f for f in frames if needed <= set(f.columns) and not f.is_empty()]
+    if not usable:
+        return None
+    parts = [
+        f.select(
+            _expr(record_id).cast(pl.String).alias("__rid"),
+            pl.col(digest_column).alias("__digest_before"),
+            *[pl.col(c).alias(f"__before_{c}") for c in columns],
+        )
+        for f in usable
+    ]
+    earlier = parts[0]
+    for part in parts[1:]:
+        # Only the record ids not seen yet: copying the rest would double the ciphertext in memory.
+        earlier = pl.concat([earlier, part.join(earlier.select("__rid"), on="__rid", how="anti")])
+    return earlier
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -11,7 +11,20 @@ from a requests source (plaintext, indexed in memory) resolve alike. What is fou
   subject's own;
 - their **own identifiers**: the e-mails and phones of those records (and of the request) that no record of
   anybody else holds. A household's shared landline is nobody's own, so it neither erases nor blocks the
-  household.
+  household;
+- **versions of other masters** that drew on their records (a wrong merge, later split), and masters
+  every version of which did (added to their masters): see :mod:`cmdm_pipeline.protect.erasure_history`;
+- their **consent events** (by record, by master at ingest, or by an own e-mail or phone) and the rows of
+  ``consent_quarantine`` about them: the quarantined row as read is parsed with the consent source's
+  mapping and standardised as the consent stage does, and matches by record key, own e-mail or own phone;
+  a row too broken to parse still matches when its text contains an own e-mail, or an own phone's national
+  number (separators ignored);
+- their **steward decisions**: rows of the decisions file (``matching.decisions``) naming one of their
+  records. The file is the stewards' own, so it is not edited: each such record is listed in
+  ``erasure_notifications`` under the pseudo source system ``match_decisions`` (as ``system:id``) for a
+  steward to delete, and the ``steward_decision`` audit rows of those decisions are deleted. Until the
+  steward does, the decision is ignored: matching joins decisions to the records read (a tombstoned
+  record never is) and the audit logs only decisions whose two records have masters.
 
 An e-mail or phone found on records of several masters is **ambiguous**: nothing is erased, the request is
 logged as ``ambiguous`` and a steward re-files it naming a master id or record. A request that finds nobody
@@ -32,6 +45,9 @@ import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
 from cmdm_pipeline.protect.blind_index import blind_index, derive_key, keyed_digests
+from cmdm_pipeline.protect.erasure_history import (
+    SOURCE_COLUMNS, VERSION_COLUMNS, VERSION_KEY, copied_versions, wholly_copied,
+)
 from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.schema import Kind
 
@@ -43,6 +59,8 @@ QUARANTINE = "erasure_quarantine"
 SUPPRESSED = "erasure_suppressed"
 #: Tables of the erasure stage itself: they hold ids, digests and counts, never a subject's data.
 OWN_TABLES = (TOMBSTONES, LOG, NOTIFICATIONS, QUARANTINE, SUPPRESSED)
+#: The pseudo source system of notifications asking stewards to delete decisions naming an erased record.
+DECISIONS_SYSTEM = "match_decisions"
 
 TOMBSTONE_COLUMNS: dict[str, pl.DataType] = {
     "tombstone": pl.Binary(),  # keyed digest of a record key, or blind index of an e-mail or phone
@@ -85,6 +103,10 @@ SUPPRESSED_COLUMNS: dict[str, pl.DataType] = {
 
 _KEYS = {"source_system": pl.String(), "source_record_id": pl.String()}
 _ROWS = {"source_system": pl.String(), "source_row_number": pl.Int64()}
+_DECISION_KEYS = {"source_system_l": pl.String(), "source_record_id_l": pl.String(), "source_system_r": pl.String(),
+                  "source_record_id_r": pl.String(), "audit_id": pl.String()}
+_QUARANTINE_SUBJECT = {"subject_source_system": pl.String(), "subject_source_record_id": pl.String(),
+                       "email_index": pl.Binary(), "phone_index": pl.Binary()}
 
 
 @dataclass
@@ -104,6 +126,15 @@ class Subject:
     consent_events: list[str] = field(default_factory=list)
     consent_quarantine_rows: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={"run_id": pl.String(), "source_row_number": pl.Int64()}))
+    own_phones: list[str] = field(default_factory=list)  # E.164, memory only
+    #: Versions of other masters that drew on the subject's records (erasure_history).
+    history_versions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=VERSION_KEY))
+    decision_records: list[str] = field(default_factory=list)  # "system:id" of their records the decisions name
+    decision_audit_ids: list[str] = field(default_factory=list)
+
+    def lens_masters(self) -> list[str]:
+        """Masters whose published lens rows may show the subject: theirs, and those with copied versions."""
+        return sorted({*self.masters, *self.history_versions["master_id"].to_list()})
 
     def owners(self) -> list[str]:
         """Every data-key owner of the subject's rows (README, "Encryption and keys")."""
@@ -165,10 +196,15 @@ class Known:
 
     contacts: pl.DataFrame  # contact_frame of standardised_customers
     rows: pl.DataFrame  # source_system, source_record_id, source_row_number of every standardised row
-    xref: pl.DataFrame  # source_system, source_record_id, master_id
-    lineage: pl.DataFrame  # event, master_id, related_master_id
+    xref: pl.DataFrame  # source_system, source_record_id, master_id (first_seen: for the lineage fallback)
+    lineage: pl.DataFrame  # event, master_id, related_master_id (recorded_at: for the lineage fallback)
     consent: pl.DataFrame  # event_id, email_index, phone_index, subject_source_system, subject_source_record_id, master_id
-    consent_quarantine: pl.DataFrame  # run_id, source_row_number, source_values
+    #: run_id, source_row_number, source_values (the row as read, JSON), and its subject as consent_subjects gives
+    consent_quarantine: pl.DataFrame
+    history_sources: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOURCE_COLUMNS))
+    versions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=VERSION_COLUMNS))
+    #: steward decisions as matching reads them (pair keys), with each one's steward_decision ``audit_id``
+    decisions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_DECISION_KEYS))
 
 
 def resolve_request(request: dict[str, object], known: Known) -> Subject:
@@ -216,13 +252,27 @@ def resolve_request(request: dict[str, object], known: Known) -> Subject:
     ).select("source_system", "source_row_number").unique().sort(list(_ROWS))
     emails = own.filter(pl.col("kind") == "email")
     own_emails = sorted({*emails["value"].drop_nulls().to_list(), *([request["email"]] if request.get("email") else [])})
+    phones = own.filter(pl.col("kind") == "phone")
     subject = Subject(
         request_id, "erased", resolved_by, len(masters), sorted(family), records, unkeyed,
-        emails["index"].unique().to_list(), own.filter(pl.col("kind") == "phone")["index"].unique().to_list(),
+        emails["index"].unique().to_list(), phones["index"].unique().to_list(),
         [str(e).lower() for e in own_emails],
+        own_phones=sorted({*phones["value"].drop_nulls().to_list(), *([request["phone"]] if request.get("phone") else [])}),
     )
+    return _with_copies(subject, known)
+
+
+def _with_copies(subject: Subject, known: Known) -> Subject:
+    """The subject with what names or copies them beyond their own rows: consent events and quarantined
+    ones, other masters' versions, steward decisions."""
+    copied = copied_versions(subject.records, subject.masters, known.history_sources, known.versions,
+                             known.lineage, known.xref)
+    whole = wholly_copied(copied, known.versions)
+    subject.masters = sorted({*subject.masters, *whole})
+    subject.history_versions = copied.filter(~pl.col("master_id").is_in(whole))
     subject.consent_events = consent_events_of(subject, known.consent)
-    subject.consent_quarantine_rows = rows_mentioning(known.consent_quarantine, subject.own_emails)
+    subject.consent_quarantine_rows = quarantine_rows_of(subject, known.consent_quarantine)
+    subject.decision_records, subject.decision_audit_ids = decisions_of(subject.records, known.decisions)
     return subject
 
 
@@ -276,13 +326,90 @@ def consent_events_of(subject: Subject, consent: pl.DataFrame) -> list[str]:
     return sorted(set(by_record["event_id"]) | set(other["event_id"]))
 
 
-def rows_mentioning(frame: pl.DataFrame, emails: list[str]) -> pl.DataFrame:
-    """(run_id, source_row_number) of rows whose ``source_values`` (the row as read) contain one of ``emails``."""
+def quarantine_rows_of(subject: Subject, quarantine: pl.DataFrame) -> pl.DataFrame:
+    """(run_id, source_row_number) of ``consent_quarantine`` rows about the subject (module docstring):
+    by record key, own e-mail or phone index, or the row's text naming an own e-mail or phone."""
     empty = pl.DataFrame(schema={"run_id": pl.String(), "source_row_number": pl.Int64()})
-    if frame.is_empty() or not emails:
+    if quarantine.is_empty():
         return empty
-    hit = frame["source_values"].str.to_lowercase().str.contains_any(emails).fill_null(False)
-    return frame.filter(hit).select("run_id", "source_row_number").cast(empty.schema)  # type: ignore[arg-type]
+    keys = subject.records.rename({"source_system": "subject_source_system", "source_record_id": "subject_source_record_id"})
+    by_record = quarantine.join(keys, on=["subject_source_system", "subject_source_record_id"], how="semi")
+    by_index = quarantine.filter(pl.col("email_index").is_in(subject.own_email_index)
+                                 | pl.col("phone_index").is_in(subject.own_phone_index))
+    by_text = quarantine.filter(text_mentions(quarantine["source_values"], subject.own_emails, subject.own_phones))
+    found = pl.concat([f.select("run_id", "source_row_number") for f in (by_record, by_index, by_text)]).unique()
+    return found.sort("run_id", "source_row_number").cast(empty.schema)  # type: ignore[arg-type]
+
+
+def text_mentions(text: pl.Series, emails: list[str], phones: list[str]) -> pl.Series:
+    """Per text: does it contain one of ``emails`` (any case) or the national number of one of ``phones``
+    (E.164), with spaces, dashes, dots, slashes and brackets between the digits ignored?"""
+    needles = national_numbers(phones)
+    hit = pl.Series([False] * text.len(), dtype=pl.Boolean)
+    if emails:
+        hit = hit | text.str.to_lowercase().str.contains_any(emails).fill_null(False)
+    if needles:
+        hit = hit | text.str.replace_all(r"[\s\-./()]", "").str.contains_any(needles).fill_null(False)
+    return hit
+
+
+def national_numbers(phones: list[str]) -> list[str]:
+    """The national significant numbers of E.164 phones: what a row typed in any national or international form contains."""
+    import phonenumbers
+
+    found = set()
+    for number in phones:
+        try:
+            found.add(str(phonenumbers.parse(number).national_number))
+        except phonenumbers.NumberParseException:
+            continue  # not E.164: nothing the rows could be compared with
+    return sorted(found)
+
+
+def consent_subjects(raw: pl.DataFrame, config: ProjectConfig, keys: KeyStore) -> pl.DataFrame:
+    """Per consent-source row as read (source column names): its subject's record key and the blind indexes
+    of its e-mail and phone, standardised as the consent stage standardises them; null where absent."""
+    from cmdm_pipeline.stages.fields import clean_text, email, phone
+
+    assert config.consent is not None
+    column = {f: c for c, f in config.consent.source.columns.items()}
+    nothing = pl.Series([None] * raw.height, dtype=pl.String)
+
+    def text(field: str) -> pl.Series:
+        return clean_text(raw[column[field]]) if field in column else nothing
+
+    country = pl.Series([config.consent.source.default_country] * raw.height, dtype=pl.String)
+    record = raw[column["source_record_id"]].str.strip_chars().replace("", None) if "source_record_id" in column \
+        else nothing
+    return pl.DataFrame({
+        "subject_source_system": text("source_system").str.to_lowercase(),
+        "subject_source_record_id": record,
+        "email_index": blind_index(email(text("email")).value, "email", keys),  # type: ignore[arg-type]
+        "phone_index": blind_index(phone(text("phone"), country=country).value, "phone", keys),  # type: ignore[arg-type]
+    }, schema=_QUARANTINE_SUBJECT)
+
+
+def quarantine_subjects(quarantine: pl.DataFrame, config: ProjectConfig, keys: KeyStore) -> pl.DataFrame:
+    """``consent_quarantine`` rows (run_id, source_row_number, source_values) with their subject columns
+    (:func:`consent_subjects` of the row as read)."""
+    if quarantine.is_empty() or config.consent is None:
+        return quarantine.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _QUARANTINE_SUBJECT.items())
+    columns = list(config.consent.source.columns)
+    raw = quarantine["source_values"].str.json_decode(pl.Struct(dict.fromkeys(columns, pl.String()))).struct.unnest()
+    return pl.concat([quarantine, consent_subjects(raw, config, keys)], how="horizontal")
+
+
+def decisions_of(records: pl.DataFrame, decisions: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """("system:id" of the subject's records the steward decisions name, those decisions' audit ids)."""
+    if decisions.is_empty() or records.is_empty():
+        return [], []
+    named = []
+    for side in ("l", "r"):
+        keys = records.rename({"source_system": f"source_system_{side}", "source_record_id": f"source_record_id_{side}"})
+        named.append(decisions.join(keys, on=list(keys.columns), how="inner").select(
+            pl.concat_str(keys.columns, separator=":").alias("record"), "audit_id"))
+    found = pl.concat(named)
+    return sorted(set(found["record"])), sorted(set(found["audit_id"]))
 
 
 # --- tombstones -------------------------------------------------------------------------------------
@@ -334,24 +461,15 @@ def suppressed_row(source_system: str, count: int, run_id: str, now: dt.datetime
 
 def erased_events(raw: pl.DataFrame, config: ProjectConfig, tombstones: pl.DataFrame, keys: KeyStore) -> pl.Series:
     """Per consent-source row (as read): is it about an erased subject (record, own e-mail or phone)?"""
-    from cmdm_pipeline.stages.fields import clean_text, email, phone
-
     assert config.consent is not None
     if tombstones.is_empty() or raw.is_empty():
         return pl.Series("erased", [False] * raw.height, dtype=pl.Boolean)
-    column = {f: c for c, f in config.consent.source.columns.items()}
-    hit = pl.Series([False] * raw.height, dtype=pl.Boolean)
-    if "source_record_id" in column:
-        systems = clean_text(raw[column["source_system"]]).str.to_lowercase()
-        records = raw[column["source_record_id"]].str.strip_chars().replace("", None)
-        digests = record_digests(systems, records, record_digest_key(keys))
-        hit = hit | digests.is_in(tombstones.filter(pl.col("kind") == "record")["tombstone"].to_list()).fill_null(False)
-    country = pl.Series([config.consent.source.default_country] * raw.height, dtype=pl.String)
-    for kind in ("email", "phone"):
-        if kind not in column:
-            continue
-        text = clean_text(raw[column[kind]])
-        value = email(text).value if kind == "email" else phone(text, country=country).value
-        index = blind_index(value, kind, keys)  # type: ignore[arg-type]
-        hit = hit | index.is_in(tombstones.filter(pl.col("kind") == kind)["tombstone"].to_list()).fill_null(False)
-    return hit.alias("erased")
+    subjects = consent_subjects(raw, config, keys)
+    digests = record_digests(subjects["subject_source_system"], subjects["subject_source_record_id"], record_digest_key(keys))
+
+    def stones(kind: str) -> list[bytes]:
+        return tombstones.filter(pl.col("kind") == kind)["tombstone"].to_list()
+
+    hit = digests.is_in(stones("record")) | subjects["email_index"].is_in(stones("email")) \
+        | subjects["phone_index"].is_in(stones("phone"))
+    return hit.fill_null(False).alias("erased")

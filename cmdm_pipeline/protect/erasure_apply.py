@@ -2,6 +2,9 @@
 
 Order, so that a crash anywhere leaves nothing half-done for long:
 
+0. with a PostgreSQL ``lenses_target``, one transaction there deletes the subjects' lens rows (see
+   :func:`erase_lens_rows`): a run failing after this step leaves nobody readable there, and a failure
+   here stops before anything else is done (the requests stay pending for the next run);
 1. a marker file beside the warehouse lists the data-key owners to destroy (ids only);
 2. the subjects' data keys are destroyed (crypto-shredding: every ciphertext of them is now unreadable);
 3. one transaction deletes the subjects' rows from every table and appends the tombstones,
@@ -9,11 +12,16 @@ Order, so that a crash anywhere leaves nothing half-done for long:
 4. the key store and the warehouse file are rebuilt (deleted bytes survive DELETE), then the marker goes.
 
 A run that finds the marker (a crash after 1) first destroys those keys again and rebuilds both files.
+Before any of it, every run records which source records the current golden versions drew on
+(:func:`~cmdm_pipeline.protect.erasure_history.record_history_sources`), so copies of a subject's values in
+other masters' history can be found later.
 
 Which rows are a subject's is decided from each table's columns, so tables added later are covered:
 ``source_system`` + ``source_record_id`` (and, for rows without an id, ``source_row_number``), ``master_id``,
 ``related_master_id``, the pair columns ``source_system_l/_r`` + ``source_record_id_l/_r``, a ``records``
-list, ``event_id`` (consent), and consent quarantine rows whose row as read mentions an own e-mail.
+list, ``event_id`` (consent), ``master_id`` + ``valid_from`` (versions of other masters that drew on the
+subject's records), ``audit_id`` + ``detail`` (audit rows of their steward decisions, and rows whose detail
+names their master as ``related_master_id``), and consent quarantine rows about them.
 """
 
 from __future__ import annotations
@@ -30,12 +38,15 @@ import duckdb
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
-from cmdm_pipeline.protect.audit import AUDIT, audit_rows, pipeline_actor
+from cmdm_pipeline.protect.audit import AUDIT, audit_rows, decision_audit_ids, pipeline_actor
 from cmdm_pipeline.protect.blind_index import blind_index
 from cmdm_pipeline.protect.erasure import (
-    LOG, LOG_COLUMNS, NOTIFICATION_COLUMNS, NOTIFICATIONS, OWN_TABLES, QUARANTINE, SUPPRESSED, TOMBSTONE_COLUMNS,
-    TOMBSTONES, UTC, Known, Subject, contact_frame, erased_events, erased_rows, index_requests, resolve_request,
-    suppressed_row, tombstones_of,
+    DECISIONS_SYSTEM, LOG, LOG_COLUMNS, NOTIFICATION_COLUMNS, NOTIFICATIONS, OWN_TABLES, QUARANTINE, SUPPRESSED,
+    TOMBSTONE_COLUMNS, TOMBSTONES, UTC, Known, Subject, contact_frame, erased_events, erased_rows, index_requests,
+    quarantine_subjects, resolve_request, suppressed_row, tombstones_of,
+)
+from cmdm_pipeline.protect.erasure_history import (
+    HISTORY, HISTORY_SOURCES, SOURCE_COLUMNS, VERSION_COLUMNS, record_history_sources,
 )
 from cmdm_pipeline.protect.erasure_requests import QUARANTINE_COLUMNS, Requests, read_requests
 from cmdm_pipeline.protect.keys import load_keyring
@@ -63,6 +74,9 @@ class Outcome:
     tombstones_added: int = 0
     notifications: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: request_id -> rows removed outside the warehouse (PostgreSQL lens tables), per table
+    removed_outside: dict[str, dict[str, int]] = field(default_factory=dict)
+    history_sources_added: int = 0
 
 
 def marker_path(store: Warehouse) -> Path:
@@ -77,8 +91,9 @@ def process_erasure(store: Warehouse, config: ProjectConfig, run_id: str, now: d
     """Read the requests, erase the subjects of those not processed yet, and log every outcome."""
     timer = time.perf_counter()
     recover(store, config)
+    sources_added = record_history_sources(store)
     requests = read_requests(config, [s.name for s in config.sources])
-    outcome = Outcome(requests)
+    outcome = Outcome(requests, history_sources_added=sources_added)
     tables = set(store.tables())
     done = store.query(statement("erasure/select_processed_requests", table=LOG)) if LOG in tables else None
     pending = requests.valid if done is None else requests.valid.join(done, on="request_id", how="anti")
@@ -95,6 +110,9 @@ def process_erasure(store: Warehouse, config: ProjectConfig, run_id: str, now: d
     destroyed: dict[str, int] = {}
     if erased:
         assert keys is not None
+        timer = time.perf_counter()
+        outcome.removed_outside = erase_lens_rows(config, keys, erased)
+        outcome.seconds["lens_target"] = time.perf_counter() - timer
         owners = sorted({o for s in erased for o in s.owners()})
         _write_marker(store, owners)
         timer = time.perf_counter()
@@ -150,9 +168,10 @@ def load_known(store: Warehouse, config: ProjectConfig, keys: KeyStore) -> Known
     ids = ["source_system", "source_record_id", "source_row_number"]
     standardised = store.read(STANDARDISED, [*ids, *contact_columns]) if STANDARDISED in tables else \
         pl.DataFrame(schema={"source_system": pl.String, "source_record_id": pl.String, "source_row_number": pl.Int64})
-    xref = store.read(XREF, ["source_system", "source_record_id", "master_id"])
-    lineage = store.read(ID_LINEAGE, ["event", "master_id", "related_master_id"]) if ID_LINEAGE in tables else \
-        pl.DataFrame(schema={"event": pl.String, "master_id": pl.String, "related_master_id": pl.String})
+    xref = store.read(XREF, ["source_system", "source_record_id", "master_id", "first_seen"])
+    lineage = store.read(ID_LINEAGE, ["event", "master_id", "related_master_id", "recorded_at"]) \
+        if ID_LINEAGE in tables else pl.DataFrame(schema={"event": pl.String, "master_id": pl.String,
+                                                          "related_master_id": pl.String, "recorded_at": UTC})
     consent_schema = {"event_id": pl.String(), "email_index": pl.Binary(), "phone_index": pl.Binary(),
                       "subject_source_system": pl.String(), "subject_source_record_id": pl.String(), "master_id": pl.String()}
     consent = pl.DataFrame(schema=consent_schema)
@@ -166,7 +185,54 @@ def load_known(store: Warehouse, config: ProjectConfig, keys: KeyStore) -> Known
     quarantine = store.read(CONSENT_QUARANTINE, ["run_id", "source_row_number", "source_values"]) \
         if CONSENT_QUARANTINE in tables else \
         pl.DataFrame(schema={"run_id": pl.String, "source_row_number": pl.Int64, "source_values": pl.String})
-    return Known(contact_frame(standardised, config, keys), standardised.select(ids), xref, lineage, consent, quarantine)
+    return Known(contact_frame(standardised, config, keys), standardised.select(ids), xref, lineage, consent,
+                 quarantine_subjects(quarantine, config, keys), *_history(store, tables), steward_decisions(config))
+
+
+def _history(store: Warehouse, tables: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``golden_history_sources`` and every history version's (master_id, valid_from, valid_to): ids only."""
+    sources = store.read(HISTORY_SOURCES) if HISTORY_SOURCES in tables else pl.DataFrame(schema=SOURCE_COLUMNS)
+    versions = store.read(HISTORY, list(VERSION_COLUMNS)) if HISTORY in tables else pl.DataFrame(schema=VERSION_COLUMNS)
+    return sources, versions
+
+
+_PAIR = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
+
+
+def steward_decisions(config: ProjectConfig) -> pl.DataFrame:
+    """Every row of the steward decisions file, superseded decisions included (each was logged while in
+    force), normalised as matching normalises them: pair keys and each decision's audit id."""
+    from cmdm_pipeline.stages.match import DECISION_COLUMNS, read_decisions
+
+    path = config.resolve(config.matching.decisions) if config.matching.decisions else None
+    checked = read_decisions(path)  # a file matching would refuse fails here alike, naming row and column
+    if checked.is_empty():
+        return checked.select(*_PAIR, decision_audit_ids(checked))
+    assert path is not None
+    rows = pl.read_csv(path, infer_schema=False)
+    rows = rows.select([pl.col(c) if c in rows.columns else pl.lit(None, dtype=pl.String).alias(c) for c in DECISION_COLUMNS])
+    ordered = pl.concat_str("source_system_l", pl.lit("\x1f"), "source_record_id_l") \
+        <= pl.concat_str("source_system_r", pl.lit("\x1f"), "source_record_id_r")
+    swap = {"source_system_l": "source_system_r", "source_record_id_l": "source_record_id_r"}
+    swap |= {v: k for k, v in swap.items()}
+    every = rows.select(
+        *[pl.when(ordered).then(pl.col(c)).otherwise(pl.col(swap[c])).alias(c) for c in _PAIR],
+        pl.col("decision").str.strip_chars().str.to_lowercase(), "decided_by", "decided_at",
+    )
+    return every.select(*_PAIR, decision_audit_ids(every)).unique()
+
+
+def erase_lens_rows(config: ProjectConfig, keys: KeyStore, subjects: list[Subject]) -> dict[str, dict[str, int]]:
+    """Delete the subjects' rows from the PostgreSQL lens tables, if there is a ``lenses_target``: one
+    transaction for every subject and lens; rows removed per request and table."""
+    if config.lenses_target is None or not subjects:
+        return {}
+    from cmdm_pipeline.protect.lens_postgres import erase_masters
+    from cmdm_pipeline.protect.lenses import token_key
+
+    tokens = {lens.name: token_key(keys, lens.name) for lens in config.lenses}
+    return erase_masters(config.lenses_target, config.lenses, {s.request_id: s.lens_masters() for s in subjects},
+                         tokens)
 
 
 def _write(
@@ -174,7 +240,6 @@ def _write(
     keys: KeyStore | None, run_id: str, now: dt.datetime,
 ) -> tuple[dict[str, int], int]:
     """One transaction: every subject's rows deleted, tombstones, notifications, log and audit rows appended."""
-    erased = [s for s in outcome.subjects if s.status == "erased"]
     removed_total: dict[str, int] = {}
     log_rows, tombstones, notifications, audit = [], [], [], []
     requested = {r["request_id"]: r for r in pending.iter_rows(named=True)}
@@ -183,45 +248,25 @@ def _write(
         con.begin()
         try:
             for subject in outcome.subjects:
-                removed = _delete_subject(con, layout, subject) if subject.status == "erased" else {}
+                erased = subject.status == "erased"
+                removed = {**_delete_subject(con, layout, subject), **outcome.removed_outside.get(subject.request_id, {})} \
+                    if erased else {}
                 for table, n in removed.items():
                     removed_total[table] = removed_total.get(table, 0) + n
                 stones = tombstones_of(subject, keys, config.erasure.tombstone_contacts, run_id, now) \
-                    if subject.status == "erased" and keys is not None else pl.DataFrame(schema=TOMBSTONE_COLUMNS)
+                    if erased and keys is not None else pl.DataFrame(schema=TOMBSTONE_COLUMNS)
                 tombstones.append(stones)
-                if subject.status == "erased":
-                    notifications.append(subject.records.select(
-                        pl.concat_str([pl.lit(subject.request_id), "source_system", "source_record_id"], separator="|")
-                        .alias("notification_id"),
-                        pl.lit(subject.request_id).alias("request_id"), "source_system", "source_record_id",
-                        pl.lit(now, dtype=UTC).alias("erased_at"), pl.lit(run_id).alias("run_id"),
-                    ))
-                request = requested[subject.request_id]
-                log_rows.append({
-                    "request_id": subject.request_id, "origin": request["origin"], "requested_at": request["requested_at"],
-                    "processed_at": now, "run_id": run_id, "status": subject.status, "resolved_by": subject.resolved_by,
-                    "candidate_masters": subject.candidates, "masters_erased": len(subject.masters),
-                    "records_erased": subject.records.height,
-                    "rows_removed": json.dumps(dict(sorted(removed.items()))),
-                    "keys_destroyed": destroyed.get(subject.request_id, 0), "tombstones_added": stones.height,
-                    "file_rebuilt": subject.status == "erased",
-                })
-                if subject.status == "erased":
-                    audit.append({
-                        "event_time": now, "run_id": run_id, "actor": pipeline_actor(run_id), "action": "erased",
-                        "master_id": None,
-                        "detail": json.dumps({"request_id": subject.request_id, "masters": len(subject.masters),
-                                              "records": subject.records.height, "keys_destroyed": destroyed.get(subject.request_id, 0),
-                                              "tables": sorted(removed)}),
-                    })
+                log_rows.append(_log_row(subject, requested[subject.request_id], removed,
+                                         destroyed.get(subject.request_id, 0), stones.height, run_id, now))
+                if erased:
+                    notifications.append(notifications_of(subject, run_id, now))
+                    audit.append(_audit_row(subject, removed, destroyed.get(subject.request_id, 0), run_id, now))
             log = pl.DataFrame(log_rows, schema=LOG_COLUMNS)
             stones_all = pl.concat(tombstones) if tombstones else pl.DataFrame(schema=TOMBSTONE_COLUMNS)
-            notes = pl.concat(notifications).cast(NOTIFICATION_COLUMNS) if notifications else pl.DataFrame(schema=NOTIFICATION_COLUMNS)  # type: ignore[arg-type]
+            notes = pl.concat(notifications) if notifications else pl.DataFrame(schema=NOTIFICATION_COLUMNS)
             appends = {LOG: (log, "request_id"), TOMBSTONES: (stones_all, "tombstone"), NOTIFICATIONS: (notes, "notification_id")}
             if audit:
-                audit_schema = {"event_time": UTC, "run_id": pl.String(), "actor": pl.String(), "action": pl.String(),
-                                "master_id": pl.String(), "detail": pl.String()}
-                appends[AUDIT] = (audit_rows(pl.DataFrame(audit, schema=audit_schema), now), "audit_id")
+                appends[AUDIT] = (audit_rows(pl.DataFrame(audit, schema=_AUDIT_INPUT), now), "audit_id")
             for name, (frame, key) in appends.items():
                 _append(con, name, frame, key)
             _replace(con, QUARANTINE, outcome.requests.quarantine(run_id).cast(QUARANTINE_COLUMNS))  # type: ignore[arg-type]
@@ -234,6 +279,41 @@ def _write(
     return removed_total, stones_all.height
 
 
+_AUDIT_INPUT: dict[str, pl.DataType] = {"event_time": UTC, "run_id": pl.String(), "actor": pl.String(),
+                                        "action": pl.String(), "master_id": pl.String(), "detail": pl.String()}
+
+
+def _log_row(subject: Subject, request: dict[str, object], removed: dict[str, int], destroyed: int, tombstones: int,
+             run_id: str, now: dt.datetime) -> dict[str, object]:
+    return {
+        "request_id": subject.request_id, "origin": request["origin"], "requested_at": request["requested_at"],
+        "processed_at": now, "run_id": run_id, "status": subject.status, "resolved_by": subject.resolved_by,
+        "candidate_masters": subject.candidates, "masters_erased": len(subject.masters),
+        "records_erased": subject.records.height, "rows_removed": json.dumps(dict(sorted(removed.items()))),
+        "keys_destroyed": destroyed, "tombstones_added": tombstones, "file_rebuilt": subject.status == "erased",
+    }
+
+
+def _audit_row(subject: Subject, removed: dict[str, int], destroyed: int, run_id: str, now: dt.datetime) -> dict[str, object]:
+    detail = {"request_id": subject.request_id, "masters": len(subject.masters), "records": subject.records.height,
+              "keys_destroyed": destroyed, "tables": sorted(removed)}
+    return {"event_time": now, "run_id": run_id, "actor": pipeline_actor(run_id), "action": "erased", "master_id": None,
+            "detail": json.dumps(detail)}
+
+
+def notifications_of(subject: Subject, run_id: str, now: dt.datetime) -> pl.DataFrame:
+    """One row per record a source system must delete, and per record steward decisions name
+    (pseudo system ``match_decisions``, id ``system:id``: delete every decision naming it)."""
+    decisions = pl.DataFrame({"source_system": DECISIONS_SYSTEM, "source_record_id": subject.decision_records},
+                             schema={"source_system": pl.String(), "source_record_id": pl.String()})
+    return pl.concat([subject.records, decisions]).select(
+        pl.concat_str([pl.lit(subject.request_id), "source_system", "source_record_id"], separator="|")
+        .alias("notification_id"),
+        pl.lit(subject.request_id).alias("request_id"), "source_system", "source_record_id",
+        pl.lit(now, dtype=UTC).alias("erased_at"), pl.lit(run_id).alias("run_id"),
+    ).cast(NOTIFICATION_COLUMNS)  # type: ignore[arg-type]
+
+
 def _delete_subject(con: duckdb.DuckDBPyConnection, layout: dict[str, set[str]], subject: Subject) -> dict[str, int]:
     """Delete the subject's rows from every table whose columns identify them; rows removed per table."""
     frames = {
@@ -242,6 +322,8 @@ def _delete_subject(con: duckdb.DuckDBPyConnection, layout: dict[str, set[str]],
         "__cmdm_erase_masters": pl.DataFrame({"master_id": subject.masters}, schema={"master_id": pl.String}),
         "__cmdm_erase_events": pl.DataFrame({"event_id": subject.consent_events}, schema={"event_id": pl.String}),
         "__cmdm_erase_run_rows": subject.consent_quarantine_rows,
+        "__cmdm_erase_versions": subject.history_versions,
+        "__cmdm_erase_audit_ids": pl.DataFrame({"audit_id": subject.decision_audit_ids}, schema={"audit_id": pl.String}),
     }
     for name, frame in frames.items():
         con.register(name, frame.to_arrow())
@@ -250,23 +332,7 @@ def _delete_subject(con: duckdb.DuckDBPyConnection, layout: dict[str, set[str]],
         for table, columns in sorted(layout.items()):
             if table in OWN_TABLES:
                 continue
-            steps = []
-            if {"source_system", "source_record_id"} <= columns:
-                steps.append(("erasure/delete_records", {"records": "__cmdm_erase_records"}))
-                if "source_row_number" in columns:
-                    steps.append(("erasure/delete_unkeyed_rows", {"rows": "__cmdm_erase_rows"}))
-            if {"source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"} <= columns:
-                steps.append(("erasure/delete_pairs", {"records": "__cmdm_erase_records"}))
-            if "records" in columns and "review_type" in columns:
-                steps.append(("erasure/delete_listed_records", {"records": "__cmdm_erase_records"}))
-            if "master_id" in columns:
-                steps.append(("erasure/delete_masters", {"masters": "__cmdm_erase_masters"}))
-            if "related_master_id" in columns:
-                steps.append(("erasure/delete_related_masters", {"masters": "__cmdm_erase_masters"}))
-            if "event_id" in columns:
-                steps.append(("erasure/delete_events", {"events": "__cmdm_erase_events"}))
-            if table == CONSENT_QUARANTINE:
-                steps.append(("erasure/delete_run_rows", {"rows": "__cmdm_erase_run_rows"}))
+            steps = _deletions(table, columns)
             count = sum(int(con.execute(statement(name, table=table, **scratch)).fetchall()[0][0]) for name, scratch in steps)
             if count:
                 removed[table] = count
@@ -274,6 +340,33 @@ def _delete_subject(con: duckdb.DuckDBPyConnection, layout: dict[str, set[str]],
         for name in frames:
             con.unregister(name)
     return removed
+
+
+def _deletions(table: str, columns: set[str]) -> list[tuple[str, dict[str, str]]]:
+    """The delete statements (and the scratch frames they read) that apply to a table with ``columns``."""
+    steps = []
+    if {"source_system", "source_record_id"} <= columns:
+        steps.append(("erasure/delete_records", {"records": "__cmdm_erase_records"}))
+        if "source_row_number" in columns:
+            steps.append(("erasure/delete_unkeyed_rows", {"rows": "__cmdm_erase_rows"}))
+    if {"source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"} <= columns:
+        steps.append(("erasure/delete_pairs", {"records": "__cmdm_erase_records"}))
+    if "records" in columns and "review_type" in columns:
+        steps.append(("erasure/delete_listed_records", {"records": "__cmdm_erase_records"}))
+    if "master_id" in columns:
+        steps.append(("erasure/delete_masters", {"masters": "__cmdm_erase_masters"}))
+        if "valid_from" in columns:
+            steps.append(("erasure/delete_versions", {"versions": "__cmdm_erase_versions"}))
+    if "related_master_id" in columns:
+        steps.append(("erasure/delete_related_masters", {"masters": "__cmdm_erase_masters"}))
+    if {"audit_id", "detail"} <= columns:
+        steps.append(("erasure/delete_audit_ids", {"ids": "__cmdm_erase_audit_ids"}))
+        steps.append(("erasure/delete_detail_related_masters", {"masters": "__cmdm_erase_masters"}))
+    if "event_id" in columns:
+        steps.append(("erasure/delete_events", {"events": "__cmdm_erase_events"}))
+    if table == CONSENT_QUARANTINE:
+        steps.append(("erasure/delete_run_rows", {"rows": "__cmdm_erase_run_rows"}))
+    return steps
 
 
 def _append(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, key: str) -> None:

@@ -13,11 +13,17 @@ For each lens, in **one transaction** for all lenses (readers see the previous l
 
 Schemas this pipeline made for lenses no longer configured (same prefix, marked by their comment) are
 dropped in the same transaction; their roles stay, with no privileges left.
+
+**Erasure** (:func:`erase_masters`) does not wait for the next publication: the erasure step deletes the
+erased subjects' rows from every lens table, in one transaction for all lenses and subjects, before it
+touches anything else. Rows are found by ``master_id`` as the lens shows it: as it is, or tokenised with
+the lens's token key; a lens that masks ``master_id`` cannot tell its rows apart, so its table is emptied
+(the lens step republishes it). Schemas of lenses no longer configured are dropped, as the publisher would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -25,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from cmdm_pipeline.config import Lens, LensesTarget
-from cmdm_pipeline.protect.lenses import LENS_TABLE
+from cmdm_pipeline.protect.lenses import LENS_TABLE, tokenise, treatments
 
 #: Comment that marks a schema as made by this pipeline for a lens (only those are ever dropped).
 SCHEMA_MARK = "cmdm_pipeline lens"
@@ -85,6 +91,46 @@ def _publish(con: psycopg.Connection, lens: Lens, frame: pl.DataFrame, target: L
     con.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, r))
     con.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(t, r))
     return PostgresLens(lens.name, schema, role, frame.height)
+
+
+def erase_masters(
+    target: LensesTarget, lenses: Sequence[Lens], masters: Mapping[str, Sequence[str]], token_keys: Mapping[str, bytes]
+) -> dict[str, dict[str, int]]:
+    """Delete the rows of each subject's ``masters`` (subject -> master ids) from every lens table in one
+    transaction; rows deleted per subject and table (``postgresql:<schema>.customers``)."""
+    removed: dict[str, dict[str, int]] = {subject: {} for subject in masters}
+    with psycopg.connect(target.resolved_url(), connect_timeout=15) as con:
+        with con.transaction():
+            _drop_stale(con, target, {lens_schema(target, lens.name) for lens in lenses})
+            for lens in lenses:
+                schema = lens_schema(target, lens.name)
+                if not _has_table(con, schema):
+                    continue  # never published there
+                for subject, ids in masters.items():
+                    count = _delete_rows(con, lens, sql.Identifier(schema, LENS_TABLE), ids, token_keys.get(lens.name))
+                    if count:
+                        removed[subject][f"postgresql:{schema}.{LENS_TABLE}"] = count
+    return removed
+
+
+def _has_table(con: psycopg.Connection, schema: str) -> bool:
+    found = con.execute("SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", [schema, LENS_TABLE])
+    return found.fetchone() is not None
+
+
+def _delete_rows(con: psycopg.Connection, lens: Lens, table: sql.Identifier, masters: Sequence[str],
+                 token_key: bytes | None) -> int:
+    if not masters:
+        return 0
+    treatment = treatments(lens)["master_id"]
+    if treatment == "mask":
+        return con.execute(sql.SQL("DELETE FROM {}").format(table)).rowcount
+    ids = pl.Series("master_id", list(masters), dtype=pl.String)
+    if treatment == "tokenise":
+        if token_key is None:
+            raise ValueError(f"lens {lens.name!r} tokenises master_id but no token key was given")
+        ids = tokenise(ids, token_key)
+    return con.execute(sql.SQL("DELETE FROM {} WHERE master_id = ANY(%s)").format(table), [ids.to_list()]).rowcount
 
 
 def _drop_stale(con: psycopg.Connection, target: LensesTarget, keep: set[str]) -> None:

@@ -12,15 +12,17 @@ Everything here is pure Polars on plaintext frames: the asset reads ``golden_cus
 
 **Keys.** Each lens has its own random AES-256 *file key*, a data key in the key store (owner
 ``lens/<name>``, wrapped by the KEK like every data key): it encrypts the lens's Parquet file when the lens
-reveals personal data, and ``cmdm lenses key <name>`` prints it for the area that owns the lens. Tokens use
+reveals personal data, and ``cmdm lenses key <name>`` prints it for the area that owns the lens.
+``cmdm lenses key <name> --rotate`` makes the next generation (owner ``lens/<name>/<n>``), used from the
+next publication on; :mod:`cmdm_pipeline.protect.lenses_keys` keeps track of generations. Tokens use
 an HMAC key derived (HKDF) from the blind-index root key with the lens name in the info string: stable
-across runs and KEK rotations, different per lens, so two areas cannot join their tokens.
+across runs, KEK rotations and file-key rotations, different per lens, so two areas cannot join their tokens.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,23 +59,32 @@ class LensKeys:
     file: bytes = field(repr=False)
 
 
-def key_owner(lens_name: str) -> str:
-    """The key-store owner of a lens's file key."""
-    return f"lens/{lens_name}"
+def key_owner(lens_name: str, generation: int = 1) -> str:
+    """The key-store owner of a lens's file key: ``lens/<name>``, and ``lens/<name>/<n>`` once rotated."""
+    return f"lens/{lens_name}" if generation == 1 else f"lens/{lens_name}/{generation}"
 
 
 def lens_folder(config: ProjectConfig) -> Path:
     return config.warehouse_path.parent / LENS_FOLDER
 
 
-def load_lens_keys(keys: KeyStore, names: Sequence[str], create: bool = True) -> dict[str, LensKeys]:
-    """Each lens's keys; file keys missing from the key store are created (``create``) or an error."""
+def token_key(keys: KeyStore, lens_name: str) -> bytes:
+    """The HMAC key of a lens's tokens (derived, so it never changes with the file key's generation)."""
+    return derive_key(keys.index_key(), f"lens token|{lens_name}")
+
+
+def load_lens_keys(
+    keys: KeyStore, names: Sequence[str], create: bool = True, generations: Mapping[str, int] | None = None
+) -> dict[str, LensKeys]:
+    """Each lens's keys, the file key of its ``generations`` entry (default 1); file keys missing from the
+    key store are created (``create``) or an error."""
     if not names:
         return {}
-    root = keys.index_key()
-    found = keys.keys_for_owners(pl.Series("owner", [key_owner(n) for n in names]), create=create)
+    generation = generations or {}
+    owners = pl.Series("owner", [key_owner(n, generation.get(n, 1)) for n in names])
+    found = keys.keys_for_owners(owners, create=create)
     return {
-        name: LensKeys(token=derive_key(root, f"lens token|{name}"), file=found.keys[position])
+        name: LensKeys(token=token_key(keys, name), file=found.keys[position])
         for name, position in zip(names, found.index.to_list(), strict=True)
     }
 

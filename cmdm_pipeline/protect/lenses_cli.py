@@ -1,7 +1,9 @@
-"""``cmdm lenses``: list the lenses and their outputs; print a lens's file key for the area that owns it.
+"""``cmdm lenses``: list the lenses and their outputs; print or rotate a lens's file key.
 
 ``list`` prints names, counts and paths only. ``key`` prints key material on purpose, and only that one
 lens's key: it is how an operator holding the KEK hands a business area the key to its encrypted file.
+``key --rotate`` prints no key: it makes the lens's next key generation (see
+:mod:`cmdm_pipeline.protect.lenses_keys`), used from the next publication, and logs ``lens_key_rotated``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 EXIT_CODES = (
     "exit codes:\n  0    success\n"
-    "  1    nothing to show yet: the lens has no key (run `cmdm run` first), or the key store is busy\n"
+    "  1    nothing to show yet: the lens has no key (run `cmdm run` first), or the key store or the\n"
+    "       warehouse is busy (a run is going on)\n"
     "  2    wrong arguments, an invalid config, an unknown lens, or no (or a wrong) key-encryption key"
 )
 
@@ -32,7 +35,8 @@ def add_lenses_parser(
         description=wrap(
             "Purpose lenses are published each run under <warehouse folder>/lenses/ (and into PostgreSQL when "
             "lenses_target is set). A lens revealing personal data is a Parquet file encrypted with the lens's own "
-            "key; `cmdm lenses key LENS` prints that key (base64) for the business area that owns the lens."
+            "key; `cmdm lenses key LENS` prints that key (base64) for the business area that owns the lens, and "
+            "`cmdm lenses key LENS --rotate` gives the lens a new key from its next publication on."
         ),
         epilog=EXIT_CODES,
         formatter_class=formatter,
@@ -42,18 +46,28 @@ def add_lenses_parser(
                                  epilog=EXIT_CODES, formatter_class=formatter)
     listing.add_argument("--config", metavar="PATH", help=config_help)
     key = actions.add_parser(
-        "key", help="print a lens's file key (base64) on stdout, and how to open the file on stderr",
+        "key", help="print a lens's file key (base64) on stdout, and how to open the file on stderr; or --rotate it",
         description=wrap("Print the AES-256 key of LENS's encrypted Parquet file, base64, on stdout (nothing "
                          "else), and how DuckDB and pyarrow open the file on stderr. Needs the key-encryption key. "
-                         "Hand the key to the lens's owners through a secret store, never in a ticket or chat."),
-        epilog=EXIT_CODES, formatter_class=formatter,
+                         "Hand the key to the lens's owners through a secret store, never in a ticket or chat. "
+                         "With --rotate: create a new key for LENS instead (nothing is printed but its generation "
+                         "and id). The next publication (`cmdm run`) encrypts the file with it and then destroys "
+                         "the old key; until then the old key stays readable here (`cmdm lenses key LENS` prints "
+                         "it), because it is the one that opens the file as published. Tokens do not change."),
+        epilog="examples:\n  cmdm lenses key service\n  cmdm lenses key service --rotate\n\n" + EXIT_CODES,
+        formatter_class=formatter,
     )
     key.add_argument("lens", metavar="LENS", help="the lens's name in cmdm.yaml")
+    key.add_argument("--rotate", action="store_true",
+                     help="create the lens's next key, used from the next publication on (the old key stays "
+                     "printable until that publication replaces the file)")
     key.add_argument("--config", metavar="PATH", help=config_help)
     lenses.set_defaults(lenses_parser=lenses)
 
 
 def lenses_command(args: argparse.Namespace) -> int:
+    import duckdb
+
     from cmdm_pipeline.config import ConfigError, load_config
     from cmdm_pipeline.protect.keys import KeyMissingError, KeyStoreBusyError, ProtectionError
 
@@ -69,9 +83,13 @@ def lenses_command(args: argparse.Namespace) -> int:
     if args.lenses_action == "list":
         return _list(config)
     try:
-        return _key(config, args.lens)
+        return _key(config, args.lens, args.rotate)
     except KeyStoreBusyError as exc:
         print(f"cmdm: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except duckdb.IOException:
+        print(f"cmdm: the warehouse {config.warehouse_path} is in use by a running pipeline; try again later",
+              file=sys.stderr)
         return EXIT_REFUSED
     except KeyMissingError as exc:
         if "have no data key" in str(exc):
@@ -107,17 +125,23 @@ def _list(config) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-def _key(config, name: str) -> int:  # type: ignore[no-untyped-def]
+def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.protect.keys import load_keyring
     from cmdm_pipeline.protect.keystore import KeyStore
     from cmdm_pipeline.protect.lenses import lens_folder, load_lens_keys, revealed_pii
+    from cmdm_pipeline.protect.lenses_keys import read_generations
+    from cmdm_pipeline.warehouse import Warehouse
 
     lens = next((lens for lens in config.lenses if lens.name == name), None)
     if lens is None:
         known = ", ".join(lens.name for lens in config.lenses) or "none"
         print(f"cmdm: no lens {name!r} in the config (lenses: {known})", file=sys.stderr)
         return EXIT_USAGE
-    keys = load_lens_keys(KeyStore.for_config(config, load_keyring(config)), [name], create=False)
+    key_store = KeyStore.for_config(config, load_keyring(config))
+    if rotate:
+        return _rotate(config, key_store, name)
+    generation = read_generations(Warehouse(config.warehouse_path)).current(name)
+    keys = load_lens_keys(key_store, [name], create=False, generations={name: generation})
     encoded = base64.b64encode(keys[name].file).decode()
     print(encoded)
     path = lens_folder(config) / f"{name}.parquet"
@@ -131,4 +155,16 @@ def _key(config, name: str) -> int:  # type: ignore[no-untyped-def]
         f"create_decryption_properties(base64.b64decode(key)))",
         file=sys.stderr,
     )
+    return EXIT_OK
+
+
+def _rotate(config, key_store, name: str) -> int:  # type: ignore[no-untyped-def]
+    import getpass
+
+    from cmdm_pipeline.protect.lenses_keys import rotate_lens_key
+
+    rotated = rotate_lens_key(config, key_store, name, f"cli:{getpass.getuser()}")
+    print(f"lens {name}: key generation {rotated.generation} created (data key id {rotated.data_key_id}); the next "
+          f"`cmdm run` encrypts the lens's file with it and then destroys the older key.\n"
+          f"Until then `cmdm lenses key {name}` prints generation {rotated.previous}, which opens the file as published.")
     return EXIT_OK

@@ -33,3 +33,9 @@ def update_history(
     return pl.concat([closed, ended, keep, opened.select(history.columns)], how="vertical_relaxed").sort(
         "master_id", "valid_from"
     )
+
+
+def with_version_start(golden: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """``golden`` with ``valid_from``: since when each master's current version holds (its history row's)."""
+    current = history.filter(pl.col("valid_to").is_null()).select("master_id", "valid_from")
+    return golden.join(current, on="master_id", how="left", maintain_order="left")

@@ -5,6 +5,9 @@ Rules, in order: a previous master goes with the new cluster holding most of its
 cluster, the oldest survives and the others are retired as merged into it; clusters with no
 surviving previous master get a fresh id. Fresh ids are numbered in the order of each
 cluster's smallest record key, so the same input gives the same ids on a new warehouse too.
+An id is never issued twice: fresh ids continue after the highest ever issued (kept in
+``master_id_sequence``), not after the highest still in use, since a merged or erased id is gone
+from ``customer_xref`` but may still name that customer in history, lineage, audit or downstream.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ LINEAGE_COLUMNS: dict[str, pl.DataType] = {
 class MasterAssignment:
     xref: pl.DataFrame  # one row per source record (XREF_COLUMNS)
     lineage: pl.DataFrame  # one row per merge or split this run (LINEAGE_COLUMNS)
+    highest_issued: int  # the number of the highest master id issued so far, this run's included
 
 
 def format_master_id(number: int) -> str:
@@ -57,10 +61,11 @@ def _id_number(column: str) -> pl.Expr:
 
 
 def assign_master_ids(
-    clusters: pl.DataFrame, previous: pl.DataFrame | None, run_id: str, now: dt.datetime
+    clusters: pl.DataFrame, previous: pl.DataFrame | None, run_id: str, now: dt.datetime, issued: int = 0
 ) -> MasterAssignment:
     """``clusters``: source_system, source_record_id, cluster (any id), link_confidence.
-    ``previous``: the last run's ``customer_xref`` (or None on a new warehouse)."""
+    ``previous``: the last run's ``customer_xref`` (or None on a new warehouse); ``issued``: the number of
+    the highest master id ever issued (see :func:`highest_issued`)."""
     if previous is None:
         previous = pl.DataFrame(schema=XREF_COLUMNS)
     seen = clusters.join(
@@ -88,7 +93,7 @@ def assign_master_ids(
 
     cluster_order = clusters.group_by("cluster").agg(_record_key().min().alias("first_key"))
     fresh = cluster_order.join(survivors.select("cluster"), on="cluster", how="anti").sort("first_key")
-    start = previous.select(_id_number("master_id").max()).item() or 0
+    start = max(previous.select(_id_number("master_id").max()).item() or 0, issued)
     fresh = fresh.with_row_index("n", offset=start + 1).with_columns(
         pl.format("{}{}", pl.lit(ID_PREFIX), pl.col("n").cast(pl.String).str.zfill(ID_DIGITS)).alias("master_id")
     )
@@ -123,4 +128,22 @@ def assign_master_ids(
             ),
         ]
     ).with_columns(pl.lit(run_id).alias("run_id"), at.alias("recorded_at"), pl.col("records").cast(pl.Int64))
-    return MasterAssignment(xref, lineage.select(list(LINEAGE_COLUMNS)).sort("event", "master_id", "related_master_id"))
+    return MasterAssignment(xref, lineage.select(list(LINEAGE_COLUMNS)).sort("event", "master_id", "related_master_id"),
+                            start + fresh.height)
+
+
+def highest_issued(sequence: pl.DataFrame | None, lineage: pl.DataFrame) -> int:
+    """The highest master id number issued: from ``master_id_sequence``, or, on a warehouse written before
+    it existed, from every id ``master_id_lineage`` names (retired ids included)."""
+    known = [0]
+    if sequence is not None and not sequence.is_empty():
+        known.append(int(sequence["highest_issued"].max()))  # type: ignore[arg-type]
+    for column in ("master_id", "related_master_id"):
+        known.append(lineage.select(_id_number(column).max()).item() or 0)
+    return max(known)
+
+
+def sequence_row(highest: int, run_id: str, now: dt.datetime) -> pl.DataFrame:
+    """The one row of ``master_id_sequence``."""
+    return pl.DataFrame({"highest_issued": [highest], "run_id": [run_id], "updated_at": [now]},
+                        schema={"highest_issued": pl.Int64, "run_id": pl.String, "updated_at": pl.Datetime("us", "UTC")})

@@ -12,7 +12,7 @@ from functools import cache
 
 import polars as pl
 
-from cmdm_pipeline.schema import CustomerSchema, Kind
+from cmdm_pipeline.schema import Attribute, CustomerSchema, Kind
 
 KEY = ["source_system", "source_record_id"]
 PHONES = "phones"
@@ -54,6 +54,16 @@ def name_variants(names: pl.Series) -> pl.Series:
     return names.replace_strict(variants, default=None, return_dtype=pl.List(pl.String))
 
 
+def feature_inputs(schema: CustomerSchema) -> list[str]:
+    """The validated columns :func:`matching_frame` reads (fewer columns to decrypt and hold)."""
+    def used(attribute: Attribute) -> bool:
+        if attribute.kind is Kind.category:
+            return attribute.use_in_matching
+        return attribute.kind not in (Kind.number, Kind.boolean)
+
+    return [*KEY, "party_type", *(n for n, a in schema.attributes.items() if used(a))]
+
+
 def matching_frame(records: pl.DataFrame, schema: CustomerSchema) -> pl.DataFrame:
     """One row per record: ``unique_id`` (row number), the key, ``party_type``, and features."""
     columns: list[pl.Expr] = [
@@ -70,7 +80,10 @@ def matching_frame(records: pl.DataFrame, schema: CustomerSchema) -> pl.DataFram
             columns += [pl.col(name), pl.col(name).str.split("@").list.first().alias(f"{name}_local")]
         elif kind is Kind.postcode:
             columns.append(pl.col(name).str.replace_all(" ", "").alias(name))
-        elif kind in (Kind.phone, Kind.number, Kind.boolean, Kind.category, Kind.text):
+        elif kind is Kind.category:
+            if attribute.use_in_matching:  # compared exactly (match: true); otherwise not a feature
+                columns.append(pl.col(name))
+        elif kind in (Kind.phone, Kind.number, Kind.boolean):
             continue
         else:
             columns.append(pl.col(name))

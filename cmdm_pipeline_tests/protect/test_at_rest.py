@@ -22,6 +22,7 @@ GOLDEN = pl.DataFrame({
     "first_name": ["Ada", "Alan", None],
     "date_of_birth": [dt.date(1985, 12, 10), None, dt.date(1956, 12, 9)],
     "country": ["GB", "GB", "US"],
+    "valid_from": [dt.datetime(2026, 1, 5, tzinfo=dt.UTC)] * 3,
 })
 
 
@@ -94,7 +95,7 @@ def test_encryption_off_stores_plaintext(make_project) -> None:  # type: ignore[
     config = make_project(protection={"encrypt": False})
     store = open_warehouse(config)
     store.replace({"golden_customers": GOLDEN})
-    assert stored(config, "golden_customers").equals(GOLDEN)
+    assert stored(config, "golden_customers").drop("valid_from").equals(GOLDEN.drop("valid_from"))
     assert ENCRYPTED_COLUMNS not in store.tables()
 
 
@@ -129,3 +130,40 @@ def test_the_check_names_personal_columns_stored_in_plaintext(make_project) -> N
     assert not verdict.passed and not verdict.warn_only and "validated_customers.email" in verdict.description
     off = personal_data_encrypted_verdict(found, 2, encrypt=False)
     assert not off.passed and off.warn_only
+
+
+def test_a_golden_version_is_encrypted_once_for_both_golden_and_history(make_project) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.stages.history import update_history, with_version_start
+
+    config = make_project()
+    store = open_warehouse(config)
+    plain = GOLDEN.drop("valid_from")
+
+    def night(golden: pl.DataFrame, at: dt.datetime) -> None:
+        previous = store.read("golden_customers_history") if "golden_customers_history" in store.tables() else None
+        history = update_history(previous, golden, "run", at)
+        store.replace({"golden_customers": with_version_start(golden, history), "golden_customers_history": history})
+
+    def history_rows() -> pl.DataFrame:
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+            return con.sql("SELECT * FROM golden_customers_history ORDER BY master_id, valid_from").pl()
+
+    night(plain, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    golden, history = stored(config, "golden_customers"), history_rows()
+    assert history["first_name"].to_list() == golden["first_name"].to_list()  # the same bytes: encrypted once
+
+    renamed = plain.with_columns(pl.when(pl.col("master_id") == "m2").then(pl.lit("Alan M.")).otherwise("first_name").alias("first_name"))
+    night(renamed, dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    after, history = stored(config, "golden_customers"), history_rows()
+    assert after["first_name"][0] == golden["first_name"][0]  # m1 unchanged: its one version kept
+    m2 = history.filter(pl.col("master_id") == "m2")
+    assert m2["first_name"].to_list() == [golden["first_name"][1], after["first_name"][1]]  # old version kept, new shared
+    assert store.read("golden_customers_history").filter(pl.col("master_id") == "m2")["first_name"].to_list() == ["Alan", "Alan M."]
+    assert store.read("golden_customers")["first_name"].to_list() == ["Ada", "Alan M.", None]
+
+    # The current version's ciphertext copied over the old version does not decrypt there.
+    with duckdb.connect(str(config.warehouse_path)) as con:
+        con.execute("UPDATE golden_customers_history SET first_name = (SELECT first_name FROM golden_customers "
+                    "WHERE master_id = 'm2') WHERE master_id = 'm2' AND valid_to IS NOT NULL")
+    with pytest.raises(DecryptionError, match=r"golden_customers_history\.first_name of record m2\|2026-01-01"):
+        store.read("golden_customers_history")

@@ -76,6 +76,16 @@ def test_append_audit_logs_each_row_once_and_steward_decisions_once(tmp_path: Pa
     assert log["event_time"][0] == dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
 
 
+def test_a_decision_naming_a_record_without_a_master_is_not_in_force_and_not_logged(tmp_path: Path) -> None:
+    """An erased (tombstoned) record never has a master again: its decisions stay unlogged, run after run."""
+    store = Warehouse(tmp_path / "w.duckdb")
+    only_one = xref(**{"1": "M1"})  # crm 2 is gone: erased, or not read yet
+    assert steward_events(decisions(("different", "2026-11-22T10:00:00")), only_one, "r1", T0).is_empty()
+    assert append_audit(store, steward_events(decisions(("same", "2026-11-22T10:00:00")), only_one, "r1", T0)) == 0
+    both = steward_events(decisions(("same", "2026-11-22T10:00:00")), xref(**{"1": "M1", "2": "M2"}), "r2", T1)
+    assert both.height == 1  # once both records are mastered, the decision is in force and logged
+
+
 def test_append_audit_is_atomic_with_the_tables_it_describes(tmp_path: Path) -> None:
     store = Warehouse(tmp_path / "w.duckdb")
     changes = pl.DataFrame({"master_id": ["M1"], "purpose": ["marketing"], "channel": ["sms"],

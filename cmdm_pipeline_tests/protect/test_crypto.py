@@ -100,6 +100,26 @@ def test_batches_sharing_keys(store: KeyStore, monkeypatch: pytest.MonkeyPatch) 
         decrypt_frame(sealed.with_columns(pl.Series("email", emails)), ["email", "note"], "t", "record", store)
 
 
+def test_large_tables_go_in_passes_of_rows(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crypto, "ROWS_PER_PASS", 3)  # 10 rows: passes of 3, 3, 3 and 1
+    frame = pl.DataFrame({"record": [f"r{i}" for i in range(10)], "email": [f"{i}@example.org" for i in range(10)],
+                          "owner": ["a", "b", "a", "c", "a", "b", "d", "d", "d", "a"]})
+    first = encrypt_changed(frame, None, ["email"], "t", "owner", "record", store)
+    assert (first.encrypted, first.reused) == (10, 0) and first.frame["record"].equals(frame["record"])
+    assert decrypt_frame(first.frame, ["email"], "t", "record", store).drop("pii_digest").equals(frame)
+    changed = frame.with_columns(pl.when(pl.col("record") == "r7").then(pl.lit("new@example.org")).otherwise("email").alias("email"))
+    night = encrypt_changed(changed, first.frame, ["email"], "t", "owner", "record", store)
+    assert (night.encrypted, night.reused) == (1, 9)
+    emails = first.frame["email"].to_list()
+    emails[7], emails[8] = emails[8], emails[7]  # both in the third pass
+    with pytest.raises(DecryptionError, match="t.email of record r7: the ciphertext was not made"):
+        decrypt_frame(first.frame.with_columns(pl.Series("email", emails)), ["email"], "t", "record", store)
+    # Record ids are unique over the whole table, not only within a pass.
+    with pytest.raises(ProtectionError, match="record ids must be unique"):
+        encrypt_frame(frame.with_columns(pl.when(pl.col("record") == "r9").then(pl.lit("r0")).otherwise("record").alias("record")),
+                      ["email"], "t", "owner", "record", store)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(st.one_of(st.none(), st.text(max_size=40)), min_size=1, max_size=12))
 def test_any_text_round_trips(shared_store: KeyStore, values: list[str | None]) -> None:

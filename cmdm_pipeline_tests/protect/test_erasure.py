@@ -11,7 +11,7 @@ import pytest
 
 from cmdm_pipeline.cli import main
 from cmdm_pipeline.protect.erasure import (
-    Known, contact_frame, erased_rows, index_requests, resolve_request, tombstones_of,
+    Known, contact_frame, erased_rows, index_requests, quarantine_subjects, resolve_request, tombstones_of,
 )
 from cmdm_pipeline.protect.erasure_apply import open_keys
 from cmdm_pipeline.protect.erasure_requests import (
@@ -96,7 +96,7 @@ def _known(config, keys) -> Known:  # type: ignore[no-untyped-def]
     quarantine = pl.DataFrame({"run_id": ["r0", "r0"], "source_row_number": [4, 5],
                                "source_values": ['{"Email":"ADA@example.org"}', '{"Email":"x@example.org"}']})
     return Known(contact_frame(standardised, config, keys), standardised.select("source_system", "source_record_id", "source_row_number"),
-                 xref, lineage, consent, quarantine)
+                 xref, lineage, consent, quarantine_subjects(quarantine, config, keys))
 
 
 def _request(keys, **fields) -> dict:  # type: ignore[no-untyped-def]
@@ -201,3 +201,92 @@ def test_record_request_refuses_an_empty_request(project) -> None:  # type: igno
 
     with pytest.raises(ErasureRequestError, match="name the subject"):
         record_request(project())
+
+
+CONSENT = {"source": {"kind": "csv", "path": "consent.csv", "default_country": "GB", "columns": {
+    "Email": "email", "Phone": "phone", "System": "source_system", "RecordId": "source_record_id",
+    "Purpose": "purpose", "Channel": "channel", "Action": "action", "At": "occurred_at"}}}
+
+
+def _quarantined(*rows: dict[str, str]) -> pl.DataFrame:
+    """consent_quarantine rows of run r0, numbered from 1, each row as read (JSON) as the consent stage stores it."""
+    import json
+
+    return pl.DataFrame({"run_id": ["r0"] * len(rows), "source_row_number": list(range(1, len(rows) + 1)),
+                         "source_values": [json.dumps(r) for r in rows]})
+
+
+def test_quarantined_consent_rows_are_found_by_email_phone_or_record(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project(files={"crm.csv": "Id,First,Last,Email,Phone,Zip,Country,DOB\n", "consent.csv": "Email\n"},
+                          consent=CONSENT)
+    keys = open_keys(config)
+    standardised = pl.DataFrame({
+        "source_system": ["crm", "shop", "crm"], "source_record_id": ["1", "10", "2"], "source_row_number": [1, 1, 2],
+        "email": ["ada@example.org", None, "bob@example.org"],
+        "phone": ["+442079460018", "+441614960000", "+441614960000"],  # her mobile; the household landline
+    })
+    xref = pl.DataFrame({"source_system": ["crm", "shop", "crm"], "source_record_id": ["1", "10", "2"],
+                         "master_id": ["A", "A", "B"]})
+    quarantine = _quarantined(
+        {"Email": " ADA@example.org", "Purpose": "profling"},  # 1: her e-mail
+        {"Phone": "020 7946 0018", "Purpose": "profling"},  # 2: her own phone, typed nationally
+        {"System": "SHOP", "RecordId": " 10 ", "Purpose": "profling"},  # 3: one of her records, as typed
+        {"unparsed": "x;+44 (20) 7946-0018;;granted"},  # 4: unparsable, her phone in the text
+        {"Phone": "+44 161 496 0000", "Purpose": "profling"},  # 5: the shared landline: nobody's own
+        {"Email": "bob@example.org", "System": "crm", "RecordId": "2"},  # 6: somebody else
+    )
+    known = Known(contact_frame(standardised, config, keys), standardised.select("source_system", "source_record_id",
+                  "source_row_number"), xref, pl.DataFrame(schema={"event": pl.String, "master_id": pl.String,
+                  "related_master_id": pl.String}), pl.DataFrame(schema={"event_id": pl.String, "email_index": pl.Binary,
+                  "phone_index": pl.Binary, "subject_source_system": pl.String, "subject_source_record_id": pl.String,
+                  "master_id": pl.String}), quarantine_subjects(quarantine, config, keys))
+    ada = resolve_request(_request(keys, source_system="crm", source_record_id="1"), known)
+    assert ada.own_phones == ["+442079460018"]
+    assert ada.consent_quarantine_rows.rows() == [("r0", 1), ("r0", 2), ("r0", 3), ("r0", 4)]
+    assert {"consent-quarantine/r0|2", "consent-quarantine/r0|3", "consent-quarantine/r0|4"} <= set(ada.owners())
+    # Each way on its own: without the e-mail, row 1 goes; without the phones, rows 2 and 4; without the record, row 3.
+    from cmdm_pipeline.protect.erasure import quarantine_rows_of
+
+    def found(**changes) -> list[int]:  # type: ignore[no-untyped-def]
+        import dataclasses
+
+        return quarantine_rows_of(dataclasses.replace(ada, **changes), known.consent_quarantine)["source_row_number"].to_list()
+
+    assert found(own_email_index=[], own_emails=[]) == [2, 3, 4]
+    assert found(own_phone_index=[], own_phones=[]) == [1, 3]
+    assert found(records=ada.records.clear()) == [1, 2, 4]
+
+
+def test_steward_decisions_naming_the_subject_are_listed_and_their_audit_ids_found(project) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.protect.audit import steward_events
+    from cmdm_pipeline.protect.erasure_apply import notifications_of, steward_decisions
+    from cmdm_pipeline.stages.match import read_decisions
+
+    config = project(matching={"decisions": "decisions.csv"})
+    (config.base_dir / "decisions.csv").write_text(
+        "source_system_l,source_record_id_l,source_system_r,source_record_id_r,decision,decided_by,decided_at,reason\n"
+        "shop,10,crm,2,same,steward@corp.example,2026-06-01T09:00:00,looked alike\n"  # names Ada's shop record (right-hand side once ordered)
+        "crm,2,shop,10,Different ,steward@corp.example,2026-06-02T09:00:00,checked\n"  # supersedes it
+        "crm,2,crm,3,different,steward@corp.example,2026-06-01T09:00:00,\n", encoding="utf-8")  # nobody of hers
+    keys = open_keys(config)
+    known = dataclasses_replace(_known(config, keys), decisions=steward_decisions(config))
+    ada = resolve_request(_request(keys, email="ada@example.org"), known)
+    assert ada.decision_records == ["shop:10"]
+    # Both decisions on her pair: the one in force and the superseded one (logged while it was in force).
+    in_force = read_decisions(config.base_dir / "decisions.csv")
+    logged = steward_events(in_force, pl.DataFrame({"source_system": ["crm", "shop", "crm"], "source_record_id": ["2", "10", "3"],
+                                                    "master_id": ["B", "A", "C"]}), "r1", NOW)
+    hers = logged.filter(pl.col("detail").str.contains('"related_master_id":"A"'))["audit_id"].to_list()
+    others = logged.filter(pl.col("detail").str.contains('"related_master_id":"C"'))["audit_id"].to_list()
+    assert len(hers) == len(others) == 1
+    assert hers[0] in ada.decision_audit_ids and others[0] not in ada.decision_audit_ids
+    assert len(ada.decision_audit_ids) == 2
+    notes = notifications_of(ada, "run-1", NOW)
+    assert notes.select("source_system", "source_record_id").rows() == [("crm", "1"), ("shop", "10"), ("match_decisions", "shop:10")]
+    assert notes["notification_id"].n_unique() == notes.height
+
+
+def dataclasses_replace(known: Known, **changes) -> Known:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    return dataclasses.replace(known, **changes)

@@ -1,4 +1,5 @@
-"""Erasure in the real Dagster job: a canary subject is erased everywhere, history included, and stays erased."""
+"""Erasure in the real Dagster job: a canary subject is erased everywhere, history included (also another
+master's, after a wrong merge), and stays erased; their steward decisions are listed and never logged again."""
 
 from __future__ import annotations
 
@@ -137,3 +138,52 @@ def _assert_nothing_decrypts_to_the_canary(store) -> None:  # type: ignore[no-un
     text = _decrypted(store)
     for value in ("zebulon", "quxworthy", "442079460999"):
         assert value not in text, value
+
+
+DECISIONS_HEADER = "source_system_l,source_record_id_l,source_system_r,source_record_id_r,decision,decided_by,decided_at,reason\n"
+SAME = "crm,1,shop,77,same,steward@corp.example,2026-06-01T09:00:00,looked alike\n"
+DIFFERENT = "shop,77,crm,1,different,steward@corp.example,2026-06-02T09:00:00,not the same person\n"
+
+
+def test_a_subject_wrongly_merged_into_another_master_leaves_nothing_in_its_history(make_project) -> None:  # type: ignore[no-untyped-def]
+    """A steward merges the canary (shop 77) into Ada's master, then splits him off again; his phone won
+    Ada's golden record in between. Erasing him removes that version of Ada's history (and his first
+    master's), keeps Ada's others, lists his steward decisions for deletion and never logs them again."""
+    ada_without_phone = GOOD_CSV.replace("Ada@Example.org,020 7946 0018", "Ada@Example.org,")
+    canary = json.dumps({"customer_id": 77, "email": "zebulon.canary@example.net", "first": "Zebulon",
+                         "last": "Quxworthy", "tel": "+44 20 7946 0999"}) + "\n"
+    files = {"crm.csv": ada_without_phone, "shop.jsonl": canary, "decisions.csv": DECISIONS_HEADER,
+             "erasure.csv": "Ticket,Email,Phone,Master,System,Record,When\n"}
+    config = make_project(files=files, sources=[csv_source(), SHOP], erasure=ERASURE,
+                          matching={"decisions": "decisions.csv"},
+                          quality={"max_match_rate_drift": 1, "max_cluster_size_drift": 1, "max_quarantine_rate": 1})
+    store = open_warehouse(config)
+    run(config.base_dir)
+    (config.base_dir / "decisions.csv").write_text(DECISIONS_HEADER + SAME, encoding="utf-8")
+    run(config.base_dir)
+    xref = store.read("customer_xref")
+    ada = xref.filter(pl.col("source_record_id") == "1")["master_id"][0]
+    assert xref.filter(pl.col("master_id") == ada).height == 2  # the wrong merge
+    golden = store.read("golden_customers").filter(pl.col("master_id") == ada)
+    assert golden["phone"].to_list() == ["+442079460999"]  # his phone won her golden record
+    (config.base_dir / "decisions.csv").write_text(DECISIONS_HEADER + SAME + DIFFERENT, encoding="utf-8")
+    run(config.base_dir)
+    assert store.read("customer_xref").filter(pl.col("master_id") == ada).height == 1  # split off again
+    versions = store.read("golden_customers_history").filter(pl.col("master_id") == ada).height
+    assert store.read("audit_log").filter(pl.col("action") == "steward_decision").height == 2
+
+    (config.base_dir / "erasure.csv").write_text("Ticket,Email,Phone,Master,System,Record,When\nT-1,,,,shop,77,\n",
+                                                 encoding="utf-8")
+    run(config.base_dir)  # the decisions file still names shop 77: ignored, the run succeeds
+    log = store.read("erasure_log").row(0, named=True)
+    assert log["status"] == "erased"
+    left = store.read("golden_customers_history").filter(pl.col("master_id") == ada)
+    assert left.height == versions - 1 and left["phone"].null_count() == left.height  # her other versions stay
+    assert json.loads(log["rows_removed"])["golden_customers_history"] >= 3  # his master, his first one, her version
+    assert store.read("master_id_lineage").is_empty()  # the merge and the split were his moves only
+    _assert_nothing_decrypts_to_the_canary(store)
+    assert scan(config.warehouse_path.parent) == {}
+    notes = store.read("erasure_notifications").sort("source_system")
+    assert notes.select("source_system", "source_record_id").rows() == [("match_decisions", "shop:77"), ("shop", "77")]
+    assert store.read("audit_log").filter(pl.col("action") == "steward_decision").is_empty()  # not logged again
+    assert store.read("customer_xref").filter(pl.col("source_system") == "shop").is_empty()

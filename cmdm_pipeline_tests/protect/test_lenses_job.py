@@ -1,4 +1,5 @@
-"""Lenses in the real Dagster job: files published, the revealing lens encrypted, its key from `cmdm lenses key`."""
+"""Lenses in the real Dagster job: files published and audited, the revealing lens encrypted, its key from
+`cmdm lenses key`, and rotated with `--rotate` at the next publication."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from cmdm_pipeline.cli import main
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline.protect.keystore import keystore_path
 from cmdm_pipeline_tests.conftest import GOOD_CSV
 
 pytestmark = pytest.mark.integration
@@ -86,6 +88,76 @@ def test_lenses_published_by_the_job(make_project, capsys) -> None:  # type: ign
     assert main(["lenses", "key", "service", "--config", str(config.base_dir / "cmdm.yaml")]) == 0
     assert capsys.readouterr().out.strip() == key
     assert main(["lenses", "key", "nosuch", "--config", str(config.base_dir / "cmdm.yaml")]) == 2
+
+    # Every publication is audited: one lens_published row per lens and run, names and counts only.
+    published = load_store(config).read("audit_log").filter(pl.col("action") == "lens_published").sort("detail")
+    assert published.height == 4 and published["master_id"].null_count() == 4
+    details = [json.loads(d) for d in published["detail"]]
+    assert details[0] == {"lens": "marketing", "rows": 1, "columns": marketing.columns, "encrypted": False,
+                          "targets": ["duckdb", "parquet", "csv"], "key_generation": 1}
+    assert {d["lens"]: d["rows"] for d in details} == {"marketing": 1, "service": 3}
+    for value in PERSONAL:
+        assert value not in " ".join(published["detail"]), value
+
+
+def test_a_lens_key_rotates_at_the_next_publication(make_project, capsys) -> None:  # type: ignore[no-untyped-def]
+    config = make_project(files={"crm.csv": GOOD_CSV, "consent.csv": EVENTS}, consent=CONSENT, lenses=LENSES)
+    path = str(config.base_dir / "cmdm.yaml")
+    folder = config.warehouse_path.parent / "lenses"
+    assert main(["lenses", "key", "service", "--rotate", "--config", path]) == 2  # no run yet: no key-encryption key
+    assert "key-encryption key" in capsys.readouterr().err
+    run(config.base_dir)
+    assert main(["lenses", "key", "service", "--config", path]) == 0
+    old = capsys.readouterr().out.strip()
+
+    assert main(["lenses", "key", "service", "--rotate", "--config", path]) == 0
+    said = capsys.readouterr()
+    assert old not in said.out + said.err and "generation 2" in said.out
+    # Until the next publication, the old key is the one printed: it opens the file as it is.
+    assert main(["lenses", "key", "service", "--config", path]) == 0
+    assert capsys.readouterr().out.strip() == old
+    assert _service_names(folder, old) == ["Hopper", "Lovelace", "Turing"]
+    rotated = load_store(config).read("audit_log").filter(pl.col("action") == "lens_key_rotated")
+    detail = json.loads(rotated["detail"][0])
+    assert (rotated.height, detail["lens"], detail["generation"], detail["key_owner"]) == (1, "service", 2, "lens/service/2")
+    assert rotated["actor"][0].startswith("cli:") and len(detail["data_key_id"]) == 32
+
+    run(config.base_dir)
+    assert main(["lenses", "key", "service", "--config", path]) == 0
+    new = capsys.readouterr().out.strip()
+    assert new != old and len(base64.b64decode(new)) == 32
+    assert _service_names(folder, new) == ["Hopper", "Lovelace", "Turing"]
+    with pytest.raises(duckdb.Error, match="AES tag"):
+        _service_names(folder, old)
+    with duckdb.connect(str(keystore_path(config)), read_only=True) as con:  # the old key is destroyed
+        assert con.execute("SELECT wrapped_key IS NULL AND destroyed_at IS NOT NULL FROM data_keys "
+                           "WHERE owner = 'lens/service'").fetchall() == [(True,)]
+    last = load_store(config).read("audit_log").filter(pl.col("action") == "lens_published").sort("event_time").tail(2)
+    assert sorted((d["lens"], d["key_generation"]) for d in map(json.loads, last["detail"])) == [
+        ("marketing", 1), ("service", 2)]  # other lenses keep theirs
+
+    # Wrong arguments: an unknown lens, no lens at all.
+    capsys.readouterr()
+    assert main(["lenses", "key", "nosuch", "--rotate", "--config", path]) == 2
+    assert "no lens 'nosuch'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["lenses", "key", "--rotate", "--config", path])
+    assert exited.value.code == 2
+
+
+def _service_names(folder: Path, key: str) -> list[str]:
+    """The service lens's last names, read by DuckDB with ``key`` as a BI tool would."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute(f"PRAGMA add_parquet_key('service', '{key}')")
+    rows = con.sql(f"SELECT last_name FROM read_parquet('{folder / 'service.parquet'}', "
+                   "encryption_config = {footer_key: 'service'}) ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def load_store(config):  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.resources import open_warehouse
+
+    return open_warehouse(config)
 
 
 def test_without_lenses_there_is_no_lens_asset(make_project) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ table is named uniquely per test and dropped afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import Lens, LensesTarget
-from cmdm_pipeline.protect.lens_postgres import lens_role, lens_schema, publish_postgres
-from cmdm_pipeline.protect.lenses import build_lens
+from cmdm_pipeline.protect.lens_postgres import erase_masters, lens_role, lens_schema, publish_postgres
+from cmdm_pipeline.protect.lenses import build_lens, tokenise
 from cmdm_pipeline_tests.protect.test_lenses import CONSENT, CUSTOMER_SCHEMA, GOLDEN, KEY
 
 PG_URL = os.environ.get("CMDM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -131,3 +132,72 @@ def test_the_job_publishes_each_lens_into_postgresql(make_project, target: Lense
         assert rows == [("Hopper",), ("Lovelace",), ("Turing",)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             con.execute(f'SELECT * FROM "{lens_schema(target, "marketing")}".customers')
+
+
+TOKENISED_ID = Lens(name="finance", description="invoices", purpose=None,
+                    columns={"master_id": "tokenise", "country": "reveal"})
+MASKED_ID = Lens(name="survey", description="research", purpose=None, columns={"master_id": "mask", "country": "reveal"})
+
+
+def _rows(admin, target: LensesTarget, lens: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r[0] for r in admin.execute(f'SELECT master_id FROM "{lens_schema(target, lens)}".customers ORDER BY 1').fetchall()]
+
+
+def test_erasure_deletes_the_subjects_rows_from_every_lens_table_in_one_transaction(target: LensesTarget) -> None:
+    import psycopg
+
+    lenses = (MARKETING, SERVICE, TOKENISED_ID, MASKED_ID)
+    publish_postgres([(lens, build_lens(GOLDEN, CONSENT, lens, CUSTOMER_SCHEMA, KEY)) for lens in lenses], target)
+    tokens = {lens.name: KEY for lens in lenses}
+    m1_token = tokenise(pl.Series("master_id", ["m1"]), KEY)[0]
+    # A lens tokenising master_id without its token key fails, and nothing is deleted anywhere.
+    with pytest.raises(ValueError, match="token key"):
+        erase_masters(target, lenses, {"T-1": ["m1"]}, {"marketing": KEY})
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert "m1" in _rows(admin, target, "service") and m1_token in _rows(admin, target, "finance")
+
+    removed = erase_masters(target, lenses, {"T-1": ["m1"], "T-2": ["m9"]}, tokens)
+    service, finance, survey = (f"postgresql:{lens_schema(target, n)}.customers" for n in ("service", "finance", "survey"))
+    assert removed["T-1"][service] == removed["T-1"][finance] == 1 and removed["T-1"][survey] == 4
+    assert removed["T-2"] == {}  # nobody else's rows
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert _rows(admin, target, "service") == ["m2", "m3", "m4"]
+        assert _rows(admin, target, "marketing") == ["m4"]
+        assert m1_token not in _rows(admin, target, "finance") and len(_rows(admin, target, "finance")) == 3
+        assert _rows(admin, target, "survey") == []  # a masked master id cannot be told apart: emptied
+    with psycopg.connect(_as(lens_role(target, "service")), autocommit=True) as con:  # the grants are untouched
+        assert con.execute(f'SELECT count(*) FROM "{lens_schema(target, "service")}".customers').fetchone() == (3,)
+
+
+@pytest.mark.integration
+def test_the_erasure_step_removes_the_subject_from_postgresql_before_anything_else(make_project, target: LensesTarget) -> None:  # type: ignore[no-untyped-def]
+    """The run after a request fails right after its erasure step: nobody may still read the subject there."""
+    import datetime as dt
+
+    import psycopg
+
+    from cmdm_pipeline.protect.erasure_apply import process_erasure
+    from cmdm_pipeline.protect.erasure_requests import record_request
+    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline_tests.conftest import GOOD_CSV
+    from cmdm_pipeline_tests.protect.test_lenses_job import CONSENT as JOB_CONSENT, EVENTS, LENSES, run
+
+    config = make_project(files={"crm.csv": GOOD_CSV, "consent.csv": EVENTS}, consent=JOB_CONSENT, lenses=LENSES,
+                          lenses_target=target.model_dump())
+    run(config.base_dir)
+    store = open_warehouse(config)
+    ada = store.read("customer_xref").filter(pl.col("source_record_id") == "1")["master_id"][0]
+    schema = lens_schema(target, "service")
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute(f'SELECT count(*) FROM "{schema}".customers WHERE last_name = %s', ["Lovelace"]).fetchone() == (1,)
+    record_request(config, request_id="T-1", master_id=ada)
+    outcome = process_erasure(store, config, "run-2", dt.datetime.now(dt.UTC))
+    assert outcome.log["status"].to_list() == ["erased"]
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute(f'SELECT count(*) FROM "{schema}".customers WHERE last_name = %s', ["Lovelace"]).fetchone() == (0,)
+        assert admin.execute(f'SELECT count(*) FROM "{schema}".customers').fetchone() == (2,)  # the others stay
+        marketing = lens_schema(target, "marketing")  # master_id tokenised there: found by its token
+        assert admin.execute(f'SELECT count(*) FROM "{marketing}".customers').fetchone() == (0,)
+    removed = json.loads(store.read("erasure_log")["rows_removed"][0])
+    assert removed[f"postgresql:{schema}.customers"] == 1
+    assert removed[f"postgresql:{marketing}.customers"] == 1

@@ -54,6 +54,21 @@ def test_merge_keeps_the_older_id_and_records_the_retired_one() -> None:
     ]
 
 
+def test_a_retired_id_is_never_issued_again() -> None:
+    from cmdm_pipeline.stages.master import highest_issued, sequence_row
+
+    first = assign_master_ids(clusters(["crm:1"], ["erp:1"]), None, "r1", T1)
+    assert first.highest_issued == 2
+    merged = assign_master_ids(clusters(["crm:1", "erp:1"]), first.xref, "r2", T2)  # M000000002 retired
+    assert merged.highest_issued == 2 and set(ids(merged.xref).values()) == {"M000000001"}
+    # Without the sequence, the next fresh id would be M000000002 again (the highest still in use is 1).
+    issued = highest_issued(sequence_row(merged.highest_issued, "r2", T2), merged.lineage)
+    split = assign_master_ids(clusters(["crm:1"], ["erp:1"]), merged.xref, "r3", T2, issued)
+    assert ids(split.xref) == {"crm:1": "M000000001", "erp:1": "M000000003"}
+    # A warehouse written before the sequence existed: the lineage still names the retired id.
+    assert highest_issued(None, merged.lineage) == 2
+
+
 def test_split_keeps_the_id_with_the_larger_part() -> None:
     first = assign_master_ids(clusters(["crm:1", "crm:2", "erp:1"]), None, "r1", T1)
     second = assign_master_ids(clusters(["crm:1"], ["crm:2", "erp:1"]), first.xref, "r2", T2)

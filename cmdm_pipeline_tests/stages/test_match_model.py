@@ -81,3 +81,22 @@ def test_a_value_shared_by_too_many_records_links_nothing() -> None:
     frame = records([(str(i), "Ada", "Lovelace", "test@example.org") for i in range(5)])
     assert deterministic_pairs(frame, SCHEMA, [["email"]], max_group=4).height == 0
     assert deterministic_pairs(frame, SCHEMA, [["email"]], max_group=5).height == 10
+
+
+@pytest.mark.parametrize("matched", [True, False])
+def test_a_category_is_a_feature_only_when_matched(make_project, matched: bool) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.stages.match_features import feature_inputs
+    from cmdm_pipeline_tests.conftest import SCHEMA as BASE
+
+    schema_doc = {**BASE, "attributes": {**BASE["attributes"], "tier": {"kind": "category", "match": matched}}}
+    schema = make_project(schema=schema_doc).customer_schema
+    compared = {c["output_column_name"] for c in build_settings(schema, MatchingConfig())["comparisons"]}
+    records = pl.DataFrame({"source_system": ["crm"], "source_record_id": ["1"], "party_type": ["person"],
+                            "first_name": ["Ada"], "last_name": ["Lovelace"], "email": [None], "phone": [None],
+                            "postcode": [None], "country": ["GB"], "date_of_birth": [None], "tier": ["gold"]},
+                           schema_overrides={"email": pl.String, "phone": pl.String, "postcode": pl.String,
+                                             "date_of_birth": pl.Date})
+    features = matching_frame(records.select(feature_inputs(schema)), schema)
+    # A compared column must be a feature (Splink fails on a missing one); an unmatched one is not even read.
+    assert ("tier" in compared) is matched and ("tier" in features.columns) is matched
+    assert ("tier" in feature_inputs(schema)) is matched and "nps_score" not in feature_inputs(schema)
