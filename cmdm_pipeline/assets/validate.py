@@ -9,7 +9,8 @@ import polars as pl
 from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.stages.validate import validate
+from cmdm_pipeline.stages.standardise import standardised_columns
+from cmdm_pipeline.stages.validate import validate, with_source_values
 
 VALIDATED = "validated_customers"
 QUARANTINED = "quarantined_records"
@@ -31,7 +32,13 @@ def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     def _validate(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         store = warehouse.get(config)
         today = dt.datetime.now(dt.UTC).date()
-        validated, quarantined = validate(store.read(STANDARDISED), config.customer_schema, context.run.run_id, today)
+        # The row as read (source_values, the largest column) is decrypted only for the rows quarantined.
+        columns = [c for c in standardised_columns(config.customer_schema) if c != "source_values"]
+        validated, quarantined = validate(store.read(STANDARDISED, columns), config.customer_schema, context.run.run_id, today)
+        held = quarantined.select("source_system", "source_row_number")
+        rows = pl.struct("source_system", "source_row_number").is_in(held.to_struct().implode())
+        source_values = store.read(STANDARDISED, ["source_system", "source_row_number", "source_values"], where=rows)
+        quarantined = with_source_values(quarantined, source_values)
         store.replace({VALIDATED: validated, QUARANTINED: quarantined})
         by_rule = quarantined.select(pl.col("rules_broken").explode()).group_by("rules_broken").len()
         warned = validated.select(pl.col("warnings").explode()).drop_nulls().group_by("warnings").len()

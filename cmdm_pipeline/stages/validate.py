@@ -107,8 +107,9 @@ def build_gate(schema: CustomerSchema, today: dt.date) -> tuple[pa.DataFrameSche
 
         return pa.Check(run, name=rule.rule_id, error=rule.reason)
 
+    # The row as read is not judged: a caller may leave it out and add it to quarantined rows only.
     columns = {
-        name: pa.Column(dtype, nullable=True, required=True)
+        name: pa.Column(dtype, nullable=True, required=name != "source_values")
         for name, dtype in standardised_columns(schema).items()
         if name not in schema.attributes
     }
@@ -185,7 +186,10 @@ QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
 def validate(
     standardised: pl.DataFrame, schema: CustomerSchema, run_id: str, today: dt.date
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split ``standardised`` into (validated, quarantined); every input row lands in exactly one."""
+    """Split ``standardised`` into (validated, quarantined); every input row lands in exactly one.
+
+    Without a ``source_values`` column in ``standardised``, quarantined rows come without it too: the
+    caller adds it for those few rows only (see :func:`with_source_values`)."""
     frame = standardised.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
     failures = rule_failures(standardised, schema, today)
     recorded = frame.select(_ROW, "issues").explode("issues").drop_nulls("issues").unnest("issues")
@@ -212,13 +216,21 @@ def validate(
     validated = judged.filter(~rejected).select(list(validation_columns(schema)))
     quarantined = judged.filter(rejected).with_columns(
         pl.col("reasons").list.join("; ").alias("reason")
-    ).select(list(QUARANTINE_COLUMNS))
+    ).select([c for c in QUARANTINE_COLUMNS if c != "source_values" or c in judged.columns])
     if validated.height + quarantined.height != standardised.height:
         raise AssertionError("validation lost or duplicated rows")  # a bug, never data
     return validated, quarantined
 
 
+def with_source_values(quarantined: pl.DataFrame, source_values: pl.DataFrame) -> pl.DataFrame:
+    """``quarantined`` with its rows' ``source_values`` (from ``source_system``, ``source_row_number``,
+    ``source_values`` rows of the standardised table), in the quarantine's column order."""
+    keys = ["source_system", "source_row_number"]
+    return quarantined.join(source_values.select(*keys, "source_values"), on=keys, how="left",
+                            maintain_order="left").select(list(QUARANTINE_COLUMNS))
+
+
 __all__ = [
     "QUARANTINE_COLUMNS", "CompiledRule", "GateError", "build_gate", "compile_rules", "rule_failures",
-    "validate", "validation_columns",
+    "validate", "validation_columns", "with_source_values",
 ]

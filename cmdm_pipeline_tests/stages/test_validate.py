@@ -114,3 +114,16 @@ def test_gate_is_a_pandera_schema_naming_every_rule() -> None:
     gate, lookup = build_gate(s, TODAY)
     assert [c.name for c in gate.columns["a"].checks] == ["a.required", "a.length"]
     assert lookup["rule"].to_list() == ["a.required", "a.length", "r1"]
+
+
+def test_source_values_can_be_added_for_the_quarantined_rows_only() -> None:
+    from cmdm_pipeline.stages.validate import with_source_values
+
+    s = schema(score={"kind": "number", "rules": [{"range": {"max": 10}}]})
+    full = frame(s, score=[5.0, 11.0, 12.0], source_values=['{"Score":"5"}', '{"Score":"11"}', '{"Score":"12"}'])
+    validated, quarantined = validate(full, s, "run", TODAY)
+    narrow_validated, narrow = validate(full.drop("source_values"), s, "run", TODAY)
+    assert "source_values" not in narrow.columns and narrow_validated.equals(validated)
+    held = full.join(narrow.select("source_system", "source_row_number"), on=["source_system", "source_row_number"], how="semi")
+    assert held.height == 2  # only the quarantined rows' source values are needed
+    assert with_source_values(narrow, held).equals(quarantined)
