@@ -155,8 +155,9 @@ class AtRest:
         plan = self.plan(table)
         if plan is None:
             raise ProtectionError(f"{table} holds ciphertext but the config does not say whose: was a source renamed?")
-        if table in _MASTER_TABLES and "valid_from" not in stored.columns:
-            raise ProtectionError(f"{table} was written by an older cmdm_pipeline (no valid_from): run the pipeline to rewrite it")
+        missing = [c for c in plan.record_id.meta.root_names() if c not in stored.columns]
+        if missing:
+            raise ProtectionError(f"{table} was written by an older cmdm_pipeline (no {', '.join(missing)}): run the pipeline to rewrite it")
         dtypes = {c: PLAINTEXT_TYPES[t] for c, t in types.items()}
         plain = decrypt_frame(stored, list(types), table, plan.record_id, self.keys, dtypes, bound_as=plan.bound_as)
         return plain.drop(DIGEST_COLUMN, strict=False)

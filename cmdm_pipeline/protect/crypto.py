@@ -121,7 +121,7 @@ def _encrypt(
     _check_names(bound_as, [names.get(c, c) for c in columns])
     if frame.is_empty():
         return frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns), meanwhile and meanwhile()
-    record_ids = _record_ids(frame, record_id)
+    record_ids = _ids(frame, record_id)  # checked unique over the whole table by the caller
     owners = frame.select(_expr(owner)).to_series().cast(pl.String)
     data_keys = keys.keys_for_owners(owners)
     flat = _Flat.of(frame.select(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns))
@@ -205,7 +205,7 @@ def _decrypt(
     frame: pl.DataFrame, columns: Sequence[str], table: str, record_id: str | pl.Expr, keys: KeyStore,
     dtypes: dict[str, pl.DataType], destroyed: OnDestroyed, names: dict[str, str], bound_as: str,
 ) -> pl.DataFrame:
-    record_ids = frame.select(_expr(record_id).cast(pl.String)).to_series()
+    record_ids = _ids(frame, record_id)
     for c in columns:
         _check_format(frame[c], table, names.get(c, c), record_ids)
     flat = _Flat.of(frame.select(columns))
@@ -425,8 +425,12 @@ def _expr(column: str | pl.Expr) -> pl.Expr:
     return pl.col(column) if isinstance(column, str) else column
 
 
+def _ids(frame: pl.DataFrame, record_id: str | pl.Expr) -> pl.Series:
+    return frame.select(_expr(record_id).cast(pl.String)).to_series()
+
+
 def _record_ids(frame: pl.DataFrame, record_id: str | pl.Expr) -> pl.Series:
-    ids = frame.select(_expr(record_id).cast(pl.String)).to_series()
+    ids = _ids(frame, record_id)
     if ids.null_count():
         raise ProtectionError("every row to encrypt or decrypt needs a record id")
     if ids.is_duplicated().any():
