@@ -1,13 +1,15 @@
-"""Accuracy and speed benchmark: the pipeline against bare Splink, on generated data with truth.
+"""Accuracy and speed benchmark: the pipeline against bare Splink, on data with known truth.
 
     python -m cmdm_pipeline.benchmark --records 100000 --seed 7
+    python -m cmdm_pipeline.benchmark --config my/cmdm.yaml --truth my/truth.csv
 
-Generates N source rows, runs the whole job in a temporary folder, and prints pairwise
-precision/recall/F1 and B-cubed of the final clusters against the ground truth, the largest
-cluster, time per step and peak memory. Then runs bare Splink on the same records, with the
-same comparisons, blocking and trained model, clustered by connected components at a sweep
-of probability thresholds, and prints its best result — the best a Splink user could get by
-hand, with the truth to tune against.
+Generates N source rows (or reads the sources of your own config, with a truth file naming the
+customer of each labelled record), runs the whole job in a temporary folder, and prints pairwise
+precision/recall/F1 and B-cubed of the final clusters against the truth, the largest cluster,
+time per step and peak memory. Then runs bare Splink on the same records, with the same
+comparisons, blocking and trained model, clustered by connected components at a sweep of
+probability thresholds, and prints its best result — the best a Splink user could get by hand,
+with the truth to tune against.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from cmdm_pipeline.config import load_config
+from cmdm_pipeline.config import ProjectConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
@@ -43,6 +45,26 @@ def truth_entities(truth_path: Path, validated: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("entity").is_not_null())
         .select("source_system", "source_record_id", "entity")
     )
+
+
+TRUTH_COLUMNS = ("source_system", "source_record_id", "entity")
+
+
+def read_truth(path: Path) -> pl.DataFrame:
+    """Your labels: ``source_system``, ``source_record_id``, ``entity`` (one customer, one entity)."""
+    try:
+        truth = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SystemExit(f"{path}: cannot read the truth CSV: {exc}") from None
+    missing = [c for c in TRUTH_COLUMNS if c not in truth.columns]
+    if missing:
+        raise SystemExit(f"{path}: missing column(s) {missing}; expected {list(TRUTH_COLUMNS)}")
+    truth = truth.select(TRUTH_COLUMNS).filter(pl.col("entity").is_not_null())
+    twice = truth.filter(pl.struct("source_system", "source_record_id").is_duplicated())
+    if twice.height:
+        row = truth.with_row_index("row", offset=2).join(twice.head(1), on=list(TRUTH_COLUMNS))["row"][0]
+        raise SystemExit(f"{path}: row {row}: a record is labelled more than once")
+    return truth
 
 
 def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) -> dict[str, float]:
@@ -102,13 +124,13 @@ class RssSampler:
         return max((rss for at, rss in self.samples if start <= at <= end), default=0)
 
 
-def run_pipeline(config_path: Path) -> tuple[dict[str, float], str, dict[str, float]]:
+def run_pipeline(config: ProjectConfig) -> tuple[dict[str, float], str, dict[str, float]]:
     """Run the job in-process; seconds per step, the run id and peak GB per step."""
     import dagster as dg
 
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 
-    job = build_definitions(load_config(config_path)).resolve_job_def(JOB_NAME)
+    job = build_definitions(config).resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
     with RssSampler() as sampler:
         result = job.execute_in_process(
@@ -131,7 +153,7 @@ def run_pipeline(config_path: Path) -> tuple[dict[str, float], str, dict[str, fl
     return seconds, result.run_id, peaks
 
 
-def bare_splink(warehouse: Path, model_path: Path, truth: pl.DataFrame) -> list[dict[str, float]]:
+def bare_splink(config: ProjectConfig, model_path: Path, truth: pl.DataFrame) -> list[dict[str, float]]:
     """Same records, comparisons, blocking and model; connected components per threshold."""
     import logging
 
@@ -140,8 +162,7 @@ def bare_splink(warehouse: Path, model_path: Path, truth: pl.DataFrame) -> list[
     from cmdm_pipeline.stages.match_features import KEY, matching_frame
     from cmdm_pipeline.resources import open_warehouse
 
-    config = load_config(warehouse.parent.parent / "cmdm.yaml")
-    store = open_warehouse(config, warehouse)
+    store = open_warehouse(config)
     schema = config.customer_schema
     features = matching_frame(store.read("validated_customers").sort(KEY), schema)
     model = {k: v for k, v in json.loads(model_path.read_text()).items() if not k.startswith("cmdm_")}
@@ -161,27 +182,14 @@ def bare_splink(warehouse: Path, model_path: Path, truth: pl.DataFrame) -> list[
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=10_000, help="source rows to generate (default 10000)")
-    parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep data and warehouse here (default: a temp folder)")
-    parser.add_argument("--no-splink", action="store_true", help="skip the bare-Splink comparison")
-    parser.add_argument("--no-encrypt", action="store_true",
-                        help="store plaintext (protection.encrypt: false), to measure what encryption costs")
-    args = parser.parse_args(argv)
-
+def generated_config(records: int, seed: int, workdir: Path) -> ProjectConfig:
+    """The shipped cmdm.yaml on ``records`` generated source rows (truth in data/truth)."""
     from cmdm_pipeline.sample import generate
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cmdm-bench-"))
     data = workdir / "data"
-    started = time.perf_counter()
-    generate(args.records, args.seed, data)
-    generated = time.perf_counter() - started
+    generate(records, seed, data)
     document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
     document["warehouse"] = {"path": str(workdir / "warehouse" / "cmdm.duckdb")}
-    if args.no_encrypt:
-        document.setdefault("protection", {})["encrypt"] = False
     # The bundled erasure requests name customers of the bundled sample, not of generated data.
     document.pop("erasure", None)
     for source in document["sources"]:
@@ -189,25 +197,70 @@ def main(argv: list[str] | None = None) -> int:
     if document.get("consent"):
         from cmdm_pipeline.sample_consent import write_consent_events
 
-        write_consent_events(data, seed=args.seed)
+        write_consent_events(data, seed=seed)
         document["consent"]["source"]["path"] = str(data / "consent_events.csv")
     config_path = workdir / "cmdm.yaml"
     config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return load_config(config_path)
 
+
+def own_config(path: Path, workdir: Path) -> ProjectConfig:
+    """Your config, writing only into ``workdir``: its warehouse, keys and lenses; no PostgreSQL lenses."""
+    config = load_config(path)
+    protection = config.protection.model_copy(update={"key_file": None, "keystore": None})
+    return config.model_copy(update={
+        "warehouse": config.warehouse.model_copy(update={"path": workdir / "warehouse" / "cmdm.duckdb"}),
+        "protection": protection, "lenses_target": None,
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=10_000, help="source rows to generate (default 10000)")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="benchmark your own sources instead: this config's job, into a temporary warehouse")
+    parser.add_argument("--truth", type=Path, default=None,
+                        help="with --config: CSV of source_system, source_record_id, entity (same entity = same customer)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep data and warehouse here (default: a temp folder)")
+    parser.add_argument("--no-splink", action="store_true", help="skip the bare-Splink comparison")
+    parser.add_argument("--no-encrypt", action="store_true",
+                        help="store plaintext (protection.encrypt: false), to measure what encryption costs")
+    args = parser.parse_args(argv)
+    if (args.config is None) != (args.truth is None):
+        parser.error("--config and --truth go together")
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cmdm-bench-"))
     started = time.perf_counter()
-    seconds, _, peaks = run_pipeline(config_path)
+    if args.config:
+        truth_labels = read_truth(args.truth)
+        config = own_config(args.config, workdir)
+        title = f"{args.config} with truth {args.truth}"
+    else:
+        config = generated_config(args.records, args.seed, workdir)
+        title = f"{args.records:,} source rows, seed {args.seed}"
+    generated = time.perf_counter() - started
+    if args.no_encrypt:
+        config = config.model_copy(update={"protection": config.protection.model_copy(update={"encrypt": False})})
+    started = time.perf_counter()
+    seconds, _, peaks = run_pipeline(config)
     total = time.perf_counter() - started
     from cmdm_pipeline.resources import open_warehouse
 
-    store = open_warehouse(load_config(config_path))
-    validated = store.read("validated_customers")
-    truth = truth_entities(data / "truth" / "ground_truth.csv", validated)
+    store = open_warehouse(config)
+    validated = store.read("validated_customers", columns=["source_system", "source_record_id", "party_type"])
+    if args.config:
+        truth = truth_labels.join(validated.select("source_system", "source_record_id"),
+                                  on=["source_system", "source_record_id"])
+    else:
+        truth = truth_entities(workdir / "data" / "truth" / "ground_truth.csv", validated)
     ours = score_clusters(store.read("customer_xref"), truth, "master_id")
     review = store.query("SELECT review_type, count(*) AS n FROM match_review_queue GROUP BY 1 ORDER BY 1")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
-    print(f"\ncmdm_pipeline benchmark: {args.records:,} source rows, seed {args.seed}, workdir {workdir}")
-    print(f"generate {generated:.1f}s; pipeline {total:.1f}s; peak RSS {peak_gb:.2f} GB; validated {validated.height:,}")
+    print(f"\ncmdm_pipeline benchmark: {title}, workdir {workdir}")
+    print(f"labelled records validated: {truth.height:,}")
+    print(f"prepare {generated:.1f}s; pipeline {total:.1f}s; peak RSS {peak_gb:.2f} GB; validated {validated.height:,}")
     print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
     if any(peaks.values()):
         top = sorted(peaks.items(), key=lambda kv: -kv[1])[:6]
@@ -222,11 +275,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(line("cmdm_pipeline", ours))
     if not args.no_splink:
-        models = sorted((workdir / "warehouse" / "models").glob("match_model_v*.json"))
+        models = sorted((config.warehouse_path.parent / "models").glob("match_model_v*.json"))
         if not models:
             print("bare Splink: no trained model (too few records)")
         else:
-            results = bare_splink(workdir / "warehouse" / "cmdm.duckdb", models[-1], truth)
+            results = bare_splink(config, models[-1], truth)
             for r in results:
                 print(line(f"splink cc p>={r['threshold']}", r))
             best = max(results, key=lambda r: r["pair_f1"])

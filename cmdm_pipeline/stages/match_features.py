@@ -76,6 +76,9 @@ def matching_frame(records: pl.DataFrame, schema: CustomerSchema) -> pl.DataFram
         kind = attribute.kind
         if kind in (Kind.person_name, Kind.organisation_name, Kind.address_line, Kind.city, Kind.region, Kind.text):
             columns.append(fold(pl.col(name)).alias(name))
+            if kind is Kind.address_line:
+                # House, flat and building numbers: neighbours share the street, not the number.
+                columns.append(pl.col(name).str.extract_all(r"\d+").alias(f"{name}_numbers"))
         elif kind is Kind.email:
             columns += [pl.col(name), pl.col(name).str.split("@").list.first().alias(f"{name}_local")]
         elif kind is Kind.postcode:

@@ -146,9 +146,11 @@ def _address_comparison(schema: CustomerSchema) -> Any | None:
     missing = " AND ".join(f"({c}_l IS NULL OR {c}_r IS NULL)" for c in parts)
     levels = [cll.CustomLevel(missing).configure(is_null_level=True, label_for_charts="no address to compare")]
     if street and postcode:
+        numbers_l, numbers_r = f"{street}_numbers_l", f"{street}_numbers_r"
+        same_number = f"(len({numbers_l}) = 0 OR len({numbers_r}) = 0 OR list_has_any({numbers_l}, {numbers_r}))"
         levels.append(cll.CustomLevel(
-            f"jaro_winkler_similarity({street}_l, {street}_r) >= 0.9 AND {postcode}_l = {postcode}_r",
-            label_for_charts="same street and postcode"))
+            f"jaro_winkler_similarity({street}_l, {street}_r) >= 0.9 AND {postcode}_l = {postcode}_r AND {same_number}",
+            label_for_charts="same street, house number and postcode"))
     if postcode:
         levels.append(cll.CustomLevel(f"{postcode}_l = {postcode}_r", label_for_charts="same postcode"))
         levels.append(cll.CustomLevel(f"substr({postcode}_l, 1, 3) = substr({postcode}_r, 1, 3)",

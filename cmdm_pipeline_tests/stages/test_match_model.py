@@ -100,3 +100,34 @@ def test_a_category_is_a_feature_only_when_matched(make_project, matched: bool) 
     # A compared column must be a feature (Splink fails on a missing one); an unmatched one is not even read.
     assert ("tier" in compared) is matched and ("tier" in features.columns) is matched
     assert ("tier" in feature_inputs(schema)) is matched and "nps_score" not in feature_inputs(schema)
+
+
+def test_neighbours_are_not_the_same_address() -> None:
+    """The address comparison's top level needs the house number too: a street is shared by neighbours."""
+    import duckdb
+
+    settings = build_settings(SCHEMA, MatchingConfig())
+    address = next(c for c in settings["comparisons"] if c["output_column_name"] == "address")
+    top = next(level for level in address["comparison_levels"]
+               if level.get("label_for_charts") == "same street, house number and postcode")
+    frame = pl.DataFrame(
+        {"address_line_1": ["21 La Perouse Street", "123 La Perouse Street", "21 la perouse st.", "La Perouse Street",
+                            "la perouse street."],
+         "postcode": ["3121"] * 5}
+    ).with_columns(pl.lit(None, dtype=pl.String).alias(name) for name in SCHEMA.attributes
+                   if name not in ("address_line_1", "postcode"))
+    frame = frame.with_columns(pl.lit("crm").alias("source_system"), pl.int_range(pl.len()).cast(pl.String)
+                               .alias("source_record_id"), pl.lit("person").alias("party_type"))
+    features = matching_frame(frame.with_columns(pl.col("date_of_birth", "customer_since", "responded_on").cast(pl.Date)),
+                              SCHEMA).select("unique_id", "address_line_1", "address_line_1_numbers", "postcode")
+    with duckdb.connect() as con:
+        con.register("f", features.to_arrow())
+        same = {tuple(row) for row in con.sql(
+            "SELECT l.unique_id, r.unique_id FROM (SELECT unique_id, address_line_1 AS address_line_1_l, "
+            "address_line_1_numbers AS address_line_1_numbers_l, postcode AS postcode_l FROM f) l "
+            "JOIN (SELECT unique_id, address_line_1 AS address_line_1_r, address_line_1_numbers AS "
+            "address_line_1_numbers_r, postcode AS postcode_r FROM f) r ON l.unique_id < r.unique_id "
+            f"WHERE {top['sql_condition']}").fetchall()}
+    assert (0, 1) not in same  # 21 and 123: neighbours
+    assert (0, 2) in same  # the same house written another way
+    assert (3, 4) in same  # no house numbers: the street and postcode still agree
