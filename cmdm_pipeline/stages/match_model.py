@@ -145,12 +145,20 @@ def _address_comparison(schema: CustomerSchema) -> Any | None:
         return None
     missing = " AND ".join(f"({c}_l IS NULL OR {c}_r IS NULL)" for c in parts)
     levels = [cll.CustomLevel(missing).configure(is_null_level=True, label_for_charts="no address to compare")]
-    if street and postcode:
+    if street:
         numbers_l, numbers_r = f"{street}_numbers_l", f"{street}_numbers_r"
+        same_street = f"jaro_winkler_similarity({street}_l, {street}_r) >= 0.9"
         same_number = f"(len({numbers_l}) = 0 OR len({numbers_r}) = 0 OR list_has_any({numbers_l}, {numbers_r}))"
-        levels.append(cll.CustomLevel(
-            f"jaro_winkler_similarity({street}_l, {street}_r) >= 0.9 AND {postcode}_l = {postcode}_r AND {same_number}",
-            label_for_charts="same street, house number and postcode"))
+        if postcode:
+            levels.append(cll.CustomLevel(f"{same_street} AND {postcode}_l = {postcode}_r AND {same_number}",
+                                          label_for_charts="same street, house number and postcode"))
+        # A mistyped postcode: the same house in the same town still says where the record lives.
+        town = [f"{city}_l = {city}_r"] if city else []
+        town += [f"substr({postcode}_l, 1, 3) = substr({postcode}_r, 1, 3)"] if postcode else []
+        if town:
+            levels.append(cll.CustomLevel(
+                f"{same_street} AND list_has_any({numbers_l}, {numbers_r}) AND ({' OR '.join(town)})",
+                label_for_charts="same street and house number, not the same postcode"))
     if postcode:
         levels.append(cll.CustomLevel(f"{postcode}_l = {postcode}_r", label_for_charts="same postcode"))
         levels.append(cll.CustomLevel(f"substr({postcode}_l, 1, 3) = substr({postcode}_r, 1, 3)",
@@ -180,6 +188,9 @@ def default_blocking_rules(schema: CustomerSchema) -> list[str]:
         if given:
             rules.append(f"l.{date} = r.{date} AND substr(l.{given[0]}, 1, 1) = substr(r.{given[0]}, 1, 1)")
     for postcode in _matched(schema, Kind.postcode)[:1]:
+        for date in dates[:1]:
+            # Catches swapped names with a typo, and a family name changed by marriage.
+            rules.append(f"l.{date} = r.{date} AND l.{postcode} = r.{postcode}")
         if given:
             rules.append(f"l.{postcode} = r.{postcode} AND substr(l.{given[0]}, 1, 1) = substr(r.{given[0]}, 1, 1)")
         if family:
@@ -412,11 +423,15 @@ def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[
 
     Names alone are not enough to merge two people: namesakes are common at scale. A link
     also needs the same e-mail, a phone in common, the same (or one-typo) date of birth, the
-    same postcode, or the same identifier.
+    same postcode or house, or the same identifier.
     """
     top = {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier)}
     top.update({name: 2 for name in schema.of_kind(Kind.date)})
-    top.update({PHONES: 1, "address": 2})
+    street = bool(_matched(schema, Kind.address_line))
+    postcode = bool(_matched(schema, Kind.postcode))
+    town = bool(_matched(schema, Kind.city)) or postcode
+    # The address levels that place a record at one house or postcode (see _address_comparison).
+    top.update({PHONES: 1, "address": (street and postcode) + (street and town) + postcode})
     return _confirming_levels(model, top)
 
 

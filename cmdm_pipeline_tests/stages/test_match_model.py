@@ -28,6 +28,8 @@ def test_kinds_map_to_comparisons() -> None:
 def test_blocking_rules_follow_the_attributes_that_exist() -> None:
     rules = default_blocking_rules(SCHEMA)
     assert "l.email = r.email" in rules and "l.phones[1] = r.phones[1]" in rules
+    # Swapped names with a typo, or a new family name, still meet on birth date and postcode.
+    assert "l.date_of_birth = r.date_of_birth AND l.postcode = r.postcode" in rules
     without_email = SCHEMA.model_copy(update={"attributes": {k: v for k, v in SCHEMA.attributes.items() if k != "email"}})
     assert not any("email" in rule for rule in default_blocking_rules(without_email))
 
@@ -102,32 +104,59 @@ def test_a_category_is_a_feature_only_when_matched(make_project, matched: bool) 
     assert ("tier" in feature_inputs(schema)) is matched and "nps_score" not in feature_inputs(schema)
 
 
-def test_neighbours_are_not_the_same_address() -> None:
-    """The address comparison's top level needs the house number too: a street is shared by neighbours."""
+def _address_level_pairs(rows: list[tuple[str, str, str]], label: str) -> set[tuple[int, int]]:
+    """Record pairs (by row) of ``rows`` (street, postcode, city) that the address level ``label`` holds for."""
     import duckdb
 
     settings = build_settings(SCHEMA, MatchingConfig())
     address = next(c for c in settings["comparisons"] if c["output_column_name"] == "address")
-    top = next(level for level in address["comparison_levels"]
-               if level.get("label_for_charts") == "same street, house number and postcode")
-    frame = pl.DataFrame(
-        {"address_line_1": ["21 La Perouse Street", "123 La Perouse Street", "21 la perouse st.", "La Perouse Street",
-                            "la perouse street."],
-         "postcode": ["3121"] * 5}
-    ).with_columns(pl.lit(None, dtype=pl.String).alias(name) for name in SCHEMA.attributes
-                   if name not in ("address_line_1", "postcode"))
+    level = next(lvl for lvl in address["comparison_levels"] if lvl.get("label_for_charts") == label)
+    frame = pl.DataFrame(rows, orient="row", schema=["address_line_1", "postcode", "city"]).with_columns(
+        pl.lit(None, dtype=pl.String).alias(name) for name in SCHEMA.attributes
+        if name not in ("address_line_1", "postcode", "city"))
     frame = frame.with_columns(pl.lit("crm").alias("source_system"), pl.int_range(pl.len()).cast(pl.String)
                                .alias("source_record_id"), pl.lit("person").alias("party_type"))
+    columns = ["address_line_1", "address_line_1_numbers", "postcode", "city"]
     features = matching_frame(frame.with_columns(pl.col("date_of_birth", "customer_since", "responded_on").cast(pl.Date)),
-                              SCHEMA).select("unique_id", "address_line_1", "address_line_1_numbers", "postcode")
+                              SCHEMA).select("unique_id", *columns)
+
+    def side(s: str) -> str:
+        return "SELECT unique_id, " + ", ".join(f"{c} AS {c}_{s}" for c in columns) + " FROM f"
+
     with duckdb.connect() as con:
         con.register("f", features.to_arrow())
-        same = {tuple(row) for row in con.sql(
-            "SELECT l.unique_id, r.unique_id FROM (SELECT unique_id, address_line_1 AS address_line_1_l, "
-            "address_line_1_numbers AS address_line_1_numbers_l, postcode AS postcode_l FROM f) l "
-            "JOIN (SELECT unique_id, address_line_1 AS address_line_1_r, address_line_1_numbers AS "
-            "address_line_1_numbers_r, postcode AS postcode_r FROM f) r ON l.unique_id < r.unique_id "
-            f"WHERE {top['sql_condition']}").fetchall()}
+        return {tuple(row) for row in con.sql(  # type: ignore[misc]
+            f"SELECT l.unique_id, r.unique_id FROM ({side('l')}) l JOIN ({side('r')}) r ON l.unique_id < r.unique_id "
+            f"WHERE {level['sql_condition']}").fetchall()}
+
+
+def test_neighbours_are_not_the_same_address() -> None:
+    """The address comparison's top level needs the house number too: a street is shared by neighbours."""
+    same = _address_level_pairs([
+        ("21 La Perouse Street", "3121", "Toorak"), ("123 La Perouse Street", "3121", "Toorak"),
+        ("21 la perouse st.", "3121", "Toorak"), ("La Perouse Street", "3121", "Toorak"),
+        ("la perouse street.", "3121", "Toorak"),
+    ], "same street, house number and postcode")
     assert (0, 1) not in same  # 21 and 123: neighbours
     assert (0, 2) in same  # the same house written another way
     assert (3, 4) in same  # no house numbers: the street and postcode still agree
+
+
+def test_the_same_house_with_a_mistyped_postcode_still_places_the_record() -> None:
+    rows = [("9 Tunney Crescent", "5031", "Toorak"), ("9 Tunney Crescent", "5013", "Toorak"),
+            ("11 Tunney Crescent", "5013", "Toorak"), ("Tunney Crescent", "5013", "Toorak"),
+            ("9 Tunney Crescent", "2000", "Sydney")]
+    house = _address_level_pairs(rows, "same street and house number, not the same postcode")
+    assert (0, 1) in house  # postcode digits swapped, same house in the same town
+    assert (0, 2) not in house and (0, 3) not in house  # another house; no number to compare
+    assert (0, 4) not in house  # the same house number and street name in another town
+    # It confirms a name match like the same postcode does (names alone never link).
+    from cmdm_pipeline.stages.match_model import corroborating_levels
+
+    model = build_settings(SCHEMA, MatchingConfig())
+    address = next(c for c in model["comparisons"] if c["output_column_name"] == "address")
+    labels = [lvl.get("label_for_charts") for lvl in address["comparison_levels"] if not lvl.get("is_null_level")]
+    lowest = corroborating_levels(model, SCHEMA)["gamma_address"]
+    confirming = {labels[len(labels) - 1 - level] for level in range(lowest, len(labels))}
+    assert confirming == {"same street, house number and postcode",
+                          "same street and house number, not the same postcode", "same postcode"}
