@@ -10,6 +10,7 @@ from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.at_rest import AtRest
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
+from cmdm_pipeline.protect.erasure_history import record_history_sources
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import update_history, with_version_start
 from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
@@ -85,6 +86,8 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         del previous
         golden = with_version_start(golden, history)
         store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history, LOOKUP_INDEX: index})
+        # Here too, not only in the erasure step: a run that skips that step must not leave versions unlisted.
+        record_history_sources(store)
         by_party = dict(golden.group_by("party_type").len().iter_rows())
         yield dg.MaterializeResult(asset_key=GOLDEN, metadata={
             "dagster/row_count": golden.height, "by_party_type": dg.MetadataValue.json(by_party),

@@ -7,12 +7,13 @@ destroy (M is somebody else). Neither table says which records a closed version 
 values, not where they came from. So the erasure step keeps that record itself:
 
 **``golden_history_sources``**: one row per history version (``master_id``, ``valid_from``) × source
-record it drew on (ids only). At the start of every run, before any request is resolved,
+record it drew on (ids only). After the golden step writes the history, and again at the start of every
+run before any request is resolved (for warehouses written before this table existed),
 :func:`record_history_sources` adds the current versions with the records of their masters in
 ``customer_xref`` (members: counts, source lists and survey answers come from every member) and in
 ``golden_attribute_lineage`` (winners, written in the same transaction as the history, so always in step
 with it); rows already there are kept, so a version current over several runs lists every record it drew
-on in any of them. It runs before the run's own mastering, so it sees what the previous run built.
+on in any of them.
 
 **What erasure removes** (:func:`copied_versions`): every version of a master outside the subject's own
 that lists one of the subject's records. The version rows are *deleted*, not blanked: a version is one
@@ -23,8 +24,7 @@ version of which goes (:func:`wholly_copied`: an id that only ever described the
 such as their first master, merged into the one they were wrongly joined to) is erased as one of the
 subject's own: its key destroyed, its lineage and audit rows deleted.
 
-**Versions with no row here** were written before this table existed, or by runs that skipped the
-erasure step (a partial materialisation). For them ``master_id_lineage`` is the only evidence: a split
+**Versions with no row here** were written before this table existed. For them ``master_id_lineage`` is the only evidence: a split
 into one of the subject's masters from M means the subject's records were in M until that split. Every
 unlisted version of such an M valid between the first time any of the subject's records was seen
 (``customer_xref.first_seen``) and that split is removed too; more than one split away is not followed.

@@ -187,3 +187,31 @@ def test_a_subject_wrongly_merged_into_another_master_leaves_nothing_in_its_hist
     assert notes.select("source_system", "source_record_id").rows() == [("match_decisions", "shop:77"), ("shop", "77")]
     assert store.read("audit_log").filter(pl.col("action") == "steward_decision").is_empty()  # not logged again
     assert store.read("customer_xref").filter(pl.col("source_system") == "shop").is_empty()
+
+
+def test_a_run_without_the_erasure_step_still_lists_the_records_of_new_versions(make_project) -> None:  # type: ignore[no-untyped-def]
+    """A partial materialisation that skips the erasure step (as the Dagster UI allows) writes new golden
+    versions: they are listed in golden_history_sources all the same, so a later erasure finds them."""
+    import dagster as dg
+
+    from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+
+    config = make_project(quality={"max_match_rate_drift": 1, "max_cluster_size_drift": 1})
+    run(config.base_dir)
+    (config.base_dir / "crm.csv").write_text(GOOD_CSV.replace("020 7946 0018", "020 7946 0123"), encoding="utf-8")
+    definitions = build_definitions(load_config(config.base_dir / "cmdm.yaml"))
+    skipped = {"erasure_log", "erasure_notifications", "erasure_quarantine", "erasure_tombstones"}
+    selection = [key for key in definitions.resolve_all_asset_keys() if key.to_user_string() not in skipped]
+    assert len(selection) < len(definitions.resolve_all_asset_keys())
+    result = definitions.resolve_job_def(JOB_NAME).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=selection)
+    assert result.success
+    assert "_erasure" not in {event.step_key for event in result.all_events if event.step_key}
+    store = open_warehouse(config)
+    ada = store.read("customer_xref").filter(pl.col("source_record_id") == "1")["master_id"][0]
+    current = store.read("golden_customers_history", columns=["master_id", "valid_from", "valid_to"]).filter(
+        (pl.col("master_id") == ada) & pl.col("valid_to").is_null())
+    listed = store.read("golden_history_sources").join(current.select("master_id", "valid_from"),
+                                                         on=["master_id", "valid_from"])
+    assert store.read("golden_customers_history").filter(pl.col("master_id") == ada).height == 2  # a new version
+    assert listed.select("source_system", "source_record_id").rows() == [("crm", "1")]
