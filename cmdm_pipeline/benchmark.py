@@ -182,14 +182,16 @@ def bare_splink(config: ProjectConfig, model_path: Path, truth: pl.DataFrame) ->
     return results
 
 
-def generated_config(records: int, seed: int, workdir: Path) -> ProjectConfig:
-    """The shipped cmdm.yaml on ``records`` generated source rows (truth in data/truth)."""
+def generated_config(records: int, seed: int, workdir: Path, encrypt: bool = True) -> ProjectConfig:
+    """The shipped cmdm.yaml on ``records`` generated source rows (truth in data/truth), written to ``workdir``."""
     from cmdm_pipeline.sample import generate
 
     data = workdir / "data"
     generate(records, seed, data)
     document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
     document["warehouse"] = {"path": str(workdir / "warehouse" / "cmdm.duckdb")}
+    if not encrypt:
+        document.setdefault("protection", {})["encrypt"] = False
     # The bundled erasure requests name customers of the bundled sample, not of generated data.
     document.pop("erasure", None)
     for source in document["sources"]:
@@ -237,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         config = own_config(args.config, workdir)
         title = f"{args.config} with truth {args.truth}"
     else:
-        config = generated_config(args.records, args.seed, workdir)
+        config = generated_config(args.records, args.seed, workdir, encrypt=not args.no_encrypt)
         title = f"{args.records:,} source rows, seed {args.seed}"
     generated = time.perf_counter() - started
-    if args.no_encrypt:
+    if args.config and args.no_encrypt:
         config = config.model_copy(update={"protection": config.protection.model_copy(update={"encrypt": False})})
     started = time.perf_counter()
     seconds, _, peaks = run_pipeline(config)
