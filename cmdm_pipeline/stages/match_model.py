@@ -128,6 +128,11 @@ def build_comparisons(schema: CustomerSchema) -> list[Any]:
     return comparisons
 
 
+SAME_HOUSE = "same street, house number and postcode"
+SAME_HOUSE_OTHER_POSTCODE = "same street and house number, not the same postcode"
+SAME_POSTCODE = "same postcode"
+
+
 def _address_comparison(schema: CustomerSchema) -> Any | None:
     """One comparison for where a record lives: street, postcode and city agree together.
 
@@ -151,16 +156,16 @@ def _address_comparison(schema: CustomerSchema) -> Any | None:
         same_number = f"(len({numbers_l}) = 0 OR len({numbers_r}) = 0 OR list_has_any({numbers_l}, {numbers_r}))"
         if postcode:
             levels.append(cll.CustomLevel(f"{same_street} AND {postcode}_l = {postcode}_r AND {same_number}",
-                                          label_for_charts="same street, house number and postcode"))
+                                          label_for_charts=SAME_HOUSE))
         # A mistyped postcode: the same house in the same town still says where the record lives.
         town = [f"{city}_l = {city}_r"] if city else []
         town += [f"substr({postcode}_l, 1, 3) = substr({postcode}_r, 1, 3)"] if postcode else []
         if town:
             levels.append(cll.CustomLevel(
                 f"{same_street} AND list_has_any({numbers_l}, {numbers_r}) AND ({' OR '.join(town)})",
-                label_for_charts="same street and house number, not the same postcode"))
+                label_for_charts=SAME_HOUSE_OTHER_POSTCODE))
     if postcode:
-        levels.append(cll.CustomLevel(f"{postcode}_l = {postcode}_r", label_for_charts="same postcode"))
+        levels.append(cll.CustomLevel(f"{postcode}_l = {postcode}_r", label_for_charts=SAME_POSTCODE))
         levels.append(cll.CustomLevel(f"substr({postcode}_l, 1, 3) = substr({postcode}_r, 1, 3)",
                                       label_for_charts="same postcode area"))
     if city:
@@ -427,11 +432,7 @@ def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[
     """
     top = {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier)}
     top.update({name: 2 for name in schema.of_kind(Kind.date)})
-    street = bool(_matched(schema, Kind.address_line))
-    postcode = bool(_matched(schema, Kind.postcode))
-    town = bool(_matched(schema, Kind.city)) or postcode
-    # The address levels that place a record at one house or postcode (see _address_comparison).
-    top.update({PHONES: 1, "address": (street and postcode) + (street and town) + postcode})
+    top.update({PHONES: 1, "address": _placing_levels(model)})
     return _confirming_levels(model, top)
 
 
@@ -453,6 +454,21 @@ def swapped_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, i
             if any(f'"{family}_r"' in level["sql_condition"] for family in families):
                 levels[f"gamma_{comparison['output_column_name']}"] = number
     return levels
+
+
+#: Address levels that place a record at one house or postcode (the best ones, at the top), and the
+#: label of such a level in models saved before house numbers were compared.
+PLACING_LABELS = (SAME_HOUSE, SAME_HOUSE_OTHER_POSTCODE, SAME_POSTCODE, "same street and postcode")
+
+
+def _placing_levels(model: dict[str, Any]) -> int:
+    """How many of the saved model's address levels place a record, read from the model itself, so a
+    model trained by an earlier version is judged by its own levels."""
+    address = next((c for c in model.get("comparisons", []) if c["output_column_name"] == "address"), None)
+    if address is None:
+        return 0
+    placing = sum(level.get("label_for_charts") in PLACING_LABELS for level in address["comparison_levels"])
+    return placing or 2  # an address comparison of the user's own: its two best levels, as before
 
 
 def _confirming_levels(model: dict[str, Any], top: dict[str, int]) -> dict[str, int]:
