@@ -16,13 +16,15 @@ rotation would then change every index, and lookups and blocking would break unt
 re-indexed. Re-wrapping leaves the root key, hence the indexes, unchanged. The info string separates
 kinds (an e-mail and a phone with equal text index differently) and row digests.
 
-``row_digests`` is the same keyed HMAC over a row's values: "did this record change?" without
-storing an unkeyed hash of personal data, which anyone could test guesses against.
+``row_digests`` is a keyed BLAKE2b of a row's values, under its own derived key: "did this record
+change?" without storing an unkeyed hash of personal data, which anyone could test guesses against.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 from collections.abc import Sequence
 from typing import Literal
 
@@ -81,11 +83,17 @@ def blind_index(
 
 
 def row_digests(frame: pl.DataFrame, columns: Sequence[str], table: str, keys: KeyStore) -> pl.Series:
-    """Binary(16) per row: keyed HMAC of the row's ``columns`` (and the table), for change detection."""
+    """Binary(16) per row: keyed BLAKE2b of the row's ``columns`` (and the table), for change detection.
+
+    BLAKE2b's own keyed mode (RFC 7693), not HMAC: these digests are only compared with last night's,
+    never with blind indexes, and it is three times faster (a first night digests every row).
+    """
     encoded = frame.select(
         pl.concat_str(pl.lit(f"{table}|"), pl.struct([pl.col(c) for c in columns]).struct.json_encode())
-    ).to_series()
-    return keyed_digests(encoded, derive_key(keys.index_key(), "row digest"))
+    ).to_series().cast(pl.Binary)
+    keyed = functools.partial(hashlib.blake2b, key=derive_key(keys.index_key(), "row digest"), digest_size=DIGEST_BYTES)
+    # map() over C callables: no Python bytecode per row (neither Polars nor DuckDB has a keyed hash).
+    return pl.Series(list(map(operator.methodcaller("digest"), map(keyed, encoded.to_list()))), dtype=pl.Binary)
 
 
 def keyed_digests(messages: pl.Series, key: bytes) -> pl.Series:

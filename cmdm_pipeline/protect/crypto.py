@@ -317,8 +317,11 @@ class _Flat:
 
     def unflatten(self, values: pl.Series, columns: Sequence[str]) -> list[pl.Series]:
         """One Series per column from values in this order (nulls back where they were)."""
+        # One gather per column, of its values' positions: filtering the values themselves per column would
+        # read every value once per column, and a gather from several chunks is ~10x slower than from one.
+        values, positions = values.rechunk(), pl.int_range(values.len(), dtype=pl.UInt32, eager=True)
         return [
-            expand(values.filter(self.cols == j), mask).alias(column)
+            values.gather(expand(positions.filter(self.cols == j), mask)).alias(column)
             for j, (column, mask) in enumerate(zip(columns, self.present, strict=True))
         ]
 

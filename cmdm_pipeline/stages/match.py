@@ -97,7 +97,7 @@ def review_queue(
         band.join(decisions.select(pair), on=pair, how="anti")
         .with_columns(
             pl.when(strong)
-            .then(pl.lit("names match but no e-mail, phone, birth date, postcode or id confirms it"))
+            .then(pl.lit("names match but no e-mail, phone, birth date, address or id confirms it"))
             .otherwise(pl.lit("uncertain match"))
             .alias("review_reason")
         )
