@@ -411,7 +411,11 @@ class KeyStore:
 
 
 def _merge(size: int, *parts: tuple[pl.Series, list[bytes]]) -> list[bytes]:
-    """One list of ``size`` from (positions, values) parts that together cover every position."""
+    """One list of ``size`` from (positions, values) parts that together cover every position, each part's
+    positions ascending and distinct."""
+    for positions, values in parts:
+        if positions.len() == size:  # the usual case, all keys found (or all new): already in order
+            return values
     out: list[bytes] = [b""] * size
     for positions, values in parts:
         for position, value in zip(positions.to_list(), values, strict=True):

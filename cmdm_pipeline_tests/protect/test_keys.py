@@ -301,3 +301,17 @@ def test_the_key_store_file_is_private(project: ProjectConfig) -> None:
 
 def test_keys_module_documents_its_environment_variables() -> None:
     assert all(name in (keys_module.__doc__ or "") for name in ENV_NAMES)
+
+
+def test_keys_of_known_and_new_owners_come_back_in_row_order(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "dev.kek.json"
+    init_key_file(key_file)
+    store = KeyStore(tmp_path / "keys" / "keystore.duckdb", read_key_file(key_file))
+    first = store.keys_for_owners(pl.Series(["a", "b"]))
+    known = dict(zip(["a", "b"], first.keys, strict=True))
+    mixed = store.keys_for_owners(pl.Series(["c", "a", "c", "d", "b"]))
+    by_row = [mixed.keys[i] for i in mixed.index.to_list()]
+    assert by_row[1] == known["a"] and by_row[4] == known["b"]  # found again, unwrapped
+    assert by_row[0] == by_row[2] and len({by_row[0], by_row[3], *known.values()}) == 4  # c and d new, distinct
+    again = store.keys_for_owners(pl.Series(["c", "a", "c", "d", "b"]))
+    assert [again.keys[i] for i in again.index.to_list()] == by_row  # all found: the same keys, same order
