@@ -186,7 +186,9 @@ def open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
         .unique("__asking", keep="first")
         .sort("__order")
         .with_columns(
-            pl.when(pl.col("__others") > 0)
+            pl.when(pl.col("__others") == 1)
+            .then(pl.format("{} (1 other candidate customer)", "review_reason"))
+            .when(pl.col("__others") > 1)
             .then(pl.format("{} ({} other candidate customers)", "review_reason", "__others"))
             .otherwise("review_reason").alias("review_reason")
         )

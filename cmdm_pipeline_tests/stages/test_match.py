@@ -56,5 +56,21 @@ def test_one_question_per_cluster_in_doubt_with_its_strongest_candidate() -> Non
     # a-b share a cluster: no question. c (alone) is asked about its strongest candidate, d, and 1
     # other; d (alone, tie with c broken by cluster id) was already the candidate, so its pair with e stays.
     assert asked.select("source_record_id_l", "source_record_id_r", "review_reason").rows() == [
-        ("c", "d", "r (1 other candidate customers)"), ("d", "e", "r"),
+        ("c", "d", "r (1 other candidate customer)"), ("d", "e", "r"),
     ]
+
+
+def test_a_customer_with_several_candidates_is_asked_once_naming_how_many_others() -> None:
+    from cmdm_pipeline.stages.match import open_questions
+
+    members = pl.DataFrame({
+        "source_system": ["s"] * 7, "source_record_id": ["a1", "a2", "d1", "d2", "e1", "e2", "c"],
+        "cluster": [1, 1, 2, 2, 3, 3, 9],
+    })
+    pairs = pl.DataFrame({
+        "source_system_l": ["s"] * 3, "source_record_id_l": ["c"] * 3,
+        "source_system_r": ["s"] * 3, "source_record_id_r": ["a1", "d1", "e1"],
+        "evidence": [12.0, 15.0, 10.0], "review_reason": ["r"] * 3,
+    })
+    asked = open_questions(pairs, members)
+    assert asked.select("source_record_id_r", "review_reason").rows() == [("d1", "r (2 other candidate customers)")]
