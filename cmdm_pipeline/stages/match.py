@@ -186,10 +186,9 @@ def open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
         .unique("__asking", keep="first")
         .sort("__order")
         .with_columns(
-            pl.when(pl.col("__others") == 1)
-            .then(pl.format("{} (1 other candidate customer)", "review_reason"))
-            .when(pl.col("__others") > 1)
-            .then(pl.format("{} ({} other candidate customers)", "review_reason", "__others"))
+            pl.when(pl.col("__others") > 0)
+            .then(pl.format("{} ({} other candidate customer{})", "review_reason", "__others",
+                            pl.when(pl.col("__others") > 1).then(pl.lit("s")).otherwise(pl.lit(""))))
             .otherwise("review_reason").alias("review_reason")
         )
         .drop("cluster_l", "cluster_r", "size_l", "size_r", "__order", "__asking", "__answering", "__others")

@@ -128,6 +128,7 @@ def build_comparisons(schema: CustomerSchema) -> list[Any]:
     return comparisons
 
 
+ADDRESS = "address"  # the address comparison's output column
 SAME_HOUSE = "same street, house number and postcode"
 SAME_HOUSE_OTHER_POSTCODE = "same street and house number, not the same postcode"
 SAME_POSTCODE = "same postcode"
@@ -171,7 +172,7 @@ def _address_comparison(schema: CustomerSchema) -> Any | None:
     if city:
         levels.append(cll.CustomLevel(f"{city}_l = {city}_r", label_for_charts="same city"))
     levels.append(cll.ElseLevel())
-    return cl.CustomComparison(output_column_name="address", comparison_levels=levels)
+    return cl.CustomComparison(output_column_name=ADDRESS, comparison_levels=levels)
 
 
 def default_blocking_rules(schema: CustomerSchema) -> list[str]:
@@ -432,7 +433,7 @@ def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[
     """
     top = {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier)}
     top.update({name: 2 for name in schema.of_kind(Kind.date)})
-    top.update({PHONES: 1, "address": _placing_levels(model)})
+    top.update({PHONES: 1, ADDRESS: _placing_levels(model)})
     return _confirming_levels(model, top)
 
 
@@ -464,7 +465,7 @@ PLACING_LABELS = (SAME_HOUSE, SAME_HOUSE_OTHER_POSTCODE, SAME_POSTCODE, "same st
 def _placing_levels(model: dict[str, Any]) -> int:
     """How many of the saved model's address levels place a record, read from the model itself, so a
     model trained by an earlier version is judged by its own levels."""
-    address = next((c for c in model.get("comparisons", []) if c["output_column_name"] == "address"), None)
+    address = next((c for c in model.get("comparisons", []) if c["output_column_name"] == ADDRESS), None)
     if address is None:
         return 0
     placing = sum(level.get("label_for_charts") in PLACING_LABELS for level in address["comparison_levels"])
