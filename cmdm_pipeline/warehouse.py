@@ -11,8 +11,10 @@ holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLO
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -22,6 +24,21 @@ import pyarrow as pa
 from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, AtRest
 from cmdm_pipeline.protect.keys import ProtectionError
 from cmdm_pipeline.sql import quote_identifier, statement
+
+
+@dataclass(frozen=True)
+class Versions:
+    """``history`` keeps every version of the rows of ``current`` (keyed by ``master_id`` and ``valid_from``).
+
+    Written with ``current``: its rows that begin a version are appended (with ``run_id``), and the
+    current versions it no longer holds (changed, merged, erased masters) end ``at``. The history is
+    never read back or rewritten, and a version shares its ciphertext with ``current``'s row.
+    """
+
+    history: str
+    current: str
+    at: dt.datetime
+    run_id: str
 
 
 class Warehouse:
@@ -49,13 +66,15 @@ class Warehouse:
             con.close()
 
     def replace(
-        self, tables: dict[str, pl.DataFrame], append: dict[str, tuple[pl.DataFrame, str]] | None = None
+        self, tables: dict[str, pl.DataFrame], append: dict[str, tuple[pl.DataFrame, str]] | None = None,
+        versions: Versions | None = None,
     ) -> None:
         """Replace each named table with its frame, all or none.
 
         ``append`` maps a table to (rows, key column): rows whose key the table does not hold yet
         are added in the same transaction (the table is created if missing), so append-only
-        tables such as ``audit_log`` change together with the tables they describe.
+        tables such as ``audit_log`` change together with the tables they describe. ``versions``
+        brings a history table up to date with one of ``tables``, in the same transaction.
         """
         with self.connect() as con:
             con.begin()
@@ -70,6 +89,8 @@ class Warehouse:
                     con.execute(statement("warehouse/replace_table", table=name, staged=staged))
                     con.unregister(staged)
                     self._record_types(con, name, types)
+                    if versions is not None and name == versions.current:
+                        self._record_versions(con, versions, types)
                     if any(self._shares(name, other) for other in tables if other != name):
                         shared[name] = sealed
                     del sealed
@@ -100,6 +121,17 @@ class Warehouse:
             if columns:
                 previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())
         return self.at_rest.seal(name, frame, previous)
+
+    def _record_versions(self, con: duckdb.DuckDBPyConnection, versions: Versions, types: dict[str, str]) -> None:
+        names = {"history": versions.history, "current": versions.current}
+        con.execute(statement("warehouse/create_history", **names))
+        kept = {row[0] for row in con.execute(statement("warehouse/select_columns"), {"table_name": versions.history}).fetchall()}
+        for column, data_type in con.execute(statement("warehouse/select_columns"), {"table_name": versions.current}).fetchall():
+            if column not in kept:  # an attribute added to the schema since the history began
+                con.execute(f"ALTER TABLE {quote_identifier(versions.history)} ADD COLUMN {quote_identifier(column)} {data_type}")
+        con.execute(statement("warehouse/close_versions", **names), {"at": versions.at})
+        con.execute(statement("warehouse/open_versions", **names), {"run_id": versions.run_id})
+        self._record_types(con, versions.history, types)
 
     def _shares(self, name: str, other: str) -> bool:
         bound = self.at_rest.bound_as(name) if self.at_rest else None

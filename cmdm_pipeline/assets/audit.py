@@ -10,7 +10,7 @@ import polars as pl
 from cmdm_pipeline.assets.consent import CONSENT_CURRENT
 from cmdm_pipeline.assets.master import HISTORY, ID_LINEAGE, XREF
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events
+from cmdm_pipeline.protect.audit import ACTIONS, AUDIT, append_audit, master_events, steward_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.match import read_decisions
 from cmdm_pipeline.warehouse import Warehouse
@@ -47,11 +47,23 @@ def audit_log_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return _audit
 
 
+MASTER_ACTIONS = ", ".join(f"'{a}'" for a in ACTIONS if a.startswith("master_"))
+
+
 def _versions(store: Warehouse) -> pl.DataFrame:
-    """The history, decrypted only for masters with several versions: a master's only version is
-    audited as created (counts), never as updated, so its personal values are not needed."""
-    several = pl.col("master_id").is_duplicated()
-    stored = store.query(f"SELECT * FROM {HISTORY}")  # noqa: S608 - a constant name; ciphertext stays as is
-    singles = stored.filter(~several)
-    singles = singles.drop([c for c in singles.columns if singles.schema[c] == pl.Binary])
+    """The versions of every master with a version not audited yet, decrypted only where it has several.
+
+    A run's versions are written, and then audited, together: a run that has master events in the audit
+    log is done, so a night reads only the masters changed since (the rest of the history stays
+    ciphertext, and a night's cost does not grow with it). A master's only version is audited as created
+    (counts), never as updated, so its personal values are not needed.
+    """
+    ids = store.query(f"SELECT master_id, run_id FROM {HISTORY}")  # noqa: S608 - a constant name
+    if AUDIT in store.tables():
+        done = store.query(f"SELECT DISTINCT run_id FROM {AUDIT} WHERE action IN ({MASTER_ACTIONS})")  # noqa: S608 - constants
+        ids = ids.filter(pl.col("master_id").is_in(ids.join(done, on="run_id", how="anti")["master_id"].implode()))
+    pending = pl.col("master_id").is_in(ids["master_id"].unique().implode())
+    several = pl.col("master_id").is_in(ids.filter(pl.col("master_id").is_duplicated())["master_id"].unique().implode())
+    stored = store.query(f"SELECT * FROM {HISTORY}").filter(pending & ~several)  # noqa: S608 - ciphertext stays as is
+    singles = stored.drop([c for c in stored.columns if stored.schema[c] == pl.Binary])
     return pl.concat([store.read(HISTORY, where=several), singles], how="diagonal_relaxed")

@@ -9,10 +9,13 @@ from cmdm_pipeline.assets.match import CLUSTERS
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.at_rest import AtRest
-from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
+from cmdm_pipeline.protect.blind_index import row_digests
 from cmdm_pipeline.protect.erasure_history import record_history_sources
+from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.stages.history import update_history, with_version_start
+from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start
+from cmdm_pipeline.warehouse import Versions, Warehouse
 from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
 
@@ -81,11 +84,12 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         keys = (store.at_rest or AtRest(config)).keys
         index = lookup_index(records, config.customer_schema, keys)
         del records  # the largest frame here; sealing the tables below needs the memory
-        previous = store.read(HISTORY) if HISTORY in store.tables() else None
-        history = update_history(previous, golden, context.run.run_id, dt.datetime.now(dt.UTC))
-        del previous
-        golden = with_version_start(golden, history)
-        store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, HISTORY: history, LOOKUP_INDEX: index})
+        now, columns = dt.datetime.now(dt.UTC), value_columns(golden)
+        golden = golden.with_columns(version_digests(golden, columns, keys))
+        golden = with_version_start(golden, current_versions(store, columns, keys), now)
+        store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, LOOKUP_INDEX: index},
+                      versions=Versions(HISTORY, GOLDEN, now, context.run.run_id))
+        history = store.query(f"SELECT count(*) AS versions, count(*) FILTER (valid_to IS NULL) AS current FROM {HISTORY}")  # noqa: S608 - a constant name
         # Here too, not only in the erasure step: a run that skips that step must not leave versions unlisted.
         record_history_sources(store)
         by_party = dict(golden.group_by("party_type").len().iter_rows())
@@ -96,10 +100,30 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             "dagster/row_count": lineage.height,
             "values_by_rule": dg.MetadataValue.json(dict(lineage.group_by("rule").len().sort("rule").iter_rows()))})
         yield dg.MaterializeResult(asset_key=HISTORY, metadata={
-            "dagster/row_count": history.height,
-            "current_versions": history.filter(pl.col("valid_to").is_null()).height})
+            "dagster/row_count": history["versions"][0], "current_versions": history["current"][0],
+            "versions_begun": golden.filter(pl.col("valid_from") == now).height})
         yield dg.MaterializeResult(asset_key=LOOKUP_INDEX, metadata={
             "dagster/row_count": index.height,
             "values_by_kind": dg.MetadataValue.json(dict(index.group_by("kind").len().sort("kind").iter_rows()))})
 
     return _golden
+
+
+def version_digests(golden: pl.DataFrame, columns: list[str], keys: KeyStore) -> pl.Series:
+    """Each golden record's keyed digest of its values: equal digests, same version."""
+    return row_digests(golden, ["master_id", *columns], f"{GOLDEN} version", keys).alias(VERSION_DIGEST)
+
+
+def current_versions(store: Warehouse, columns: list[str], keys: KeyStore) -> pl.DataFrame | None:
+    """master_id, valid_from and version_digest of every master's current version, read without decrypting.
+
+    A warehouse written before versions had digests gets them once from its decrypted current versions.
+    """
+    tables = store.tables()
+    if GOLDEN in tables and VERSION_DIGEST in store.query(f"SELECT * FROM {GOLDEN} LIMIT 0").columns:  # noqa: S608
+        return store.query(f"SELECT {', '.join(CURRENT_VERSION_COLUMNS)} FROM {GOLDEN}")  # noqa: S608 - constant names
+    if HISTORY not in tables:
+        return None
+    current = store.read(HISTORY, where=pl.col("valid_to").is_null())
+    current = current.with_columns(pl.lit(None).alias(c) for c in columns if c not in current.columns)
+    return current.with_columns(version_digests(current, columns, keys)).select(CURRENT_VERSION_COLUMNS)

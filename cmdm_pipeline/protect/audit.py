@@ -43,7 +43,7 @@ AUDIT_COLUMNS: dict[str, pl.DataType] = {
 }
 _INPUT = [c for c in AUDIT_COLUMNS if c not in ("audit_id", "logged_at")]
 # Columns of a golden record that are bookkeeping of the history, not attributes.
-_VERSION_COLUMNS = ("master_id", "valid_from", "valid_to", "run_id")
+_VERSION_COLUMNS = ("master_id", "valid_from", "valid_to", "run_id", "version_digest", "pii_digest")
 
 
 class AuditError(ValueError):

@@ -1,4 +1,10 @@
-"""History: every version of every golden record, valid from one run until a later one changes it."""
+"""History: every version of every golden record, valid from one run until a later one changes it.
+
+A version is told from the next by a keyed digest of the golden record's values (``version_digest``,
+stored beside it), so a night compares digests and never decrypts the history: the history grows
+by the versions that begin (the warehouse appends them and closes the ones they end, see
+:class:`cmdm_pipeline.warehouse.Versions`), and a night's cost does not grow with it.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +12,25 @@ import datetime as dt
 
 import polars as pl
 
+VERSION_DIGEST = "version_digest"
+CURRENT_VERSION_COLUMNS = ("master_id", "valid_from", VERSION_DIGEST)
 
-def update_history(
-    history: pl.DataFrame | None, golden: pl.DataFrame, run_id: str, now: dt.datetime
-) -> pl.DataFrame:
-    """Close versions whose values changed or whose master is gone; open versions for new values.
 
-    ``valid_to`` is null for the current version; a version is what the master said on any
-    date ``d`` with ``valid_from <= d < valid_to``.
-    """
+def value_columns(golden: pl.DataFrame) -> list[str]:
+    """The columns whose values make a version: all but the master id and the version bookkeeping."""
+    return [c for c in golden.columns if c not in ("master_id", "valid_from", "valid_to", "run_id", VERSION_DIGEST)]
+
+
+def with_version_start(golden: pl.DataFrame, current: pl.DataFrame | None, now: dt.datetime) -> pl.DataFrame:
+    """``golden`` (with its ``version_digest``) plus ``valid_from``: the start of each master's current
+    version where its digest is the one ``current`` (master_id, valid_from, version_digest) holds, else
+    ``now``, when a new version begins."""
     at = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
-    values = [c for c in golden.columns if c != "master_id"]
-    stamped = golden.with_columns(at.alias("valid_from"), pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("valid_to"),
-                                  pl.lit(run_id).alias("run_id"))
-    if history is None or history.height == 0:
-        return stamped.sort("master_id")
-    current = history.filter(pl.col("valid_to").is_null())
-    closed = history.filter(pl.col("valid_to").is_not_null())
-    compared = current.join(golden, on="master_id", how="inner", suffix="__new")
-    same = pl.all_horizontal(pl.col(c).eq_missing(pl.col(f"{c}__new")) for c in values)
-    unchanged = compared.filter(same).select("master_id")
-    keep = current.join(unchanged, on="master_id", how="semi")
-    # Changed values and masters that no longer exist (merged, erased) both end here.
-    ended = current.join(unchanged, on="master_id", how="anti").with_columns(at.alias("valid_to"))
-    opened = stamped.join(unchanged, on="master_id", how="anti")
-    return pl.concat([closed, ended, keep, opened.select(history.columns)], how="vertical_relaxed").sort(
-        "master_id", "valid_from"
+    if current is None or current.is_empty():
+        return golden.with_columns(at.alias("valid_from"))
+    before = current.select("master_id", pl.col("valid_from").alias("__since"), pl.col(VERSION_DIGEST).alias("__before"))
+    return (
+        golden.join(before, on="master_id", how="left", maintain_order="left")
+        .with_columns(pl.when(pl.col("__before") == pl.col(VERSION_DIGEST)).then("__since").otherwise(at).alias("valid_from"))
+        .drop("__since", "__before")
     )
-
-
-def with_version_start(golden: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """``golden`` with ``valid_from``: since when each master's current version holds (its history row's)."""
-    current = history.filter(pl.col("valid_to").is_null()).select("master_id", "valid_from")
-    return golden.join(current, on="master_id", how="left", maintain_order="left")

@@ -133,16 +133,21 @@ def test_the_check_names_personal_columns_stored_in_plaintext(make_project) -> N
 
 
 def test_a_golden_version_is_encrypted_once_for_both_golden_and_history(make_project) -> None:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.stages.history import update_history, with_version_start
+    from cmdm_pipeline.assets.master import current_versions, version_digests
+    from cmdm_pipeline.stages.history import value_columns, with_version_start
+    from cmdm_pipeline.warehouse import Versions
 
     config = make_project()
     store = open_warehouse(config)
+    assert store.at_rest is not None
     plain = GOLDEN.drop("valid_from")
 
     def night(golden: pl.DataFrame, at: dt.datetime) -> None:
-        previous = store.read("golden_customers_history") if "golden_customers_history" in store.tables() else None
-        history = update_history(previous, golden, "run", at)
-        store.replace({"golden_customers": with_version_start(golden, history), "golden_customers_history": history})
+        columns = value_columns(golden)
+        golden = golden.with_columns(version_digests(golden, columns, store.at_rest.keys))  # type: ignore[union-attr]
+        current = current_versions(store, columns, store.at_rest.keys)  # type: ignore[union-attr]
+        store.replace({"golden_customers": with_version_start(golden, current, at)},
+                      versions=Versions("golden_customers_history", "golden_customers", at, "run"))
 
     def history_rows() -> pl.DataFrame:
         with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
@@ -160,6 +165,16 @@ def test_a_golden_version_is_encrypted_once_for_both_golden_and_history(make_pro
     assert m2["first_name"].to_list() == [golden["first_name"][1], after["first_name"][1]]  # old version kept, new shared
     assert store.read("golden_customers_history").filter(pl.col("master_id") == "m2")["first_name"].to_list() == ["Alan", "Alan M."]
     assert store.read("golden_customers")["first_name"].to_list() == ["Ada", "Alan M.", None]
+
+    # A warehouse written before versions had digests: its current versions are digested once, from their
+    # decrypted values, and an unchanged master keeps its version.
+    with duckdb.connect(str(config.warehouse_path)) as con:
+        con.execute("ALTER TABLE golden_customers DROP COLUMN version_digest")
+        con.execute("ALTER TABLE golden_customers_history DROP COLUMN version_digest")
+    versions = history_rows().height
+    night(renamed, dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    assert history_rows().height == versions
+    assert stored(config, "golden_customers")["first_name"].to_list() == after["first_name"].to_list()
 
     # The current version's ciphertext copied over the old version does not decrypt there.
     with duckdb.connect(str(config.warehouse_path)) as con:
