@@ -125,13 +125,23 @@ class Warehouse:
     def _record_versions(self, con: duckdb.DuckDBPyConnection, versions: Versions, types: dict[str, str]) -> None:
         names = {"history": versions.history, "current": versions.current}
         con.execute(statement("warehouse/create_history", **names))
-        kept = {row[0] for row in con.execute(statement("warehouse/select_columns"), {"table_name": versions.history}).fetchall()}
+        kept = dict(con.execute(statement("warehouse/select_columns"), {"table_name": versions.history}).fetchall())
         for column, data_type in con.execute(statement("warehouse/select_columns"), {"table_name": versions.current}).fetchall():
+            alter = f"ALTER TABLE {quote_identifier(versions.history)} {{}} {quote_identifier(column)} {{}}"
             if column not in kept:  # an attribute added to the schema since the history began
-                con.execute(f"ALTER TABLE {quote_identifier(versions.history)} ADD COLUMN {quote_identifier(column)} {data_type}")
+                con.execute(alter.format("ADD COLUMN", data_type))
+            elif kept[column] != data_type:
+                if "BLOB" in (data_type, kept[column]):
+                    raise ProtectionError(f"{versions.history}.{column} is {kept[column]} but {versions.current}.{column} "
+                                          f"is {data_type}: was encryption switched off after the history was written?")
+                # A type changed in the schema: the history keeps both, as text.
+                con.execute(alter.format("ALTER COLUMN", "TYPE VARCHAR"))
         con.execute(statement("warehouse/close_versions", **names), {"at": versions.at})
         con.execute(statement("warehouse/open_versions", **names), {"run_id": versions.run_id})
-        self._record_types(con, versions.history, types)
+        # Columns dropped from the schema keep their old versions' types; a type that changed reads back as text.
+        recorded = self._types(con, versions.history)
+        self._record_types(con, versions.history, {
+            **recorded, **{c: t if recorded.get(c, t) == t else "String" for c, t in types.items()}})
 
     def _shares(self, name: str, other: str) -> bool:
         bound = self.at_rest.bound_as(name) if self.at_rest else None

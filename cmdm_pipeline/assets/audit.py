@@ -10,7 +10,7 @@ import polars as pl
 from cmdm_pipeline.assets.consent import CONSENT_CURRENT
 from cmdm_pipeline.assets.master import HISTORY, ID_LINEAGE, XREF
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.audit import ACTIONS, AUDIT, append_audit, master_events, steward_events
+from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.match import read_decisions
 from cmdm_pipeline.warehouse import Warehouse
@@ -29,11 +29,13 @@ def audit_log_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         store = warehouse.get(config)
         run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
         decisions = read_decisions(config.resolve(config.matching.decisions) if config.matching.decisions else None)
+        versions, runs = _versions(store)
         rows = pl.concat([
-            master_events(_versions(store), store.read(ID_LINEAGE)).with_columns(pl.lit(None, dtype=pl.String).alias("audit_id")),
+            master_events(versions, store.read(ID_LINEAGE)).with_columns(pl.lit(None, dtype=pl.String).alias("audit_id")),
             steward_events(decisions, store.read(XREF), run_id, now),
         ], how="diagonal_relaxed")
-        added = append_audit(store, rows)
+        audited = runs.with_columns(pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("audited_at"))
+        added = append_audit(store, rows, append={AUDITED_RUNS: (audited, "run_id")})
         this_run = store.query(f"SELECT action, count(*) AS n FROM {AUDIT} WHERE run_id = $run_id GROUP BY 1 ORDER BY 1",  # noqa: S608
                                {"run_id": run_id})
         total = store.query(f"SELECT count(*) AS n FROM {AUDIT}")["n"][0]  # noqa: S608 - a constant name
@@ -47,23 +49,28 @@ def audit_log_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return _audit
 
 
-MASTER_ACTIONS = ", ".join(f"'{a}'" for a in ACTIONS if a.startswith("master_"))
+#: The runs whose history versions have been audited (run ids only), appended with the audit rows.
+AUDITED_RUNS = "audit_history_runs"
 
 
-def _versions(store: Warehouse) -> pl.DataFrame:
-    """The versions of every master with a version not audited yet, decrypted only where it has several.
+def _versions(store: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The versions of every master with a version from a run not audited yet, decrypted only where it has
+    several; and those runs.
 
-    A run's versions are written, and then audited, together: a run that has master events in the audit
-    log is done, so a night reads only the masters changed since (the rest of the history stays
-    ciphertext, and a night's cost does not grow with it). A master's only version is audited as created
-    (counts), never as updated, so its personal values are not needed.
+    A run's versions are written, and then audited, together (the runs are recorded in the same
+    transaction as their audit rows), so a night reads only the masters changed since: the rest of the
+    history stays ciphertext, and a night's cost does not grow with it. A master's only version is
+    audited as created (counts), never as updated, so its personal values are not needed.
     """
     ids = store.query(f"SELECT master_id, run_id FROM {HISTORY}")  # noqa: S608 - a constant name
-    if AUDIT in store.tables():
-        done = store.query(f"SELECT DISTINCT run_id FROM {AUDIT} WHERE action IN ({MASTER_ACTIONS})")  # noqa: S608 - constants
-        ids = ids.filter(pl.col("master_id").is_in(ids.join(done, on="run_id", how="anti")["master_id"].implode()))
+    runs = ids.select("run_id").unique()
+    if AUDITED_RUNS in store.tables():
+        runs = runs.join(store.query(f"SELECT run_id FROM {AUDITED_RUNS}"), on="run_id", how="anti")  # noqa: S608
+        ids = ids.join(ids.join(runs, on="run_id").select("master_id").unique(), on="master_id")  # all their versions
+    if ids.is_empty():
+        return store.query(f"SELECT * FROM {HISTORY} LIMIT 0"), runs  # noqa: S608 - a quiet night reads nothing
     pending = pl.col("master_id").is_in(ids["master_id"].unique().implode())
     several = pl.col("master_id").is_in(ids.filter(pl.col("master_id").is_duplicated())["master_id"].unique().implode())
     stored = store.query(f"SELECT * FROM {HISTORY}").filter(pending & ~several)  # noqa: S608 - ciphertext stays as is
     singles = stored.drop([c for c in stored.columns if stored.schema[c] == pl.Binary])
-    return pl.concat([store.read(HISTORY, where=several), singles], how="diagonal_relaxed")
+    return pl.concat([store.read(HISTORY, where=several), singles], how="diagonal_relaxed"), runs

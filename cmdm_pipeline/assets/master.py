@@ -8,7 +8,7 @@ import polars as pl
 from cmdm_pipeline.assets.match import CLUSTERS
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import AtRest
+from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
 from cmdm_pipeline.protect.blind_index import row_digests
 from cmdm_pipeline.protect.erasure_history import record_history_sources
 from cmdm_pipeline.protect.keystore import KeyStore
@@ -84,11 +84,8 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         keys = (store.at_rest or AtRest(config)).keys
         index = lookup_index(records, config.customer_schema, keys)
         del records  # the largest frame here; sealing the tables below needs the memory
-        now, columns = dt.datetime.now(dt.UTC), value_columns(golden)
-        golden = golden.with_columns(version_digests(golden, columns, keys))
-        golden = with_version_start(golden, current_versions(store, columns, keys), now)
-        store.replace({GOLDEN: golden, ATTRIBUTE_LINEAGE: lineage, LOOKUP_INDEX: index},
-                      versions=Versions(HISTORY, GOLDEN, now, context.run.run_id))
+        now = dt.datetime.now(dt.UTC)
+        golden = write_golden(store, golden, {ATTRIBUTE_LINEAGE: lineage, LOOKUP_INDEX: index}, keys, now, context.run.run_id)
         history = store.query(f"SELECT count(*) AS versions, count(*) FILTER (valid_to IS NULL) AS current FROM {HISTORY}")  # noqa: S608 - a constant name
         # Here too, not only in the erasure step: a run that skips that step must not leave versions unlisted.
         record_history_sources(store)
@@ -109,9 +106,34 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     return _golden
 
 
+def write_golden(
+    store: Warehouse, golden: pl.DataFrame, others: dict[str, pl.DataFrame], keys: KeyStore, now: dt.datetime, run_id: str
+) -> pl.DataFrame:
+    """Store the golden records (each with its ``version_digest`` and ``valid_from``) and ``others`` in one
+    transaction, the history brought up to date in it; returns the golden records as stored (plaintext)."""
+    columns = value_columns(golden)
+    golden = golden.with_columns(version_digests(golden, columns, keys))
+    golden = with_version_start(golden, current_versions(store, columns, keys), now)
+    resealed = history_to_reseal(store)
+    tables = {**({HISTORY: resealed} if resealed is not None else {}), GOLDEN: golden, **others}
+    store.replace(tables, versions=Versions(HISTORY, GOLDEN, now, run_id))
+    return golden
+
+
+def history_to_reseal(store: Warehouse) -> pl.DataFrame | None:
+    """The whole history, when a personal column of it is stored in plaintext (encryption was switched on
+    since it was written): it is then sealed again, once, in the same transaction as the golden records."""
+    if store.at_rest is None or HISTORY not in store.tables():
+        return None
+    stored, encrypted = store.column_types()
+    if not plaintext_personal_columns(store.at_rest, {HISTORY: stored.get(HISTORY, {})}, encrypted):
+        return None
+    return store.read(HISTORY)
+
+
 def version_digests(golden: pl.DataFrame, columns: list[str], keys: KeyStore) -> pl.Series:
     """Each golden record's keyed digest of its values: equal digests, same version."""
-    return row_digests(golden, ["master_id", *columns], f"{GOLDEN} version", keys).alias(VERSION_DIGEST)
+    return row_digests(golden, ["master_id", *columns], f"{GOLDEN} version", keys, skip_nulls=True).alias(VERSION_DIGEST)
 
 
 def current_versions(store: Warehouse, columns: list[str], keys: KeyStore) -> pl.DataFrame | None:

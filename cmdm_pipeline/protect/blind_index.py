@@ -82,15 +82,22 @@ def blind_index(
     return keyed_digests(normal, derive_key(keys.index_key(), f"blind index|{kind}")).rename(values.name)
 
 
-def row_digests(frame: pl.DataFrame, columns: Sequence[str], table: str, keys: KeyStore) -> pl.Series:
+def row_digests(
+    frame: pl.DataFrame, columns: Sequence[str], table: str, keys: KeyStore, *, skip_nulls: bool = False
+) -> pl.Series:
     """Binary(16) per row: keyed BLAKE2b of the row's ``columns`` (and the table), for change detection.
 
     BLAKE2b's own keyed mode (RFC 7693), not HMAC: these digests are only compared with last night's,
     never with blind indexes, and it is three times faster (a first night digests every row).
+    ``skip_nulls``: a null column is left out, so adding or dropping a column that holds nothing keeps
+    every digest (each value is encoded with its column name, so nothing else can be confused).
     """
-    encoded = frame.select(
-        pl.concat_str(pl.lit(f"{table}|"), pl.struct([pl.col(c) for c in columns]).struct.json_encode())
-    ).to_series().cast(pl.Binary)
+    if skip_nulls:
+        fields = [pl.when(pl.col(c).is_not_null()).then(pl.struct(c).struct.json_encode()) for c in columns]
+        body = pl.concat_str(fields, separator=",", ignore_nulls=True)
+    else:
+        body = pl.struct([pl.col(c) for c in columns]).struct.json_encode()
+    encoded = frame.select(pl.concat_str(pl.lit(f"{table}|"), body)).to_series().cast(pl.Binary)
     keyed = functools.partial(hashlib.blake2b, key=derive_key(keys.index_key(), "row digest"), digest_size=DIGEST_BYTES)
     # map() over C callables: no Python bytecode per row (neither Polars nor DuckDB has a keyed hash).
     return pl.Series(list(map(operator.methodcaller("digest"), map(keyed, encoded.to_list()))), dtype=pl.Binary)

@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from cmdm_pipeline.assets.master import write_golden
 from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, plaintext_personal_columns
 from cmdm_pipeline.quality.checks import personal_data_encrypted_verdict
 from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
@@ -133,21 +134,12 @@ def test_the_check_names_personal_columns_stored_in_plaintext(make_project) -> N
 
 
 def test_a_golden_version_is_encrypted_once_for_both_golden_and_history(make_project) -> None:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.assets.master import current_versions, version_digests
-    from cmdm_pipeline.stages.history import value_columns, with_version_start
-    from cmdm_pipeline.warehouse import Versions
-
     config = make_project()
     store = open_warehouse(config)
-    assert store.at_rest is not None
     plain = GOLDEN.drop("valid_from")
 
     def night(golden: pl.DataFrame, at: dt.datetime) -> None:
-        columns = value_columns(golden)
-        golden = golden.with_columns(version_digests(golden, columns, store.at_rest.keys))  # type: ignore[union-attr]
-        current = current_versions(store, columns, store.at_rest.keys)  # type: ignore[union-attr]
-        store.replace({"golden_customers": with_version_start(golden, current, at)},
-                      versions=Versions("golden_customers_history", "golden_customers", at, "run"))
+        write_golden(store, golden, {}, store.at_rest.keys, at, "run")  # type: ignore[union-attr]
 
     def history_rows() -> pl.DataFrame:
         with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
@@ -182,3 +174,37 @@ def test_a_golden_version_is_encrypted_once_for_both_golden_and_history(make_pro
                     "WHERE master_id = 'm2') WHERE master_id = 'm2' AND valid_to IS NOT NULL")
     with pytest.raises(DecryptionError, match=r"golden_customers_history\.first_name of record m2\|2026-01-01"):
         store.read("golden_customers_history")
+
+
+def test_a_history_written_in_plaintext_is_sealed_once_encryption_is_switched_on(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    encrypted = open_warehouse(config)
+    keys = encrypted.at_rest.keys  # type: ignore[union-attr]
+    plain = Warehouse(config.warehouse_path)  # protection.encrypt: false wrote these nights
+    golden = GOLDEN.drop("valid_from")
+    write_golden(plain, golden, {}, keys, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "r1")
+    write_golden(plain, golden.with_columns(pl.lit("Ada L.").alias("first_name")), {}, keys,
+                 dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "r2")
+    write_golden(encrypted, golden.with_columns(pl.lit("Ada L.").alias("first_name")), {}, keys,
+                 dt.datetime(2026, 1, 3, tzinfo=dt.UTC), "r3")
+    assert plaintext_personal_columns(encrypted.at_rest, *encrypted.column_types()) == []  # type: ignore[arg-type]
+    history = encrypted.read("golden_customers_history").sort("master_id", "valid_from")
+    assert history.height == 6  # nothing changed on the third night: no version added
+    assert history["first_name"].to_list() == ["Ada", "Ada L.", "Alan", "Ada L.", None, "Ada L."]
+    raw = stored(config, "golden_customers_history")
+    assert raw.schema["first_name"] == pl.Binary and b"Ada" not in b"".join(raw["first_name"].drop_nulls())
+
+
+def test_an_attribute_dropped_or_retyped_keeps_its_old_versions_readable(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    store = open_warehouse(config)
+    keys = store.at_rest.keys  # type: ignore[union-attr]
+    golden = GOLDEN.drop("valid_from")
+    write_golden(store, golden, {}, keys, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "r1")
+    # date_of_birth becomes text, first_name leaves the schema.
+    later = golden.drop("first_name").with_columns(pl.lit("unknown").alias("date_of_birth"))
+    write_golden(store, later, {}, keys, dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "r2")
+    history = store.read("golden_customers_history").sort("master_id", "valid_from")
+    assert history["first_name"].to_list() == ["Ada", None, "Alan", None, None, None]
+    assert history["date_of_birth"].to_list() == ["1985-12-10", "unknown", None, "unknown", "1956-12-09", "unknown"]
+    assert store.read("golden_customers")["date_of_birth"].to_list() == ["unknown"] * 3

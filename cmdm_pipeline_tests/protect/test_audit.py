@@ -54,19 +54,25 @@ def test_master_events_come_from_history_and_lineage_with_names_not_values() -> 
 
 
 def test_a_night_reads_only_the_masters_with_versions_not_audited_yet(tmp_path: Path) -> None:
-    from cmdm_pipeline.assets.audit import _versions
+    from cmdm_pipeline.assets.audit import AUDITED_RUNS, _versions
 
     store = Warehouse(tmp_path / "w.duckdb")
     history = golden_history()
     store.replace({"golden_customers_history": history.filter(pl.col("run_id") == "r1")})
-    first = _versions(store)
-    assert sorted(first["master_id"]) == ["M1", "M2"]  # nothing audited yet: every master
-    append_audit(store, master_events(first, lineage()))
-    assert _versions(store).is_empty()  # run r1 is audited: nothing to read
+    first, runs = _versions(store)
+    assert sorted(first["master_id"]) == ["M1", "M2"] and runs["run_id"].to_list() == ["r1"]  # nothing audited yet
+    append_audit(store, master_events(first, lineage()), append={AUDITED_RUNS: (runs, "run_id")})
+    quiet, runs = _versions(store)
+    assert quiet.is_empty() and runs.is_empty()  # run r1 is audited: nothing to read
     store.replace({"golden_customers_history": history})
-    later = _versions(store).sort("master_id", "valid_from")
+    later, runs = _versions(store)
     # M1 gained a version in r2 (both versions, to tell what changed), M3 began in r2; M2 is done.
-    assert later.select("master_id", "run_id").rows() == [("M1", "r1"), ("M1", "r2"), ("M3", "r2")]
+    assert later.sort("master_id", "valid_from").select("master_id", "run_id").rows() == [
+        ("M1", "r1"), ("M1", "r2"), ("M3", "r2")]
+    assert runs["run_id"].to_list() == ["r2"]
+    # A run whose versions bring no event (a split-off master's first version) is still done once audited.
+    append_audit(store, master_events(later, lineage()), append={AUDITED_RUNS: (runs, "run_id")})
+    assert _versions(store)[0].is_empty()
 
 
 def decisions(*rows: tuple[str, str]) -> pl.DataFrame:

@@ -67,3 +67,12 @@ def test_an_attribute_added_to_the_schema_begins_new_versions(tmp_path: Path) ->
     night(store, wider.with_columns(pl.struct(value_columns(wider)).hash().alias(VERSION_DIGEST)), T2, "r2")
     history = store.read("history").sort("valid_from")
     assert history.select("email", "country", "valid_to").rows() == [("a@x.org", None, T2), ("a@x.org", "GB", None)]
+
+
+def test_a_column_whose_type_changed_keeps_both_as_text(tmp_path: Path) -> None:
+    store = Warehouse(tmp_path / "w.duckdb")
+    coded = golden(M1="a@x.org").drop(VERSION_DIGEST).with_columns(pl.lit(7).alias("score"))
+    night(store, coded.with_columns(pl.struct(value_columns(coded)).hash().alias(VERSION_DIGEST)), T1, "r1")
+    recoded = coded.with_columns(pl.lit(dt.date(2026, 1, 2)).alias("score"))
+    night(store, recoded.with_columns(pl.struct(value_columns(recoded)).hash().alias(VERSION_DIGEST)), T2, "r2")
+    assert store.read("history").sort("valid_from")["score"].to_list() == ["7", "2026-01-02"]
