@@ -183,13 +183,23 @@ class Warehouse:
                 con.rollback()
                 raise
 
-    def read(self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None) -> pl.DataFrame:
+    def read(
+        self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None, rows: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
         """A table (or some of its ``columns``, or the rows ``where`` holds), personal columns decrypted.
 
-        ``where`` is applied before decrypting, so it may only use columns that are not encrypted.
+        ``where`` is applied before decrypting, so it may only use columns that are not encrypted. ``rows``
+        keeps only the rows whose values of ``rows``' columns it holds, chosen in DuckDB: the others are
+        never loaded.
         """
         with self.connect(read_only=True) as con:
-            frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+            if rows is None:
+                frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+            else:
+                con.register("__cmdm_rows", rows.to_arrow())
+                frame = con.sql(statement("warehouse/select_rows", table=name, rows="__cmdm_rows").format(
+                    keys=", ".join(map(quote_identifier, rows.columns)))).pl()
+                con.unregister("__cmdm_rows")
             types = self._types(con, name)
         if where is not None:
             frame = frame.filter(where)

@@ -69,8 +69,8 @@ def _versions(store: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame]:
         ids = ids.join(ids.join(runs, on="run_id").select("master_id").unique(), on="master_id")  # all their versions
     if ids.is_empty():
         return store.query(f"SELECT * FROM {HISTORY} LIMIT 0"), runs  # noqa: S608 - a quiet night reads nothing
-    pending = pl.col("master_id").is_in(ids["master_id"].unique().implode())
-    several = pl.col("master_id").is_in(ids.filter(pl.col("master_id").is_duplicated())["master_id"].unique().implode())
-    stored = store.query(f"SELECT * FROM {HISTORY}").filter(pending & ~several)  # noqa: S608 - ciphertext stays as is
-    singles = stored.drop([c for c in stored.columns if stored.schema[c] == pl.Binary])
-    return pl.concat([store.read(HISTORY, where=several), singles], how="diagonal_relaxed"), runs
+    counted = ids.group_by("master_id").len()
+    several = counted.filter(pl.col("len") > 1).select("master_id")
+    public = [c for c, t in store.query(f"SELECT * FROM {HISTORY} LIMIT 0").schema.items() if t != pl.Binary]  # noqa: S608
+    singles = store.read(HISTORY, public, rows=counted.filter(pl.col("len") == 1).select("master_id"))
+    return pl.concat([store.read(HISTORY, rows=several), singles], how="diagonal_relaxed"), runs
