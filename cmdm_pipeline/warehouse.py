@@ -230,7 +230,10 @@ class Warehouse:
             return con.sql(sql, params=params or {}).pl()
 
     def column_types(self) -> tuple[dict[str, dict[str, str]], dict[str, set[str]]]:
-        """Every table's columns with their stored DuckDB types, and the columns recorded as ciphertext."""
+        """Every table's columns with their stored DuckDB types, and the columns recorded as ciphertext
+        (nothing before the first write, as :meth:`tables`)."""
+        if not self.path.exists():
+            return {}, {}
         with self.connect(read_only=True) as con:
             rows = con.sql("SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall()
             recorded = (

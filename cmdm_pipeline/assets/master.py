@@ -15,9 +15,9 @@ from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start
-from cmdm_pipeline.warehouse import Versions, Warehouse
 from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
+from cmdm_pipeline.warehouse import Versions, Warehouse
 
 XREF = "customer_xref"
 ID_LINEAGE = "master_id_lineage"
@@ -111,22 +111,24 @@ def write_golden(
 ) -> pl.DataFrame:
     """Store the golden records (each with its ``version_digest`` and ``valid_from``) and ``others`` in one
     transaction, the history brought up to date in it; returns the golden records as stored (plaintext)."""
-    columns = value_columns(golden)
+    columns, (stored, encrypted) = value_columns(golden), store.column_types()
     golden = golden.with_columns(version_digests(golden, columns, keys))
-    golden = with_version_start(golden, current_versions(store, columns, keys), now)
-    resealed = history_to_reseal(store)
+    golden = with_version_start(golden, current_versions(store, stored, columns, keys), now)
+    resealed = history_to_reseal(store, stored, encrypted)
     tables = {**({HISTORY: resealed} if resealed is not None else {}), GOLDEN: golden, **others}
     store.replace(tables, versions=Versions(HISTORY, GOLDEN, now, run_id))
     return golden
 
 
-def history_to_reseal(store: Warehouse) -> pl.DataFrame | None:
+def history_to_reseal(
+    store: Warehouse, stored: dict[str, dict[str, str]], encrypted: dict[str, set[str]]
+) -> pl.DataFrame | None:
     """The whole history, when a personal column of it is stored in plaintext (encryption was switched on
-    since it was written): it is then sealed again, once, in the same transaction as the golden records."""
-    if store.at_rest is None or HISTORY not in store.tables():
+    since it was written): it is then sealed again, once, in the same transaction as the golden records.
+    ``stored``, ``encrypted``: :meth:`Warehouse.column_types`."""
+    if store.at_rest is None or HISTORY not in stored:
         return None
-    stored, encrypted = store.column_types()
-    if not plaintext_personal_columns(store.at_rest, {HISTORY: stored.get(HISTORY, {})}, encrypted):
+    if not plaintext_personal_columns(store.at_rest, {HISTORY: stored[HISTORY]}, encrypted):
         return None
     return store.read(HISTORY)
 
@@ -136,15 +138,17 @@ def version_digests(golden: pl.DataFrame, columns: list[str], keys: KeyStore) ->
     return row_digests(golden, ["master_id", *columns], f"{GOLDEN} version", keys, skip_nulls=True).alias(VERSION_DIGEST)
 
 
-def current_versions(store: Warehouse, columns: list[str], keys: KeyStore) -> pl.DataFrame | None:
+def current_versions(
+    store: Warehouse, stored: dict[str, dict[str, str]], columns: list[str], keys: KeyStore
+) -> pl.DataFrame | None:
     """master_id, valid_from and version_digest of every master's current version, read without decrypting.
 
-    A warehouse written before versions had digests gets them once from its decrypted current versions.
+    ``stored``: every table's columns (:meth:`Warehouse.column_types`). A warehouse written before versions
+    had digests gets them once from its decrypted current versions.
     """
-    tables = store.tables()
-    if GOLDEN in tables and VERSION_DIGEST in store.query(f"SELECT * FROM {GOLDEN} LIMIT 0").columns:  # noqa: S608
+    if VERSION_DIGEST in stored.get(GOLDEN, {}):
         return store.query(f"SELECT {', '.join(CURRENT_VERSION_COLUMNS)} FROM {GOLDEN}")  # noqa: S608 - constant names
-    if HISTORY not in tables:
+    if HISTORY not in stored:
         return None
     current = store.read(HISTORY, where=pl.col("valid_to").is_null())
     current = current.with_columns(pl.lit(None).alias(c) for c in columns if c not in current.columns)

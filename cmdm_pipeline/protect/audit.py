@@ -21,7 +21,9 @@ import datetime as dt
 
 import polars as pl
 
+from cmdm_pipeline.protect.crypto import DIGEST_COLUMN
 from cmdm_pipeline.protect.digest import sha256_hex
+from cmdm_pipeline.stages.history import BOOKKEEPING_COLUMNS
 from cmdm_pipeline.warehouse import Warehouse
 
 AUDIT = "audit_log"
@@ -42,8 +44,8 @@ AUDIT_COLUMNS: dict[str, pl.DataType] = {
     "logged_at": UTC,
 }
 _INPUT = [c for c in AUDIT_COLUMNS if c not in ("audit_id", "logged_at")]
-# Columns of a golden record that are bookkeeping of the history, not attributes.
-_VERSION_COLUMNS = ("master_id", "valid_from", "valid_to", "run_id", "version_digest", "pii_digest")
+# Columns of a version that are not attributes: the history's bookkeeping and the ciphertexts' digest.
+_VERSION_COLUMNS = (*BOOKKEEPING_COLUMNS, DIGEST_COLUMN)
 
 
 class AuditError(ValueError):

@@ -14,11 +14,13 @@ import polars as pl
 
 VERSION_DIGEST = "version_digest"
 CURRENT_VERSION_COLUMNS = ("master_id", "valid_from", VERSION_DIGEST)
+#: Columns of a version that are the history's bookkeeping, not the golden record's values.
+BOOKKEEPING_COLUMNS = ("master_id", "valid_from", "valid_to", "run_id", VERSION_DIGEST)
 
 
 def value_columns(golden: pl.DataFrame) -> list[str]:
     """The columns whose values make a version: all but the master id and the version bookkeeping."""
-    return [c for c in golden.columns if c not in ("master_id", "valid_from", "valid_to", "run_id", VERSION_DIGEST)]
+    return [c for c in golden.columns if c not in BOOKKEEPING_COLUMNS]
 
 
 def with_version_start(golden: pl.DataFrame, current: pl.DataFrame | None, now: dt.datetime) -> pl.DataFrame:
