@@ -6,6 +6,7 @@ as ``{placeholders}`` filled only with names quoted by :func:`quote_identifier`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def statement(name: str, **identifiers: str) -> str:
-    """The named statement with its identifier placeholders filled in, quoted."""
-    return load_sql(name).format(**{key: quote_identifier(value) for key, value in identifiers.items()})
+def statement(name: str, **identifiers: str | Sequence[str]) -> str:
+    """The named statement with its identifier placeholders filled in, quoted (a list of names: each
+    quoted, comma-separated)."""
+    return load_sql(name).format(**{
+        key: quote_identifier(value) if isinstance(value, str) else ", ".join(map(quote_identifier, value))
+        for key, value in identifiers.items()
+    })

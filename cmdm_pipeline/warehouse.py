@@ -197,8 +197,7 @@ class Warehouse:
                 frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
             else:
                 con.register("__cmdm_rows", rows.to_arrow())
-                frame = con.sql(statement("warehouse/select_rows", table=name, rows="__cmdm_rows").format(
-                    keys=", ".join(map(quote_identifier, rows.columns)))).pl()
+                frame = con.sql(statement("warehouse/select_rows", table=name, rows="__cmdm_rows", keys=rows.columns)).pl()
                 con.unregister("__cmdm_rows")
             types = self._types(con, name)
         if where is not None:

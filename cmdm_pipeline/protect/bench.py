@@ -8,6 +8,7 @@ temporary folder, deleted afterwards. Not a test: run it on purpose (about a min
 from __future__ import annotations
 
 import argparse
+import functools
 import datetime as dt
 import resource
 import tempfile
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 import polars as pl
 
-from cmdm_pipeline.protect.blind_index import blind_index
+from cmdm_pipeline.protect.blind_index import blind_index, row_digests
 from cmdm_pipeline.protect.crypto import decrypt_column, decrypt_frame, encrypt_changed, encrypt_column, encrypt_frame
 from cmdm_pipeline.protect.keys import init_key_file, new_kek_id, new_key, read_key_file
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner
@@ -97,16 +98,19 @@ def main(argv: list[str] | None = None) -> None:
         encrypted = timed("encrypt_frame", lambda: encrypt_frame(
             golden, columns, "golden_customers", master_owner(), "master_id", store))
         timed("decrypt_frame", lambda: decrypt_frame(encrypted, columns, "golden_customers", "master_id", store))
-        first = timed("encrypt_changed, first night (digests + encrypt all)", lambda: encrypt_changed(
+        timed("encrypt_changed, first night, digests made here (record tables)", lambda: encrypt_changed(
             golden, None, columns, "golden_customers", master_owner(), "master_id", store))
-        unchanged = timed("encrypt_changed, a night with no change", lambda: encrypt_changed(
-            golden, first.frame, columns, "golden_customers", master_owner(), "master_id", store))
+        # The golden records carry their version digest (made for the history, encryption or not).
+        golden = golden.with_columns(row_digests(golden, ["master_id", *columns], "version", store, skip_nulls=True).alias("v"))
+        seal = functools.partial(encrypt_changed, columns=columns, table="golden_customers", owner=master_owner(),
+                                 record_id="master_id", keys=store, digest_column="v", given=True)
+        first = timed("encrypt_changed, first night (golden: version digest given)", lambda: seal(golden, None))
+        unchanged = timed("encrypt_changed, a night with no change", lambda: seal(golden, first.frame))
         assert unchanged.reused == rows
-        changed = golden.with_columns(
-            pl.when(pl.int_range(rows) % 100 == 0).then(pl.lit("moved@example.org")).otherwise(pl.col("email")).alias("email")
-        )
-        some = timed("encrypt_changed, 1% of records changed", lambda: encrypt_changed(
-            changed, first.frame, columns, "golden_customers", master_owner(), "master_id", store))
+        moved = pl.int_range(rows) % 100 == 0
+        changed = golden.with_columns(pl.when(moved).then(pl.lit("moved@example.org")).otherwise(pl.col("email")).alias("email"),
+                                      pl.when(moved).then(pl.col("v").bin.slice(1)).otherwise(pl.col("v")).alias("v"))
+        some = timed("encrypt_changed, 1% of records changed", lambda: seal(changed, first.frame))
         print(f"    ({some.encrypted:,} re-encrypted, {some.reused:,} kept)")
 
         print("blind indexes:")

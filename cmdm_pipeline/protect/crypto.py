@@ -343,7 +343,7 @@ class Encrypted:
 def encrypt_changed(
     current: pl.DataFrame, previous: pl.DataFrame | Sequence[pl.DataFrame] | None, columns: Sequence[str], table: str,
     owner: str | pl.Expr, record_id: str | pl.Expr, keys: KeyStore, digest_column: str = DIGEST_COLUMN,
-    *, bound_as: str | None = None,
+    *, bound_as: str | None = None, given: bool = False,
 ) -> Encrypted:
     """Encrypt ``current`` (plaintext), keeping ``previous`` (last stored, encrypted) ciphertext where
     nothing changed.
@@ -352,15 +352,19 @@ def encrypt_changed(
     same record id: same values, same owner (so same data key). A record that moved to another master
     is re-encrypted under the new master's key. ``previous`` may be several frames bound the same way
     (a table as stored, and the rows of a table ``bound_as`` it just sealed); the first holding a record
-    id is used. The result has ``digest_column`` for the next night.
+    id is used. The result has ``digest_column`` for the next night. ``given``: ``current`` already holds
+    ``digest_column``, a keyed digest that changes whenever the owner or one of ``columns`` does (the
+    golden records' version digest), compared as it is instead of digesting every row again.
     """
     bound = bound_as or table
     _record_ids(current, record_id)  # unique, or the join below would multiply rows
+    if given and digest_column not in current.columns:
+        raise ProtectionError(f"{table} has no {digest_column} column to compare with last night's")
     earlier = _earlier(previous, columns, record_id, digest_column)
     counts = [0, 0]
 
     def rows(part: pl.DataFrame) -> pl.DataFrame:
-        out = _encrypt_changed(part, earlier, columns, table, owner, record_id, keys, digest_column, bound)
+        out = _encrypt_changed(part, earlier, columns, table, owner, record_id, keys, digest_column, bound, given)
         counts[0] += out.encrypted
         counts[1] += out.reused
         return out.frame
@@ -371,11 +375,14 @@ def encrypt_changed(
 
 def _encrypt_changed(
     current: pl.DataFrame, earlier: pl.DataFrame | None, columns: Sequence[str], table: str,
-    owner: str | pl.Expr, record_id: str | pl.Expr, keys: KeyStore, digest_column: str, bound: str,
+    owner: str | pl.Expr, record_id: str | pl.Expr, keys: KeyStore, digest_column: str, bound: str, given: bool,
 ) -> Encrypted:
     # Only the record id, owner and personal columns are worked on: the other columns are never copied.
     narrow = current.select(_expr(record_id).cast(pl.String).alias("__rid"), _expr(owner).cast(pl.String).alias("__owner"),
                             *columns)
+    if earlier is None and given:
+        sealed = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound)[0]
+        return Encrypted(current.with_columns(sealed.select(columns)), current.height, 0)
     if earlier is None:
         # Nothing to compare with: the digests (for the next night) are made while the worker encrypts.
         sealed, digests = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound,
@@ -383,7 +390,7 @@ def _encrypt_changed(
         assert digests is not None
         return Encrypted(current.with_columns(*sealed.select(columns), digests.alias(digest_column)),
                          current.height, 0)
-    digests = row_digests(narrow, ["__owner", *columns], bound, keys).alias(digest_column)
+    digests = current[digest_column] if given else row_digests(narrow, ["__owner", *columns], bound, keys).alias(digest_column)
     joined = narrow.with_columns(digests).join(earlier, on="__rid", how="left", maintain_order="left")
     same = (joined["__digest_before"] == joined[digest_column]).fill_null(False)
     changed = encrypt_frame(joined.filter(~same).select("__rid", "__owner", *columns), columns, table, "__owner",
@@ -401,9 +408,13 @@ def _earlier(
 ) -> pl.DataFrame | None:
     """Record id, digest and ciphertexts of the previous frames that can be compared; None if there are none."""
     frames = [previous] if isinstance(previous, pl.DataFrame) else list(previous or [])
-    # A frame stored by an older version may lack a record id column: it is just not compared with.
+    # A frame stored by an older version may lack a record id column, or hold plaintext (written before
+    # encryption was switched on): it is just not compared with.
     needed = {digest_column, *columns, *_expr(record_id).meta.root_names()}
-    usable = [f for f in frames if needed <= set(f.columns) and not f.is_empty()]
+    usable = [
+        f for f in frames
+        if needed <= set(f.columns) and not f.is_empty() and all(f.schema[c] == pl.Binary for c in columns)
+    ]
     if not usable:
         return None
     parts = [

@@ -158,15 +158,21 @@ def test_a_golden_version_is_encrypted_once_for_both_golden_and_history(make_pro
     assert store.read("golden_customers_history").filter(pl.col("master_id") == "m2")["first_name"].to_list() == ["Alan", "Alan M."]
     assert store.read("golden_customers")["first_name"].to_list() == ["Ada", "Alan M.", None]
 
+    # A night without change keeps every ciphertext: the version digest tells, no other digest is stored.
+    night(renamed, dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    assert stored(config, "golden_customers")["first_name"].to_list() == after["first_name"].to_list()
+    assert "pii_digest" not in stored(config, "golden_customers").columns
+
     # A warehouse written before versions had digests: its current versions are digested once, from their
-    # decrypted values, and an unchanged master keeps its version.
+    # decrypted values, and an unchanged master keeps its version (its values are encrypted once more).
     with duckdb.connect(str(config.warehouse_path)) as con:
         con.execute("ALTER TABLE golden_customers DROP COLUMN version_digest")
         con.execute("ALTER TABLE golden_customers_history DROP COLUMN version_digest")
     versions = history_rows().height
-    night(renamed, dt.datetime(2026, 1, 3, tzinfo=dt.UTC))
+    night(renamed, dt.datetime(2026, 1, 4, tzinfo=dt.UTC))
     assert history_rows().height == versions
-    assert stored(config, "golden_customers")["first_name"].to_list() == after["first_name"].to_list()
+    assert store.read("golden_customers")["first_name"].to_list() == ["Ada", "Alan M.", None]
+    assert store.read("golden_customers_history")["first_name"].drop_nulls().sort().to_list() == ["Ada", "Alan", "Alan M."]
 
     # The current version's ciphertext copied over the old version does not decrypt there.
     with duckdb.connect(str(config.warehouse_path)) as con:

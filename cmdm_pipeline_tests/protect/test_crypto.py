@@ -219,6 +219,30 @@ def test_a_record_moving_to_another_owner_is_encrypted_again(store: KeyStore) ->
     assert m2[1:17] == m1[1:17]  # now under M1's data key
 
 
+def test_a_digest_the_rows_carry_is_compared_as_given(store: KeyStore) -> None:
+    # As the golden records' version digest: no second digest is made or stored.
+    rows = GOLDEN.with_columns(pl.Series("version", [b"1", b"2", b"3", b"4"]))
+    first = encrypt_changed(rows, None, PII, TABLE, master_owner(), "master_id", store, "version", given=True)
+    assert first.frame.columns == rows.columns and first.frame["version"].equals(rows["version"])
+    # M2's values changed but its given digest did not: the digest is what is trusted.
+    night = rows.with_columns(
+        pl.when(pl.col("master_id") == "M3").then(pl.lit(b"3b")).otherwise("version").alias("version"),
+        pl.when(pl.col("master_id") == "M2").then(pl.lit("Anne")).otherwise("first_name").alias("first_name"),
+    )
+    again = encrypt_changed(night, first.frame, PII, TABLE, master_owner(), "master_id", store, "version", given=True)
+    assert (again.encrypted, again.reused) == (1, 3)
+    assert (again.frame["first_name"] == first.frame["first_name"]).to_list() == [True, True, False, True]
+    with pytest.raises(ProtectionError, match="has no version column"):
+        encrypt_changed(GOLDEN, None, PII, TABLE, master_owner(), "master_id", store, "version", given=True)
+
+
+def test_plaintext_stored_before_encryption_is_never_taken_for_ciphertext(store: KeyStore) -> None:
+    rows = GOLDEN.with_columns(pl.Series("version", [b"1", b"2", b"3", b"4"]))
+    night = encrypt_changed(rows, rows, PII, TABLE, master_owner(), "master_id", store, "version", given=True)
+    assert (night.encrypted, night.reused) == (4, 0)
+    assert _open(store, night.frame.drop("version")).equals(GOLDEN)
+
+
 def test_digests_are_keyed(store: KeyStore, tmp_path: Path) -> None:
     mine = encrypt_changed(GOLDEN, None, PII, TABLE, master_owner(), "master_id", store).frame["pii_digest"]
     theirs = encrypt_changed(GOLDEN, None, PII, TABLE, master_owner(), "master_id", _store(tmp_path / "b"))
