@@ -12,6 +12,7 @@ from cmdm_pipeline.assets.master import HISTORY, ID_LINEAGE, XREF
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events
 from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.sql import statement
 from cmdm_pipeline.stages.match import read_decisions
 from cmdm_pipeline.warehouse import Warehouse
 
@@ -63,14 +64,11 @@ def _versions(store: Warehouse) -> tuple[pl.DataFrame, pl.DataFrame]:
     audited as created (counts), never as updated, so its personal values are not needed.
     """
     stored, _ = store.column_types()
-    ids = store.query(f"SELECT master_id, run_id FROM {HISTORY}")  # noqa: S608 - a constant name
-    runs = ids.select("run_id").unique()
-    if AUDITED_RUNS in stored:
-        runs = runs.join(store.query(f"SELECT run_id FROM {AUDITED_RUNS}"), on="run_id", how="anti")  # noqa: S608
-        ids = ids.join(ids.join(runs, on="run_id").select("master_id").unique(), on="master_id")  # all their versions
+    audited = store.query(f"SELECT run_id FROM {AUDITED_RUNS}")["run_id"].to_list() if AUDITED_RUNS in stored else []  # noqa: S608
+    runs = store.query(statement("audit/select_pending_runs", history=HISTORY), {"audited": audited})
     # Chosen in DuckDB: a quiet night (no pending master) loads no version at all.
-    counted = ids.group_by("master_id").len()
+    counted = store.query(statement("audit/select_pending_masters", history=HISTORY), {"audited": audited})
     public = [c for c, data_type in stored[HISTORY].items() if data_type != "BLOB"]
-    singles = store.read(HISTORY, public, rows=counted.filter(pl.col("len") == 1).select("master_id"))
-    several = store.read(HISTORY, rows=counted.filter(pl.col("len") > 1).select("master_id"))
+    singles = store.read(HISTORY, public, rows=counted.filter(pl.col("versions") == 1).select("master_id"))
+    several = store.read(HISTORY, rows=counted.filter(pl.col("versions") > 1).select("master_id"))
     return pl.concat([several, singles], how="diagonal_relaxed"), runs
