@@ -395,10 +395,9 @@ def _encrypt_changed(
     same = (joined["__digest_before"] == joined[digest_column]).fill_null(False)
     changed = encrypt_frame(joined.filter(~same).select("__rid", "__owner", *columns), columns, table, "__owner",
                             "__rid", keys, bound_as=bound)
-    sealed = [
-        pl.select(pl.when(same).then(joined[f"__before_{c}"]).otherwise(expand(changed[c], ~same))).to_series().alias(c)
-        for c in columns
-    ]
+    # Written into a copy of last night's column: a when/then over every row costs ~20x more on Binary.
+    rows = (~same).arg_true()
+    sealed = [joined[f"__before_{c}"].clone().scatter(rows, changed[c]).alias(c) for c in columns]
     return Encrypted(current.with_columns(*sealed, digests), changed.height, current.height - changed.height)
 
 

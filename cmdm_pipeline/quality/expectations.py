@@ -122,7 +122,7 @@ def build_suite(expectations: list[RuleExpectation]) -> ExpectationSuite:
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=built, meta={"compiled_from": "cmdm.yaml schema rules"})
 
 
-def expectation_frame(frame: pl.DataFrame, expectations: list[RuleExpectation]) -> pd.DataFrame:
+def expectation_frame(frame: pl.DataFrame | pl.LazyFrame, expectations: list[RuleExpectation]) -> pd.DataFrame:
     """The pandas frame GX validates: the attribute columns the rules name, text copies, rule columns.
 
     A cross-field rule naming a column the table lacks (``source_system`` on golden records)
@@ -131,11 +131,11 @@ def expectation_frame(frame: pl.DataFrame, expectations: list[RuleExpectation]) 
     columns: dict[str, pl.Expr] = {}
     for spec in expectations:
         if spec.passes is not None:
-            applicable = set(spec.passes.meta.root_names()) <= set(frame.columns)
+            applicable = set(spec.passes.meta.root_names()) <= set(frame.collect_schema().names())
             columns[spec.column] = spec.passes if applicable else pl.lit(None, pl.Boolean)
         elif spec.column == spec.attribute:
             columns[spec.column] = pl.col(spec.attribute)
         else:
             columns[spec.column] = pl.col(spec.attribute).cast(pl.String)
     # Dates as Python dates, compared with date bounds: datetime64[ns] cannot hold a year 2999 typo.
-    return frame.select(**columns).to_pandas(date_as_object=True)
+    return frame.lazy().select(**columns).collect().to_pandas(date_as_object=True)

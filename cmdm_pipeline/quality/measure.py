@@ -59,8 +59,10 @@ def stage_batches(inputs: QualityInputs) -> list[Batch]:
     batches = []
     for stage in ("standardised", "validated"):
         frame: pl.DataFrame = getattr(inputs, stage)
-        parts = frame.partition_by("source_system", as_dict=True, maintain_order=True)
-        batches += [Batch(stage, STAGE_TABLES[stage], key[0], part) for key, part in sorted(parts.items(), key=str)]
+        # Lazy parts, not partition_by: a copy of both tables by source would be held through the whole suite.
+        sources = sorted(frame["source_system"].unique().to_list(), key=str)
+        batches += [Batch(stage, STAGE_TABLES[stage], source, frame.lazy().filter(pl.col("source_system").eq_missing(source)))
+                    for source in sources]
     return [*batches, Batch("golden", STAGE_TABLES["golden"], None, inputs.golden)]
 
 

@@ -53,7 +53,7 @@ class Batch:
     stage: str
     table: str  # the warehouse table: the data asset's name in Data Docs
     source_system: str | None  # None: the whole table
-    frame: pl.DataFrame
+    frame: pl.DataFrame | pl.LazyFrame  # lazy: collected only when its turn comes, one batch at a time
 
 
 @dataclass(frozen=True)
