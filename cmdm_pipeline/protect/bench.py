@@ -8,8 +8,8 @@ temporary folder, deleted afterwards. Not a test: run it on purpose (about a min
 from __future__ import annotations
 
 import argparse
-import functools
 import datetime as dt
+import functools
 import resource
 import tempfile
 import time
@@ -19,10 +19,12 @@ from typing import TypeVar
 
 import polars as pl
 
-from cmdm_pipeline.protect.blind_index import blind_index, row_digests
+from cmdm_pipeline.assets.master import version_digests
+from cmdm_pipeline.protect.blind_index import blind_index
 from cmdm_pipeline.protect.crypto import decrypt_column, decrypt_frame, encrypt_changed, encrypt_column, encrypt_frame
 from cmdm_pipeline.protect.keys import init_key_file, new_kek_id, new_key, read_key_file
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner
+from cmdm_pipeline.stages.history import VERSION_DIGEST
 
 T = TypeVar("T")
 
@@ -101,15 +103,15 @@ def main(argv: list[str] | None = None) -> None:
         timed("encrypt_changed, first night, digests made here (record tables)", lambda: encrypt_changed(
             golden, None, columns, "golden_customers", master_owner(), "master_id", store))
         # The golden records carry their version digest (made for the history, encryption or not).
-        golden = golden.with_columns(row_digests(golden, ["master_id", *columns], "version", store, skip_nulls=True).alias("v"))
+        golden = golden.with_columns(version_digests(golden, columns, store))
         seal = functools.partial(encrypt_changed, columns=columns, table="golden_customers", owner=master_owner(),
-                                 record_id="master_id", keys=store, digest_column="v", given=True)
+                                 record_id="master_id", keys=store, digest_column=VERSION_DIGEST, given=True)
         first = timed("encrypt_changed, first night (golden: version digest given)", lambda: seal(golden, None))
         unchanged = timed("encrypt_changed, a night with no change", lambda: seal(golden, first.frame))
         assert unchanged.reused == rows
         moved = pl.int_range(rows) % 100 == 0
         changed = golden.with_columns(pl.when(moved).then(pl.lit("moved@example.org")).otherwise(pl.col("email")).alias("email"),
-                                      pl.when(moved).then(pl.col("v").bin.slice(1)).otherwise(pl.col("v")).alias("v"))
+                                      pl.when(moved).then(pl.col(VERSION_DIGEST).bin.slice(1)).otherwise(pl.col(VERSION_DIGEST)))
         some = timed("encrypt_changed, 1% of records changed", lambda: seal(changed, first.frame))
         print(f"    ({some.encrypted:,} re-encrypted, {some.reused:,} kept)")
 

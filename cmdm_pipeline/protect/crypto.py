@@ -380,17 +380,17 @@ def _encrypt_changed(
     # Only the record id, owner and personal columns are worked on: the other columns are never copied.
     narrow = current.select(_expr(record_id).cast(pl.String).alias("__rid"), _expr(owner).cast(pl.String).alias("__owner"),
                             *columns)
-    if earlier is None and given:
-        sealed = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound)[0]
-        return Encrypted(current.with_columns(sealed.select(columns)), current.height, 0)
+    def made() -> pl.Series:
+        return current[digest_column] if given else row_digests(narrow, ["__owner", *columns], bound, keys)
+
     if earlier is None:
-        # Nothing to compare with: the digests (for the next night) are made while the worker encrypts.
-        sealed, digests = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound,
-                                   meanwhile=lambda: row_digests(narrow, ["__owner", *columns], bound, keys))
-        assert digests is not None
+        # Nothing to compare with: digests not given are made (for the next night) while the worker encrypts.
+        sealed, extra = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound,
+                                 meanwhile=None if given else made)
+        digests = made() if extra is None else extra
         return Encrypted(current.with_columns(*sealed.select(columns), digests.alias(digest_column)),
                          current.height, 0)
-    digests = current[digest_column] if given else row_digests(narrow, ["__owner", *columns], bound, keys).alias(digest_column)
+    digests = made().alias(digest_column)
     joined = narrow.with_columns(digests).join(earlier, on="__rid", how="left", maintain_order="left")
     same = (joined["__digest_before"] == joined[digest_column]).fill_null(False)
     changed = encrypt_frame(joined.filter(~same).select("__rid", "__owner", *columns), columns, table, "__owner",
