@@ -137,7 +137,7 @@ def test_tombstones_hold_digests_only_and_drop_the_rows_they_match(project, tmp_
     stones = tombstones_of(ada, keys, True, "run-1", NOW)
     assert sorted(stones["kind"].to_list()) == ["email", "record", "record"]
     assert stones["tombstone"].bin.size().to_list() == [16, 16, 16]
-    assert b"ada" not in b"".join(stones["tombstone"].to_list())
+    assert b"ada@" not in b"".join(stones["tombstone"].to_list())  # random digests may hold "ada" by chance
     # A source that still holds Ada under her old id, and under a new id with her e-mail typed differently.
     (tmp_path / "again.csv").write_text(
         "Id,First,Last,Email,Phone,Zip,Country,DOB\n1,Ada,Lovelace,,,,,\n55,Ada,L, ADA@example.ORG,,,,\n"
@@ -186,7 +186,7 @@ def test_cmdm_erase_records_blind_indexes_never_the_address(project, capsys) -> 
         pl.DataFrame([{c: None for c in REQUEST_COLUMNS} | {"email": "ada@example.org"}], schema=REQUEST_COLUMNS),
         open_keys(config))["email_index"][0]
     assert main(["erase", "--config", str(path), "--log"]) == 1  # no run yet: nothing to show
-    assert "ada" not in capsys.readouterr().out.lower()
+    assert "ada@" not in capsys.readouterr().out.lower()  # "ada" alone may occur in a hex request id
 
 
 def test_cmdm_erase_help_lists_every_option(capsys) -> None:  # type: ignore[no-untyped-def]
