@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 
 import polars as pl
 import pytest
@@ -32,6 +33,39 @@ def test_email_lower_cases_and_flags_bad_syntax() -> None:
     result = fields.email(s("Ada.Lovelace@Example.ORG", "ada@@example.org", "no-at-sign.example.com", None))
     assert result.value.to_list() == ["ada.lovelace@example.org", None, None, None]
     assert result.problem.to_list() == [None, "not a valid e-mail address", "not a valid e-mail address", None]
+
+
+def test_email_checks_each_domain_once_with_the_library_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    module = importlib.import_module("email_validator.validate_email")
+    calls: list[str] = []
+    checked = module.validate_email_domain_name
+
+    def counted(domain: str, **options: object) -> object:
+        calls.append(domain)
+        return checked(domain, **options)
+
+    monkeypatch.setattr(module, "validate_email_domain_name", counted)
+    values = ["Ada@Bücher.de", "bob@bücher.de", "cy@bücher.de", "Zed@EXAMPLE.org", "eve@example.org", "fay@example.org",
+              "x@-bad-.com", "y@-bad-.com", "a@localhost", "b@localhost"]
+
+    def library(value: str) -> str | None:
+        try:
+            return validate_email(value, check_deliverability=False).normalized.lower()
+        except EmailNotValidError:
+            return None
+
+    expected = [library(v) for v in values]
+    calls.clear()
+    assert fields.email(s(*values)).value.to_list() == expected
+    assert expected[:6] == ["ada@bücher.de", "bob@bücher.de", "cy@bücher.de", "zed@example.org", "eve@example.org",
+                            "fay@example.org"]
+    assert expected[6:] == [None] * 4
+    # Valid domains once each (as written); failing ones each time, so each address gets its own verdict.
+    assert sorted(calls) == sorted(["Bücher.de", "bücher.de", "EXAMPLE.org", "example.org", "-bad-.com", "-bad-.com",
+                                    "localhost", "localhost"])
+    assert module.validate_email_domain_name is counted  # put back after the call
 
 
 def test_phone_to_e164_with_the_record_country() -> None:
