@@ -11,14 +11,17 @@ import polars as pl
 import pytest
 import yaml
 
+from cmdm_pipeline.assets.match import features
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 from cmdm_pipeline.sample import generate
 from cmdm_pipeline.sample_consent import write_consent_events
 from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.stages.match_model import train_model
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
+EM_SAMPLE = 2000  # pairs per EM rule: fewer than the larger rules block among these records (m moved at most 0.016)
 KEY = ["source_system", "source_record_id"]
 
 
@@ -124,3 +127,25 @@ def test_matching_and_mastering_across_runs(project: Path) -> None:
     run(project, **{"cmdm/retrain": "true"})
     assert (project / "warehouse" / "models" / "match_model_v2.json").is_file()
     assert json.loads((project / "warehouse" / "models" / "match_model_v2.json").read_text())["cmdm_model_version"] == 2
+
+
+def test_em_on_a_sample_of_each_rules_pairs_learns_nearly_the_same_m_values(project: Path) -> None:
+    config = load_config(project / "cmdm.yaml")
+    if not config.warehouse_path.exists():
+        run(project)
+    frame = features(open_warehouse(config), config)
+
+    def m_values(em_max_pairs: float | None) -> dict[tuple[str, str], float]:
+        matching = config.matching.model_copy(update={"em_max_pairs": em_max_pairs})
+        model = train_model(frame, config.customer_schema, matching, 1).settings
+        return {(c["output_column_name"], level["label_for_charts"]): level["m_probability"]
+                for c in model["comparisons"] for level in c["comparison_levels"]
+                if c["output_column_name"] in ("first_name", "last_name", "email", "date_of_birth")
+                and level.get("m_probability") is not None}
+
+    every, sampled = m_values(None), m_values(EM_SAMPLE)
+    assert every.keys() == sampled.keys() and len(every) > 10
+    # m is each level's share among true matches; a rare level's log-weight is noisy in any sample.
+    differences = {key: abs(every[key] - sampled[key]) for key in every}
+    assert max(differences.values()) > 0  # the rules' pairs were sampled, so the estimates moved...
+    assert max(differences.values()) < 0.05, differences  # ...by under 5 points of share

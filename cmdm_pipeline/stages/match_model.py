@@ -344,7 +344,7 @@ def train_model(
         skipped = []
         for rule in em_rules:
             try:
-                linker.training.estimate_parameters_using_expectation_maximisation(rule)
+                linker.training.estimate_parameters_using_expectation_maximisation(rule, max_pairs=matching.em_max_pairs)
             except ValueError as exc:
                 # Splink 5 refuses an m of exactly 0 (a level never seen among the pairs this
                 # rule blocks, e.g. different phones when e-mails are equal); the other rules
