@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -98,6 +99,15 @@ def test_batches_sharing_keys(store: KeyStore, monkeypatch: pytest.MonkeyPatch) 
     emails[8], emails[9] = emails[9], emails[8]  # in a later batch
     with pytest.raises(DecryptionError, match="t.email of record r8: the ciphertext was not made"):
         decrypt_frame(sealed.with_columns(pl.Series("email", emails)), ["email", "note"], "t", "record", store)
+
+
+def test_a_pass_is_whole_duckdb_row_groups(tmp_path: Path) -> None:
+    # A pass ending mid row group costs a merge when DuckDB checkpoints: the pass size assumes DuckDB's size.
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    con.execute(f"CREATE TABLE t AS SELECT range AS i FROM range({crypto.ROWS_PER_PASS + 5})")
+    sizes = con.sql("SELECT row_group_id, max(count) FROM pragma_storage_info('t') GROUP BY 1 ORDER BY 1").fetchall()
+    assert [n for _, n in sizes] == [crypto.DUCKDB_ROW_GROUP] * (crypto.ROWS_PER_PASS // crypto.DUCKDB_ROW_GROUP) + [5]
+    assert crypto.ROWS_PER_PASS % crypto.DUCKDB_ROW_GROUP == 0
 
 
 def test_large_tables_go_in_passes_of_rows(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
