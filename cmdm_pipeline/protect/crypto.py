@@ -53,6 +53,7 @@ CHUNK_VALUES = aes_worker.CHUNK_VALUES
 #: Share of a large call's values the worker takes: less than half, as it also converts its arrays to and
 #: from Python objects; more when this process has other work meanwhile (a first night's row digests).
 WORKER_SHARE = 0.4
+WORKER_SHARE_BUSY = 0.55
 #: DuckDB's row group (its default ``row_group_size``).
 DUCKDB_ROW_GROUP = 122_880
 #: Rows encrypted or decrypted per pass over a large table (each pass still uses the worker). Whole DuckDB
@@ -60,7 +61,6 @@ DUCKDB_ROW_GROUP = 122_880
 #: leaves partial groups that DuckDB merges, compressing the ciphertext again, when the connection closes
 #: (530k golden records: 4.5-7.5 s more with 250,000 rows per pass).
 ROWS_PER_PASS = 2 * DUCKDB_ROW_GROUP
-WORKER_SHARE_BUSY = 0.55
 
 OnDestroyed = Literal["raise", "null"]
 T = TypeVar("T")
