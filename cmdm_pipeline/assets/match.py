@@ -9,6 +9,7 @@ import polars as pl
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.stages.cluster import MUST_LINK_WEIGHT, ClusterSettings, cluster_pairs
 from cmdm_pipeline.stages.match import (
     corroborated,
@@ -27,7 +28,7 @@ from cmdm_pipeline.stages.match_model import (
     MODEL_VERSION_KEY,
     corroborating_levels,
     deterministic_pairs,
-    personal_levels,
+    one_person,
     score_new_pairs,
     score_pairs,
     swapped_levels,
@@ -119,7 +120,6 @@ def _deterministic(frame: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
 
 def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> pl.DataFrame:  # type: ignore[type-arg]
     """Scored pairs as stored: keys, scores, name and corroboration flags, levels as JSON."""
-    schema = config.customer_schema
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
     # A struct of small ints, not JSON text: at 1M records there are millions of pairs, and
     # BI tools can filter on a level (comparison_levels.email = 3) directly.
@@ -129,14 +129,32 @@ def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> p
     )
     return pairs.select(
         "source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
-        "match_weight", "evidence", "match_probability",
-        names_disagree(
-            pairs, given_name_attributes(schema), family_name_attributes(schema),
-            swapped_levels(model, schema) if model else {}, personal_levels(model, schema) if model else {},
-        ).alias("names_disagree"),
-        (corroborated(pairs, corroborating_levels(model, schema)) if model else pl.lit(True)).alias("corroborated"),
+        "match_weight", "evidence", "match_probability", *_flags(pairs, config, model),
         levels.alias("comparison_levels"),
     )
+
+
+def _flags(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> list[pl.Expr]:  # type: ignore[type-arg]
+    """``names_disagree`` and ``corroborated`` of pairs with their ``gamma_*`` levels."""
+    schema = config.customer_schema
+    if model is None:
+        return [pl.lit(False).alias("names_disagree"), pl.lit(True).alias("corroborated")]
+    return [
+        names_disagree(
+            pairs, given_name_attributes(schema), family_name_attributes(schema), swapped_levels(model, schema),
+            one_person(model, schema, pairs.columns), schema.of_kind(Kind.organisation_name),
+        ).alias("names_disagree"),
+        corroborated(pairs, corroborating_levels(model, schema)).alias("corroborated"),
+    ]
+
+
+def _reflagged(pairs: pl.DataFrame, config: ProjectConfig, model: dict) -> pl.DataFrame:  # type: ignore[type-arg]
+    """Last run's pairs with their flags worked out again from their stored levels: a change of these
+    rules (a new cmdm_pipeline) applies to every pair, not only to those scored again."""
+    fields = [f.name for f in pairs.schema["comparison_levels"].fields]  # type: ignore[attr-defined]
+    gammas = [f"gamma_{name}" for name in fields]
+    levels = pairs.with_columns(pl.col("comparison_levels").struct.field(n).alias(g) for n, g in zip(fields, gammas))
+    return levels.with_columns(_flags(levels, config, model)).drop(gammas)
 
 
 def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # type: ignore[no-untyped-def]
@@ -187,7 +205,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             changed = hashes.join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
             gone = old_hashes.select(KEY).join(hashes.select(KEY), on=KEY, how="anti")
             touched = pl.concat([changed, gone])
-            kept = old_pairs.join(
+            kept = _reflagged(old_pairs, config, model).join(
                 touched.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
                 on=["source_system_l", "source_record_id_l"], how="anti",
             ).join(

@@ -124,27 +124,28 @@ def keyed_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
 
 
 def names_disagree(
-    pairs: pl.DataFrame, given: list[str], family: list[str], swapped: dict[str, int], personal: dict[str, int]
+    pairs: pl.DataFrame, given: list[str], family: list[str], swapped: dict[str, int], one_person: pl.Expr,
+    organisations: list[str] | None = None,
 ) -> pl.Expr:
-    """True where a given or a family name is present on both sides and totally different
-    (not a typo, nickname or swap), and no personal identifier (the same e-mail, birth date
-    or id) says it is one person anyway.
+    """True where a given or a family name (or two organisations' names) is present on both sides
+    and totally different (not a typo, nickname or swap), and ``one_person`` (what only one party
+    has: :func:`~cmdm_pipeline.stages.match_model.one_person`) does not say it is one anyway.
 
     Members of a household share surname, address and landline; colleagues share the
-    office address, phone and often a first name. They score high on everything but one
-    name. Such a pair is never linked by the model, and it is not queued either: a name
-    that differs with nothing personal in common is a different person, not a doubt.
+    office address, phone and often a first name; businesses in one building share a postcode
+    and mailbox names (info@, accounts@). They score high on everything but the name. Such a pair
+    is never linked by the model, and it is not queued either: a name that differs with nothing
+    personal in common is a different party, not a doubt.
     ``swapped``: ``gamma_<given>`` -> its level for first and family name swapped.
     """
     differ = [pl.col(f"gamma_{n}") == 0 for n in given if f"gamma_{n}" in pairs.columns]
     swaps = [pl.col(g) != level for g, level in swapped.items() if g in pairs.columns]
     not_swapped = pl.all_horizontal(swaps) if swaps else pl.lit(True)
     differ += [(pl.col(f"gamma_{n}") == 0) & not_swapped for n in family if f"gamma_{n}" in pairs.columns]
+    differ += [pl.col(f"gamma_{n}") == 0 for n in organisations or [] if f"gamma_{n}" in pairs.columns]
     if not differ:
         return pl.lit(False)
-    confirmed = [pl.col(g) >= level for g, level in personal.items() if g in pairs.columns]
-    differs = pl.any_horizontal(differ)
-    return differs & ~pl.any_horizontal(confirmed) if confirmed else differs
+    return pl.any_horizontal(differ) & ~one_person
 
 
 def corroborated(pairs: pl.DataFrame, levels: dict[str, int]) -> pl.Expr:

@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,10 +437,36 @@ def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[
     return _confirming_levels(model, top)
 
 
-def personal_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:
-    """``gamma_<comparison>`` -> the level that only one person has: the same e-mail, birth
-    date or identifier. A shared phone, address or surname is a household's, not a person's."""
-    return _confirming_levels(model, {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier, Kind.date)})
+def one_person(model: dict[str, Any], schema: CustomerSchema, columns: Collection[str]) -> pl.Expr:
+    """True where a pair (with ``columns``) shares what only one person has, so that a name that differs
+    does not make it two people: the same e-mail or identifier; or the same birth date together with a
+    phone in common, or at the same address (postcode or house) with no e-mail or phone to tell apart.
+
+    A shared phone, address or surname is a household's, not a person's. A birth date alone is not a
+    person's either: twins share it and their home, and at scale thousands share a first or a family
+    name and a birth date. Of 39,599 scored pairs of 1M generated records with a name totally different
+    and the same birth date but no e-mail or id in common, 398 were one person; these rules confirm
+    338 of them and 162 others (twins, mostly), where the birth date alone confirmed all 39,599. Data
+    without e-mails and phones (FEBRL: names, address, birth date, a mistyped id) keeps its pairs.
+    """
+    def at_least(gamma: str, level: int) -> pl.Expr:
+        return pl.col(gamma) >= level if gamma in columns else pl.lit(False)
+
+    def unknown(gamma: str) -> pl.Expr:  # missing on a side, or not compared at all
+        return pl.col(gamma) == -1 if gamma in columns else pl.lit(True)
+
+    exact = _confirming_levels(model, {name: 1 for name in schema.of_kind(Kind.email, Kind.identifier, Kind.date)})
+    dates = {f"gamma_{name}" for name in schema.of_kind(Kind.date)}
+    phones = _confirming_levels(model, {PHONES: 1})
+    placing = _confirming_levels(model, {ADDRESS: _placing_levels(model)})
+    contacts = [f"gamma_{name}" for name in schema.of_kind(Kind.email)] + list(phones)
+    same = [at_least(gamma, level) for gamma, level in exact.items() if gamma not in dates]
+    for gamma in sorted(dates & exact.keys()):
+        born = at_least(gamma, exact[gamma])
+        same += [born & at_least(phone, level) for phone, level in phones.items()]
+        same += [born & at_least(address, level) & pl.all_horizontal(unknown(c) for c in contacts)
+                 for address, level in placing.items()]
+    return pl.any_horizontal(same) if same else pl.lit(False)
 
 
 def swapped_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:
