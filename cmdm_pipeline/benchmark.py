@@ -9,7 +9,9 @@ precision/recall/F1 and B-cubed of the final clusters against the truth, the lar
 time per step and peak memory. Then runs bare Splink on the same records, with the same
 comparisons, blocking and trained model, clustered by connected components at a sweep of
 probability thresholds, and prints its best result — the best a Splink user could get by hand,
-with the truth to tune against.
+with the truth to tune against. The "shared-value ceiling" line is what a matcher that links only
+records sharing a value (an e-mail, phone, birth date, postcode, id, street line) would score at
+best: the recall the data allows without linking on names alone.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import polars as pl
 import yaml
 
 from cmdm_pipeline.config import ProjectConfig, load_config
+from cmdm_pipeline.schema import CustomerSchema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
@@ -92,6 +95,40 @@ def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) ->
         "b3_f1": 2 * b_precision * b_recall / max(b_precision + b_recall, 1e-12),
         "largest_cluster": int(predicted["c"].max() or 0),
     }
+
+
+#: Kinds whose shared value can tell one customer's records together (names cannot: namesakes).
+IDENTIFYING_KINDS = ("email", "phone", "date", "postcode", "identifier", "address_line")
+
+
+def shared_value_ceiling(records: pl.DataFrame, truth: pl.DataFrame, schema: CustomerSchema) -> dict[str, float]:
+    """The best score of any matcher that links records only when they share a value: every two records
+    of one entity that share a matched e-mail (or its local part), phone (in any phone column), date,
+    postcode, identifier or address line are linked, transitively, and nothing else is. Records
+    of one customer that share nothing but a name stay apart, as they must for a matcher that cannot
+    tell them from namesakes; precision is 1 by construction."""
+    from cmdm_pipeline.schema import Kind
+    from cmdm_pipeline.stages.cluster import _components
+
+    kinds = [Kind(kind) for kind in IDENTIFYING_KINDS]
+    frame = records.join(truth, on=["source_system", "source_record_id"]).with_row_index("node")
+    values = []
+    for name in schema.of_kind(*kinds):
+        if name not in frame.columns or not schema.attributes[name].use_in_matching:
+            continue
+        group = "phone" if schema.attributes[name].kind is Kind.phone else name
+        values.append(frame.select("node", "entity", pl.lit(group).alias("kind"), pl.col(name).cast(pl.String).alias("value")))
+        if schema.attributes[name].kind is Kind.email:
+            local = pl.col(name).str.split("@").list.first()
+            values.append(frame.select("node", "entity", pl.lit(f"{name}_local").alias("kind"), local.alias("value")))
+    shared = pl.concat(values).drop_nulls("value") if values else pl.DataFrame(
+        schema={"node": pl.UInt32, "entity": pl.String, "kind": pl.String, "value": pl.String})
+    edges = (
+        shared.group_by("entity", "kind", "value").agg(pl.col("node").min().alias("l"), pl.col("node").alias("r"))
+        .explode("r").filter(pl.col("l") != pl.col("r")).select("l", "r")
+    )
+    labels = _components(frame["node"].to_numpy(), edges)
+    return score_clusters(frame.with_columns(pl.Series("ceiling", labels)), truth, "ceiling")
 
 
 class RssSampler:
@@ -276,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['b3_precision']:>8.4f}{m['b3_recall']:>8.4f}{m['b3_f1']:>8.4f}{m['largest_cluster']:>9,}")
 
     print(line("cmdm_pipeline", ours))
+    records = store.read("validated_customers")
+    print(line("shared-value ceiling", shared_value_ceiling(records, truth, config.customer_schema)))
     if not args.no_splink:
         models = sorted((config.warehouse_path.parent / "models").glob("match_model_v*.json"))
         if not models:

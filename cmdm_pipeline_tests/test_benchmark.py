@@ -54,3 +54,26 @@ def test_config_and_truth_go_together(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as exit_:
         main(["--config", "cmdm.yaml"])
     assert exit_.value.code == 2 and "--config and --truth go together" in capsys.readouterr().err
+
+
+def test_the_ceiling_links_one_customers_records_that_share_a_value_and_nothing_else() -> None:
+    from cmdm_pipeline.benchmark import shared_value_ceiling
+    from cmdm_pipeline.config import load_config
+    from cmdm_pipeline_tests.conftest import REPO_ROOT
+
+    schema = load_config(REPO_ROOT / "cmdm.yaml").customer_schema
+    records = pl.DataFrame({
+        "source_system": ["s"] * 6, "source_record_id": list("abcdef"),
+        # a-b: the same e-mail local part at two domains; b-c: one number as landline and as mobile; d: only
+        # the name; e-f: two customers with the same e-mail (a shared mailbox), never linked across customers.
+        "email": ["ann.lee@x.org", "ann.lee@y.org", None, "ann@z.org", "info@w.org", "info@w.org"],
+        "phone": [None, "+441610000000", None, None, None, None],
+        "mobile_phone": [None, None, "+441610000000", None, None, None],
+        "first_name": ["Ann"] * 4 + ["Bo", "Cy"],
+    })
+    truth = pl.DataFrame({"source_system": ["s"] * 6, "source_record_id": list("abcdef"),
+                          "entity": ["ann"] * 4 + ["bo", "cy"]})
+    ceiling = shared_value_ceiling(records, truth, schema)
+    # Ann's 4 records make 6 pairs; a, b and c are linked (3 pairs), d is not.
+    assert ceiling["pair_precision"] == 1.0 and ceiling["pair_recall"] == 0.5
+    assert ceiling["largest_cluster"] == 3
