@@ -9,7 +9,6 @@ import polars as pl
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.stages.cluster import MUST_LINK_WEIGHT, ClusterSettings, cluster_pairs
 from cmdm_pipeline.stages.match import (
     corroborated,
@@ -29,6 +28,7 @@ from cmdm_pipeline.stages.match_model import (
     corroborating_levels,
     deterministic_pairs,
     one_person,
+    organisation_names,
     score_new_pairs,
     score_pairs,
     swapped_levels,
@@ -119,7 +119,7 @@ def _deterministic(frame: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
 
 
 def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> pl.DataFrame:  # type: ignore[type-arg]
-    """Scored pairs as stored: keys, scores, name and corroboration flags, levels as JSON."""
+    """Scored pairs as stored: keys, scores, name and corroboration flags, levels as a struct."""
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
     # A struct of small ints, not JSON text: at 1M records there are millions of pairs, and
     # BI tools can filter on a level (comparison_levels.email = 3) directly.
@@ -142,7 +142,7 @@ def _flags(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> li
     return [
         names_disagree(
             pairs, given_name_attributes(schema), family_name_attributes(schema), swapped_levels(model, schema),
-            one_person(model, schema, pairs.columns), schema.of_kind(Kind.organisation_name),
+            one_person(model, schema, pairs.columns), organisation_names(model, schema),
         ).alias("names_disagree"),
         corroborated(pairs, corroborating_levels(model, schema)).alias("corroborated"),
     ]
@@ -165,6 +165,11 @@ def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFr
     pairs = store.read(PAIRS)
     clusters = store.read(CLUSTERS)
     if "record_hash" not in clusters.columns or "corroborated" not in pairs.columns:
+        return None
+    # Levels as JSON text (an older warehouse) or none (scored without a model) cannot be flagged again
+    # by today's rules (_reflagged): such a night scores every pair.
+    levels = pairs.schema.get("comparison_levels")
+    if not isinstance(levels, pl.Struct) or not levels.fields:
         return None
     versions = pairs["model_version"].unique().to_list()
     if pairs.height and versions != [model_version]:
@@ -205,13 +210,14 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             changed = hashes.join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
             gone = old_hashes.select(KEY).join(hashes.select(KEY), on=KEY, how="anti")
             touched = pl.concat([changed, gone])
-            kept = _reflagged(old_pairs, config, model).join(
+            kept = old_pairs.join(
                 touched.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
                 on=["source_system_l", "source_record_id_l"], how="anti",
             ).join(
                 touched.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
                 on=["source_system_r", "source_record_id_r"], how="anti",
             )
+            kept = _reflagged(kept, config, model)
             new_ids = ids.join(changed, on=KEY)["unique_id"]
             fresh = (
                 _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching), ids), config, model)

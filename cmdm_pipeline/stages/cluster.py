@@ -35,7 +35,7 @@ class Clusters:
     doubtful: pl.DataFrame  # nodes (list), reason: components left unmerged and sent to review
 
 
-def _components(nodes: np.ndarray, edges: pl.DataFrame) -> np.ndarray:
+def components(nodes: np.ndarray, edges: pl.DataFrame) -> np.ndarray:
     """Component label per node (labels are node positions' component numbers)."""
     n = len(nodes)
     if edges.height == 0:
@@ -73,7 +73,7 @@ def cluster_pairs(
             forbidden.rename({"l": "r", "r": "l"}), on=["l", "r"], how="anti"
         )
 
-    labels = _components(ids.to_numpy(), edges)
+    labels = components(ids.to_numpy(), edges)
     final = np.full(len(ids), -1, dtype=np.int64)
     scope = edges  # the links still under judgement; accepted components leave it
     bar = settings.link_weight
@@ -91,12 +91,12 @@ def cluster_pairs(
             # and sent to review.
             doubtful = judged.filter(~pl.col("ok")).select(pl.col("label").cast(pl.Int64), "reason")
             must = scope.filter(pl.col("weight") == MUST_LINK_WEIGHT)
-            final[pending] = _components(np.arange(len(ids)), must)[pending] + len(ids) * (round_ + 2)
+            final[pending] = components(np.arange(len(ids)), must)[pending] + len(ids) * (round_ + 2)
             break
         bar += settings.step
         pending_pos = np.flatnonzero(pending)
         scope = scope.filter(pl.col("l").is_in(pending_pos) & (pl.col("weight") >= bar))
-        relabel = _components(np.arange(len(ids)), scope)
+        relabel = components(np.arange(len(ids)), scope)
         labels = np.where(pending, relabel + len(ids) * (round_ + 1), labels)
 
     assigned = position.with_columns(

@@ -439,12 +439,14 @@ def corroborating_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[
 
 def one_person(model: dict[str, Any], schema: CustomerSchema, columns: Collection[str]) -> pl.Expr:
     """True where a pair (with ``columns``) shares what only one person has, so that a name that differs
-    does not make it two people: the same e-mail or identifier; or the same birth date together with a
-    phone in common, or at the same address (postcode or house) with no e-mail or phone to tell apart.
+    does not make it two people: the same e-mail or identifier; or the same birth date (a date compared
+    exactly) together with a phone in common, or at the same address (postcode or house) with no e-mail
+    or phone to tell apart.
 
     A shared phone, address or surname is a household's, not a person's. A birth date alone is not a
     person's either: twins share it and their home, and at scale thousands share a first or a family
-    name and a birth date. Of 39,599 scored pairs of 1M generated records with a name totally different
+    name and a birth date. Twins who also share a phone (a landline) are taken for one person: rarer
+    than the one person whose name was typed as another and whose phone is the same. Of 39,599 scored pairs of 1M generated records with a name totally different
     and the same birth date but no e-mail or id in common, 398 were one person; these rules confirm
     338 of them and 162 others (twins, mostly), where the birth date alone confirmed all 39,599. Data
     without e-mails and phones (FEBRL: names, address, birth date, a mistyped id) keeps its pairs.
@@ -467,6 +469,19 @@ def one_person(model: dict[str, Any], schema: CustomerSchema, columns: Collectio
         same += [born & at_least(address, level) & pl.all_horizontal(unknown(c) for c in contacts)
                  for address, level in placing.items()]
     return pl.any_horizontal(same) if same else pl.lit(False)
+
+
+def organisation_names(model: dict[str, Any], schema: CustomerSchema) -> list[str]:
+    """Organisation-name comparisons of the saved model that compare two organisations only (their null
+    level holds every other pair): a model saved before they did compared a person's employer too, and
+    two employers' names that differ say nothing about the person."""
+    names = set(schema.of_kind(Kind.organisation_name))
+    return [
+        comparison["output_column_name"] for comparison in model.get("comparisons", [])
+        if comparison["output_column_name"] in names
+        and any(level.get("is_null_level") and "party_type" in level["sql_condition"]
+                for level in comparison["comparison_levels"])
+    ]
 
 
 def swapped_levels(model: dict[str, Any], schema: CustomerSchema) -> dict[str, int]:

@@ -41,10 +41,11 @@ def test_a_personal_identifier_overrides_a_differing_name() -> None:
 def test_a_birth_date_alone_does_not_override_a_differing_name() -> None:
     # Twins (same family name, home and birth date, their own e-mails or phones), and strangers who share
     # a first name and a birth date; the same birth date with a phone in common is one person.
+    # A birth date one typo apart (level 4) is not the same birth date, phone or not.
     assert flags(
-        first_name=[0, 0, 5, 0], last_name=[3, 3, 0, 3], address=[5, 5, 0, 0], email=[0, -1, -1, 0],
-        phones=[-1, 0, -1, 1], date_of_birth=[5, 5, 5, 5],
-    ) == [True, True, True, False]
+        first_name=[0, 0, 5, 0, 0], last_name=[3, 3, 0, 3, 3], address=[5, 5, 0, 0, 0], email=[0, -1, -1, 0, 0],
+        phones=[-1, 0, -1, 1, 1], date_of_birth=[5, 5, 5, 5, 4],
+    ) == [True, True, True, False, True]
 
 
 def test_a_birth_date_at_the_same_address_with_no_contacts_to_compare_is_one_person() -> None:
@@ -122,3 +123,37 @@ def test_last_nights_pairs_are_flagged_again_by_todays_rules() -> None:
     again = _reflagged(old, config, MODEL)
     assert again.columns == old.columns
     assert again.select("names_disagree", "corroborated").rows() == [(True, True), (False, True)]
+
+
+def test_only_a_model_that_compares_two_organisations_keeps_different_organisation_names_apart() -> None:
+    from cmdm_pipeline.stages.match_model import organisation_names
+
+    assert organisation_names(MODEL, SCHEMA) == ["organisation_name"]
+    # A model saved before the comparison was limited to two organisations compared a person's employer.
+    older = {"comparisons": [{**c, "comparison_levels": [
+        {**level, "sql_condition": '"organisation_name_l" IS NULL OR "organisation_name_r" IS NULL'}
+        if level.get("is_null_level") else level for level in c["comparison_levels"]
+    ]} for c in MODEL["comparisons"]]}
+    assert organisation_names(older, SCHEMA) == []
+
+
+def test_pairs_stored_with_levels_as_text_or_without_levels_are_scored_again() -> None:
+    from cmdm_pipeline.assets.match import _previous
+
+    class Store:
+        def __init__(self, levels: pl.Series) -> None:
+            self.pairs = pl.DataFrame({"source_system_l": ["s"], "corroborated": [True], "model_version": [1]})
+            self.pairs = self.pairs.with_columns(levels.alias("comparison_levels"))
+
+        def tables(self) -> list[str]:
+            return ["match_pairs", "customer_clusters"]
+
+        def read(self, name: str) -> pl.DataFrame:
+            if name == "match_pairs":
+                return self.pairs
+            return pl.DataFrame({"source_system": ["s"], "source_record_id": ["a"], "record_hash": [1]})
+
+    struct = pl.DataFrame({"email": [3]}).select(pl.struct("email")).to_series()
+    assert _previous(Store(struct), 1) is not None
+    assert _previous(Store(pl.Series(['{"email": 3}'])), 1) is None
+    assert _previous(Store(pl.Series([None], dtype=pl.Struct({}))), 1) is None
