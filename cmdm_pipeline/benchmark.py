@@ -102,6 +102,11 @@ def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) ->
 IDENTIFYING_KINDS = (Kind.email, Kind.phone, Kind.date, Kind.postcode, Kind.identifier, Kind.address_line)
 
 
+def identifying_attributes(schema: CustomerSchema) -> list[str]:
+    """The matched attributes of :data:`IDENTIFYING_KINDS`."""
+    return [n for n in schema.of_kind(*IDENTIFYING_KINDS) if schema.attributes[n].use_in_matching]
+
+
 def shared_value_ceiling(records: pl.DataFrame, truth: pl.DataFrame, schema: CustomerSchema) -> dict[str, float]:
     """The best score of any matcher that links records only when they share a value: every two records
     of one entity that share a matched e-mail (or its local part), phone (in any phone column), date,
@@ -111,12 +116,13 @@ def shared_value_ceiling(records: pl.DataFrame, truth: pl.DataFrame, schema: Cus
     (a birth date one typo apart, a mistyped postcode at the same house), which this line does not."""
     frame = records.join(truth, on=["source_system", "source_record_id"]).with_row_index("node")
     values = []
-    for name in schema.of_kind(*IDENTIFYING_KINDS):
-        if name not in frame.columns or not schema.attributes[name].use_in_matching:
+    for name in identifying_attributes(schema):
+        if name not in frame.columns:
             continue
-        group = "phone" if schema.attributes[name].kind is Kind.phone else name
+        kind = schema.attributes[name].kind
+        group = "phone" if kind is Kind.phone else name
         values.append(frame.select("node", "entity", pl.lit(group).alias("kind"), pl.col(name).cast(pl.String).alias("value")))
-        if schema.attributes[name].kind is Kind.email:
+        if kind is Kind.email:
             local = pl.col(name).str.split("@").list.first()
             values.append(frame.select("node", "entity", pl.lit(f"{name}_local").alias("kind"), local.alias("value")))
     shared = pl.concat(values).drop_nulls("value") if values else pl.DataFrame(
@@ -312,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(line("cmdm_pipeline", ours))
     schema = config.customer_schema
-    identifying = [n for n in schema.of_kind(*IDENTIFYING_KINDS) if schema.attributes[n].use_in_matching]
-    records = store.read("validated_customers", columns=["source_system", "source_record_id", *identifying])
+    records = store.read("validated_customers", columns=["source_system", "source_record_id", *identifying_attributes(schema)])
     print(line("shared-value ceiling", shared_value_ceiling(records, truth, schema)))
     if not args.no_splink:
         models = sorted((config.warehouse_path.parent / "models").glob("match_model_v*.json"))

@@ -118,8 +118,8 @@ def _deterministic(frame: pl.DataFrame, config: ProjectConfig) -> pl.DataFrame:
     )
 
 
-def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> pl.DataFrame:  # type: ignore[type-arg]
-    """Scored pairs as stored: keys, scores, name and corroboration flags, levels as a struct."""
+def _stored(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs as stored: keys, scores and levels (a struct); the flags come from :func:`_flagged`."""
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
     # A struct of small ints, not JSON text: at 1M records there are millions of pairs, and
     # BI tools can filter on a level (comparison_levels.email = 3) directly.
@@ -129,32 +129,36 @@ def _stored(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> p
     )
     return pairs.select(
         "source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r",
-        "match_weight", "evidence", "match_probability", *_flags(pairs, config, model),
-        levels.alias("comparison_levels"),
+        "match_weight", "evidence", "match_probability", levels.alias("comparison_levels"),
     )
 
 
-def _flags(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> list[pl.Expr]:  # type: ignore[type-arg]
-    """``names_disagree`` and ``corroborated`` of pairs with their ``gamma_*`` levels."""
+FLAGS = ("names_disagree", "corroborated")
+
+
+def _flagged(pairs: pl.DataFrame, config: ProjectConfig, model: dict | None) -> pl.DataFrame:  # type: ignore[type-arg]
+    """Pairs with ``names_disagree`` and ``corroborated`` worked out from their stored levels, placed before
+    them. Every night's pairs go through here, last night's kept ones too: a change of these rules (a new
+    cmdm_pipeline) applies to every pair, not only to those scored again."""
     schema = config.customer_schema
-    if model is None:
-        return [pl.lit(False).alias("names_disagree"), pl.lit(True).alias("corroborated")]
-    return [
-        names_disagree(
-            pairs, given_name_attributes(schema), family_name_attributes(schema), swapped_levels(model, schema),
-            one_person(model, schema, pairs.columns), organisation_names(model, schema),
-        ).alias("names_disagree"),
-        corroborated(pairs, corroborating_levels(model, schema)).alias("corroborated"),
-    ]
-
-
-def _reflagged(pairs: pl.DataFrame, config: ProjectConfig, model: dict) -> pl.DataFrame:  # type: ignore[type-arg]
-    """Last run's pairs with their flags worked out again from their stored levels: a change of these
-    rules (a new cmdm_pipeline) applies to every pair, not only to those scored again."""
     fields = [f.name for f in pairs.schema["comparison_levels"].fields]  # type: ignore[attr-defined]
     gammas = [f"gamma_{name}" for name in fields]
-    levels = pairs.with_columns(pl.col("comparison_levels").struct.field(n).alias(g) for n, g in zip(fields, gammas))
-    return levels.with_columns(_flags(levels, config, model)).drop(gammas)
+    levels = pairs.drop(FLAGS, strict=False).with_columns(
+        pl.col("comparison_levels").struct.field(n).alias(g) for n, g in zip(fields, gammas)
+    )
+    if model is None:  # deterministic rules only: no levels to judge by
+        flags = [pl.lit(False).alias("names_disagree"), pl.lit(True).alias("corroborated")]
+    else:
+        flags = [
+            names_disagree(
+                levels, given_name_attributes(schema), family_name_attributes(schema), swapped_levels(model, schema),
+                one_person(model, schema, levels.columns), organisation_names(model, schema),
+            ).alias("names_disagree"),
+            corroborated(levels, corroborating_levels(model, schema)).alias("corroborated"),
+        ]
+    rest = [c for c in pairs.columns if c not in FLAGS]
+    at = rest.index("comparison_levels")
+    return levels.with_columns(flags).select(*rest[:at], *FLAGS, *rest[at:])
 
 
 def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # type: ignore[no-untyped-def]
@@ -167,7 +171,7 @@ def _previous(store, model_version: int | None) -> tuple[pl.DataFrame, pl.DataFr
     if "record_hash" not in clusters.columns or "corroborated" not in pairs.columns:
         return None
     # Levels as JSON text (an older warehouse) or none (scored without a model) cannot be flagged again
-    # by today's rules (_reflagged): such a night scores every pair.
+    # by today's rules (_flagged): such a night scores every pair.
     levels = pairs.schema.get("comparison_levels")
     if not isinstance(levels, pl.Struct) or not levels.fields:
         return None
@@ -200,32 +204,33 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         full = matching.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
         previous = _previous(store, model_version) if model and not full else None
         if model is None:
-            stored_pairs = _stored(keyed_pairs(_deterministic(frame, config), ids), config, None)
+            stored_pairs = _stored(keyed_pairs(_deterministic(frame, config), ids))
             mode = "deterministic rules (no model)"
         elif previous is None:
-            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching), ids), config, model)
+            stored_pairs = _stored(keyed_pairs(score_pairs(frame, model, matching), ids))
             mode = "full"
         else:
             old_pairs, old_hashes = previous
             changed = hashes.join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
             gone = old_hashes.select(KEY).join(hashes.select(KEY), on=KEY, how="anti")
             touched = pl.concat([changed, gone])
-            kept = old_pairs.join(
+            kept = old_pairs.drop(FLAGS).join(
                 touched.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
                 on=["source_system_l", "source_record_id_l"], how="anti",
             ).join(
                 touched.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
                 on=["source_system_r", "source_record_id_r"], how="anti",
             )
-            kept = _reflagged(kept, config, model)
             new_ids = ids.join(changed, on=KEY)["unique_id"]
             fresh = (
-                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching), ids), config, model)
+                _stored(keyed_pairs(score_new_pairs(frame, new_ids, model, matching), ids))
                 if new_ids.len() else kept.head(0)
             )
             stored_pairs = pl.concat([kept, fresh.select(kept.columns)])
             mode = f"incremental: {changed.height} new or changed, {gone.height} gone"
-        stored_pairs = stored_pairs.with_columns(pl.lit(model_version, dtype=pl.Int64).alias("model_version"))
+        stored_pairs = _flagged(stored_pairs, config, model).with_columns(
+            pl.lit(model_version, dtype=pl.Int64).alias("model_version")
+        )
         context.log.info(f"matching mode: {mode}")
         decisions = read_decisions(config.resolve(matching.decisions) if matching.decisions else None)
         must, cannot = decided_edges(decisions, ids)

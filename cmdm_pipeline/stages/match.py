@@ -125,7 +125,7 @@ def keyed_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
 
 def names_disagree(
     pairs: pl.DataFrame, given: list[str], family: list[str], swapped: dict[str, int], one_person: pl.Expr,
-    organisations: list[str] | None = None,
+    organisations: list[str],
 ) -> pl.Expr:
     """True where a given or a family name (or two organisations' names) is present on both sides
     and totally different (not a typo, nickname or swap), and ``one_person`` (what only one party
@@ -142,7 +142,7 @@ def names_disagree(
     swaps = [pl.col(g) != level for g, level in swapped.items() if g in pairs.columns]
     not_swapped = pl.all_horizontal(swaps) if swaps else pl.lit(True)
     differ += [(pl.col(f"gamma_{n}") == 0) & not_swapped for n in family if f"gamma_{n}" in pairs.columns]
-    differ += [pl.col(f"gamma_{n}") == 0 for n in organisations or [] if f"gamma_{n}" in pairs.columns]
+    differ += [pl.col(f"gamma_{n}") == 0 for n in organisations if f"gamma_{n}" in pairs.columns]
     if not differ:
         return pl.lit(False)
     return pl.any_horizontal(differ) & ~one_person

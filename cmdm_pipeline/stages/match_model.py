@@ -446,10 +446,12 @@ def one_person(model: dict[str, Any], schema: CustomerSchema, columns: Collectio
     A shared phone, address or surname is a household's, not a person's. A birth date alone is not a
     person's either: twins share it and their home, and at scale thousands share a first or a family
     name and a birth date. Twins who also share a phone (a landline) are taken for one person: rarer
-    than the one person whose name was typed as another and whose phone is the same. Of 39,599 scored pairs of 1M generated records with a name totally different
-    and the same birth date but no e-mail or id in common, 398 were one person; these rules confirm
-    338 of them and 162 others (twins, mostly), where the birth date alone confirmed all 39,599. Data
-    without e-mails and phones (FEBRL: names, address, birth date, a mistyped id) keeps its pairs.
+    than the one person whose name was typed as another and whose phone is the same.
+
+    Of 39,599 scored pairs of 1M generated records with a name totally different and the same birth
+    date but no e-mail or id in common, 398 were one person; these rules confirm 338 of them and 162
+    others (twins, mostly), where the birth date alone confirmed all 39,599. Data without e-mails and
+    phones (FEBRL: names, address, birth date, a mistyped id) keeps its pairs.
     """
     def at_least(gamma: str, level: int) -> pl.Expr:
         return pl.col(gamma) >= level if gamma in columns else pl.lit(False)

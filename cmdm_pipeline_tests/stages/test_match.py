@@ -111,7 +111,7 @@ def test_a_customer_with_several_candidates_is_asked_once_naming_how_many_others
 def test_last_nights_pairs_are_flagged_again_by_todays_rules() -> None:
     # An incremental night keeps unchanged pairs; their flags come from their stored levels, so twins
     # flagged by an older rule (a birth date alone was personal) are kept apart now too.
-    from cmdm_pipeline.assets.match import _reflagged
+    from cmdm_pipeline.assets.match import _flagged
 
     config = load_config(REPO_ROOT / "cmdm.yaml")
     levels = pl.DataFrame({
@@ -120,7 +120,7 @@ def test_last_nights_pairs_are_flagged_again_by_todays_rules() -> None:
     }, schema={name: pl.Int8 for name in ("first_name", "last_name", "address", "date_of_birth", "email", "phones")})
     old = pl.DataFrame({"source_system_l": ["s", "s"], "names_disagree": [False, True], "corroborated": [False, False]})
     old = old.with_columns(levels.select(pl.struct(pl.all()).alias("comparison_levels")))
-    again = _reflagged(old, config, MODEL)
+    again = _flagged(old, config, MODEL)
     assert again.columns == old.columns
     assert again.select("names_disagree", "corroborated").rows() == [(True, True), (False, True)]
 
