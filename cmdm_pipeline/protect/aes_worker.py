@@ -1,11 +1,12 @@
 """AES-GCM over many values, and a worker process that takes part of a large call.
 
 ``cryptography`` holds the GIL while it encrypts, so a second thread gains nothing (measured: 300k
-values in 0.18 s on one thread, 0.19 s on two). A large call therefore sends its first values (about
-40%, see ``crypto.WORKER_SHARE``) to one spawned worker process, as Arrow arrays (a few buffers each:
-pickling a list of millions of small ``bytes`` objects instead cost more than the AES work it moved),
-and does the rest itself. Keys reach the worker through the pipe to a child of this process, never a file. If the
-worker cannot start or dies, the call does all of it here.
+values in 0.18 s on one thread, 0.19 s on two). A large call therefore queues its batches for one
+spawned worker process and does from the last as many as it reaches first (:mod:`.sharing`). A batch
+goes as Arrow arrays (a few buffers each: pickling a list of millions of small ``bytes`` objects instead
+cost more than the AES work it moved), with only the keys it uses. Keys reach the worker through the
+pipe to a child of this process, never a file. If the worker cannot start or dies, its batches are done
+here.
 
 The worker imports this module: it must not import Polars, DuckDB or the rest of the package.
 """
@@ -20,6 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -116,10 +118,17 @@ def opens(aead: AESGCM, nonce: bytes, blob: bytes, aad: bytes) -> bool:
 # --- the worker's half, on Arrow arrays ---------------------------------------------------------------
 
 
+def associated_data(heads: pa.Array, columns: pa.Array, record_ids: pa.Array, rows: pa.Array) -> pa.Array:
+    """``<table>|<column>|<record id>`` of each value, from its column and row: the worker builds its own, so
+    only these small arrays cross the pipe, not a copy of the record id per value."""
+    return pc.binary_join_element_wise(heads.take(columns), record_ids.take(rows), pa.scalar(b"", heads.type))
+
+
 def seal_arrays(keys: bytes, prefixes: bytes, prefix_bytes: int, positions: pa.Array, values: pa.Array,
-                aads: pa.Array) -> pa.Array:
-    """:func:`seal` in batches, from and to Arrow arrays (``keys``, ``prefixes``: fixed-width, joined)."""
-    key_list, prefix_list = _split(keys, KEY_BYTES), _split(prefixes, prefix_bytes)
+                aad: tuple[pa.Array, pa.Array, pa.Array, pa.Array]) -> pa.Array:
+    """:func:`seal` in batches, from and to Arrow arrays (``keys``, ``prefixes``: fixed-width, joined;
+    ``aad``: the arguments of :func:`associated_data`)."""
+    key_list, prefix_list, aads = _split(keys, KEY_BYTES), _split(prefixes, prefix_bytes), associated_data(*aad)
     sealed: list[pa.Array] = []
     with KeyChunks(key_list) as chunks:
         for lo in range(0, len(values), CHUNK_VALUES):
@@ -129,9 +138,10 @@ def seal_arrays(keys: bytes, prefixes: bytes, prefix_bytes: int, positions: pa.A
     return _concat(sealed)
 
 
-def open_arrays(keys: bytes, positions: pa.Array, nonces: pa.Array, bodies: pa.Array, aads: pa.Array) -> pa.Array:
+def open_arrays(keys: bytes, positions: pa.Array, nonces: pa.Array, bodies: pa.Array,
+                aad: tuple[pa.Array, pa.Array, pa.Array, pa.Array]) -> pa.Array:
     """:func:`open_` in batches, from and to Arrow arrays; :class:`Failed` counts from the first value."""
-    key_list = _split(keys, KEY_BYTES)
+    key_list, aads = _split(keys, KEY_BYTES), associated_data(*aad)
     opened: list[pa.Array] = []
     with KeyChunks(key_list) as chunks:
         for lo in range(0, len(bodies), CHUNK_VALUES):

@@ -10,15 +10,17 @@ a value copied to another row, column or table fails to decrypt, with an error n
 column, record id), never what (the value). Null stays null. Values are encrypted as their text
 (``cast(pl.String)``: a date as ``YYYY-MM-DD``); ``decrypt_*`` casts back when given a dtype.
 
-**Speed.** Per call the key store is asked once for every owner's key (one DuckDB query, each key
+**Speed.** Per pass the key store is asked once for every owner's key (one DuckDB query, each key
 unwrapped once). Values go row-major (a record's values one after another under its key, while its
-AES state is in the CPU cache) in batches of ``CHUNK_VALUES``, with one AESGCM object per key of the
+AES state is in the CPU cache) in batches of ``sharing.CHUNK_VALUES``, with one AESGCM object per key of the
 batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces come from one
 ``os.urandom`` call per batch, associated data from Polars, and the AES-GCM calls run through
 ``map(AESGCM.encrypt, ...)``: no Python bytecode per value. ``cryptography`` holds the GIL, so a large
-call gives part of its values to a worker process (:mod:`.aes_worker`) to use the second core
-(``python -m cmdm_pipeline.protect.bench`` prints the figures). Large tables go ``ROWS_PER_PASS`` rows at
-a time, and each batch becomes Arrow as it is made, so the working copies stay a fraction of the table. Use the ``*_frame`` functions
+call shares its batches with a worker process (:mod:`.aes_worker`) on the second core: the worker takes
+them from the first, this process from the last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.bench``
+prints the figures). Large tables go ``ROWS_PER_PASS`` rows at a time, and each batch becomes Arrow as it
+is made, so the working copies stay a fraction of the table; while the worker seals one pass, this process
+resolves the next pass's keys. Use the ``*_frame`` functions
 for tables with several PII columns: keys are resolved once for all of them. Record ids must be
 unique within a call, or two rows could swap values unnoticed (for a history table, use the master id
 *and* the version, e.g. ``valid_from``).
@@ -32,12 +34,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 import polars as pl
+import pyarrow as pa
 
-from cmdm_pipeline.protect import aes_worker
+from cmdm_pipeline.protect import aes_worker, sharing
 from cmdm_pipeline.protect.aes_worker import random_nonces
 from cmdm_pipeline.protect.blind_index import expand, row_digests
 from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
@@ -49,11 +52,6 @@ _NONCE_AT = 1 + DATA_KEY_ID_BYTES
 _BODY_AT = _NONCE_AT + 12
 OVERHEAD = _BODY_AT + 16  # header, nonce and tag
 DIGEST_COLUMN = "pii_digest"
-CHUNK_VALUES = aes_worker.CHUNK_VALUES
-#: Share of a large call's values the worker takes: less than half, as it also converts its arrays to and
-#: from Python objects; more when this process has other work meanwhile (a first night's row digests).
-WORKER_SHARE = 0.4
-WORKER_SHARE_BUSY = 0.55
 #: DuckDB's row group (its default ``row_group_size``).
 DUCKDB_ROW_GROUP = 122_880
 #: Rows encrypted or decrypted per pass over a large table (each pass still uses the worker). Whole DuckDB
@@ -104,7 +102,7 @@ def encrypt_frame(
     table name bound (default: ``table``), for two tables that hold the same rows.
     """
     _record_ids(frame, record_id)
-    return _by_rows(frame, lambda rows: _encrypt(rows, columns, table, owner, record_id, keys, names, bound_as=bound_as)[0])
+    return _encrypt(frame, columns, table, owner, record_id, keys, names, bound_as=bound_as)[0]
 
 
 def _by_rows(frame: pl.DataFrame, work: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
@@ -117,77 +115,87 @@ def _by_rows(frame: pl.DataFrame, work: Callable[[pl.DataFrame], pl.DataFrame]) 
 
 def _encrypt(
     frame: pl.DataFrame, columns: Sequence[str], table: str, owner: str | pl.Expr, record_id: str | pl.Expr,
-    keys: KeyStore, names: dict[str, str] | None = None, meanwhile: Callable[[], T] | None = None,
+    keys: KeyStore, names: dict[str, str] | None = None, meanwhile: Callable[[pl.DataFrame], T] | None = None,
     bound_as: str | None = None,
-) -> tuple[pl.DataFrame, T | None]:
-    """:func:`encrypt_frame`, plus ``meanwhile()`` run here while the worker process encrypts its share
-    (which is then larger, to even out the two cores)."""
+) -> tuple[pl.DataFrame, list[T]]:
+    """:func:`encrypt_frame` ``ROWS_PER_PASS`` rows at a time, plus ``meanwhile(rows)`` of each pass.
+
+    Passes overlap: while the worker seals one pass's batches, this process resolves the keys of the next
+    and queues its batches behind them, runs ``meanwhile``, then joins in from the last batch
+    (:mod:`.sharing`), so the worker is never idle waiting for keys.
+    """
     names, bound_as = names or {}, bound_as or table
     _check_names(bound_as, [names.get(c, c) for c in columns])
     if frame.is_empty():
-        return frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns), meanwhile and meanwhile()
-    record_ids = _ids(frame, record_id)  # checked unique over the whole table by the caller
-    owners = frame.select(_expr(owner)).to_series().cast(pl.String)
-    data_keys = keys.keys_for_owners(owners)
-    flat = _Flat.of(frame.select(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns))
-    key_of_value = data_keys.index.gather(flat.rows)
+        empty = frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns)
+        return empty, [meanwhile(frame)] if meanwhile else []
+    parts = [frame.slice(lo, ROWS_PER_PASS) for lo in range(0, frame.height, ROWS_PER_PASS)]
     heads = _aad_heads(bound_as, columns, names)
-    prefixes = [_VERSION + key_id for key_id in data_keys.key_ids]
-
-    def inputs(lo: int, hi: int) -> tuple[list[int], list[bytes], list[bytes]]:
-        values = flat.values.slice(lo, hi - lo).to_list()
-        return key_of_value.slice(lo, hi - lo).to_list(), values, flat.aads(heads, record_ids, lo, hi)
-
-    count = flat.values.len()
-    split = _worker_share(count, WORKER_SHARE_BUSY if meanwhile else WORKER_SHARE)
-    theirs = split and aes_worker.submit(
-        aes_worker.seal_arrays, b"".join(data_keys.keys), b"".join(prefixes), len(_VERSION) + DATA_KEY_ID_BYTES,
-        key_of_value.slice(0, split).to_arrow(), flat.values.slice(0, split).to_arrow(),
-        flat.aad_series(heads, record_ids, 0, split).to_arrow(),
-    )
-    extra = meanwhile() if meanwhile else None
-    start = split if theirs else 0
-    mine = _seal(data_keys.keys, prefixes, inputs, count, start)
-    sealed = _joined(theirs, lambda: _seal(data_keys.keys, prefixes, inputs, split), mine)
-    return frame.with_columns(flat.unflatten(sealed, columns)), extra
-
-
-Inputs = Callable[[int, int], tuple[list[int], list[bytes], list[bytes]]]
-
-
-def _seal(keys: list[bytes], prefixes: list[bytes], inputs: Inputs, count: int, start: int = 0) -> pl.Series:
-    """Ciphertexts of values ``start`` to ``count``, a batch at a time; ``inputs(lo, hi)`` gives the
-    batch's key positions, plaintexts and associated data."""
-    sealed: list[pl.Series] = []
-    with aes_worker.KeyChunks(keys) as chunks:
-        for lo in range(start, count, CHUNK_VALUES):
-            positions, values, aads = inputs(lo, min(lo + CHUNK_VALUES, count))
-            batch = aes_worker.seal(keys, prefixes, positions, random_nonces(len(values)), values, aads, chunks)
-            sealed.append(pl.Series(batch, dtype=pl.Binary))
-    return _concat(sealed)
-
-
-def _worker_share(count: int, share: float = WORKER_SHARE) -> int:
-    """How many of ``count`` values (from the first) the worker process takes, in whole batches; 0 when
-    the call is too small to be worth it."""
-    if count < aes_worker.WORKER_MIN_VALUES:
-        return 0
-    return max(CHUNK_VALUES, round(count * share / CHUNK_VALUES) * CHUNK_VALUES)
-
-
-def _joined(theirs: Future | None | int, redo: Callable[[], pl.Series], mine: pl.Series) -> pl.Series:  # type: ignore[type-arg]
-    """The worker's half (done again here if the worker failed) followed by this process's half."""
-    if not theirs:
-        return mine
-    assert isinstance(theirs, Future)
+    sealed, extras = [], []
+    current = ahead = _SealPass.start(parts[0], columns, owner, record_id, keys, heads)
     try:
-        first = pl.Series(pl.from_arrow(theirs.result())).cast(pl.Binary)
-    except aes_worker.Failed:
+        for i, part in enumerate(parts):
+            ahead = _SealPass.start(parts[i + 1], columns, owner, record_id, keys, heads) if i + 1 < len(parts) else None
+            if meanwhile:
+                extras.append(meanwhile(part))
+            sealed.append(current.finish(columns))
+            current = ahead  # the finished pass's working copies go
+    except BaseException:
+        for queued in (current, ahead):
+            if queued is not None:
+                sharing.cancel(queued.batches)
         raise
-    except Exception:  # noqa: BLE001 - the worker died or could not run: do its half here
-        aes_worker.forget_worker()
-        first = redo()
-    return pl.concat([first, mine])
+    return (sealed[0] if len(sealed) == 1 else pl.concat(sealed)), extras
+
+
+@dataclass
+class _SealPass:
+    """One pass of :func:`_encrypt`: its values, keys and associated data, its batches queued for the worker."""
+
+    frame: pl.DataFrame
+    flat: _Flat
+    keys: list[bytes]
+    prefixes: list[bytes]
+    key_of_value: pl.Series
+    record_ids: pl.Series
+    heads: pl.Series
+    batches: list[sharing.Batch] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, frame: pl.DataFrame, columns: Sequence[str], owner: str | pl.Expr, record_id: str | pl.Expr,
+        keys: KeyStore, heads: pl.Series,
+    ) -> _SealPass:
+        record_ids = _ids(frame, record_id)  # checked unique over the whole table by the caller
+        owners = frame.select(_expr(owner)).to_series().cast(pl.String)
+        data_keys = keys.keys_for_owners(owners)
+        flat = _Flat.of(frame.select(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns))
+        prefixes = [_VERSION + key_id for key_id in data_keys.key_ids]
+        work = cls(frame, flat, data_keys.keys, prefixes, data_keys.index.gather(flat.rows), record_ids, heads)
+        work.batches.extend(sharing.queue(flat.values.len(), work.send))
+        return work
+
+    def send(self, lo: int, hi: int) -> Future[pa.Array] | None:
+        """Values ``lo`` to ``hi`` to the worker, with only the keys they use."""
+        positions = self.key_of_value.slice(lo, hi - lo)
+        first, last = int(positions.min()), int(positions.max()) + 1  # type: ignore[arg-type]
+        return aes_worker.submit(
+            aes_worker.seal_arrays, b"".join(self.keys[first:last]), b"".join(self.prefixes[first:last]),
+            len(_VERSION) + DATA_KEY_ID_BYTES, (positions - first).to_arrow(),
+            self.flat.values.slice(lo, hi - lo).to_arrow(), self.flat.aad_parts(self.heads, self.record_ids, lo, hi),
+        )
+
+    def finish(self, columns: Sequence[str]) -> pl.DataFrame:
+        """This process's batches from the last, then the worker's, back into the frame."""
+        with aes_worker.KeyChunks(self.keys) as chunks:
+            def here(lo: int, hi: int) -> pl.Series:
+                positions = self.key_of_value.slice(lo, hi - lo).to_list()
+                values = self.flat.values.slice(lo, hi - lo).to_list()
+                aads = self.flat.aads(self.heads, self.record_ids, lo, hi)
+                sealed = aes_worker.seal(self.keys, self.prefixes, positions, random_nonces(len(values)), values, aads, chunks)
+                return pl.Series(sealed, dtype=pl.Binary)
+
+            return self.frame.with_columns(self.flat.unflatten(sharing.gather(self.batches, here), columns))
 
 
 def decrypt_frame(
@@ -228,53 +236,32 @@ def _decrypt(
     key_of_value = data_keys.index.filter(~shredded)
     heads = _aad_heads(bound_as, columns, names)
 
-    def inputs(lo: int, hi: int) -> tuple[list[int], list[bytes], list[bytes], list[bytes]]:
-        blobs = flat.values.slice(lo, hi - lo)
-        nonces, bodies = blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_list(), blobs.bin.slice(_BODY_AT).to_list()
-        return key_of_value.slice(lo, hi - lo).to_list(), nonces, bodies, flat.aads(heads, record_ids, lo, hi)
+    with aes_worker.KeyChunks(data_keys.keys) as chunks:
+        def here(lo: int, hi: int) -> pl.Series:
+            blobs = flat.values.slice(lo, hi - lo)
+            nonces, bodies = blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_list(), blobs.bin.slice(_BODY_AT).to_list()
+            positions = key_of_value.slice(lo, hi - lo).to_list()
+            return pl.Series(aes_worker.open_(positions, nonces, bodies, flat.aads(heads, record_ids, lo, hi), chunks),
+                             dtype=pl.Binary)
 
-    count = flat.values.len()
-    split, theirs = _worker_share(count), None
-    if split:
-        blobs = flat.values.slice(0, split)
-        theirs = aes_worker.submit(
-            aes_worker.open_arrays, b"".join(data_keys.keys), key_of_value.slice(0, split).to_arrow(),
-            blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_arrow(), blobs.bin.slice(_BODY_AT).to_arrow(),
-            flat.aad_series(heads, record_ids, 0, split).to_arrow(),
-        )
-    start = split if theirs else 0
-    try:
-        mine = _open(data_keys.keys, inputs, count, start)
-        plain = _joined(theirs if start else None, lambda: _open(data_keys.keys, inputs, split), mine)
-    except aes_worker.Failed as failed:
-        raise DecryptionError(
-            f"cannot decrypt {flat.where(failed.value, table, columns, names, record_ids)}: the ciphertext was "
-            "not made for this table, column and record (moved or altered)"
-        ) from None
+        def send(lo: int, hi: int) -> Future[pa.Array] | None:
+            blobs, positions = flat.values.slice(lo, hi - lo), key_of_value.slice(lo, hi - lo)
+            first, last = int(positions.min()), int(positions.max()) + 1  # type: ignore[arg-type]
+            return aes_worker.submit(
+                aes_worker.open_arrays, b"".join(data_keys.keys[first:last]), (positions - first).to_arrow(),
+                blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_arrow(), blobs.bin.slice(_BODY_AT).to_arrow(),
+                flat.aad_parts(heads, record_ids, lo, hi),
+            )
+
+        try:
+            plain = sharing.gather(sharing.queue(flat.values.len(), send), here)
+        except aes_worker.Failed as failed:
+            raise DecryptionError(
+                f"cannot decrypt {flat.where(failed.value, table, columns, names, record_ids)}: the ciphertext was "
+                "not made for this table, column and record (moved or altered)"
+            ) from None
     columns_out = flat.unflatten(plain.cast(pl.String), columns)
     return frame.with_columns(_typed(series, dtypes.get(series.name)) for series in columns_out)
-
-
-def _open(
-    keys: list[bytes], inputs: Callable[[int, int], tuple[list[int], list[bytes], list[bytes], list[bytes]]],
-    count: int, start: int = 0,
-) -> pl.Series:
-    """Plaintexts of ciphertexts ``start`` to ``count``, a batch at a time; ``inputs(lo, hi)`` gives the
-    batch's key positions, nonces, ciphertexts and associated data. Raises :class:`aes_worker.Failed`
-    naming the first value that does not decrypt."""
-    opened: list[pl.Series] = []
-    with aes_worker.KeyChunks(keys) as chunks:
-        for lo in range(start, count, CHUNK_VALUES):
-            try:
-                opened.append(pl.Series(aes_worker.open_(*inputs(lo, min(lo + CHUNK_VALUES, count)), chunks), dtype=pl.Binary))
-            except aes_worker.Failed as failed:
-                raise aes_worker.Failed(lo + failed.value) from None
-    return _concat(opened)
-
-
-def _concat(batches: list[pl.Series]) -> pl.Series:
-    # Each batch was made a Series as it came: a list of millions of small bytes objects costs ~3x the bytes.
-    return pl.concat(batches, rechunk=True) if batches else pl.Series(dtype=pl.Binary)
 
 
 @dataclass(frozen=True)
@@ -303,6 +290,13 @@ class _Flat:
     def aads(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> list[bytes]:
         """``<table>|<column>|<record id>`` of values ``lo`` to ``hi``."""
         return self.aad_series(heads, record_ids, lo, hi).to_list()
+
+    def aad_parts(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> tuple[pa.Array, ...]:
+        """What :func:`aes_worker.associated_data` needs for values ``lo`` to ``hi``: only their rows' ids."""
+        rows = self.rows.slice(lo, hi - lo)
+        first, last = int(rows.min()), int(rows.max()) + 1  # type: ignore[arg-type]
+        return (heads.cast(pl.Binary).to_arrow(), self.cols.slice(lo, hi - lo).to_arrow(),
+                record_ids.slice(first, last - first).cast(pl.Binary).to_arrow(), (rows - first).to_arrow())
 
     def aad_series(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> pl.Series:
         column = heads.gather(self.cols.slice(lo, hi - lo))
@@ -366,6 +360,14 @@ def encrypt_changed(
     if given and digest_column not in current.columns:
         raise ProtectionError(f"{table} has no {digest_column} column to compare with last night's")
     earlier = _earlier(previous, columns, record_id, digest_column)
+    if earlier is None:
+        # Nothing to compare with: digests not given are made (for the next night) while the worker encrypts.
+        def digest(rows: pl.DataFrame) -> pl.Series:
+            return row_digests(_narrow(rows, owner, record_id, columns), ["__owner", *columns], bound, keys)
+
+        sealed, made = _encrypt(current, columns, table, owner, record_id, keys, bound_as=bound,
+                                meanwhile=None if given else digest)
+        return Encrypted(sealed if given else sealed.with_columns(pl.concat(made).alias(digest_column)), current.height, 0)
     counts = [0, 0]
 
     def rows(part: pl.DataFrame) -> pl.DataFrame:
@@ -378,24 +380,18 @@ def encrypt_changed(
     return Encrypted(frame, counts[0], counts[1])
 
 
-def _encrypt_changed(
-    current: pl.DataFrame, earlier: pl.DataFrame | None, columns: Sequence[str], table: str,
-    owner: str | pl.Expr, record_id: str | pl.Expr, keys: KeyStore, digest_column: str, bound: str, given: bool,
-) -> Encrypted:
+def _narrow(frame: pl.DataFrame, owner: str | pl.Expr, record_id: str | pl.Expr, columns: Sequence[str]) -> pl.DataFrame:
     # Only the record id, owner and personal columns are worked on: the other columns are never copied.
-    narrow = current.select(_expr(record_id).cast(pl.String).alias("__rid"), _expr(owner).cast(pl.String).alias("__owner"),
-                            *columns)
-    def made() -> pl.Series:
-        return current[digest_column] if given else row_digests(narrow, ["__owner", *columns], bound, keys)
+    return frame.select(_expr(record_id).cast(pl.String).alias("__rid"), _expr(owner).cast(pl.String).alias("__owner"),
+                        *columns)
 
-    if earlier is None:
-        # Nothing to compare with: digests not given are made (for the next night) while the worker encrypts.
-        sealed, extra = _encrypt(narrow, columns, table, "__owner", "__rid", keys, bound_as=bound,
-                                 meanwhile=None if given else made)
-        digests = made() if extra is None else extra
-        return Encrypted(current.with_columns(*sealed.select(columns), digests.alias(digest_column)),
-                         current.height, 0)
-    digests = made().alias(digest_column)
+
+def _encrypt_changed(
+    current: pl.DataFrame, earlier: pl.DataFrame, columns: Sequence[str], table: str, owner: str | pl.Expr,
+    record_id: str | pl.Expr, keys: KeyStore, digest_column: str, bound: str, given: bool,
+) -> Encrypted:
+    narrow = _narrow(current, owner, record_id, columns)
+    digests = (current[digest_column] if given else row_digests(narrow, ["__owner", *columns], bound, keys)).alias(digest_column)
     joined = narrow.with_columns(digests).join(earlier, on="__rid", how="left", maintain_order="left")
     same = (joined["__digest_before"] == joined[digest_column]).fill_null(False)
     changed = encrypt_frame(joined.filter(~same).select("__rid", "__owner", *columns), columns, table, "__owner",

@@ -1,7 +1,8 @@
-"""Large encrypt and decrypt calls share their values with a worker process: same results, same errors."""
+"""Large encrypt and decrypt calls share their batches with a worker process: same results, same errors."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -9,13 +10,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cmdm_pipeline.protect import aes_worker, crypto
+from cmdm_pipeline.protect import aes_worker, sharing
 from cmdm_pipeline.protect.crypto import decrypt_frame, encrypt_frame
 from cmdm_pipeline.protect.keys import DecryptionError, init_key_file, read_key_file
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner
 
 TABLE, COLUMNS = "golden_customers", ["first_name", "email"]
-ROWS = 500  # 1,000 values, a row's two values together: batches of 50, the worker takes the first 400 (rows 0-199)
+ROWS = 500  # 1,000 values, a row's two values together: 40 batches of 25
 FRAME = pl.DataFrame({
     "master_id": [f"M{i:04d}" for i in range(ROWS)],
     "first_name": [f"name {i}" for i in range(ROWS)],
@@ -25,23 +26,38 @@ FRAME = pl.DataFrame({
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KeyStore:
-    monkeypatch.setattr(crypto, "CHUNK_VALUES", 50)
+    monkeypatch.setattr(sharing, "CHUNK_VALUES", 25)
     monkeypatch.setattr(aes_worker, "WORKER_MIN_VALUES", 100)
     key_file = tmp_path / "keys" / "dev.kek.json"
     init_key_file(key_file)
     return KeyStore(tmp_path / "keys" / "keystore.duckdb", read_key_file(key_file))
 
 
-def test_the_worker_takes_a_share_and_the_result_is_the_same(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    used = []
-    submit = aes_worker.submit
-    monkeypatch.setattr(aes_worker, "submit", lambda *args: used.append(len(args[-1])) or submit(*args))
+def test_both_processes_take_batches_and_the_result_is_the_same(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Started (and this module imported there) before the call, so the worker is ready for the first batch.
+    assert aes_worker.submit(aes_worker.random_nonces, 1).result()
+    here: list[int] = []
+    seal, open_ = aes_worker.seal, aes_worker.open_
+
+    # This process is slowed down (the worker imports its own, unpatched module): the worker then takes
+    # batches from the first while this process is still on the last ones.
+    def slow(work):  # type: ignore[no-untyped-def]
+        def run(*args):  # type: ignore[no-untyped-def]
+            here.append(len(args[-2]))
+            time.sleep(0.05)
+            return work(*args)
+        return run
+
+    monkeypatch.setattr(aes_worker, "seal", slow(seal))
+    monkeypatch.setattr(aes_worker, "open_", slow(open_))
     sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
+    sealed_here = len(here)
     assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
-    assert used == [400, 400]  # the worker encrypted, then decrypted, the first 400 of 1,000 values
+    # Each process took some of the 40 batches, both times.
+    assert 0 < sealed_here < 40 and 0 < len(here) - sealed_here < 40, here
 
 
-@pytest.mark.parametrize("row", [10, 400], ids=["in the worker's share", "in this process's share"])
+@pytest.mark.parametrize("row", [10, 400], ids=["an early row", "a late row"])
 def test_a_moved_ciphertext_is_named_wherever_it_is(store: KeyStore, row: int) -> None:
     sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
     emails = sealed["email"].to_list()

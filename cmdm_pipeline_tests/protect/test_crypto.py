@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmdm_pipeline.protect import crypto
+from cmdm_pipeline.protect import crypto, sharing
 from cmdm_pipeline.protect.blind_index import blind_index, normalise
 from cmdm_pipeline.protect.crypto import (
     OVERHEAD,
@@ -89,7 +89,7 @@ def test_column_functions_round_trip(store: KeyStore) -> None:
 
 
 def test_batches_sharing_keys(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crypto, "CHUNK_VALUES", 3)  # owners straddle batch boundaries
+    monkeypatch.setattr(sharing, "CHUNK_VALUES", 3)  # owners straddle batch boundaries
     frame = pl.DataFrame({"record": [f"r{i}" for i in range(10)], "email": [f"{i}@example.org" for i in range(10)],
                           "note": [None, "x", None, "é", "", None, "y", "z", None, "w"],
                           "owner": ["a", "b", "a", "c", "a", "b", "d", "d", "d", "a"]})
