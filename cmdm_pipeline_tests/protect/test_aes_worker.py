@@ -34,13 +34,12 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KeyStore:
 
 
 def test_both_processes_take_batches_and_the_result_is_the_same(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Started (and this module imported there) before the call, so the worker is ready for the first batch.
-    assert aes_worker.submit(aes_worker.random_nonces, 1).result()
     here: list[int] = []
     seal, open_ = aes_worker.seal, aes_worker.open_
 
-    # This process is slowed down (the worker imports its own, unpatched module): the worker then takes
-    # batches from the first while this process is still on the last ones.
+    # This process takes 0.05 s a batch (the worker imports its own, unpatched module), and the worker is
+    # kept busy for 0.5 s when a call begins: this process then does the last batches (about ten of the
+    # 40) before the worker is free, and the worker the first ones while this process is still on its way.
     def slow(work):  # type: ignore[no-untyped-def]
         def run(*args):  # type: ignore[no-untyped-def]
             here.append(len(args[-2]))
@@ -50,8 +49,12 @@ def test_both_processes_take_batches_and_the_result_is_the_same(store: KeyStore,
 
     monkeypatch.setattr(aes_worker, "seal", slow(seal))
     monkeypatch.setattr(aes_worker, "open_", slow(open_))
+    assert aes_worker.submit(aes_worker.random_nonces, 1).result()  # started, and this module imported there
+    busy = aes_worker.submit(time.sleep, 0.5)
     sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
+    assert busy is not None and busy.done()
     sealed_here = len(here)
+    aes_worker.submit(time.sleep, 0.5)
     assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
     # Each process took some of the 40 batches, both times.
     assert 0 < sealed_here < 40 and 0 < len(here) - sealed_here < 40, here
