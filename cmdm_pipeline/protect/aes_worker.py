@@ -4,7 +4,7 @@
 values in 0.18 s on one thread, 0.19 s on two). A large call therefore queues its batches for one
 spawned worker process and does from the last as many as it reaches first (:mod:`.sharing`). A batch
 goes as Arrow arrays (a few buffers each: pickling a list of millions of small ``bytes`` objects instead
-cost more than the AES work it moved), with only the keys it uses. Keys reach the worker through the
+cost more than the AES work it moved), with the keys from the first to the last it uses. Keys reach the worker through the
 pipe to a child of this process, never a file. If the worker cannot start or dies, its batches are done
 here.
 
@@ -13,6 +13,8 @@ The worker imports this module: it must not import Polars, DuckDB or the rest of
 
 from __future__ import annotations
 
+import array
+import itertools
 import multiprocessing
 import operator
 import os
@@ -126,38 +128,28 @@ def associated_data(heads: pa.Array, columns: pa.Array, record_ids: pa.Array, ro
 
 def seal_arrays(keys: bytes, prefixes: bytes, prefix_bytes: int, positions: pa.Array, values: pa.Array,
                 aad: tuple[pa.Array, pa.Array, pa.Array, pa.Array]) -> pa.Array:
-    """:func:`seal` in batches, from and to Arrow arrays (``keys``, ``prefixes``: fixed-width, joined;
+    """:func:`seal` of one batch, from and to Arrow arrays (``keys``, ``prefixes``: fixed-width, joined;
     ``aad``: the arguments of :func:`associated_data`)."""
-    key_list, prefix_list, aads = _split(keys, KEY_BYTES), _split(prefixes, prefix_bytes), associated_data(*aad)
-    sealed: list[pa.Array] = []
+    key_list, prefix_list = _split(keys, KEY_BYTES), _split(prefixes, prefix_bytes)
     with KeyChunks(key_list) as chunks:
-        for lo in range(0, len(values), CHUNK_VALUES):
-            n = min(CHUNK_VALUES, len(values) - lo)
-            sealed.append(pa.array(seal(key_list, prefix_list, positions.slice(lo, n).to_pylist(), random_nonces(n),
-                                        values.slice(lo, n).to_pylist(), aads.slice(lo, n).to_pylist(), chunks), pa.binary()))
-    return _concat(sealed)
+        return _binary(seal(key_list, prefix_list, positions.to_pylist(), random_nonces(len(values)), values.to_pylist(),
+                            associated_data(*aad).to_pylist(), chunks))
 
 
 def open_arrays(keys: bytes, positions: pa.Array, nonces: pa.Array, bodies: pa.Array,
                 aad: tuple[pa.Array, pa.Array, pa.Array, pa.Array]) -> pa.Array:
-    """:func:`open_` in batches, from and to Arrow arrays; :class:`Failed` counts from the first value."""
-    key_list, aads = _split(keys, KEY_BYTES), associated_data(*aad)
-    opened: list[pa.Array] = []
+    """:func:`open_` of one batch, from and to Arrow arrays; :class:`Failed` counts from its first value."""
+    key_list = _split(keys, KEY_BYTES)
     with KeyChunks(key_list) as chunks:
-        for lo in range(0, len(bodies), CHUNK_VALUES):
-            n = min(CHUNK_VALUES, len(bodies) - lo)
-            try:
-                opened.append(pa.array(open_(positions.slice(lo, n).to_pylist(), nonces.slice(lo, n).to_pylist(),
-                                             bodies.slice(lo, n).to_pylist(), aads.slice(lo, n).to_pylist(), chunks),
-                                       pa.binary()))
-            except Failed as failed:
-                raise Failed(lo + failed.value) from None
-    return _concat(opened)
+        return _binary(open_(positions.to_pylist(), nonces.to_pylist(), bodies.to_pylist(),
+                             associated_data(*aad).to_pylist(), chunks))
 
 
-def _concat(batches: list[pa.Array]) -> pa.Array:
-    # Arrow per batch: a list of millions of small bytes objects costs ~3x the bytes (and then a copy).
-    return pa.concat_arrays(batches) if batches else pa.array([], pa.binary())
+def _binary(values: list[bytes]) -> pa.Array:
+    """Arrow from bytes objects, built from its buffers: ``pa.array`` imports pandas (~1.7 s on a worker's
+    first batch)."""
+    offsets = array.array("q", itertools.accumulate(map(len, values), initial=0))
+    return pa.Array.from_buffers(pa.large_binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
 def _split(joined: bytes, width: int) -> list[bytes]:

@@ -12,9 +12,9 @@ column, record id), never what (the value). Null stays null. Values are encrypte
 
 **Speed.** Per pass the key store is asked once for every owner's key (one DuckDB query, each key
 unwrapped once). Values go row-major (a record's values one after another under its key, while its
-AES state is in the CPU cache) in batches of ``sharing.CHUNK_VALUES``, with one AESGCM object per key of the
+AES state is in the CPU cache) in batches of ``aes_worker.CHUNK_VALUES``, with one AESGCM object per key of the
 batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces come from one
-``os.urandom`` call per batch, associated data from Polars, and the AES-GCM calls run through
+``os.urandom`` call per batch, associated data from Polars (in the worker, from pyarrow), and the AES-GCM calls run through
 ``map(AESGCM.encrypt, ...)``: no Python bytecode per value. ``cryptography`` holds the GIL, so a large
 call shares its batches with a worker process (:mod:`.aes_worker`) on the second core: the worker takes
 them from the first, this process from the last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.bench``
@@ -122,7 +122,8 @@ def _encrypt(
 
     Passes overlap: while the worker seals one pass's batches, this process resolves the keys of the next
     and queues its batches behind them, runs ``meanwhile``, then joins in from the last batch
-    (:mod:`.sharing`), so the worker is never idle waiting for keys.
+    (:mod:`.sharing`), so the worker does not wait while keys are fetched. (Later nights encrypt only
+    the changed rows, pass by pass without this overlap, and decryption is not overlapped either.)
     """
     names, bound_as = names or {}, bound_as or table
     _check_names(bound_as, [names.get(c, c) for c in columns])
@@ -176,7 +177,7 @@ class _SealPass:
         return work
 
     def send(self, lo: int, hi: int) -> Future[pa.Array] | None:
-        """Values ``lo`` to ``hi`` to the worker, with only the keys they use."""
+        """Values ``lo`` to ``hi`` to the worker, with the keys from the first to the last they use."""
         positions = self.key_of_value.slice(lo, hi - lo)
         first, last = int(positions.min()), int(positions.max()) + 1  # type: ignore[arg-type]
         return aes_worker.submit(
@@ -295,7 +296,8 @@ class _Flat:
         """What :func:`aes_worker.associated_data` needs for values ``lo`` to ``hi``: only their rows' ids."""
         rows = self.rows.slice(lo, hi - lo)
         first, last = int(rows.min()), int(rows.max()) + 1  # type: ignore[arg-type]
-        return (heads.cast(pl.Binary).to_arrow(), self.cols.slice(lo, hi - lo).to_arrow(),
+        # Cast, so the slice is copied: pickling an Arrow view of a numeric column sends its whole buffer.
+        return (heads.cast(pl.Binary).to_arrow(), self.cols.slice(lo, hi - lo).cast(pl.UInt16).to_arrow(),
                 record_ids.slice(first, last - first).cast(pl.Binary).to_arrow(), (rows - first).to_arrow())
 
     def aad_series(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> pl.Series:

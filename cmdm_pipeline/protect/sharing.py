@@ -1,8 +1,8 @@
 """The batches of one AES call, shared between this process and the worker process without a fixed split.
 
 Every batch is queued for the worker, first to last. This process does batches from the last, taking
-each back from the queue (``Future.cancel``) until it meets one the worker has begun; the worker has all
-the earlier ones, as it takes them in order. The two meet wherever their speeds put them, so there is no
+each back from the queue (``Future.cancel``) until it meets one handed to the worker (the executor hands
+over up to two ahead of the one running); the worker has all the earlier ones, as it takes them in order. The two meet wherever their speeds put them, so there is no
 share to tune per machine, and this process may first do other work (the next pass's keys, a first
 night's digests) and join in later. A batch the worker could not do (it died, or never started) is done
 here instead.
@@ -19,8 +19,6 @@ import pyarrow as pa
 
 from cmdm_pipeline.protect import aes_worker
 
-CHUNK_VALUES = aes_worker.CHUNK_VALUES
-
 
 @dataclass(frozen=True)
 class Batch:
@@ -30,20 +28,25 @@ class Batch:
 
 
 def queue(count: int, send: Callable[[int, int], Future[pa.Array] | None]) -> list[Batch]:
-    """Values ``0..count`` in batches of ``CHUNK_VALUES``, each sent to the worker by ``send(lo, hi)``;
-    none when the call is too small to be worth it, or there is no worker."""
-    batches, worker = [], count >= aes_worker.WORKER_MIN_VALUES
-    for lo in range(0, count, CHUNK_VALUES):
-        hi = min(lo + CHUNK_VALUES, count)
-        queued = send(lo, hi) if worker else None
-        worker = queued is not None
-        batches.append(Batch(lo, hi, queued))
+    """Values ``0..count`` in batches of ``aes_worker.CHUNK_VALUES``, each sent to the worker by
+    ``send(lo, hi)``; none when the call is too small to be worth it, or there is no worker."""
+    batches: list[Batch] = []
+    worker, size = count >= aes_worker.WORKER_MIN_VALUES, aes_worker.CHUNK_VALUES
+    try:
+        for lo in range(0, count, size):
+            hi = min(lo + size, count)
+            queued = send(lo, hi) if worker else None
+            worker = queued is not None
+            batches.append(Batch(lo, hi, queued))
+    except BaseException:
+        cancel(batches)
+        raise
     return batches
 
 
 def gather(batches: list[Batch], here: Callable[[int, int], pl.Series]) -> pl.Series:
     """The results of all ``batches`` in order: this process does ``here(lo, hi)`` from the last batch
-    until it meets one the worker has begun, then collects the worker's. A value that does not decrypt
+    until it meets one handed to the worker, then collects the worker's. A value that does not decrypt
     raises :class:`aes_worker.Failed`, counted from the first value of the call."""
     done: list[pl.Series | None] = [None] * len(batches)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -10,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cmdm_pipeline.protect import aes_worker, sharing
+from cmdm_pipeline.protect import aes_worker
 from cmdm_pipeline.protect.crypto import decrypt_frame, encrypt_frame
 from cmdm_pipeline.protect.keys import DecryptionError, init_key_file, read_key_file
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner
@@ -26,20 +27,21 @@ FRAME = pl.DataFrame({
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KeyStore:
-    monkeypatch.setattr(sharing, "CHUNK_VALUES", 25)
+    monkeypatch.setattr(aes_worker, "CHUNK_VALUES", 25)
     monkeypatch.setattr(aes_worker, "WORKER_MIN_VALUES", 100)
     key_file = tmp_path / "keys" / "dev.kek.json"
     init_key_file(key_file)
     return KeyStore(tmp_path / "keys" / "keystore.duckdb", read_key_file(key_file))
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
 def test_both_processes_take_batches_and_the_result_is_the_same(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
     here: list[int] = []
     seal, open_ = aes_worker.seal, aes_worker.open_
 
     # This process takes 0.05 s a batch (the worker imports its own, unpatched module), and the worker is
-    # kept busy for 0.5 s when a call begins: this process then does the last batches (about ten of the
-    # 40) before the worker is free, and the worker the first ones while this process is still on its way.
+    # kept busy for 0.5 s when a call begins: this process does the last batches until the worker is free,
+    # and the worker the first ones while this process is still on its way.
     def slow(work):  # type: ignore[no-untyped-def]
         def run(*args):  # type: ignore[no-untyped-def]
             here.append(len(args[-2]))

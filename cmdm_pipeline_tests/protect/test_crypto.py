@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmdm_pipeline.protect import crypto, sharing
+from cmdm_pipeline.protect import aes_worker, crypto
 from cmdm_pipeline.protect.blind_index import blind_index, normalise
 from cmdm_pipeline.protect.crypto import (
     OVERHEAD,
@@ -89,7 +89,7 @@ def test_column_functions_round_trip(store: KeyStore) -> None:
 
 
 def test_batches_sharing_keys(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sharing, "CHUNK_VALUES", 3)  # owners straddle batch boundaries
+    monkeypatch.setattr(aes_worker, "CHUNK_VALUES", 3)  # owners straddle batch boundaries
     frame = pl.DataFrame({"record": [f"r{i}" for i in range(10)], "email": [f"{i}@example.org" for i in range(10)],
                           "note": [None, "x", None, "é", "", None, "y", "z", None, "w"],
                           "owner": ["a", "b", "a", "c", "a", "b", "d", "d", "d", "a"]})
@@ -298,3 +298,12 @@ def test_blind_indexes_survive_rotation(store: KeyStore) -> None:
 def test_unreadable_phones_and_empty_ids_get_no_index() -> None:
     assert normalise(pl.Series(["12", None]), "phone", "GB").to_list() == [None, None]
     assert normalise(pl.Series([" - ", "x-1"]), "national_id").to_list() == [None, "X1"]
+
+
+def test_the_worker_builds_the_same_associated_data_as_this_process() -> None:
+    frame = pl.DataFrame({"a": [b"x", None, b"y", b"z", None], "b": [b"1", b"2", None, b"3", b"4"]})
+    flat = crypto._Flat.of(frame)
+    heads = crypto._aad_heads("golden_customers", ["a", "b"], {"b": "email"})
+    ids = pl.Series(["M1", "M2", "Mé|3", "M4", "M5"])
+    for lo, hi in [(0, 7), (2, 5), (3, 4), (5, 7)]:  # slices that start and end inside a row
+        assert aes_worker.associated_data(*flat.aad_parts(heads, ids, lo, hi)).to_pylist() == flat.aads(heads, ids, lo, hi)

@@ -14,7 +14,7 @@ from cmdm_pipeline.protect import aes_worker, sharing
 
 def queued(count: int, begun: int, monkeypatch: pytest.MonkeyPatch) -> list[sharing.Batch]:
     """``count`` values in batches of 10, all queued; the worker has begun the first ``begun`` batches."""
-    monkeypatch.setattr(sharing, "CHUNK_VALUES", 10)
+    monkeypatch.setattr(aes_worker, "CHUNK_VALUES", 10)
     monkeypatch.setattr(aes_worker, "WORKER_MIN_VALUES", 1)
     futures: list[Future[pa.Array]] = []
 
@@ -61,11 +61,12 @@ def test_a_batch_the_worker_could_not_do_is_done_here(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("where", ["worker", "here"])
 def test_a_value_that_does_not_decrypt_is_counted_from_the_first_value(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    batches = queued(30, begun=1 if where == "worker" else 0, monkeypatch=monkeypatch)
+    batches = queued(30, begun=2 if where == "worker" else 0, monkeypatch=monkeypatch)
     if where == "worker":
-        assert batches[0].queued is not None
-        batches[0].queued.set_exception(aes_worker.Failed(3))
-        failing_lo, expected = 0, 3
+        assert batches[0].queued is not None and batches[1].queued is not None
+        batches[0].queued.set_result(work(0, 10).to_arrow())
+        batches[1].queued.set_exception(aes_worker.Failed(3))
+        failing_lo, expected = -1, 13
     else:
         failing_lo, expected = 20, 27
 
@@ -78,6 +79,22 @@ def test_a_value_that_does_not_decrypt_is_counted_from_the_first_value(where: st
         sharing.gather(batches, here)
     assert failed.value.value == expected
     assert all(b.queued.done() for b in batches if b.queued)  # nothing left queued for nobody
+
+
+def test_batches_sent_before_an_error_are_taken_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aes_worker, "CHUNK_VALUES", 10)
+    monkeypatch.setattr(aes_worker, "WORKER_MIN_VALUES", 1)
+    sent: list[Future[pa.Array]] = []
+
+    def send(lo: int, hi: int) -> Future[pa.Array]:
+        if lo == 20:
+            raise RuntimeError("cannot send")
+        sent.append(Future())
+        return sent[-1]
+
+    with pytest.raises(RuntimeError):
+        sharing.queue(40, send)
+    assert len(sent) == 2 and all(future.cancelled() for future in sent)
 
 
 def test_a_small_call_is_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
