@@ -178,11 +178,10 @@ class _SealPass:
 
     def send(self, lo: int, hi: int) -> Future[pa.Array] | None:
         """Values ``lo`` to ``hi`` to the worker, with the keys from the first to the last they use."""
-        positions = self.key_of_value.slice(lo, hi - lo)
-        first, last = int(positions.min()), int(positions.max()) + 1  # type: ignore[arg-type]
+        used, positions = _window(self.key_of_value.slice(lo, hi - lo))
         return aes_worker.submit(
-            aes_worker.seal_arrays, b"".join(self.keys[first:last]), b"".join(self.prefixes[first:last]),
-            len(_VERSION) + DATA_KEY_ID_BYTES, (positions - first).to_arrow(),
+            aes_worker.seal_arrays, b"".join(self.keys[used]), b"".join(self.prefixes[used]),
+            len(_VERSION) + DATA_KEY_ID_BYTES, positions,
             self.flat.values.slice(lo, hi - lo).to_arrow(), self.flat.aad_parts(self.heads, self.record_ids, lo, hi),
         )
 
@@ -246,10 +245,9 @@ def _decrypt(
                              dtype=pl.Binary)
 
         def send(lo: int, hi: int) -> Future[pa.Array] | None:
-            blobs, positions = flat.values.slice(lo, hi - lo), key_of_value.slice(lo, hi - lo)
-            first, last = int(positions.min()), int(positions.max()) + 1  # type: ignore[arg-type]
+            blobs, (used, positions) = flat.values.slice(lo, hi - lo), _window(key_of_value.slice(lo, hi - lo))
             return aes_worker.submit(
-                aes_worker.open_arrays, b"".join(data_keys.keys[first:last]), (positions - first).to_arrow(),
+                aes_worker.open_arrays, b"".join(data_keys.keys[used]), positions,
                 blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_arrow(), blobs.bin.slice(_BODY_AT).to_arrow(),
                 flat.aad_parts(heads, record_ids, lo, hi),
             )
@@ -290,19 +288,15 @@ class _Flat:
 
     def aads(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> list[bytes]:
         """``<table>|<column>|<record id>`` of values ``lo`` to ``hi``."""
-        return self.aad_series(heads, record_ids, lo, hi).to_list()
+        column = heads.gather(self.cols.slice(lo, hi - lo))
+        return (column + record_ids.gather(self.rows.slice(lo, hi - lo))).cast(pl.Binary).to_list()
 
     def aad_parts(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> tuple[pa.Array, ...]:
         """What :func:`aes_worker.associated_data` needs for values ``lo`` to ``hi``: only their rows' ids."""
-        rows = self.rows.slice(lo, hi - lo)
-        first, last = int(rows.min()), int(rows.max()) + 1  # type: ignore[arg-type]
+        used, rows = _window(self.rows.slice(lo, hi - lo))
         # Cast, so the slice is copied: pickling an Arrow view of a numeric column sends its whole buffer.
         return (heads.cast(pl.Binary).to_arrow(), self.cols.slice(lo, hi - lo).cast(pl.UInt16).to_arrow(),
-                record_ids.slice(first, last - first).cast(pl.Binary).to_arrow(), (rows - first).to_arrow())
-
-    def aad_series(self, heads: pl.Series, record_ids: pl.Series, lo: int, hi: int) -> pl.Series:
-        column = heads.gather(self.cols.slice(lo, hi - lo))
-        return (column + record_ids.gather(self.rows.slice(lo, hi - lo))).cast(pl.Binary)
+                record_ids[used].cast(pl.Binary).to_arrow(), rows)
 
     def where(self, value: int, table: str, columns: Sequence[str], names: dict[str, str], record_ids: pl.Series) -> str:
         column = columns[self.cols[value]]
@@ -325,6 +319,13 @@ class _Flat:
             values.gather(expand(positions.filter(self.cols == j), mask)).alias(column)
             for j, (column, mask) in enumerate(zip(columns, self.present, strict=True))
         ]
+
+
+def _window(positions: pl.Series) -> tuple[slice, pa.Array]:
+    """Which entries (keys, record ids) a batch uses, first to last, and its positions counted from the first:
+    only those cross the pipe to the worker."""
+    first = int(positions.min())  # type: ignore[arg-type]
+    return slice(first, int(positions.max()) + 1), (positions - first).to_arrow()  # type: ignore[arg-type]
 
 
 def _aad_heads(table: str, columns: Sequence[str], names: dict[str, str]) -> pl.Series:

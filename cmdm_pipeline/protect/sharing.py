@@ -2,9 +2,9 @@
 
 Every batch is queued for the worker, first to last. This process does batches from the last, taking
 each back from the queue (``Future.cancel``) until it meets one handed to the worker (the executor hands
-over up to two ahead of the one running); the worker has all the earlier ones, as it takes them in order. The two meet wherever their speeds put them, so there is no
-share to tune per machine, and this process may first do other work (the next pass's keys, a first
-night's digests) and join in later. A batch the worker could not do (it died, or never started) is done
+over up to two ahead of the one running); the worker has all the earlier ones, as it takes them in
+order. The two meet wherever their speeds put them, so there is no share to tune per machine, and this
+process may first do other work (the next pass's keys, a first night's digests) and join in later. A batch the worker could not do (it died, or never started) is done
 here instead.
 """
 
