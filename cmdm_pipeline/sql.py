@@ -15,7 +15,7 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 @cache
 def load_sql(name: str) -> str:
-    """The statement in ``sql/<name>.sql``, e.g. ``load_sql("warehouse/replace_table")``."""
+    """The statement in ``sql/<name>.sql``, e.g. ``load_sql("warehouse/insert_rows")``."""
     path = SQL_DIR / f"{name}.sql"
     if not path.is_file():
         raise FileNotFoundError(f"no SQL statement {name!r} at {path}")

@@ -54,7 +54,7 @@ from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import statement
-from cmdm_pipeline.warehouse import Warehouse
+from cmdm_pipeline.warehouse import Warehouse, create_table
 
 STANDARDISED, XREF, ID_LINEAGE = "standardised_customers", "customer_xref", "master_id_lineage"
 CONSENT_HISTORY, CONSENT_QUARANTINE = "consent_history", "consent_quarantine"
@@ -372,7 +372,7 @@ def _deletions(table: str, columns: set[str]) -> list[tuple[str, dict[str, str]]
 def _append(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, key: str) -> None:
     staged = f"__cmdm_appended_{name}"
     con.register(staged, frame.to_arrow())
-    con.execute(statement("warehouse/create_run_table", table=name, staged=staged))
+    create_table(con, name, staged, replace=False)
     con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
     con.unregister(staged)
 
@@ -380,7 +380,8 @@ def _append(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, key:
 def _replace(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
     staged = f"__cmdm_staged_{name}"
     con.register(staged, frame.to_arrow())
-    con.execute(statement("warehouse/replace_table", table=name, staged=staged))
+    create_table(con, name, staged)
+    con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
     con.unregister(staged)
 
 
