@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import itertools
+import logging
 import multiprocessing
 import operator
 import os
@@ -26,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 KEY_BYTES = 32
@@ -169,13 +172,17 @@ def submit(function, *args) -> Future | None:  # type: ignore[no-untyped-def, ty
             # spawn, not fork: the pipeline runs threads (Dagster, DuckDB) that a fork would copy mid-lock.
             _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         return _POOL.submit(function, *args)
-    except Exception:  # noqa: BLE001 - no worker (e.g. a broken pool): the caller does the work itself
-        forget_worker()
+    except Exception as error:  # noqa: BLE001 - no worker (e.g. a broken pool): the caller does the work itself
+        forget_worker(error)
         return None
 
 
-def forget_worker() -> None:
+def forget_worker(error: BaseException) -> None:
+    """Drop a worker that failed (its pending batches are cancelled: callers do them themselves); the next
+    :func:`submit` starts a new one. Logged once per worker, naming the error's type only (no values)."""
     global _POOL
     if _POOL is not None:
+        log.warning("the AES worker process failed (%s): this process does its batches, more slowly, until a new "
+                    "worker starts", type(error).__name__)
         _POOL.shutdown(wait=False, cancel_futures=True)
     _POOL = None

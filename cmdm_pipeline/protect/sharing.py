@@ -82,6 +82,6 @@ def _from_worker(batch: Batch, here: Callable[[int, int], pl.Series]) -> pl.Seri
         return pl.Series(pl.from_arrow(batch.queued.result())).cast(pl.Binary)
     except aes_worker.Failed as failed:
         raise aes_worker.Failed(batch.lo + failed.value) from None
-    except Exception:  # noqa: BLE001 - the worker died or could not run: do its batch here
-        aes_worker.forget_worker()
+    except Exception as error:  # noqa: BLE001 - the worker died or could not run: do its batch here
+        aes_worker.forget_worker(error)
         return _here(batch, here)

@@ -81,3 +81,19 @@ def test_a_dead_worker_leaves_the_work_to_this_process(store: KeyStore, monkeypa
     monkeypatch.setattr(aes_worker, "submit", broken)
     sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
     assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
+def test_a_worker_that_dies_is_logged_once_and_the_next_call_starts_a_new_one(
+    store: KeyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    dying = aes_worker.submit(os._exit, 1)
+    assert dying is not None
+    with pytest.raises(BrokenProcessPool):
+        dying.result()
+    sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
+    assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
+    warnings = [r.getMessage() for r in caplog.records if r.name == aes_worker.__name__]
+    assert len(warnings) == 1 and "BrokenProcessPool" in warnings[0], warnings
+    again = aes_worker.submit(aes_worker.random_nonces, 2)
+    assert again is not None and len(again.result()) == 2
