@@ -19,7 +19,7 @@ batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces co
 call shares its batches with a worker process (:mod:`.aes_worker`) on the second core: the worker takes
 them from the first, this process from the last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.bench``
 prints the figures). Large tables go ``ROWS_PER_PASS`` rows at a time, and each batch becomes Arrow as it
-is made, so the working copies stay a fraction of the table; while the worker seals one pass, this process
+is made, so the working copies stay a fraction of the table; while the worker seals or opens one pass, this process
 resolves the next pass's keys. Use the ``*_frame`` functions
 for tables with several PII columns: keys are resolved once for all of them. Record ids must be
 unique within a call, or two rows could swap values unnoticed (for a history table, use the master id
@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -110,7 +110,7 @@ def _by_rows(frame: pl.DataFrame, work: Callable[[pl.DataFrame], pl.DataFrame]) 
     unstacked) then take a fraction of the memory a whole large table's would."""
     if frame.height <= ROWS_PER_PASS:
         return work(frame)
-    return pl.concat([work(frame.slice(lo, ROWS_PER_PASS)) for lo in range(0, frame.height, ROWS_PER_PASS)])
+    return pl.concat([work(rows) for rows in _passes(frame)])
 
 
 def _encrypt(
@@ -120,33 +120,57 @@ def _encrypt(
 ) -> tuple[pl.DataFrame, list[T]]:
     """:func:`encrypt_frame` ``ROWS_PER_PASS`` rows at a time, plus ``meanwhile(rows)`` of each pass.
 
-    Passes overlap: while the worker seals one pass's batches, this process resolves the keys of the next
-    and queues its batches behind them, runs ``meanwhile``, then joins in from the last batch
-    (:mod:`.sharing`), so the worker does not wait while keys are fetched. (Later nights encrypt only
-    the changed rows, pass by pass without this overlap, and decryption is not overlapped either.)
+    Passes overlap (:func:`_overlapped`), and ``meanwhile`` runs while the worker seals. (Later nights
+    encrypt only the changed rows, pass by pass without this overlap.)
     """
     names, bound_as = names or {}, bound_as or table
     _check_names(bound_as, [names.get(c, c) for c in columns])
     if frame.is_empty():
         empty = frame.with_columns(pl.col(c).cast(pl.String).cast(pl.Binary) for c in columns)
         return empty, [meanwhile(frame)] if meanwhile else []
-    parts = [frame.slice(lo, ROWS_PER_PASS) for lo in range(0, frame.height, ROWS_PER_PASS)]
     heads = _aad_heads(bound_as, columns, names)
-    sealed, extras = [], []
-    current = ahead = _SealPass.start(parts[0], columns, owner, record_id, keys, heads)
+    return _overlapped(
+        _passes(frame), lambda rows: _SealPass.start(rows, columns, owner, record_id, keys, heads),
+        lambda work: work.finish(columns), meanwhile,
+    )
+
+
+class _Pass(Protocol):
+    batches: list[sharing.Batch]
+
+
+P = TypeVar("P", bound=_Pass)
+
+
+def _passes(frame: pl.DataFrame) -> list[pl.DataFrame]:
+    return [frame.slice(lo, ROWS_PER_PASS) for lo in range(0, frame.height, ROWS_PER_PASS)]
+
+
+def _overlapped(
+    parts: list[pl.DataFrame], start: Callable[[pl.DataFrame], P], finish: Callable[[P], pl.DataFrame],
+    meanwhile: Callable[[pl.DataFrame], T] | None = None,
+) -> tuple[pl.DataFrame, list[T]]:
+    """``finish(start(part))`` of every part, concatenated, plus ``meanwhile(part)`` of each.
+
+    Each part is started (keys resolved, batches queued for the worker) before the one ahead of it is
+    finished (this process joins in from its last batch), so the worker does not wait while this process
+    prepares a pass. Only two passes are alive at once.
+    """
+    done, extras = [], []
+    current = ahead = start(parts[0])
     try:
         for i, part in enumerate(parts):
-            ahead = _SealPass.start(parts[i + 1], columns, owner, record_id, keys, heads) if i + 1 < len(parts) else None
+            ahead = start(parts[i + 1]) if i + 1 < len(parts) else None
             if meanwhile:
                 extras.append(meanwhile(part))
-            sealed.append(current.finish(columns))
+            done.append(finish(current))
             current = ahead  # the finished pass's working copies go
     except BaseException:
         for queued in (current, ahead):
             if queued is not None:
                 sharing.cancel(queued.batches)
         raise
-    return (sealed[0] if len(sealed) == 1 else pl.concat(sealed)), extras
+    return (done[0] if len(done) == 1 else pl.concat(done)), extras
 
 
 @dataclass
@@ -210,57 +234,79 @@ def decrypt_frame(
     if frame.is_empty():
         return frame.with_columns(pl.col(c).cast(dtypes.get(c, pl.String())) for c in columns)
     _record_ids(frame, record_id)
-    return _by_rows(frame, lambda rows: _decrypt(rows, columns, table, record_id, keys, dtypes, destroyed, names,
-                                                 bound_as or table))
+    opened, _ = _overlapped(
+        _passes(frame),
+        lambda rows: _OpenPass.start(rows, columns, table, record_id, keys, destroyed, names, bound_as or table),
+        lambda work: work.finish(columns, dtypes),
+    )
+    return opened
 
 
-def _decrypt(
-    frame: pl.DataFrame, columns: Sequence[str], table: str, record_id: str | pl.Expr, keys: KeyStore,
-    dtypes: dict[str, pl.DataType], destroyed: OnDestroyed, names: dict[str, str], bound_as: str,
-) -> pl.DataFrame:
-    record_ids = _ids(frame, record_id)
-    for c in columns:
-        _check_format(frame[c], table, names.get(c, c), record_ids)
-    flat = _Flat.of(frame.select(columns))
-    data_keys, gone = keys.keys_by_id(flat.values.bin.slice(1, DATA_KEY_ID_BYTES))
-    shredded = data_keys.index.is_null()
-    if shredded.any():
-        if destroyed == "raise":
-            where = int(shredded.arg_max())  # type: ignore[arg-type]
-            key_id = flat.values[where][1:_NONCE_AT]
-            raise DecryptionError(
-                f"cannot decrypt {flat.where(where, table, columns, names, record_ids)}: its data key "
-                f"{key_id.hex()} was destroyed on {gone[key_id]:%Y-%m-%d %H:%M} UTC (crypto-shredded)"
-            )
-        flat = flat.without(shredded)
-    key_of_value = data_keys.index.filter(~shredded)
-    heads = _aad_heads(bound_as, columns, names)
+@dataclass
+class _OpenPass:
+    """One pass of :func:`decrypt_frame`: its ciphertexts and keys, its batches queued for the worker."""
 
-    with aes_worker.KeyChunks(data_keys.keys) as chunks:
-        def here(lo: int, hi: int) -> pl.Series:
-            blobs = flat.values.slice(lo, hi - lo)
-            nonces, bodies = blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_list(), blobs.bin.slice(_BODY_AT).to_list()
-            positions = key_of_value.slice(lo, hi - lo).to_list()
-            return pl.Series(aes_worker.open_(positions, nonces, bodies, flat.aads(heads, record_ids, lo, hi), chunks),
-                             dtype=pl.Binary)
+    frame: pl.DataFrame
+    flat: _Flat
+    keys: list[bytes]
+    key_of_value: pl.Series
+    record_ids: pl.Series
+    heads: pl.Series
+    where: Callable[[int], str]  # the table, column and record of a value, for errors
+    batches: list[sharing.Batch] = field(default_factory=list)
 
-        def send(lo: int, hi: int) -> Future[pa.Array] | None:
-            blobs, (used, positions) = flat.values.slice(lo, hi - lo), _window(key_of_value.slice(lo, hi - lo))
-            return aes_worker.submit(
-                aes_worker.open_arrays, b"".join(data_keys.keys[used]), positions,
-                blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_arrow(), blobs.bin.slice(_BODY_AT).to_arrow(),
-                flat.aad_parts(heads, record_ids, lo, hi),
-            )
+    @classmethod
+    def start(
+        cls, frame: pl.DataFrame, columns: Sequence[str], table: str, record_id: str | pl.Expr, keys: KeyStore,
+        destroyed: OnDestroyed, names: dict[str, str], bound_as: str,
+    ) -> _OpenPass:
+        record_ids = _ids(frame, record_id)
+        for c in columns:
+            _check_format(frame[c], table, names.get(c, c), record_ids)
+        flat = _Flat.of(frame.select(columns))
+        data_keys, gone = keys.keys_by_id(flat.values.bin.slice(1, DATA_KEY_ID_BYTES))
+        shredded = data_keys.index.is_null()
+        if shredded.any():
+            if destroyed == "raise":
+                at = int(shredded.arg_max())  # type: ignore[arg-type]
+                key_id = flat.values[at][1:_NONCE_AT]
+                raise DecryptionError(
+                    f"cannot decrypt {flat.where(at, table, columns, names, record_ids)}: its data key "
+                    f"{key_id.hex()} was destroyed on {gone[key_id]:%Y-%m-%d %H:%M} UTC (crypto-shredded)"
+                )
+            flat = flat.without(shredded)
+        work = cls(frame, flat, data_keys.keys, data_keys.index.filter(~shredded), record_ids,
+                   _aad_heads(bound_as, columns, names), lambda at: flat.where(at, table, columns, names, record_ids))
+        work.batches.extend(sharing.queue(flat.values.len(), work.send))
+        return work
 
-        try:
-            plain = sharing.gather(sharing.queue(flat.values.len(), send), here)
-        except aes_worker.Failed as failed:
-            raise DecryptionError(
-                f"cannot decrypt {flat.where(failed.value, table, columns, names, record_ids)}: the ciphertext was "
-                "not made for this table, column and record (moved or altered)"
-            ) from None
-    columns_out = flat.unflatten(plain.cast(pl.String), columns)
-    return frame.with_columns(_typed(series, dtypes.get(series.name)) for series in columns_out)
+    def send(self, lo: int, hi: int) -> Future[pa.Array] | None:
+        blobs, (used, positions) = self.flat.values.slice(lo, hi - lo), _window(self.key_of_value.slice(lo, hi - lo))
+        return aes_worker.submit(
+            aes_worker.open_arrays, b"".join(self.keys[used]), positions,
+            blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_arrow(), blobs.bin.slice(_BODY_AT).to_arrow(),
+            self.flat.aad_parts(self.heads, self.record_ids, lo, hi),
+        )
+
+    def finish(self, columns: Sequence[str], dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+        """This process's batches from the last, then the worker's, back into the frame as plaintext."""
+        with aes_worker.KeyChunks(self.keys) as chunks:
+            def here(lo: int, hi: int) -> pl.Series:
+                blobs = self.flat.values.slice(lo, hi - lo)
+                nonces, bodies = blobs.bin.slice(_NONCE_AT, _BODY_AT - _NONCE_AT).to_list(), blobs.bin.slice(_BODY_AT).to_list()
+                positions = self.key_of_value.slice(lo, hi - lo).to_list()
+                aads = self.flat.aads(self.heads, self.record_ids, lo, hi)
+                return pl.Series(aes_worker.open_(positions, nonces, bodies, aads, chunks), dtype=pl.Binary)
+
+            try:
+                plain = sharing.gather(self.batches, here)
+            except aes_worker.Failed as failed:
+                raise DecryptionError(
+                    f"cannot decrypt {self.where(failed.value)}: the ciphertext was not made for this table, column "
+                    "and record (moved or altered)"
+                ) from None
+        columns_out = self.flat.unflatten(plain.cast(pl.String), columns)
+        return self.frame.with_columns(_typed(series, dtypes.get(series.name)) for series in columns_out)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,12 @@ def test_large_tables_go_in_passes_of_rows(store: KeyStore, monkeypatch: pytest.
     with pytest.raises(ProtectionError, match="record ids must be unique"):
         encrypt_frame(frame.with_columns(pl.when(pl.col("record") == "r9").then(pl.lit("r0")).otherwise("record").alias("record")),
                       ["email"], "t", "owner", "record", store)
+    # A destroyed key in a later pass: named, or its values null while the other passes' stay readable.
+    store.destroy(["d"])
+    with pytest.raises(DecryptionError, match="t.email of record r6: its data key .* was destroyed"):
+        decrypt_frame(first.frame, ["email"], "t", "record", store)
+    opened = decrypt_frame(first.frame, ["email"], "t", "record", store, destroyed="null")
+    assert opened["email"].to_list() == [None if o == "d" else e for o, e in zip(frame["owner"], frame["email"], strict=True)]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
