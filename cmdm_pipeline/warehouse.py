@@ -26,6 +26,12 @@ from cmdm_pipeline.protect.keys import ProtectionError
 from cmdm_pipeline.sql import quote_identifier, statement
 
 
+def write_table(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:
+    """Replace ``table`` with the rows of the registered frame ``staged`` (inside the caller's transaction)."""
+    create_table(con, table, staged)
+    con.execute(statement("warehouse/insert_rows", table=table, staged=staged))
+
+
 def create_table(con: duckdb.DuckDBPyConnection, table: str, like: str, *, replace: bool = True) -> None:
     """An empty ``table`` with the columns of ``like`` (a table or a registered frame), replacing one of that
     name (with ``replace=False``: only if there is none). Its BLOB columns are stored uncompressed."""
@@ -102,8 +108,7 @@ class Warehouse:
                     sealed, types = self._seal(con, name, frame, [f for other, f in shared.items() if self._shares(name, other)])
                     staged = f"__cmdm_staged_{name}"
                     con.register(staged, _arrow(sealed))
-                    create_table(con, name, staged)
-                    con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
+                    write_table(con, name, staged)
                     con.unregister(staged)
                     self._record_types(con, name, types)
                     if versions is not None and name == versions.current:
@@ -142,7 +147,7 @@ class Warehouse:
     def _record_versions(self, con: duckdb.DuckDBPyConnection, versions: Versions, types: dict[str, str]) -> None:
         names = {"history": versions.history, "current": versions.current}
         if versions.history not in _table_names(con):
-            create_table(con, versions.history, versions.current)
+            create_table(con, versions.history, versions.current, replace=False)
             con.execute(statement("warehouse/add_version_columns", history=versions.history))
         kept = dict(con.execute(statement("warehouse/select_columns"), {"table_name": versions.history}).fetchall())
         for column, data_type in con.execute(statement("warehouse/select_columns"), {"table_name": versions.current}).fetchall():

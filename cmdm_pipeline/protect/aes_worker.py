@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import operator
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
@@ -160,29 +161,46 @@ def _split(joined: bytes, width: int) -> list[bytes]:
 
 
 _POOL: ProcessPoolExecutor | None = None
+_POOL_OF: weakref.WeakKeyDictionary[Future, ProcessPoolExecutor] = weakref.WeakKeyDictionary()  # type: ignore[type-arg]
+_FAILURES = 0
+#: Workers that may fail in one process before it stops starting new ones: one killed (say, for memory) is
+#: replaced, one that cannot start stops costing a spawn per call.
+MAX_FAILURES = 3
 
 
 def submit(function, *args) -> Future | None:  # type: ignore[no-untyped-def, type-arg]
     """``function(*args)`` in the worker process, or None when there is no second core or no worker."""
     global _POOL
-    if (os.cpu_count() or 1) < 2:
+    if (os.cpu_count() or 1) < 2 or _FAILURES >= MAX_FAILURES:
         return None
     try:
         if _POOL is None:
             # spawn, not fork: the pipeline runs threads (Dagster, DuckDB) that a fork would copy mid-lock.
             _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return _POOL.submit(function, *args)
+        future = _POOL.submit(function, *args)
     except Exception as error:  # noqa: BLE001 - no worker (e.g. a broken pool): the caller does the work itself
-        forget_worker(error)
+        _drop_worker(error)
         return None
+    _POOL_OF[future] = _POOL
+    return future
 
 
-def forget_worker(error: BaseException) -> None:
-    """Drop a worker that failed (its pending batches are cancelled: callers do them themselves); the next
-    :func:`submit` starts a new one. Logged once per worker, naming the error's type only (no values)."""
-    global _POOL
+def worker_failed(error: BaseException, future: Future) -> None:  # type: ignore[type-arg]
+    """The worker could not run the batch sent as ``future``: drop that worker (its pending batches are
+    cancelled: callers do them themselves) and the next :func:`submit` starts a new one. A failure of a
+    worker already replaced (a batch of an earlier pass, reported late) changes nothing."""
+    pool = _POOL_OF.get(future)
+    if pool is not None and pool is _POOL:
+        _drop_worker(error)
+
+
+def _drop_worker(error: BaseException) -> None:
+    global _POOL, _FAILURES
+    _FAILURES += 1
+    last = _FAILURES >= MAX_FAILURES
+    # The error's type only: a message could quote values.
+    log.warning("the AES worker process failed (%s): this process does its batches, more slowly, %s",
+                type(error).__name__, "from now on" if last else "until a new worker starts")
     if _POOL is not None:
-        log.warning("the AES worker process failed (%s): this process does its batches, more slowly, until a new "
-                    "worker starts", type(error).__name__)
         _POOL.shutdown(wait=False, cancel_futures=True)
     _POOL = None

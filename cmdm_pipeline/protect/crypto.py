@@ -12,18 +12,18 @@ column, record id), never what (the value). Null stays null. Values are encrypte
 
 **Speed.** Per pass the key store is asked once for every owner's key (one DuckDB query, each key
 unwrapped once). Values go row-major (a record's values one after another under its key, while its
-AES state is in the CPU cache) in batches of ``aes_worker.CHUNK_VALUES``, with one AESGCM object per key of the
-batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces come from one
-``os.urandom`` call per batch, associated data from Polars (in the worker, from pyarrow), and the AES-GCM calls run through
-``map(AESGCM.encrypt, ...)``: no Python bytecode per value. ``cryptography`` holds the GIL, so a large
-call shares its batches with a worker process (:mod:`.aes_worker`) on the second core: the worker takes
-them from the first, this process from the last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.bench``
-prints the figures). Large tables go ``ROWS_PER_PASS`` rows at a time, and each batch becomes Arrow as it
-is made, so the working copies stay a fraction of the table; while the worker seals or opens one pass, this process
-resolves the next pass's keys. Use the ``*_frame`` functions
-for tables with several PII columns: keys are resolved once for all of them. Record ids must be
-unique within a call, or two rows could swap values unnoticed (for a history table, use the master id
-*and* the version, e.g. ``valid_from``).
+AES state is in the CPU cache) in batches of ``aes_worker.CHUNK_VALUES``, with one AESGCM object per
+key of the batch (each holds ~2.4 KB of OpenSSL state, so not a million at once). Nonces come from
+one ``os.urandom`` call per batch, associated data from Polars (in the worker, from pyarrow), and the
+AES-GCM calls run through ``map(AESGCM.encrypt, ...)``: no Python bytecode per value.
+``cryptography`` holds the GIL, so a large call shares its batches with a worker process
+(:mod:`.aes_worker`) on the second core: the worker takes them from the first, this process from the
+last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.bench`` prints the figures). Large tables go
+``ROWS_PER_PASS`` rows at a time, and each batch becomes Arrow as it is made, so the working copies
+stay a fraction of the table; while the worker seals or opens one pass, this process resolves the
+next pass's keys. Use the ``*_frame`` functions for tables with several PII columns: keys are
+resolved once for all of them. Record ids must be unique within a call, or two rows could swap values
+unnoticed (for a history table, use the master id *and* the version, e.g. ``valid_from``).
 
 **Nights without change.** :func:`encrypt_changed` carries last night's ciphertext over for rows whose
 keyed digest (owner + PII values, see :mod:`.blind_index`) did not change, and encrypts only the rest.

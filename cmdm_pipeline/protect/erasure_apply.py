@@ -54,7 +54,7 @@ from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import statement
-from cmdm_pipeline.warehouse import Warehouse, create_table
+from cmdm_pipeline.warehouse import Warehouse, create_table, write_table
 
 STANDARDISED, XREF, ID_LINEAGE = "standardised_customers", "customer_xref", "master_id_lineage"
 CONSENT_HISTORY, CONSENT_QUARANTINE = "consent_history", "consent_quarantine"
@@ -380,8 +380,7 @@ def _append(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, key:
 def _replace(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
     staged = f"__cmdm_staged_{name}"
     con.register(staged, frame.to_arrow())
-    create_table(con, name, staged)
-    con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
+    write_table(con, name, staged)
     con.unregister(staged)
 
 

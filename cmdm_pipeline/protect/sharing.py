@@ -83,5 +83,5 @@ def _from_worker(batch: Batch, here: Callable[[int, int], pl.Series]) -> pl.Seri
     except aes_worker.Failed as failed:
         raise aes_worker.Failed(batch.lo + failed.value) from None
     except Exception as error:  # noqa: BLE001 - the worker died or could not run: do its batch here
-        aes_worker.forget_worker(error)
+        aes_worker.worker_failed(error, batch.queued)
         return _here(batch, here)

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cmdm_pipeline.protect import aes_worker
+from cmdm_pipeline.protect import aes_worker, crypto
 from cmdm_pipeline.protect.crypto import decrypt_frame, encrypt_frame
 from cmdm_pipeline.protect.keys import DecryptionError, init_key_file, read_key_file
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner
@@ -29,6 +29,7 @@ FRAME = pl.DataFrame({
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KeyStore:
     monkeypatch.setattr(aes_worker, "CHUNK_VALUES", 25)
     monkeypatch.setattr(aes_worker, "WORKER_MIN_VALUES", 100)
+    monkeypatch.setattr(aes_worker, "_FAILURES", 0)  # workers killed by other tests do not count
     key_file = tmp_path / "keys" / "dev.kek.json"
     init_key_file(key_file)
     return KeyStore(tmp_path / "keys" / "keystore.duckdb", read_key_file(key_file))
@@ -83,17 +84,51 @@ def test_a_dead_worker_leaves_the_work_to_this_process(store: KeyStore, monkeypa
     assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
 
 
+def _worker_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == aes_worker.__name__]
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
-def test_a_worker_that_dies_is_logged_once_and_the_next_call_starts_a_new_one(
-    store: KeyStore, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("failed_before", "then"), [(0, "until a new worker starts"), (aes_worker.MAX_FAILURES - 1, "from now on")],
+    ids=["a first failure", "one failure too many"],
+)
+def test_a_worker_that_dies_is_logged_once_and_replaced_until_too_many_have(
+    store: KeyStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, failed_before: int, then: str
 ) -> None:
+    monkeypatch.setattr(aes_worker, "_FAILURES", failed_before)
     dying = aes_worker.submit(os._exit, 1)
     assert dying is not None
     with pytest.raises(BrokenProcessPool):
         dying.result()
     sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
     assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
-    warnings = [r.getMessage() for r in caplog.records if r.name == aes_worker.__name__]
-    assert len(warnings) == 1 and "BrokenProcessPool" in warnings[0], warnings
+    warnings = _worker_warnings(caplog)
+    assert len(warnings) == 1 and "BrokenProcessPool" in warnings[0] and warnings[0].endswith(then), warnings
     again = aes_worker.submit(aes_worker.random_nonces, 2)
-    assert again is not None and len(again.result()) == 2
+    if failed_before + 1 < aes_worker.MAX_FAILURES:
+        assert again is not None and len(again.result()) == 2  # a new worker
+    else:
+        assert again is None  # this process does all the work from now on
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
+def test_a_worker_dying_with_several_passes_queued_is_replaced_once(
+    store: KeyStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(crypto, "ROWS_PER_PASS", 100)  # 5 passes of 200 values, 8 batches each
+    sealed = encrypt_frame(FRAME, COLUMNS, TABLE, master_owner(), "master_id", store)
+    started: list[object] = []
+    pool = aes_worker.ProcessPoolExecutor
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(1)
+        return pool(*args, **kwargs)
+
+    monkeypatch.setattr(aes_worker, "ProcessPoolExecutor", counted)
+    # The worker dies after this process has queued the first two passes on it: the first pass's batches
+    # report it, then the second pass's (already given to a new worker's predecessor) must not drop the new one.
+    assert aes_worker.submit(exec, "import os, time; time.sleep(0.3); os._exit(1)") is not None
+    assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
+    assert len(_worker_warnings(caplog)) == 1
+    assert len(started) == 1  # one new worker, kept: a late report of the dead one changed nothing

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmdm_pipeline.protect import aes_worker, crypto
+from cmdm_pipeline.protect import aes_worker, crypto, sharing
 from cmdm_pipeline.protect.blind_index import blind_index, normalise
 from cmdm_pipeline.protect.crypto import (
     OVERHEAD,
@@ -313,3 +315,35 @@ def test_the_worker_builds_the_same_associated_data_as_this_process() -> None:
     ids = pl.Series(["M1", "M2", "Mé|3", "M4", "M5"])
     for lo, hi in [(0, 7), (2, 5), (3, 4), (5, 7)]:  # slices that start and end inside a row
         assert aes_worker.associated_data(*flat.aad_parts(heads, ids, lo, hi)).to_pylist() == flat.aads(heads, ids, lo, hi)
+
+
+def test_each_pass_starts_before_the_one_ahead_finishes_and_a_failure_takes_back_queued_batches() -> None:
+    events: list[str] = []
+    works: list[Work] = []
+
+    @dataclass
+    class Work:
+        part: pl.DataFrame
+        batches: list[sharing.Batch]
+
+    def start(part: pl.DataFrame) -> Work:
+        events.append(f"start {part['i'][0]}")
+        if part["i"][0] == 2:
+            raise RuntimeError("the third pass failed")
+        works.append(Work(part, [sharing.Batch(0, 1, Future())]))
+        return works[-1]
+
+    def finish(work: Work) -> pl.DataFrame:
+        events.append(f"finish {work.part['i'][0]}")
+        return work.part
+
+    parts = [pl.DataFrame({"i": [k]}) for k in range(4)]
+    done, _ = crypto._overlapped(parts[:2], start, finish)
+    assert done["i"].to_list() == [0, 1] and events == ["start 0", "start 1", "finish 0", "finish 1"]
+    events.clear()
+    works.clear()
+    with pytest.raises(RuntimeError, match="third pass"):
+        crypto._overlapped(parts, start, finish)
+    assert events == ["start 0", "start 1", "finish 0", "start 2"]
+    # The finished pass's batches were gathered; the started one's, queued for the worker, are taken back.
+    assert [w.batches[0].queued.cancelled() for w in works] == [False, True]  # type: ignore[union-attr]

@@ -46,7 +46,7 @@ def test_this_process_takes_back_the_batches_not_begun_from_the_last(monkeypatch
 
 
 def test_a_batch_the_worker_could_not_do_is_done_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aes_worker, "forget_worker", lambda error: None)
+    monkeypatch.setattr(aes_worker, "worker_failed", lambda error, future: None)
     batches = queued(30, begun=3, monkeypatch=monkeypatch)
     for batch, outcome in zip(batches, ["ok", "died", "ok"], strict=True):
         assert batch.queued is not None
