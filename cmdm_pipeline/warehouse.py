@@ -12,7 +12,7 @@ holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLO
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,13 +208,15 @@ class Warehouse:
                 raise
 
     def read(
-        self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None, rows: pl.DataFrame | None = None
+        self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None, rows: pl.DataFrame | None = None,
+        presence_only: Collection[str] = (),
     ) -> pl.DataFrame:
         """A table (or some of its ``columns``, or the rows ``where`` holds), personal columns decrypted.
 
         ``where`` is applied before decrypting, so it may only use columns that are not encrypted. ``rows``
         keeps only the rows whose values of ``rows``' columns it holds, chosen in DuckDB: the others are
-        never loaded.
+        never loaded. Encrypted columns in ``presence_only`` are not decrypted: the caller needs only which
+        rows hold a value (null stays null in ciphertext), and they come back Boolean, true or null.
         """
         with self.connect(read_only=True) as con:
             if rows is None:
@@ -230,6 +232,9 @@ class Warehouse:
             # Only the asked-for ciphertext is decrypted.
             frame = frame.drop([c for c in types if c not in columns])
             types = {c: t for c, t in types.items() if c in columns}
+        present = [c for c in presence_only if c in types]
+        frame = frame.with_columns(pl.when(pl.col(c).is_not_null()).then(True).alias(c) for c in present)
+        types = {c: t for c, t in types.items() if c not in present}
         if types:
             if self.at_rest is None:
                 raise ProtectionError(

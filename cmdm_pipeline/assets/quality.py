@@ -22,7 +22,13 @@ from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
 from cmdm_pipeline.quality import checks
 from cmdm_pipeline.quality.docs import building_folder, docs_folder, publish
 from cmdm_pipeline.quality.expectations import SUITE_NAME
-from cmdm_pipeline.quality.measure import QualityInputs, golden_columns, measure_quality, record_columns
+from cmdm_pipeline.quality.measure import (
+    QualityInputs,
+    golden_columns,
+    measure_quality,
+    presence_only_columns,
+    record_columns,
+)
 from cmdm_pipeline.quality.report import CLUSTER_SIZE_BUCKETS, MATCH_RATE, match_rows
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import load_sql, quote_identifier
@@ -36,8 +42,8 @@ ACCEPT_DRIFT_TAG = "cmdm/accept_drift"
 _TOP_FAILURES = 5
 
 
-def _select(store: Warehouse, table: str, columns: list[str]) -> pl.DataFrame:
-    return store.read(table, columns)
+def _select(store: Warehouse, table: str, columns: list[str], presence_only: list[str] | None = None) -> pl.DataFrame:
+    return store.read(table, columns, presence_only=presence_only or ())
 
 
 def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -59,13 +65,14 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     def _quality(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         store = warehouse.get(config)
         run_id = context.run.run_id
+        unread = presence_only_columns(config)  # no rule reads their values: left encrypted
         inputs = QualityInputs(
-            standardised=_select(store, STANDARDISED, record_columns(config)),
-            validated=_select(store, VALIDATED, record_columns(config)),
+            standardised=_select(store, STANDARDISED, record_columns(config), unread),
+            validated=_select(store, VALIDATED, record_columns(config), unread),
             quarantined=_select(store, QUARANTINED, ["source_system", "rules_broken"]),
             clusters=_select(store, CLUSTERS, ["source_system", "cluster"]),
             xref=_select(store, XREF, ["source_system", "master_id"]),
-            golden=_select(store, GOLDEN, golden_columns(config)),
+            golden=_select(store, GOLDEN, golden_columns(config), unread),
         )
         published = docs_folder(config.warehouse_path)
         building = building_folder(published, run_id)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import sqlglot
+from sqlglot import exp
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.quality import report
@@ -48,6 +50,30 @@ def record_columns(config: ProjectConfig) -> list[str]:
 
 def golden_columns(config: ProjectConfig) -> list[str]:
     return ["master_id", "record_type", "party_type", *config.customer_schema.attributes, "source_systems"]
+
+
+def presence_only_columns(config: ProjectConfig) -> list[str]:
+    """The attributes whose values no rule reads: of them a quality run needs only which rows hold one
+    (completeness, ``required``, a cross-field rule's ``IS [NOT] NULL``), so they are not decrypted."""
+    read: set[str] = set()
+    for name, attribute in config.customer_schema.attributes.items():
+        for rule in attribute.rules:
+            read |= _values_read(rule.expression) if rule.expression else set() if rule.required else {name}
+    for rule in config.customer_schema.rules:
+        read |= _values_read(rule.expression) if rule.expression else set(config.customer_schema.attributes)
+    return [name for name in config.customer_schema.attributes if name not in read]
+
+
+def _values_read(expression: str) -> set[str]:
+    """The columns a SQL rule reads the values of: every one it names, except where it only tests for null."""
+    try:
+        tree = sqlglot.parse_one(expression)
+    except sqlglot.errors.ParseError:  # cannot tell: every column it names (as the gate reads it)
+        return set(pl.sql_expr(expression).meta.root_names())
+    return {
+        column.name for column in tree.find_all(exp.Column)
+        if not (isinstance(column.parent, exp.Is) and isinstance(column.parent.expression, exp.Null))
+    }
 
 
 def attributes_by_source(config: ProjectConfig) -> dict[str, list[str]]:

@@ -61,6 +61,21 @@ def test_ciphertext_columns_are_declared_uncompressed(make_project) -> None:  # 
         assert "country VARCHAR," in ddl[table]  # plaintext text keeps DuckDB's choice
 
 
+def test_columns_read_for_presence_only_are_not_decrypted(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    store = open_warehouse(config)
+    store.replace({"golden_customers": GOLDEN})
+    with duckdb.connect(str(config.warehouse_path)) as con:  # m1's first name moved onto m2: it no longer decrypts
+        con.execute("UPDATE golden_customers SET first_name = (SELECT first_name FROM golden_customers WHERE master_id = 'm1') "
+                    "WHERE master_id = 'm2'")
+    with pytest.raises(DecryptionError, match="golden_customers.first_name of record m2"):
+        store.read("golden_customers")
+    read = store.read("golden_customers", presence_only=["first_name", "country"])
+    assert read["first_name"].to_list() == [True, True, None]  # which rows hold one, nothing decrypted
+    assert read["country"].to_list() == ["GB", "GB", "US"]  # not encrypted: as stored
+    assert read["date_of_birth"].equals(GOLDEN["date_of_birth"])
+
+
 def test_a_night_without_change_keeps_each_unchanged_ciphertext(make_project) -> None:  # type: ignore[no-untyped-def]
     config = make_project()
     store = open_warehouse(config)

@@ -17,6 +17,7 @@ from cmdm_pipeline.assets.quality import ACCEPT_DRIFT_TAG
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 from cmdm_pipeline.quality.expectations import SUITE_NAME
+from cmdm_pipeline.quality.measure import QualityInputs, golden_columns, measure_quality, presence_only_columns, record_columns
 from cmdm_pipeline.sample import generate
 from cmdm_pipeline.stages.validate import rule_failures
 from cmdm_pipeline.resources import open_warehouse
@@ -199,3 +200,32 @@ def test_every_asset_reports_counts_in_its_metadata(project) -> None:  # type: i
     assert set(found["standardised_customers"]["rows_by_source"]) == {"crm", "erp", "shop", "pos", "survey"}
     assert found["customer_xref"]["records_per_master"] > 1
     assert found["golden_quality_scores"]["mean_quality_score"] == pytest.approx(found["quality_report"]["mean_quality_score"], abs=1e-4)
+
+
+def test_attributes_no_rule_reads_stay_encrypted_and_the_report_is_the_same(project) -> None:  # type: ignore[no-untyped-def]
+    root, _, _ = project
+    config = load_config(root / "cmdm.yaml")
+    store = open_warehouse(config)
+    unread = presence_only_columns(config)
+    # Named only by `IS NOT NULL` (identifiable, reachable) or by no rule; a length rule reads last_name.
+    assert {"email", "phone", "postcode", "address_line_1", "nps_comment"} <= set(unread)
+    assert not {"first_name", "last_name", "date_of_birth", "country"} & set(unread)
+
+    def inputs(presence_only: list[str]) -> QualityInputs:
+        def read(table: str, columns: list[str]) -> pl.DataFrame:
+            return store.read(table, columns, presence_only=presence_only)
+
+        return QualityInputs(
+            standardised=read("standardised_customers", record_columns(config)),
+            validated=read("validated_customers", record_columns(config)),
+            quarantined=read("quarantined_records", ["source_system", "rules_broken"]),
+            clusters=read("customer_clusters", ["source_system", "cluster"]),
+            xref=read("customer_xref", ["source_system", "master_id"]),
+            golden=read("golden_customers", golden_columns(config)),
+        )
+
+    lean_inputs = inputs(unread)
+    assert lean_inputs.validated.schema["email"] == pl.Boolean and lean_inputs.golden.schema["phone"] == pl.Boolean
+    at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    lean, full = measure_quality(lean_inputs, config, "r", at), measure_quality(inputs([]), config, "r", at)
+    assert lean.report.equals(full.report) and lean.scores.equals(full.scores)

@@ -8,8 +8,10 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.quality import report
+from cmdm_pipeline.quality.measure import presence_only_columns
 from cmdm_pipeline.schema import CustomerSchema
 from cmdm_pipeline.stages.validate import compile_rules
+from cmdm_pipeline_tests.conftest import csv_source
 
 MAPPED = {"crm": ["email", "phone"], "shop": ["email"]}
 
@@ -94,3 +96,28 @@ def test_assembled_rows_have_the_agreed_columns_and_types() -> None:
                            [report.duplicate_rows(pl.DataFrame({"source_system": ["crm"], "master_id": ["m1"]}))])
     assert rows.schema == pl.Schema(report.REPORT_COLUMNS)
     assert rows["run_at"].unique().to_list() == [dt.datetime(2026, 11, 2, 2, 0)]  # UTC, without a zone
+
+
+@pytest.mark.parametrize(
+    ("expression", "values_read"),
+    [
+        ("email IS NOT NULL OR phone IS NOT NULL", set()),
+        ("NOT (phone IS NULL)", set()),
+        ("email IS NULL OR length(email) > 3", {"email"}),  # one use reads the value
+        ("coalesce(email, phone) IS NOT NULL", {"email", "phone"}),  # a function of the values, not a null test
+        ("phone <> 'none'", {"phone"}),
+    ],
+)
+def test_a_rule_that_only_tests_for_null_leaves_its_columns_encrypted(make_project, expression: str, values_read: set[str]) -> None:  # type: ignore[no-untyped-def]
+    schema = {
+        "attributes": {
+            "email": {"kind": "email", "pii": True},
+            "phone": {"kind": "phone", "pii": True},
+            "last_name": {"kind": "person_name", "pii": True, "rules": [{"length": {"max": 50}}]},
+            "national_id": {"kind": "identifier", "pii": True, "rules": [{"required": True}]},
+        },
+        "rules": [{"name": "r", "expression": expression}],
+    }
+    config = make_project(schema=schema, sources=[csv_source(columns={"Email": "email", "Phone": "phone", "Last": "last_name"})])
+    # A length rule reads last_name; `required` only asks whether national_id is there.
+    assert set(presence_only_columns(config)) == {"email", "phone", "national_id"} - values_read
