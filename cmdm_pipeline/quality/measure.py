@@ -55,23 +55,30 @@ def golden_columns(config: ProjectConfig) -> list[str]:
 def presence_only_columns(config: ProjectConfig) -> list[str]:
     """The attributes whose values no rule reads: of them a quality run needs only which rows hold one
     (completeness, ``required``, a cross-field rule's ``IS [NOT] NULL``), so they are not decrypted."""
-    read: set[str] = set()
-    for name, attribute in config.customer_schema.attributes.items():
-        for rule in attribute.rules:
-            read |= _values_read(rule.expression) if rule.expression else set() if rule.required else {name}
-    for rule in config.customer_schema.rules:
-        read |= _values_read(rule.expression) if rule.expression else set(config.customer_schema.attributes)
-    return [name for name in config.customer_schema.attributes if name not in read]
+    schema = config.customer_schema
+    read = {name for name, attribute in schema.attributes.items() if any(not rule.required for rule in attribute.rules)}
+    for rule in schema.rules:  # cross-field: always an expression (the schema checks)
+        read |= _values_read(rule.expression or "")
+    return [name for name in schema.attributes if name not in read]
 
 
 def _values_read(expression: str) -> set[str]:
-    """The columns a SQL rule reads the values of: every one it names, except where it only tests for null."""
+    """The columns a SQL rule reads the values of: every one it names, except where it only tests for null.
+
+    The gate's own reading (``pl.sql_expr``) names the columns; sqlglot only tells which uses are null
+    tests, and is trusted only if it found exactly those columns (it reads a few words, such as
+    ``comment``, as commands, not columns).
+    """
+    named = set(pl.sql_expr(expression).meta.root_names())
     try:
         tree = sqlglot.parse_one(expression)
-    except sqlglot.errors.ParseError:  # cannot tell: every column it names (as the gate reads it)
-        return set(pl.sql_expr(expression).meta.root_names())
+    except sqlglot.errors.SqlglotError:
+        return named
+    columns = list(tree.find_all(exp.Column))
+    if not isinstance(tree, exp.Condition) or {column.name for column in columns} != named:
+        return named
     return {
-        column.name for column in tree.find_all(exp.Column)
+        column.name for column in columns
         if not (isinstance(column.parent, exp.Is) and isinstance(column.parent.expression, exp.Null))
     }
 
