@@ -32,6 +32,12 @@ def write_table(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None
     con.execute(statement("warehouse/insert_rows", table=table, staged=staged))
 
 
+def append_new_rows(con: duckdb.DuckDBPyConnection, table: str, staged: str, key: str) -> None:
+    """Add the rows of the registered frame ``staged`` whose ``key`` ``table`` does not hold yet (creating it)."""
+    create_table(con, table, staged, replace=False)
+    con.execute(statement("warehouse/insert_new_rows", table=table, staged=staged, key=key))
+
+
 def create_table(con: duckdb.DuckDBPyConnection, table: str, like: str, *, replace: bool = True) -> None:
     """An empty ``table`` with the columns of ``like`` (a table or a registered frame), replacing one of that
     name (with ``replace=False``: only if there is none). Its BLOB columns are stored uncompressed."""
@@ -120,8 +126,7 @@ class Warehouse:
                     sealed, types = self._seal(con, name, frame, stored=False)
                     staged = f"__cmdm_appended_{name}"
                     con.register(staged, _arrow(sealed))
-                    create_table(con, name, staged, replace=False)
-                    con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
+                    append_new_rows(con, name, staged, key)
                     con.unregister(staged)
                     self._record_types(con, name, types)
                 con.commit()

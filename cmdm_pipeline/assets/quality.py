@@ -7,6 +7,7 @@ everything downstream of its asset (matching, mastering, this report) and fails 
 # No `from __future__ import annotations`: Dagster reads the context parameter's type hint.
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 import dagster as dg
@@ -42,8 +43,8 @@ ACCEPT_DRIFT_TAG = "cmdm/accept_drift"
 _TOP_FAILURES = 5
 
 
-def _select(store: Warehouse, table: str, columns: list[str], presence_only: list[str] | None = None) -> pl.DataFrame:
-    return store.read(table, columns, presence_only=presence_only or ())
+def _select(store: Warehouse, table: str, columns: list[str], presence_only: Collection[str] = ()) -> pl.DataFrame:
+    return store.read(table, columns, presence_only=presence_only)
 
 
 def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:

@@ -54,7 +54,7 @@ from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import statement
-from cmdm_pipeline.warehouse import Warehouse, create_table, write_table
+from cmdm_pipeline.warehouse import Warehouse, append_new_rows, write_table
 
 STANDARDISED, XREF, ID_LINEAGE = "standardised_customers", "customer_xref", "master_id_lineage"
 CONSENT_HISTORY, CONSENT_QUARANTINE = "consent_history", "consent_quarantine"
@@ -372,8 +372,7 @@ def _deletions(table: str, columns: set[str]) -> list[tuple[str, dict[str, str]]
 def _append(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, key: str) -> None:
     staged = f"__cmdm_appended_{name}"
     con.register(staged, frame.to_arrow())
-    create_table(con, name, staged, replace=False)
-    con.execute(statement("warehouse/insert_new_rows", table=name, staged=staged, key=key))
+    append_new_rows(con, name, staged, key)
     con.unregister(staged)
 
 
