@@ -238,8 +238,16 @@ def postcode(values: pl.Series, *, country: pl.Series, **_: object) -> Standardi
     return _apply_distinct(frame, one, pl.String())
 
 
+#: The years Python's ``datetime`` holds. Polars holds far more (year 0, -1, 10000), but pandas,
+#: Great Expectations, Pandera's failure reports and every row-wise reader go through Python.
+FIRST_YEAR, LAST_YEAR = 1, 9999
+DATE_OUTSIDE_PYTHON_YEARS = f"date outside the years {FIRST_YEAR} to {LAST_YEAR}"
+
+
 def date(values: pl.Series, *, formats: list[str], **_: object) -> Standardised:
-    """Parsed with each declared format; a value two formats read differently is ambiguous, not guessed."""
+    """Parsed with each declared format; a value two formats read differently is ambiguous, not guessed.
+
+    A date Python cannot hold is a bad value like any other: later stages would fail on it, for the whole table."""
     text = clean_text(values)
     parsed = [
         (text.str.to_datetime(fmt, strict=False).dt.date() if re.search(r"%[HIMSfzZpT]", fmt)
@@ -248,10 +256,14 @@ def date(values: pl.Series, *, formats: list[str], **_: object) -> Standardised:
     ]
     frame = pl.DataFrame(parsed)
     readings = pl.concat_list(frame.columns).list.drop_nulls().list.unique()
+    reading = pl.when(readings.list.len() == 1).then(readings.list.first())
+    # Judged after parsing, not on the text: an offset (%z) can move 0001-01-01 into year 0.
+    holdable = reading.dt.year().is_between(FIRST_YEAR, LAST_YEAR)
     result = frame.select(
-        pl.when(readings.list.len() == 1).then(readings.list.first()).alias("value"),
+        pl.when(holdable).then(reading).alias("value"),
         pl.when(readings.list.len() > 1).then(pl.lit("ambiguous date: the source's formats read it differently"))
         .when(readings.list.len() == 0).then(pl.lit(f"not a date in the source's formats ({', '.join(formats)})"))
+        .when(~holdable).then(pl.lit(DATE_OUTSIDE_PYTHON_YEARS))
         .alias("problem"),
     )
     problem = pl.select(pl.when(text.is_not_null()).then(result["problem"])).to_series()
@@ -259,9 +271,17 @@ def date(values: pl.Series, *, formats: list[str], **_: object) -> Standardised:
 
 
 def number(values: pl.Series, **_: object) -> Standardised:
+    """Decimal point or comma; too large for a float (1e400), infinite or NaN is a bad value, not a number."""
     text = clean_text(values)
-    value = text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-    return Standardised(value, _problem_where(text.is_not_null() & value.is_null(), "not a number"))
+    parsed = text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+    finite = parsed.is_finite()
+    value = pl.select(pl.when(finite).then(parsed)).to_series()
+    problem = pl.select(
+        pl.when(text.is_not_null() & parsed.is_null()).then(pl.lit("not a number"))
+        .when(~finite).then(pl.lit("number is not finite (too large, infinite or NaN)"))
+        .alias("problem")
+    ).to_series()
+    return Standardised(value, problem)
 
 
 _TRUE = ("true", "t", "yes", "y", "1", "ja", "oui", "si", "sí")

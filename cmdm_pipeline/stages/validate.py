@@ -151,7 +151,16 @@ def rule_failures(standardised: pl.DataFrame, schema: CustomerSchema, today: dt.
         return empty
     structural = cases.filter(pl.col("index").is_null())
     if structural.height:
-        problems = structural.select(pl.format("{} {}: {}", "schema_context", "column", "check")).to_series()
+        # Pandera reports a check that raised (a strict CAST in an expression meeting a value it cannot
+        # convert) like a wrong column; naming the rule says what to fix. The error's own text quotes values.
+        problems = structural.join(
+            lookup.select("column", "check_number", "rule"), on=["column", "check_number"], how="left"
+        ).select(
+            pl.when(pl.col("rule").is_not_null())
+            .then(pl.format("rule {} could not be evaluated ({})", "rule",
+                            pl.col("failure_case").str.extract(r"(\w+)\(", 1).fill_null("error")))
+            .otherwise(pl.format("{} {}: {}", "schema_context", "column", "check"))
+        ).to_series()
         raise GateError("standardised table does not fit the customer schema: " + "; ".join(problems.to_list()))
     # Failure values (personal data) are dropped here: only coordinates and row positions go on.
     return (

@@ -117,6 +117,38 @@ def test_date_uses_declared_formats_and_reports_ambiguity() -> None:
     assert problems[4] is None
 
 
+OUTSIDE = "date outside the years 1 to 9999"
+
+
+@pytest.mark.parametrize(
+    ("value", "formats", "expected", "problem"),
+    [
+        ("0000-01-01", ["%Y-%m-%d"], None, OUTSIDE),
+        ("-0001-05-05", ["%Y-%m-%d"], None, OUTSIDE),
+        ("+10000-01-01", ["%Y-%m-%d"], None, OUTSIDE),
+        ("01.01.0000", ["%d.%m.%Y", "%Y%m%d"], None, OUTSIDE),
+        ("05.05.-0001", ["%d.%m.%Y", "%Y%m%d"], None, OUTSIDE),
+        ("00000101", ["%d.%m.%Y", "%Y%m%d"], None, OUTSIDE),
+        ("01 Jan 0000", ["%d %b %Y"], None, OUTSIDE),
+        ("0000-01-01T10:00:00Z", ["%Y-%m-%dT%H:%M:%SZ"], None, OUTSIDE),
+        # The offset moves these across a year boundary: the date in UTC is the one kept.
+        ("0001-01-01T00:00:00+05:00", ["%Y-%m-%dT%H:%M:%S%z"], None, OUTSIDE),
+        ("9999-12-31T23:00:00-05:00", ["%Y-%m-%dT%H:%M:%S%z"], None, OUTSIDE),
+        # Five digits are not %Y: the parser refuses it before any range is looked at.
+        ("10000-01-01", ["%Y-%m-%d"], None, "not a date in the source's formats (%Y-%m-%d)"),
+        ("0001-01-01", ["%Y-%m-%d"], dt.date(1, 1, 1), None),
+        ("99991231", ["%d.%m.%Y", "%Y%m%d"], dt.date(9999, 12, 31), None),
+        ("0001-01-01T12:00:00+05:00", ["%Y-%m-%dT%H:%M:%S%z"], dt.date(1, 1, 1), None),
+    ],
+)
+def test_date_python_cannot_hold_is_a_bad_value(
+    value: str, formats: list[str], expected: dt.date | None, problem: str | None
+) -> None:
+    result = fields.date(s(value, None), formats=formats)
+    assert result.value.to_list() == [expected, None]  # to_list builds Python dates: it fails on year 0
+    assert result.problem.to_list() == [problem, None]
+
+
 def test_number_and_boolean_flag_wrong_types() -> None:
     number = fields.number(s("7", " 3,5 ", "ten", None))
     assert number.value.to_list() == [7.0, 3.5, None, None]
@@ -124,6 +156,32 @@ def test_number_and_boolean_flag_wrong_types() -> None:
     flag = fields.boolean(s("TRUE", "no", "1", "maybe"))
     assert flag.value.to_list() == [True, False, True, None]
     assert flag.problem.to_list()[-1] == "not a yes/no value"
+
+
+NOT_FINITE = "number is not finite (too large, infinite or NaN)"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "problem"),
+    [
+        ("1e400", None, NOT_FINITE),
+        ("-1e400", None, NOT_FINITE),
+        ("inf", None, NOT_FINITE),
+        ("-Infinity", None, NOT_FINITE),
+        ("nan", None, NOT_FINITE),
+        ("NaN", None, NOT_FINITE),
+        ("1e308", 1e308, None),
+        ("-1,7976931348623157e308", -1.7976931348623157e308, None),
+        ("1e-400", 0.0, None),
+        ("0x10", None, "not a number"),
+    ],
+)
+def test_number_too_large_infinite_or_nan_is_a_bad_value(
+    value: str, expected: float | None, problem: str | None
+) -> None:
+    result = fields.number(s(value, None))
+    assert result.value.to_list() == [expected, None]
+    assert result.problem.to_list() == [problem, None]
 
 
 def test_category_maps_declared_spellings() -> None:

@@ -127,3 +127,16 @@ def test_source_values_can_be_added_for_the_quarantined_rows_only() -> None:
     held = full.join(narrow.select("source_system", "source_row_number"), on=["source_system", "source_row_number"], how="semi")
     assert held.height == 2  # only the quarantined rows' source values are needed
     assert with_source_values(narrow, held).equals(quarantined)
+
+
+def test_a_rule_that_raises_on_a_value_is_named_without_the_value() -> None:
+    # Polars SQL's CAST is strict: one value it cannot convert fails the rule for every row (TRY_CAST does not).
+    s = schema(code={"kind": "text"}, rules=[{"name": "small_code", "expression": "CAST(code AS INTEGER) < 10"}])
+    with pytest.raises(GateError) as raised:
+        validate(frame(s, code=["1", "Qzsecret"]), s, "run", TODAY)
+    assert "rule small_code could not be evaluated (InvalidOperationError)" in str(raised.value)
+    assert "Qzsecret" not in str(raised.value)
+    tolerant = schema(code={"kind": "text"},
+                      rules=[{"name": "small_code", "expression": "TRY_CAST(code AS INTEGER) < 10"}])
+    _, quarantined = validate(frame(tolerant, code=["1", "Qzsecret"]), tolerant, "run", TODAY)
+    assert quarantined["rules_broken"].to_list() == [["small_code"]]
