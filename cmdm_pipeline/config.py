@@ -148,23 +148,28 @@ class InputChecks(Model):
     )
 
 
-class MatchingConfig(Model):
-    """How records are matched and clustered. Weights are evidence: log2 Bayes factors, without the prior."""
+#: Matching settings of earlier versions, and why they went.
+_REMOVED_MATCHING = {
+    "link_evidence": "the link threshold now comes from the model and the data (see docs, \"Matching\")",
+    "review_evidence": "the review queue is now the doubtful decisions within `matching.review_budget`",
+    "max_cluster_size": "clusters are now resolved by the weight of all their record pairs",
+    "min_cluster_density": "clusters are now resolved by the weight of all their record pairs",
+    "prior_recall": "the prior is now estimated from the scored pairs",
+}
 
-    link_evidence: float = Field(
-        10.0, description="Pairs with at least this evidence link automatically (2^10 ~ 1,000 : 1 for a match)."
-    )
-    review_evidence: float = Field(
-        6.0, description="Pairs between this and `link_evidence` wait in the review queue."
-    )
-    max_cluster_size: int = Field(25, ge=2, description="Larger clusters are split or sent to review.")
-    min_cluster_density: float = Field(
-        0.4, gt=0, le=1, description="Share of a cluster's record pairs that must link (chains fail this)."
+
+class MatchingConfig(Model):
+    """How records are matched and clustered. Thresholds and the prior come from the model and the data."""
+
+    review_budget: float = Field(
+        0.01, ge=0, le=1,
+        description="Most review-queue items per run, as a share of the records (0.01: one item per 100 records). "
+        "The doubtful decisions that change the most records are queued; the model decides the rest.",
     )
     deterministic_rules: list[list[str]] = Field(
-        default_factory=lambda: [["email"]],
-        description="Attribute sets that, all equal, link two records whatever the model says "
-        "(unless both names disagree), e.g. [[email], [national_id], [email, date_of_birth]].",
+        default_factory=list,
+        description="Attribute sets that, all equal, link two records whatever the model says, like a steward's "
+        "`same` (e.g. [[national_id]]); a value shared by more than 25 records links nothing.",
     )
     blocking_rules: list[str] | None = Field(
         None, description="SQL blocking rules (l./r. columns); default: generated from the schema."
@@ -179,7 +184,6 @@ class MatchingConfig(Model):
         # 2GB, not 3GB: at 1M records training and scoring took as long (72 s, 82-85 s) and peaked 0.35-0.7 GB lower.
         "2GB", description="DuckDB memory limit of Splink's scratch database; beyond it, pairs spill to disk."
     )
-    prior_recall: float = Field(0.7, gt=0, le=1, description="Assumed recall of the deterministic rules.")
     u_max_pairs: float = Field(2e6, gt=0, description="Record pairs sampled to estimate u.")
     em_max_pairs: float | None = Field(
         # At 1M records 5M pairs gave the same match weights (within 0.15 bits) and took training from
@@ -196,10 +200,17 @@ class MatchingConfig(Model):
         description="Steward decisions (CSV): source records judged `same` or `different`.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            gone = [f"matching.{key} was removed: {why}" for key, why in _REMOVED_MATCHING.items() if key in data]
+            if gone:
+                raise ValueError("; ".join(gone))
+        return data
+
     @model_validator(mode="after")
-    def _bands(self) -> MatchingConfig:
-        if self.review_evidence > self.link_evidence:
-            raise ValueError("review_evidence must not exceed link_evidence")
+    def _comparisons(self) -> MatchingConfig:
         for name, comparison in self.comparisons.items():
             levels = comparison.get("comparison_levels")
             if not isinstance(levels, list) or not levels or not all(

@@ -20,7 +20,7 @@ def test_asset_graph_of_the_shipped_config() -> None:
     raw = {f"raw_{name}" for name in ("crm", "erp", "shop", "pos", "survey")}
     assert set(specs) == raw | {
         "standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation",
-        "match_model", "match_pairs", "match_review_queue", "customer_clusters",
+        "match_model", "match_pairs", "match_review_queue", "customer_clusters", "match_summary",
         "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history", "customer_lookup_index",
         "quality_report", "golden_quality_scores",
         "consent_history", "consent_current", "consent_quarantine", "audit_log", "lenses",

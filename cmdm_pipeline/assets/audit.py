@@ -13,7 +13,7 @@ from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import statement
-from cmdm_pipeline.stages.match import read_decisions
+from cmdm_pipeline.stages.decisions import read_decisions
 from cmdm_pipeline.warehouse import Warehouse
 
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from cmdm_pipeline.assets.extract import raw_table
 from cmdm_pipeline.assets.master import GOLDEN, XREF
-from cmdm_pipeline.assets.match import CLUSTERS
+from cmdm_pipeline.assets.match import CLUSTERS, SUMMARY as MATCH_SUMMARY
 from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
 from cmdm_pipeline.assets.validate import QUARANTINED, VALIDATED
 from cmdm_pipeline.config import ProjectConfig
@@ -51,11 +51,12 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                QUALITY_REPORT, group_name="quality", deps=[STANDARDISED, VALIDATED, QUARANTINED, CLUSTERS, XREF, GOLDEN],
+                QUALITY_REPORT, group_name="quality",
+                deps=[STANDARDISED, VALIDATED, QUARANTINED, CLUSTERS, MATCH_SUMMARY, XREF, GOLDEN],
                 kinds={"duckdb", "great_expectations"},
                 description="One row per run × stage × source × attribute × metric × rule: rule pass rates (the schema's "
                 "rules as a Great Expectations suite), completeness, quarantine and duplicate rates, match rate, "
-                "cluster sizes, golden counts and scores. Every run kept; the quality_trend view compares runs.",
+                "cluster sizes, matching's prior, threshold and estimated precision and recall, golden counts and scores. Every run kept; the quality_trend view compares runs.",
             ),
             dg.AssetSpec(
                 SCORES, group_name="quality", deps=[GOLDEN], kinds={"duckdb"},
@@ -74,6 +75,7 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             clusters=_select(store, CLUSTERS, ["source_system", "cluster"]),
             xref=_select(store, XREF, ["source_system", "master_id"]),
             golden=_select(store, GOLDEN, golden_columns(config), unread),
+            matching=store.read(MATCH_SUMMARY) if MATCH_SUMMARY in store.tables() else None,
         )
         published = docs_folder(config.warehouse_path)
         building = building_folder(published, run_id)

@@ -202,7 +202,7 @@ _PAIR = ["source_system_l", "source_record_id_l", "source_system_r", "source_rec
 def steward_decisions(config: ProjectConfig) -> pl.DataFrame:
     """Every row of the steward decisions file, superseded decisions included (each was logged while in
     force), normalised as matching normalises them: pair keys and each decision's audit id."""
-    from cmdm_pipeline.stages.match import DECISION_COLUMNS, read_decisions
+    from cmdm_pipeline.stages.decisions import DECISION_COLUMNS, read_decisions
 
     path = config.resolve(config.matching.decisions) if config.matching.decisions else None
     checked = read_decisions(path)  # a file matching would refuse fails here alike, naming row and column

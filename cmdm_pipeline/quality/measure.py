@@ -34,6 +34,7 @@ class QualityInputs:
     clusters: pl.DataFrame  # source_system, cluster
     xref: pl.DataFrame  # source_system, master_id
     golden: pl.DataFrame  # master_id, record_type, party_type, attributes, source_systems
+    matching: pl.DataFrame | None = None  # match_summary: the run's prior, threshold, estimates, queue counts
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def measure_quality(
         report.quarantine_rows(rows_read, inputs.quarantined, list(schema.attributes)),
         report.duplicate_rows(inputs.xref),
         report.match_rows(inputs.clusters),
+        *([report.matching_rows(inputs.matching)] if inputs.matching is not None else []),
         report.golden_rows(inputs.golden, scores),
     ]
     return QualityOutcome(report=report.assemble(run_id, run_at, parts), scores=scores, suite=suite)

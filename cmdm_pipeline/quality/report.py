@@ -16,7 +16,7 @@ from cmdm_pipeline.stages.validate import CompiledRule
 REPORT_COLUMNS: dict[str, pl.DataType] = {
     "run_id": pl.String(),
     "run_at": pl.Datetime("us"),  # UTC, stored without a zone
-    "stage": pl.String(),  # standardised | validated | golden | quarantine
+    "stage": pl.String(),  # standardised | validated | golden | quarantine | matching
     "source_system": pl.String(),  # null: all sources
     "attribute": pl.String(),  # null: row- or table-level metric
     "metric": pl.String(),
@@ -165,6 +165,21 @@ def match_rows(clusters: pl.DataFrame) -> pl.DataFrame:
         (pl.col("clusters").fill_null(0) / sizes.height if sizes.height else pl.lit(None, pl.Float64)).alias("value"),
     )
     return pl.concat([_rows(linked, stage="validated", metric=MATCH_RATE), _rows(shares, stage="golden")])
+
+
+#: match_summary columns reported, each as a metric of stage `matching`.
+MATCHING_METRICS = ("match_prior", "link_threshold", "estimated_precision", "estimated_recall", "queued", "doubtful",
+                    "decided_automatically")
+
+
+def matching_rows(summary: pl.DataFrame) -> pl.DataFrame:
+    """The run's matching calibration: the prior and link threshold the data gave, the model's own estimate
+    of the clusters' pair precision and recall, and the review queue (items queued, doubtful decisions,
+    doubtful decisions left to the model because the budget was spent)."""
+    present = [m for m in MATCHING_METRICS if m in summary.columns]
+    rows = summary.select(pl.col(m).cast(pl.Float64) for m in present).unpivot(variable_name="metric", value_name="value")
+    return _rows(rows.with_columns(pl.lit(int(summary["records"][0]) if "records" in summary.columns else None,
+                                          pl.Int64).alias("rows_evaluated")), stage="matching")
 
 
 def golden_rows(golden: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:

@@ -1,196 +1,255 @@
-"""Match: scored pairs, steward decisions that win over the model, and the review queue."""
+"""Match: score record pairs, take the prior and the threshold from the data, cluster by weight, queue doubts.
+
+One run of :func:`match_records`:
+
+1. **Pairs.** Every blocked pair that could link is scored with the saved model; on later nights only
+   pairs with a new or changed record are, and last night's others are kept.
+2. **Calibration.** The share of pairs that match (the prior) is estimated from this run's pairs, and
+   the link threshold is the probability maximising the expected pair F1 (:mod:`match_calibration`).
+3. **Pieces.** Pairs above the threshold, steward ``same`` decisions and the user's deterministic rules
+   join records into pieces (:func:`cluster.pieces`); every record pair inside a piece is scored, so
+   clusters are judged by all their pairs, not by the links that chained them.
+4. **Clusters.** Records merge best first while the mean weight of their pairs favours it; steward
+   ``different`` decisions never end in one cluster (:func:`cluster.agglomerate`).
+5. **Review.** The doubtful merges made or left undone, ranked by doubt x records affected, up to the
+   review budget (:mod:`review`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import polars as pl
 
-from cmdm_pipeline.stages.cluster import MUST_LINK_WEIGHT
+from cmdm_pipeline.config import MatchingConfig
+from cmdm_pipeline.stages.cluster import CANNOT_LINK, MUST_LINK, agglomerate, nearest_other, pieces
+from cmdm_pipeline.stages.decisions import decided_edges, record_key
+from cmdm_pipeline.stages.match_calibration import Threshold, candidate_pairs, link_threshold, match_rate, probabilities
+from cmdm_pipeline.stages.match_model import score_groups, score_new_pairs, score_pairs
+from cmdm_pipeline.stages.review import Queue, review_queue, review_reason
 
 KEY = ["source_system", "source_record_id"]
-
-DECISION_COLUMNS: dict[str, pl.DataType] = {
-    "source_system_l": pl.String(),
-    "source_record_id_l": pl.String(),
-    "source_system_r": pl.String(),
-    "source_record_id_r": pl.String(),
-    "decision": pl.String(),  # same | different
-    "decided_by": pl.String(),
-    "decided_at": pl.String(),
-    "reason": pl.String(),
-}
+PAIR_KEY = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
+#: A value of a deterministic rule shared by more records than this (a shop's placeholder e-mail, a
+#: test account) is not one customer's and links nothing.
+MAX_RULE_GROUP = 25
 
 
-def _record_key(system: str, record_id: str) -> pl.Expr:
-    # A unit separator sorts below every printable character, so keys order by system first.
-    return pl.concat_str(system, pl.lit("\x1f"), record_id)
+@dataclass(frozen=True)
+class MatchResult:
+    pairs: pl.DataFrame  # match_pairs: keys, match_weight, evidence, match_probability, comparison_levels
+    clusters: pl.DataFrame  # unique_id, cluster (a record position), link_confidence
+    queue: Queue  # the review queue, keys and records filled in
+    threshold: Threshold
+    prior: float  # the share of candidate pairs that match
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
-class DecisionsError(ValueError):
-    """The steward decisions file cannot be used; the message names file, row and column."""
+def record_hashes(frame: pl.DataFrame) -> pl.DataFrame:
+    """Key and a hash of every matching feature: a record whose hash changed is scored again."""
+    return frame.select(*KEY, pl.struct(pl.exclude("unique_id", *KEY)).hash(seed=0).alias("record_hash"))
 
 
-def read_decisions(path: Path | None) -> pl.DataFrame:
-    """Steward decisions from CSV; no file means no decisions yet."""
-    if path is None or not path.exists():
-        return pl.DataFrame(schema=DECISION_COLUMNS)
-    try:
-        frame = pl.read_csv(path, infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise DecisionsError(f"{path}: cannot read decisions CSV: {exc}") from None
-    missing = [c for c in DECISION_COLUMNS if c not in frame.columns and c != "reason"]
-    if missing:
-        raise DecisionsError(f"{path}: missing column(s) {missing}; expected {list(DECISION_COLUMNS)}")
-    if "reason" not in frame.columns:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
-    frame = frame.select(list(DECISION_COLUMNS)).with_columns(pl.col("decision").str.strip_chars().str.to_lowercase())
-    bad = frame.with_row_index("row", offset=2).filter(~pl.col("decision").is_in(["same", "different"]))
-    if bad.height:
-        raise DecisionsError(f"{path}: row {bad['row'][0]}, column decision: expected `same` or `different`")
-    # The latest decision on a pair wins (pairs are unordered).
-    ordered = frame.with_columns(
-        (_record_key("source_system_l", "source_record_id_l") <= _record_key("source_system_r", "source_record_id_r"))
-        .alias("__in_order")
-    )
-    left = pl.when("__in_order")
-    normalised = ordered.select(
-        left.then(pl.col("source_system_l")).otherwise(pl.col("source_system_r")).alias("source_system_l"),
-        left.then(pl.col("source_record_id_l")).otherwise(pl.col("source_record_id_r")).alias("source_record_id_l"),
-        left.then(pl.col("source_system_r")).otherwise(pl.col("source_system_l")).alias("source_system_r"),
-        left.then(pl.col("source_record_id_r")).otherwise(pl.col("source_record_id_l")).alias("source_record_id_r"),
-        "decision", "decided_by", "decided_at", "reason",
-    )
-    pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
-    return normalised.sort("decided_at").unique(pair, keep="last", maintain_order=True)
-
-
-def decided_edges(decisions: pl.DataFrame, ids: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(must-links as pairs with infinite weight, cannot-links) in node ids; ``ids``: unique_id + key."""
-
-    def nodes(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.join(
-            ids.rename({"unique_id": "node_l", "source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
-            on=["source_system_l", "source_record_id_l"],
-        ).join(
-            ids.rename({"unique_id": "node_r", "source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
-            on=["source_system_r", "source_record_id_r"],
-        )
-
-    same = nodes(decisions.filter(pl.col("decision") == "same")).select(
-        "node_l", "node_r", pl.lit(MUST_LINK_WEIGHT).alias("weight")
-    )
-    different = nodes(decisions.filter(pl.col("decision") == "different")).select("node_l", "node_r")
-    return same, different
-
-
-def review_queue(
-    pairs: pl.DataFrame, decisions: pl.DataFrame, link_evidence: float, review_evidence: float
-) -> pl.DataFrame:
-    """Pairs in the review band that no steward has decided yet, most doubtful first."""
-    pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
-    doubtful = (pl.col("evidence") >= review_evidence) & (pl.col("evidence") < link_evidence)
-    strong = pl.col("evidence") >= link_evidence
-    held = strong & ~pl.col("corroborated")
-    band = pairs.filter((doubtful | held) & ~pl.col("names_disagree"))
-    return (
-        band.join(decisions.select(pair), on=pair, how="anti")
-        .with_columns(
-            pl.when(strong)
-            .then(pl.lit("names match but no e-mail, phone, birth date, address or id confirms it"))
-            .otherwise(pl.lit("uncertain match"))
-            .alias("review_reason")
-        )
-        .sort((pl.col("evidence") - (link_evidence + review_evidence) / 2).abs())
-    )
-
-
-def keyed_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
-    """Scored pairs with both records' keys, the smaller key on the left (as decisions are)."""
+def stored_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs (node_l, node_r, evidence, gamma_*) with both records' keys, the smaller key on the
+    left (as decisions are), and the levels as a struct: BI tools filter on a level directly."""
+    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
+    levels = (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
+              if gammas else pl.lit(None, pl.Struct({})))
     joined = pairs.join(
-        ids.rename({"unique_id": "unique_id_l", "source_system": "a_system", "source_record_id": "a_id"}), on="unique_id_l"
-    ).join(ids.rename({"unique_id": "unique_id_r", "source_system": "b_system", "source_record_id": "b_id"}), on="unique_id_r")
-    in_order = _record_key("a_system", "a_id") <= _record_key("b_system", "b_id")
-    rest = [c for c in pairs.columns if c not in ("unique_id_l", "unique_id_r")]
+        ids.rename({"unique_id": "node_l", "source_system": "a_system", "source_record_id": "a_id"}), on="node_l"
+    ).join(ids.rename({"unique_id": "node_r", "source_system": "b_system", "source_record_id": "b_id"}), on="node_r")
+    in_order = record_key("a_system", "a_id") <= record_key("b_system", "b_id")
     return joined.select(
         pl.when(in_order).then("a_system").otherwise("b_system").alias("source_system_l"),
         pl.when(in_order).then("a_id").otherwise("b_id").alias("source_record_id_l"),
         pl.when(in_order).then("b_system").otherwise("a_system").alias("source_system_r"),
         pl.when(in_order).then("b_id").otherwise("a_id").alias("source_record_id_r"),
-        pl.when(in_order).then("unique_id_l").otherwise("unique_id_r").alias("node_l"),
-        pl.when(in_order).then("unique_id_r").otherwise("unique_id_l").alias("node_r"),
-        *rest,
+        "evidence", levels.alias("comparison_levels"),
     )
 
 
-def names_disagree(
-    pairs: pl.DataFrame, given: list[str], family: list[str], swapped: dict[str, int], one_person: pl.Expr,
-    organisations: list[str],
-) -> pl.Expr:
-    """True where a given or a family name (or two organisations' names) is present on both sides
-    and totally different (not a typo, nickname or swap), and ``one_person`` (what only one party
-    has: :func:`~cmdm_pipeline.stages.match_model.one_person`) does not say it is one anyway.
+def node_pairs(stored: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """Stored pairs back to node_l < node_r, evidence and gamma_* columns (records no longer read drop out)."""
+    fields = [f.name for f in stored.schema["comparison_levels"].fields]  # type: ignore[attr-defined]
+    joined = stored.join(
+        ids.rename({"unique_id": "a", "source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
+        on=["source_system_l", "source_record_id_l"],
+    ).join(ids.rename({"unique_id": "b", "source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
+           on=["source_system_r", "source_record_id_r"])
+    return joined.select(
+        pl.min_horizontal("a", "b").alias("node_l"), pl.max_horizontal("a", "b").alias("node_r"), "evidence",
+        *[pl.col("comparison_levels").struct.field(f).cast(pl.Int32).alias(f"gamma_{f}") for f in fields],
+    )
 
-    Members of a household share surname, address and landline; colleagues share the
-    office address, phone and often a first name; businesses in one building share a postcode
-    and mailbox names (info@, accounts@). They score high on everything but the name. Such a pair
-    is never linked by the model, and it is not queued either: a name that differs with nothing
-    personal in common is a different party, not a doubt.
-    ``swapped``: ``gamma_<given>`` -> its level for first and family name swapped.
+
+def _ordered(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs as node_l < node_r (Splink may put the larger id left)."""
+    return pairs.rename({"unique_id_l": "a", "unique_id_r": "b"}).select(
+        pl.min_horizontal("a", "b").alias("node_l"), pl.max_horizontal("a", "b").alias("node_r"), pl.exclude("a", "b"))
+
+
+def rule_links(frame: pl.DataFrame, rules: list[list[str]]) -> pl.DataFrame:
+    """node_l < node_r pairs equal on every attribute of a user's deterministic rule, within one party type."""
+    found = [pl.DataFrame(schema={"node_l": pl.Int64, "node_r": pl.Int64})]
+    for rule in (r for r in rules if r):
+        keyed = frame.select("unique_id", "party_type", *rule).drop_nulls(rule).filter(
+            pl.len().over(["party_type", *rule]) <= MAX_RULE_GROUP)
+        found.append(keyed.join(keyed, on=["party_type", *rule], suffix="_r").filter(
+            pl.col("unique_id") < pl.col("unique_id_r")).select(
+            pl.col("unique_id").alias("node_l"), pl.col("unique_id_r").alias("node_r")))
+    return pl.concat(found).unique()
+
+
+def _complete(frame: pl.DataFrame, scored: pl.DataFrame, piece: np.ndarray, model: dict[str, Any],
+              matching: MatchingConfig) -> pl.DataFrame:
+    """The pairs missing inside pieces of three or more records, scored."""
+    sizes = np.bincount(piece)
+    counted = scored.filter(pl.Series(piece[scored["node_l"].to_numpy()] == piece[scored["node_r"].to_numpy()]))
+    known = np.bincount(piece[counted["node_l"].to_numpy()], minlength=len(sizes))
+    wanting = (sizes >= 3) & (known < sizes * (sizes - 1) // 2)
+    members = np.flatnonzero(wanting[piece])
+    if members.size == 0:
+        return scored.head(0)
+    groups = pl.DataFrame({"unique_id": members.astype(np.int64), "group": piece[members].astype(np.int64)})
+    fresh = _ordered(score_groups(frame, groups, model, matching))
+    return fresh.join(scored.select("node_l", "node_r"), on=["node_l", "node_r"], how="anti")
+
+
+def _comparable(pairs: pl.DataFrame) -> pl.Expr:
+    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
+    return pl.any_horizontal(pl.col(g) != -1 for g in gammas) if gammas else pl.lit(False)
+
+
+def match_records(
+    frame: pl.DataFrame,
+    model: dict[str, Any],
+    matching: MatchingConfig,
+    decisions: pl.DataFrame,
+    previous: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> MatchResult:
+    """Cluster ``frame`` (matching features, ``unique_id`` = row position) with the saved ``model``.
+
+    ``previous``: last run's stored pairs and record hashes, when scored by this same model.
     """
-    differ = [pl.col(f"gamma_{n}") == 0 for n in given if f"gamma_{n}" in pairs.columns]
-    swaps = [pl.col(g) != level for g, level in swapped.items() if g in pairs.columns]
-    not_swapped = pl.all_horizontal(swaps) if swaps else pl.lit(True)
-    differ += [(pl.col(f"gamma_{n}") == 0) & not_swapped for n in family if f"gamma_{n}" in pairs.columns]
-    differ += [pl.col(f"gamma_{n}") == 0 for n in organisations if f"gamma_{n}" in pairs.columns]
-    if not differ:
-        return pl.lit(False)
-    return pl.any_horizontal(differ) & ~one_person
+    ids = frame.select("unique_id", *KEY)
+    n = frame.height
+    if previous is None:
+        scored = _ordered(score_pairs(frame, model, matching))
+        mode = "full"
+    else:
+        old_pairs, old_hashes = previous
+        changed = record_hashes(frame).join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
+        kept = node_pairs(old_pairs, ids.join(changed, on=KEY, how="anti"))
+        new_ids = ids.join(changed, on=KEY)["unique_id"]
+        fresh = _ordered(score_new_pairs(frame, new_ids, model, matching)) if new_ids.len() else kept.head(0)
+        scored = pl.concat([kept, fresh.select(kept.columns)], how="vertical_relaxed") if kept.width else fresh
+        gone = old_hashes.join(ids, on=KEY, how="anti").height
+        mode = f"incremental: {changed.height} new or changed, {gone} gone"
+
+    # Sums over pairs (the prior, the gains) must not depend on the order DuckDB's threads returned them in.
+    scored = scored.sort("node_l", "node_r")
+    pairs = candidate_pairs(frame)
+    rate = match_rate(scored["evidence"].to_numpy(), pairs, model["probability_two_random_records_match"])
+    prior = math.log2(rate / (1 - rate))
+    threshold = link_threshold(scored.select(probabilities(pl.col("evidence"), prior).alias("p"))["p"].to_numpy())
+    weight = pl.col("evidence") + prior - threshold.log2_odds  # > 0: more likely one customer than required
+
+    must, cannot = decided_edges(decisions, ids)
+    forced = pl.concat([
+        must.with_columns(pl.lit(MUST_LINK).alias("w")),
+        rule_links(frame, matching.deterministic_rules).with_columns(pl.lit(MUST_LINK).alias("w")),
+        cannot.with_columns(pl.lit(CANNOT_LINK).alias("w")),
+    ]).select(pl.min_horizontal("node_l", "node_r").alias("l"), pl.max_horizontal("node_l", "node_r").alias("r"), "w")
+    # A steward's `different` wins over a rule's or another steward's `same` on the same pair.
+    forced = forced.sort("w").unique(["l", "r"], keep="first")
+
+    edges = pl.concat([scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"), weight.alias("w")), forced])
+    piece = pieces(n, edges)
+    completed = _complete(frame, scored, piece, model, matching)
+    if completed.height:
+        scored = pl.concat([scored, completed.select(scored.columns)], how="vertical_relaxed").sort("node_l", "node_r")
+
+    weighted = scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"), weight.alias("w"),
+                             _comparable(scored).alias("comparable"))
+    weighted = pl.concat([weighted.join(forced, on=["l", "r"], how="anti"),
+                          forced.with_columns(pl.lit(True).alias("comparable"))])
+    inside = weighted.filter(pl.Series(piece[weighted["l"].to_numpy()] == piece[weighted["r"].to_numpy()]))
+    clustering = agglomerate(n, inside)
+    labels = clustering.labels
+
+    probability = probabilities(pl.col("evidence"), prior)
+    together = pl.Series(labels[scored["node_l"].to_numpy()] == labels[scored["node_r"].to_numpy()])
+    with_p = scored.with_columns(probability.alias("p"), together.alias("together"))
+    within = with_p.filter("together")
+    confidence = within.select(pl.concat_list("node_l", "node_r").alias("unique_id"), "p").explode("unique_id").group_by(
+        "unique_id").agg(pl.col("p").max().alias("link_confidence"))
+    clusters = pl.DataFrame({"unique_id": frame["unique_id"], "cluster": labels.astype(np.int64)}).join(
+        confidence, on="unique_id", how="left")
+
+    queue = _queue(clustering.merges, nearest_other(labels, weighted), labels, ids, scored, prior, matching, n)
+    expected = float(with_p["p"].sum())
+    est_precision = float(within["p"].mean()) if within.height else 1.0
+    est_recall = float(within["p"].sum()) / expected if expected else 1.0
+    stored = stored_pairs(scored, ids).with_columns(
+        (pl.col("evidence") + prior).alias("match_weight"), probability.alias("match_probability"))
+    summary = {
+        "mode": mode, "records": n, "candidate_pairs": pairs, "pairs_scored": scored.height,
+        "pairs_completed": completed.height, "estimated_precision": est_precision, "estimated_recall": est_recall,
+        "estimated_f1": 2 * est_precision * est_recall / max(est_precision + est_recall, 1e-12),
+    }
+    return MatchResult(stored.select(*PAIR_KEY, "match_weight", "evidence", "match_probability", "comparison_levels"),
+                       clusters, queue, threshold, rate, summary)
 
 
-def corroborated(pairs: pl.DataFrame, levels: dict[str, int]) -> pl.Expr:
-    """True where at least one comparison besides the names confirms the identity."""
-    present = [pl.col(g) >= level for g, level in levels.items() if g in pairs.columns]
-    return pl.any_horizontal(present) if present else pl.lit(True)
-
-
-def open_questions(pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
-    """One question per customer in doubt: "does this (smaller) cluster belong to that one?".
-
-    Only pairs whose records ended in different clusters are questions (a decision on a pair
-    already joined through other links would change nothing). Of the pairs between a cluster
-    and larger ones, the strongest is asked and explains itself; the others are counted in
-    the reason. A `different` answer brings the next candidate up on the next run.
-    """
-    cluster = members.select(*KEY, "cluster")
-    sizes = cluster.group_by("cluster").agg(pl.len().alias("size"))
-    joined = (
-        pairs.join(cluster.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l",
-                                   "cluster": "cluster_l"}), on=["source_system_l", "source_record_id_l"], maintain_order="left")
-        .join(cluster.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
-                              "cluster": "cluster_r"}), on=["source_system_r", "source_record_id_r"], maintain_order="left")
-        .filter(pl.col("cluster_l") != pl.col("cluster_r"))
-        .join(sizes.rename({"cluster": "cluster_l", "size": "size_l"}), on="cluster_l", maintain_order="left")
-        .join(sizes.rename({"cluster": "cluster_r", "size": "size_r"}), on="cluster_r", maintain_order="left")
+def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: pl.DataFrame, scored: pl.DataFrame,
+           prior: float, matching: MatchingConfig, n: int) -> Queue:
+    """Every decision the clustering took (merges) or left (each cluster's best other), queued by value."""
+    sizes = np.bincount(labels, minlength=n)
+    left = undone.filter(pl.col("c") < pl.col("o"))
+    decisions = pl.concat([
+        merges.with_columns(pl.lit(True).alias("merged")),
+        left.select("l", "r", "gain", pl.Series("size_l", sizes[left["c"].to_numpy()], dtype=pl.Int64),
+                    pl.Series("size_r", sizes[left["o"].to_numpy()], dtype=pl.Int64), pl.lit(False).alias("merged")),
+    ])
+    keyed = decisions.rename({"l": "node_l", "r": "node_r"}).join(
+        ids.rename({"unique_id": "node_l", "source_system": "a_system", "source_record_id": "a_id"}), on="node_l"
+    ).join(ids.rename({"unique_id": "node_r", "source_system": "b_system", "source_record_id": "b_id"}), on="node_r")
+    a_first = record_key("a_system", "a_id") <= record_key("b_system", "b_id")
+    keyed = keyed.with_columns(
+        pl.when(a_first).then(record_key("a_system", "a_id")).otherwise(record_key("b_system", "b_id")).alias("key_l"),
+        pl.when(a_first).then(record_key("b_system", "b_id")).otherwise(record_key("a_system", "a_id")).alias("key_r"),
+        pl.when(a_first).then("a_system").otherwise("b_system").alias("source_system_l"),
+        pl.when(a_first).then("a_id").otherwise("b_id").alias("source_record_id_l"),
+        pl.when(a_first).then("b_system").otherwise("a_system").alias("source_system_r"),
+        pl.when(a_first).then("b_id").otherwise("a_id").alias("source_record_id_r"),
     )
-    left_asks = (pl.col("size_l") < pl.col("size_r")) | (
-        (pl.col("size_l") == pl.col("size_r")) & (pl.col("cluster_l") < pl.col("cluster_r"))
+    queue = review_queue(keyed, math.floor(matching.review_budget * n))
+    record = pl.concat_str(KEY, separator=":")
+    records = pl.DataFrame({"unique_id": ids["unique_id"], "cluster": labels.astype(np.int64)}).join(
+        ids.select("unique_id", record.alias("record")), on="unique_id").group_by("cluster").agg(pl.col("record").sort())
+    gammas = [c for c in scored.columns if c.startswith("gamma_")]
+    items = queue.items.with_columns(
+        pl.Series("cluster_l", labels[queue.items["node_l"].to_numpy()].astype(np.int64)),
+        pl.Series("cluster_r", labels[queue.items["node_r"].to_numpy()].astype(np.int64)),
+    ).join(records.rename({"cluster": "cluster_l", "record": "records_l"}), on="cluster_l", how="left",
+           maintain_order="left").join(
+        records.rename({"cluster": "cluster_r", "record": "records_r"}), on="cluster_r", how="left", maintain_order="left"
+    ).join(scored.select("node_l", "node_r", "evidence", *gammas), on=["node_l", "node_r"], how="left",
+           maintain_order="left")
+    levels = (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
+              if gammas else pl.lit(None, pl.Struct({})))
+    items = items.select(
+        pl.when(pl.col("size_l") + pl.col("size_r") == 2).then(pl.lit("pair")).otherwise(pl.lit("cluster")).alias("review_type"),
+        *PAIR_KEY,
+        # A merge made: the cluster it made; a merge left undone: both clusters.
+        pl.when(pl.col("merged")).then(pl.col("records_l"))
+        .otherwise(pl.concat_list("records_l", "records_r").list.sort()).alias("records"),
+        "evidence", probabilities(pl.col("evidence"), prior).alias("match_probability"),
+        levels.alias("comparison_levels"), "merged", "doubt", "records_affected", "priority",
+        review_reason(pl.col("merged"), pl.col("doubt"), pl.col("records_affected")).alias("review_reason"),
     )
-    asking = pl.when(left_asks).then("cluster_l").otherwise("cluster_r")
-    answering = pl.when(left_asks).then("cluster_r").otherwise("cluster_l")
-    others = pl.col("__answering").n_unique().over("__asking") - 1
-    return (
-        joined.with_row_index("__order")
-        .with_columns(asking.alias("__asking"), answering.alias("__answering"))
-        .with_columns(others.alias("__others"))
-        .sort("evidence", descending=True)
-        .unique("__asking", keep="first")
-        .sort("__order")
-        .with_columns(
-            pl.when(pl.col("__others") > 0)
-            .then(pl.format("{} ({} other candidate customer{})", "review_reason", "__others",
-                            pl.when(pl.col("__others") > 1).then(pl.lit("s")).otherwise(pl.lit(""))))
-            .otherwise("review_reason").alias("review_reason")
-        )
-        .drop("cluster_l", "cluster_r", "size_l", "size_r", "__order", "__asking", "__answering", "__others")
-    )
+    return Queue(items, queue.doubtful, queue.decided_automatically)

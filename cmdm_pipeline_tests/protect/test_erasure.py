@@ -262,7 +262,7 @@ def test_quarantined_consent_rows_are_found_by_email_phone_or_record(make_projec
 def test_steward_decisions_naming_the_subject_are_listed_and_their_audit_ids_found(project) -> None:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.protect.audit import steward_events
     from cmdm_pipeline.protect.erasure_apply import notifications_of, steward_decisions
-    from cmdm_pipeline.stages.match import read_decisions
+    from cmdm_pipeline.stages.decisions import read_decisions
 
     config = project(matching={"decisions": "decisions.csv"})
     (config.base_dir / "decisions.csv").write_text(

@@ -98,9 +98,10 @@ def test_both_runs_pass_every_check_and_land_in_quality_report(project) -> None:
     assert [(c[0], c[1]) for c in columns] == AGREED_COLUMNS  # the shape `cmdm report` reads
     report = Warehouse(root / "warehouse" / "cmdm.duckdb").read("quality_report")
     assert report.group_by("run_id").len().sort("run_id")["run_id"].to_list() == sorted([first.run_id, second.run_id])
-    assert set(report["stage"]) == {"standardised", "validated", "golden", "quarantine"}
+    assert set(report["stage"]) == {"standardised", "validated", "golden", "quarantine", "matching"}
     assert {"rule", "completeness", "duplicate_rate", "golden_count", "quality_score", "quarantine_rate",
-            "match_rate", "cluster_size_1"} <= set(report["metric"])
+            "match_rate", "cluster_size_1", "link_threshold", "estimated_precision", "estimated_recall",
+            "queued", "decided_automatically"} <= set(report["metric"])
 
 
 def test_quality_trend_shows_what_changed_between_the_runs(project) -> None:  # type: ignore[no-untyped-def]

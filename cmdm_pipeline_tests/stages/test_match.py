@@ -1,159 +1,145 @@
-"""The names guard that keeps households and colleagues apart."""
+"""One matching run on a small source: a real model, calibrated thresholds, clusters, a deterministic queue."""
 
 from __future__ import annotations
 
+import datetime as dt
+import random
+
 import polars as pl
+import pytest
 
 from cmdm_pipeline.config import MatchingConfig, load_config
-from cmdm_pipeline.stages.match import names_disagree
-from cmdm_pipeline.stages.match_model import build_settings, one_person
+from cmdm_pipeline.stages.decisions import DECISION_COLUMNS
+from cmdm_pipeline.stages.match import match_records, node_pairs, rule_links, stored_pairs
+from cmdm_pipeline.stages.match_features import matching_frame
+from cmdm_pipeline.stages.match_model import train_model
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 
-GIVEN, FAMILY = ["first_name"], ["last_name"]
-SWAPPED = {"gamma_first_name": 4}  # levels: 5 exact, 4 swapped, 3 nickname, 2-1 typos, 0 different
 SCHEMA = load_config(REPO_ROOT / "cmdm.yaml").customer_schema
-MODEL = build_settings(SCHEMA, MatchingConfig())  # address 5-3 place a record; e-mail 3, birth date 5 exact
+GIVEN = ["anna", "ben", "clara", "david", "emma", "felix", "greta", "hugo", "ida", "jonas", "karl", "lena"]
+FAMILY = ["meyer", "novak", "okafor", "petrov", "quinn", "rossi", "silva", "tanaka", "ulrich", "varga"]
 
 
-def flags(**levels: list[int]) -> list[bool]:
-    pairs = pl.DataFrame({f"gamma_{name}": values for name, values in levels.items()})
-    same = one_person(MODEL, SCHEMA, pairs.columns)
-    return pairs.select(names_disagree(pairs, GIVEN, FAMILY, SWAPPED, same, ["organisation_name"])).to_series().to_list()
+def typo(value: str, rng: random.Random) -> str:
+    i = rng.randrange(len(value))
+    return value[:i] + value[i + 1:] if len(value) > 3 else value
 
 
-def test_a_household_member_with_another_given_name_is_a_different_person() -> None:
-    # Same surname and address, different first name, e-mail and birth date unknown or different.
-    assert flags(first_name=[0, 0], last_name=[3, 3], email=[-1, 0], date_of_birth=[-1, 1]) == [True, True]
+def people(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Records of ``n`` people (1-3 each, typos, missing e-mails) and the truth: person per record."""
+    rng = random.Random(seed)
+    rows, truth = [], []
+    for person in range(n):
+        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
+        born = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(20_000))
+        email = f"{given}.{family}{person}@example.org"
+        for _ in range(rng.choice((1, 2, 2, 3))):
+            record = str(len(rows))
+            rows.append({"source_record_id": record,
+                         "first_name": typo(given, rng) if rng.random() < 0.2 else given,
+                         "last_name": typo(family, rng) if rng.random() < 0.2 else family,
+                         "date_of_birth": born if rng.random() < 0.9 else None,
+                         "email": email if rng.random() < 0.7 else None})
+            truth.append({"source_system": "crm", "source_record_id": record, "entity": str(person)})
+    frame = pl.DataFrame(rows).with_columns(pl.lit("crm").alias("source_system"), pl.lit("person").alias("party_type"))
+    for name in SCHEMA.attributes:
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(name))
+    dates = [n for n in ("customer_since", "responded_on") if n in SCHEMA.attributes]
+    frame = frame.with_columns(pl.col(dates).cast(pl.Date)).sort("source_system", "source_record_id")
+    return matching_frame(frame, SCHEMA), pl.DataFrame(truth)
 
 
-def test_a_colleague_with_the_same_first_name_and_another_family_name_is_a_different_person() -> None:
-    assert flags(first_name=[5], last_name=[0], email=[0], date_of_birth=[-1]) == [True]
+def pair_f1(clusters: pl.DataFrame, frame: pl.DataFrame, truth: pl.DataFrame) -> float:
+    labelled = frame.select("unique_id", "source_system", "source_record_id").join(clusters, on="unique_id").join(
+        truth, on=["source_system", "source_record_id"])
+    pairs = lambda keys: int(labelled.group_by(keys).len().select(pl.col("len") * (pl.col("len") - 1) // 2).sum().item())  # noqa: E731
+    both, found, true = pairs(["cluster", "entity"]), pairs(["cluster"]), pairs(["entity"])
+    return 2 * both / (found + true)
 
 
-def test_a_personal_identifier_overrides_a_differing_name() -> None:
-    # A new family name after marriage, same e-mail; or a first name typed as something else, same birth
-    # date and a phone in common.
-    assert flags(
-        first_name=[5, 0], last_name=[0, 3], email=[3, -1], date_of_birth=[-1, 5], phones=[-1, 1]
-    ) == [False, False]
+NO_DECISIONS = pl.DataFrame(schema=DECISION_COLUMNS)
 
 
-def test_a_birth_date_alone_does_not_override_a_differing_name() -> None:
-    # Twins (same family name, home and birth date, their own e-mails or phones), and strangers who share
-    # a first name and a birth date; the same birth date with a phone in common is one person.
-    # A birth date one typo apart (level 4) is not the same birth date, phone or not.
-    assert flags(
-        first_name=[0, 0, 5, 0, 0], last_name=[3, 3, 0, 3, 3], address=[5, 5, 0, 0, 0], email=[0, -1, -1, 0, 0],
-        phones=[-1, 0, -1, 1, 1], date_of_birth=[5, 5, 5, 5, 4],
-    ) == [True, True, True, False, True]
+@pytest.fixture(scope="module")
+def small() -> tuple[pl.DataFrame, pl.DataFrame, dict]:  # type: ignore[type-arg]
+    frame, truth = people(90, seed=3)
+    assert 150 < frame.height < 250  # "a source of 200 records"
+    model = train_model(frame, SCHEMA, MatchingConfig(), version=1).settings
+    return frame, truth, model
 
 
-def test_a_birth_date_at_the_same_address_with_no_contacts_to_compare_is_one_person() -> None:
-    # A name typed as another one (FEBRL-like data: no e-mail or phone): same house or postcode and
-    # birth date. Without the e-mail and phone comparisons at all, the same holds.
-    assert flags(first_name=[0, 5], last_name=[3, 0], address=[5, 3], email=[-1, -1], phones=[-1, -1],
-                 date_of_birth=[5, 5]) == [False, False]
-    assert flags(first_name=[0, 0], last_name=[3, 3], address=[3, 2], date_of_birth=[5, 5]) == [False, True]
+def test_a_source_of_200_records_gets_a_real_model(small) -> None:  # type: ignore[no-untyped-def]
+    _, _, model = small
+    first = next(c for c in model["comparisons"] if c["output_column_name"] == "first_name")
+    exact = first["comparison_levels"][1]
+    assert exact["m_probability"] > 0.5 and exact["u_probability"] < 0.2  # learned, not Splink's defaults
+    # The prior is the data's own: about the share of true pairs (here ~1 in 150), not a fixed guess.
+    assert 1e-3 < model["probability_two_random_records_match"] < 3e-2
 
 
-def test_two_organisations_with_different_names_are_different_unless_an_id_or_e_mail_says_otherwise() -> None:
-    # Businesses in one building: same postcode, the same mailbox name (info@) at their own domains.
-    # organisation_name is -1 unless both records are organisations.
-    assert flags(organisation_name=[0, 0, 0, 1, -1], tax_id=[0, 1, -1, -1, -1], email=[2, -1, 3, 2, 2],
-                 address=[3, 3, 3, 3, 3]) == [True, False, False, False, False]
+def test_matching_links_duplicates_with_a_threshold_from_the_data(small) -> None:  # type: ignore[no-untyped-def]
+    frame, truth, model = small
+    result = match_records(frame, model, MatchingConfig(), NO_DECISIONS)
+    assert pair_f1(result.clusters, frame, truth) > 0.9
+    assert 0.05 < result.threshold.probability < 0.95
+    assert 0.8 < result.summary["estimated_precision"] <= 1 and 0.8 < result.summary["estimated_recall"] <= 1
+    # Every pair inside a cluster was scored: clusters are judged by all their pairs.
+    sizes = result.clusters.group_by("cluster").len()
+    within = sizes.select((pl.col("len") * (pl.col("len") - 1) // 2).sum()).item()
+    together = node_pairs(result.pairs.select("source_system_l", "source_record_id_l", "source_system_r",
+                                              "source_record_id_r", "evidence", "comparison_levels"),
+                          frame.select("unique_id", "source_system", "source_record_id")).join(
+        result.clusters.rename({"unique_id": "node_l", "cluster": "c_l"}), on="node_l").join(
+        result.clusters.rename({"unique_id": "node_r", "cluster": "c_r"}), on="node_r").filter(pl.col("c_l") == pl.col("c_r"))
+    assert together.height == within
 
 
-def test_swaps_nicknames_typos_and_missing_names_do_not_count_as_different() -> None:
-    assert flags(
-        first_name=[4, 3, 1, -1, 5], last_name=[0, 3, 2, 0, -1], email=[-1] * 5, date_of_birth=[-1] * 5
-    ) == [False, False, False, True, False]
+def test_the_queue_is_within_budget_and_the_same_for_the_same_input(small) -> None:  # type: ignore[no-untyped-def]
+    frame, _, model = small
+    matching = MatchingConfig(review_budget=0.02)
+    first = match_records(frame, model, matching, NO_DECISIONS)
+    again = match_records(frame, model, matching, NO_DECISIONS)
+    assert first.queue.items.height <= int(0.02 * frame.height)
+    assert first.queue.items.equals(again.queue.items)
+    assert first.clusters.equals(again.clusters)
+    nobody = match_records(frame, model, MatchingConfig(review_budget=0), NO_DECISIONS)
+    assert nobody.queue.items.height == 0 and nobody.queue.decided_automatically == first.queue.doubtful
 
 
-def test_without_name_comparisons_nothing_is_flagged() -> None:
-    assert flags(email=[0]) == [False]
+def test_a_stewards_different_splits_and_same_joins(small) -> None:  # type: ignore[no-untyped-def]
+    frame, _, model = small
+    base = match_records(frame, model, MatchingConfig(), NO_DECISIONS)
+    keyed = base.clusters.join(frame.select("unique_id", "source_system", "source_record_id"), on="unique_id")
+    cluster = keyed.group_by("cluster").agg("source_record_id").filter(pl.col("source_record_id").list.len() == 2).row(0)
+    apart = keyed.filter(pl.col("cluster") != cluster[0]).row(0, named=True)
+    decisions = pl.DataFrame([
+        ("crm", cluster[1][0], "crm", cluster[1][1], "different", "s@example.org", "2026-12-01T10:00:00", None),
+        ("crm", cluster[1][0], "crm", apart["source_record_id"], "same", "s@example.org", "2026-12-01T10:00:00", None),
+    ], schema=DECISION_COLUMNS, orient="row")
+    after = match_records(frame, model, MatchingConfig(), decisions).clusters.join(
+        frame.select("unique_id", "source_record_id"), on="unique_id")
+    of = dict(after.select("source_record_id", "cluster").iter_rows())
+    assert of[cluster[1][0]] != of[cluster[1][1]]
+    assert of[cluster[1][0]] == of[apart["source_record_id"]]
 
 
-def test_one_question_per_cluster_in_doubt_with_its_strongest_candidate() -> None:
-    from cmdm_pipeline.stages.match import open_questions
-
-    members = pl.DataFrame({
-        "source_system": ["s"] * 5, "source_record_id": ["a", "b", "c", "d", "e"], "cluster": [1, 1, 2, 3, 1],
-    })
-    pairs = pl.DataFrame({
-        "source_system_l": ["s"] * 4, "source_record_id_l": ["c", "c", "a", "d"],
-        "source_system_r": ["s"] * 4, "source_record_id_r": ["a", "d", "b", "e"],
-        "evidence": [12.0, 15.0, 20.0, 8.0], "review_reason": ["r"] * 4,
-    })
-    asked = open_questions(pairs, members)
-    # a-b share a cluster: no question. c (alone) is asked about its strongest candidate, d, and 1
-    # other; d (alone, tie with c broken by cluster id) was already the candidate, so its pair with e stays.
-    assert asked.select("source_record_id_l", "source_record_id_r", "review_reason").rows() == [
-        ("c", "d", "r (1 other candidate customer)"), ("d", "e", "r"),
-    ]
+def test_deterministic_rules_link_equal_values_but_not_placeholders() -> None:
+    frame = pl.DataFrame({"unique_id": list(range(6)), "party_type": ["person"] * 6,
+                          "national_id": ["A1", "A1", None, None, "B2", "C3"]})
+    assert rule_links(frame, [["national_id"]]).sort("node_l").rows() == [(0, 1)]
+    shared = frame.with_columns(pl.lit("X").alias("national_id"))
+    assert rule_links(shared, [["national_id"]]).height == 15
+    crowd = pl.DataFrame({"unique_id": list(range(30)), "party_type": ["person"] * 30, "national_id": ["X"] * 30})
+    assert rule_links(crowd, [["national_id"]]).height == 0  # a value 30 records share is no one's
 
 
-def test_a_customer_with_several_candidates_is_asked_once_naming_how_many_others() -> None:
-    from cmdm_pipeline.stages.match import open_questions
-
-    members = pl.DataFrame({
-        "source_system": ["s"] * 7, "source_record_id": ["a1", "a2", "d1", "d2", "e1", "e2", "c"],
-        "cluster": [1, 1, 2, 2, 3, 3, 9],
-    })
-    pairs = pl.DataFrame({
-        "source_system_l": ["s"] * 3, "source_record_id_l": ["c"] * 3,
-        "source_system_r": ["s"] * 3, "source_record_id_r": ["a1", "d1", "e1"],
-        "evidence": [12.0, 15.0, 10.0], "review_reason": ["r"] * 3,
-    })
-    asked = open_questions(pairs, members)
-    assert asked.select("source_record_id_r", "review_reason").rows() == [("d1", "r (2 other candidate customers)")]
-
-
-def test_last_nights_pairs_are_flagged_again_by_todays_rules() -> None:
-    # An incremental night keeps unchanged pairs; their flags come from their stored levels, so twins
-    # flagged by an older rule (a birth date alone was personal) are kept apart now too.
-    from cmdm_pipeline.assets.match import _flagged
-
-    config = load_config(REPO_ROOT / "cmdm.yaml")
-    levels = pl.DataFrame({
-        "first_name": [0, 5], "last_name": [3, 3], "address": [5, 0], "date_of_birth": [5, -1], "email": [0, 3],
-        "phones": [0, -1],
-    }, schema={name: pl.Int8 for name in ("first_name", "last_name", "address", "date_of_birth", "email", "phones")})
-    old = pl.DataFrame({"source_system_l": ["s", "s"], "names_disagree": [False, True], "corroborated": [False, False]})
-    old = old.with_columns(levels.select(pl.struct(pl.all()).alias("comparison_levels")))
-    again = _flagged(old, config, MODEL)
-    assert again.columns == old.columns
-    assert again.select("names_disagree", "corroborated").rows() == [(True, True), (False, True)]
-
-
-def test_only_a_model_that_compares_two_organisations_keeps_different_organisation_names_apart() -> None:
-    from cmdm_pipeline.stages.match_model import organisation_names
-
-    assert organisation_names(MODEL, SCHEMA) == ["organisation_name"]
-    # A model saved before the comparison was limited to two organisations compared a person's employer.
-    older = {"comparisons": [{**c, "comparison_levels": [
-        {**level, "sql_condition": '"organisation_name_l" IS NULL OR "organisation_name_r" IS NULL'}
-        if level.get("is_null_level") else level for level in c["comparison_levels"]
-    ]} for c in MODEL["comparisons"]]}
-    assert organisation_names(older, SCHEMA) == []
-
-
-def test_pairs_stored_with_levels_as_text_or_without_levels_are_scored_again() -> None:
-    from cmdm_pipeline.assets.match import _previous
-
-    class Store:
-        def __init__(self, levels: pl.Series) -> None:
-            self.pairs = pl.DataFrame({"source_system_l": ["s"], "corroborated": [True], "model_version": [1]})
-            self.pairs = self.pairs.with_columns(levels.alias("comparison_levels"))
-
-        def tables(self) -> list[str]:
-            return ["match_pairs", "customer_clusters"]
-
-        def read(self, name: str) -> pl.DataFrame:
-            if name == "match_pairs":
-                return self.pairs
-            return pl.DataFrame({"source_system": ["s"], "source_record_id": ["a"], "record_hash": [1]})
-
-    struct = pl.DataFrame({"email": [3]}).select(pl.struct("email")).to_series()
-    assert _previous(Store(struct), 1) is not None
-    assert _previous(Store(pl.Series(['{"email": 3}'])), 1) is None
-    assert _previous(Store(pl.Series([None], dtype=pl.Struct({}))), 1) is None
+def test_stored_pairs_round_trip_to_record_positions() -> None:
+    ids = pl.DataFrame({"unique_id": [0, 1, 2], "source_system": ["shop", "crm", "crm"],
+                        "source_record_id": ["9", "1", "2"]})
+    pairs = pl.DataFrame({"node_l": [0, 1], "node_r": [1, 2], "evidence": [12.5, -3.0],
+                          "gamma_email": [1, 0], "gamma_first_name": [-1, 2]},
+                         schema_overrides={"gamma_email": pl.Int32, "gamma_first_name": pl.Int32})
+    stored = stored_pairs(pairs, ids)
+    assert stored.select("source_system_l", "source_record_id_l").row(0) == ("crm", "1")  # the smaller key left
+    assert node_pairs(stored, ids).sort("node_l").equals(pairs.sort("node_l"))
