@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cmdm_pipeline.schema import IDENTIFIER, CustomerSchema, Model, Severity
+from cmdm_pipeline.schema import IDENTIFIER, CustomerSchema, Kind, Model, Severity
 
 CONFIG_ENV_VAR = "CMDM_CONFIG"
 DEFAULT_CONFIG_PATH = Path("cmdm.yaml")
@@ -163,7 +163,7 @@ class MatchingConfig(Model):
 
     review_budget: float = Field(
         0.01, ge=0, le=1,
-        description="Most review-queue items per run, as a share of the records (0.01: one item per 100 records). "
+        description="Records the review queue may show per run, as a share of all records (0.01: 1 in 100). "
         "The doubtful decisions that change the most records are queued; the model decides the rest.",
     )
     deterministic_rules: list[list[str]] = Field(
@@ -746,6 +746,16 @@ class ProjectConfig(Model):
         unknown = sorted(set(self.quality.quarantine_rate_by_source) - set(names))
         if unknown:
             raise ValueError(f"quality.quarantine_rate_by_source names unknown source(s) {unknown}")
+        for i, rule in enumerate(self.matching.deterministic_rules):
+            for attribute in rule:
+                at = f"matching.deterministic_rules[{i}]"
+                if attribute not in attributes:
+                    raise ValueError(f"{at} names unknown attribute {attribute!r}")
+                if attributes[attribute].kind is Kind.phone:
+                    raise ValueError(f"{at}: {attribute!r} is a phone; a record's phones are pooled and compared "
+                                     "together (the `home` comparison), not by a deterministic rule")
+                if not attributes[attribute].use_in_matching:
+                    raise ValueError(f"{at}: {attribute!r} is not compared (set `match: true` on it)")
         return self
 
     def resolve(self, path: Path) -> Path:

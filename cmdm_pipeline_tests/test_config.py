@@ -107,3 +107,13 @@ def test_database_url_reads_environment_variables(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("PGUSER_X")
     with pytest.raises(ConfigError, match="PGUSER_X used in `url` is not set"):
         config.sources[0].resolved_url()
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    (["nickname"], "matching.deterministic_rules\\[0\\] names unknown attribute 'nickname'"),
+    (["phone"], "'phone' is a phone; a record's phones are pooled"),
+    (["nps_score"], "'nps_score' is not compared"),
+])
+def test_a_deterministic_rule_must_name_a_compared_attribute(make_project, rule: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
+        make_project(matching={"deterministic_rules": [rule]})

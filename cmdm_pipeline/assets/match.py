@@ -12,7 +12,7 @@ from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.decisions import read_decisions
-from cmdm_pipeline.stages.match import KEY, MatchResult, match_records, record_hashes
+from cmdm_pipeline.stages.match import KEY, MatchResult, match_records, record_hashes, reusable
 from cmdm_pipeline.stages.match_features import feature_inputs, matching_frame
 from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, train_model
 
@@ -95,20 +95,12 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return _model
 
 
-def _previous(store, model_version: int) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # type: ignore[no-untyped-def]
+def _previous(store, model: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # type: ignore[no-untyped-def]
     """Last run's pairs and record hashes, when they were scored by this same model."""
     tables = store.tables()
     if PAIRS not in tables or CLUSTERS not in tables:
         return None
-    pairs = store.read(PAIRS)
-    clusters = store.read(CLUSTERS)
-    levels = pairs.schema.get("comparison_levels")
-    if "record_hash" not in clusters.columns or not isinstance(levels, pl.Struct) or not levels.fields:
-        return None
-    if pairs.height and pairs["model_version"].unique().to_list() != [model_version]:
-        return None
-    return pairs.select("source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r", "evidence",
-                        "comparison_levels"), clusters.select(*KEY, "record_hash")
+    return reusable(store.read(PAIRS), store.read(CLUSTERS), model)
 
 
 def _singletons(frame: pl.DataFrame) -> MatchResult:
@@ -119,13 +111,14 @@ def _singletons(frame: pl.DataFrame) -> MatchResult:
     keys = {c: pl.String for c in ("source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r")}
     levels = pl.Struct({"none": pl.Int8})  # no comparison was made
     empty_pairs = pl.DataFrame(schema=keys | {"match_weight": pl.Float64, "evidence": pl.Float64,
-                                              "match_probability": pl.Float64, "comparison_levels": levels})
+                                              "match_probability": pl.Float64, "blocked": pl.Boolean,
+                                              "comparison_levels": levels})
     empty_queue = pl.DataFrame(schema={"review_type": pl.String} | keys | {
         "records": pl.List(pl.String), "evidence": pl.Float64, "match_probability": pl.Float64,
         "comparison_levels": levels, "merged": pl.Boolean, "doubt": pl.Float64, "records_affected": pl.Int64,
         "priority": pl.Float64, "review_reason": pl.String})
     clusters = frame.select("unique_id", pl.col("unique_id").alias("cluster"), pl.lit(None, pl.Float64).alias("link_confidence"))
-    return MatchResult(empty_pairs, clusters, Queue(empty_queue, 0, 0), Threshold(0.5, 1.0, 1.0, 1.0), 0.0,
+    return MatchResult(empty_pairs, clusters, Queue(empty_queue, 0, 0), Threshold(0.5, 1.0), 0.0,
                        {"mode": "no pairs to compare", "records": frame.height})
 
 
@@ -169,7 +162,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             result = _singletons(frame)
         else:
             full = matching.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
-            previous = None if full else _previous(store, version)
+            previous = None if full else _previous(store, model)
             result = match_records(frame, model, matching, decisions, previous)
         ids = frame.select("unique_id", *KEY)
         members = result.clusters.join(ids, on="unique_id").join(record_hashes(frame), on=KEY).select(

@@ -41,14 +41,20 @@ def components(nodes: np.ndarray, edges: pl.DataFrame) -> np.ndarray:
 
 
 def pieces(n: int, edges: pl.DataFrame, max_size: int = MAX_PIECE) -> np.ndarray:
-    """Piece label per node position 0..n-1; ``edges``: l, r, w (only w > 0 joins records)."""
+    """Piece label per node position 0..n-1; ``edges``: l, r, w (only w > 0 joins records).
+
+    An oversized component is split by raising the bar on its own edges; records joined by steward
+    ``same`` decisions or deterministic rules (infinite weights) stay together whatever their number.
+    """
     positive = edges.filter(pl.col("w") > 0)
     labels = components(np.arange(n), positive)
+    finite = positive.filter(pl.col("w").is_finite())
+    highest = float(finite["w"].max()) if finite.height else 0.0  # type: ignore[arg-type]
     bar = 0.0
     while True:
         _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         big = counts[inverse] > max_size
-        if not big.any():
+        if not big.any() or bar > highest:
             return np.unique(labels, return_inverse=True)[1]
         bar += SPLIT_STEP
         inside = positive.filter(pl.Series(big[positive["l"].to_numpy()]) & (pl.col("w") > bar))
@@ -59,22 +65,23 @@ def pieces(n: int, edges: pl.DataFrame, max_size: int = MAX_PIECE) -> np.ndarray
 @dataclass(frozen=True)
 class Agglomeration:
     labels: np.ndarray  # cluster label per node position (the smallest position in the cluster)
-    merges: pl.DataFrame  # l, r (the strongest pair between the two groups), gain, size_l, size_r
+    merges: pl.DataFrame  # l, r (the strongest pair between the two groups), gain, size_l, size_r: the merges made
 
 
 def agglomerate(n: int, pairs: pl.DataFrame, max_rounds: int = 10_000) -> Agglomeration:
-    """Merge records into clusters, mutual best merges first, while the mean comparable weight is > 0.
+    """Merge records into clusters, mutual best merges first, while the mean comparable weight is > 0,
+    then move single records where their pairs favour it (:func:`refine`).
 
     ``pairs``: l, r (positions), w (log2 odds relative to the threshold, +-inf for decisions), comparable
-    (bool: the pair had anything to compare). Deterministic: ties go to the smaller cluster label.
+    (bool: the pair had anything to compare), piece (the piece both records are in). Deterministic: ties
+    go to the smaller cluster label.
     """
     labels = np.arange(n)
     sizes = np.ones(n, dtype=np.int64)
     merges: list[pl.DataFrame] = []
-    live = pairs.filter(pl.col("comparable") | pl.col("w").is_infinite()).select("l", "r", "w")
+    live = _evidence(pairs).sort("l", "r")
     for _ in range(max_rounds):
-        gains = _gains(live, labels)
-        best = _best_partners(gains.filter(pl.col("gain") > 0))
+        best = _best_partners(_gains(live, labels).filter(pl.col("gain") > 0))
         mutual = best.join(best.select(pl.col("c").alias("o"), pl.col("o").alias("c")), on=["c", "o"]).filter(
             pl.col("c") < pl.col("o"))
         if mutual.height == 0:
@@ -86,54 +93,17 @@ def agglomerate(n: int, pairs: pl.DataFrame, max_rounds: int = 10_000) -> Agglom
         remap[gone] = keep
         labels = remap[labels]
         sizes[keep] += sizes[gone]
-        sizes[gone] = 0
-        # Pairs now inside one cluster never count again.
-        live = live.filter(pl.Series(labels[live["l"].to_numpy()] != labels[live["r"].to_numpy()]))
+        # Pairs now inside one cluster never count again, and a piece where nothing merged is done.
+        merged_pieces = live.filter(pl.Series(np.isin(labels[live["l"].to_numpy()], keep)))["piece"].unique()
+        live = live.filter(pl.Series(labels[live["l"].to_numpy()] != labels[live["r"].to_numpy()])
+                           & pl.col("piece").is_in(merged_pieces.implode()))
     empty = pl.DataFrame(schema={"l": pl.Int64, "r": pl.Int64, "gain": pl.Float64, "size_l": pl.Int64, "size_r": pl.Int64})
     return Agglomeration(refine(labels, pairs), pl.concat(merges) if merges else empty)
 
 
-def refine(labels: np.ndarray, pairs: pl.DataFrame, max_rounds: int = 20) -> np.ndarray:
-    """Move single records to the cluster whose pairs favour them most (or out on their own).
-
-    Greedy merging takes the strongest pair first and cannot undo it: two groups joined by one strong
-    pair across them end with the pair's records in a cluster of their own. Each round moves, per
-    cluster, the record that gains the most by moving (sum of its pairs' weights to the other cluster
-    minus to its own; 0 on its own), until no record gains. Labels are then each cluster's smallest
-    record position.
-    """
-    live = pairs.filter(pl.col("comparable") | pl.col("w").is_infinite()).select("l", "r", "w")
-    both = pl.concat([live, live.rename({"l": "r", "r": "l"}).select("l", "r", "w")]).rename({"l": "node", "r": "other"})
-    labels = labels.copy()
-    for _ in range(max_rounds):
-        affinity = both.with_columns(pl.Series("cluster", labels[both["other"].to_numpy()])).group_by(
-            "node", "cluster").agg(pl.col("w").sum().alias("affinity"))
-        own = pl.Series("own_cluster", labels[affinity["node"].to_numpy()])
-        affinity = affinity.with_columns(own)
-        stay = affinity.filter(pl.col("cluster") == pl.col("own_cluster")).select("node", pl.col("affinity").alias("stay"))
-        away = affinity.filter(pl.col("cluster") != pl.col("own_cluster")).sort(
-            ["node", "affinity", "cluster"], descending=[False, True, False]).unique("node", keep="first", maintain_order=True)
-        moves = away.join(stay, on="node", how="full", coalesce=True).with_columns(
-            pl.col("stay").fill_null(0.0), pl.col("own_cluster").fill_null(pl.lit(-1)))
-        # Alone (affinity 0) is an option too, for a record in a cluster whose pairs are against it.
-        moves = moves.with_columns(pl.Series("current", labels[moves["node"].to_numpy()]))
-        alone = pl.col("stay") < 0
-        target = pl.when(pl.col("affinity").is_not_null() & (pl.col("affinity") > pl.max_horizontal(pl.col("stay"), 0.0)))
-        moves = moves.with_columns(
-            target.then(pl.col("cluster")).when(alone).then(pl.lit(-1)).otherwise(None).alias("to"),
-            target.then(pl.col("affinity") - pl.col("stay")).when(alone).then(-pl.col("stay")).otherwise(None).alias("gain"),
-        ).filter(pl.col("to").is_not_null() & (pl.col("gain") > 1e-9))
-        if moves.height == 0:
-            break
-        # One record per cluster per round, so two records never swap back and forth.
-        chosen = moves.sort(["current", "gain", "node"], descending=[False, True, False]).unique(
-            "current", keep="first", maintain_order=True)
-        nodes = chosen["node"].to_numpy()
-        targets = chosen["to"].to_numpy()
-        labels[nodes] = np.where(targets < 0, len(labels) + nodes, targets)
-    # Each cluster's label: its smallest record position.
-    return pl.DataFrame({"label": labels}).with_row_index("node").with_columns(
-        pl.col("node").min().over("label").alias("first"))["first"].to_numpy().astype(np.int64)
+def _evidence(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The pairs that carry evidence: comparable ones, and decisions."""
+    return pairs.filter(pl.col("comparable") | pl.col("w").is_infinite()).select("l", "r", "w", "piece")
 
 
 def _gains(pairs: pl.DataFrame, labels: np.ndarray) -> pl.DataFrame:
@@ -157,7 +127,67 @@ def _best_partners(gains: pl.DataFrame) -> pl.DataFrame:
     return both.sort(["c", "gain", "o"], descending=[False, True, False]).unique("c", keep="first", maintain_order=True)
 
 
+def refine(labels: np.ndarray, pairs: pl.DataFrame, max_rounds: int = 50) -> np.ndarray:
+    """Move single records to the cluster whose pairs favour them most (or out on their own).
+
+    Greedy merging takes the strongest pair first and cannot undo it: two groups joined by one strong
+    pair across them end with the pair's records in a cluster of their own. A record's pull to a
+    cluster is the sum of its pairs' weights there (0 on its own); a steward's ``different`` makes it
+    -inf, a ``same`` +inf (``different`` wins). Each round makes the best moves that touch no cluster
+    twice (no record moves into or out of a cluster another move of the round changes), so every move
+    raises the sum of weights inside clusters and the rounds end. Labels are then each cluster's
+    smallest record position.
+    """
+    both = _evidence(pairs)
+    both = pl.concat([both, both.rename({"l": "r", "r": "l"}).select(both.columns)]).rename({"l": "node", "r": "other"})
+    labels = labels.copy()
+    active = both["piece"].unique()
+    for _ in range(max_rounds):
+        live = both.filter(pl.col("piece").is_in(active.implode()))
+        pull = live.with_columns(pl.Series("cluster", labels[live["other"].to_numpy()])).group_by(
+            "node", "cluster").agg(
+            pl.when((pl.col("w") == CANNOT_LINK).any()).then(pl.lit(CANNOT_LINK))
+            .when((pl.col("w") == MUST_LINK).any()).then(pl.lit(MUST_LINK))
+            .otherwise(pl.col("w").sum()).alias("pull"), pl.col("piece").first())
+        pull = pull.with_columns(pl.Series("current", labels[pull["node"].to_numpy()]))
+        stay = pull.filter(pl.col("cluster") == pl.col("current")).select("node", pl.col("pull").alias("stay"))
+        away = pull.filter((pl.col("cluster") != pl.col("current")) & pl.col("pull").is_finite())
+        # Every record may also stand alone (pull 0), unless a decision ties it to its cluster.
+        alone = pull.select("node", "piece", "current").unique("node").with_columns(
+            pl.lit(-1, pl.Int64).alias("cluster"), pl.lit(0.0).alias("pull"))
+        options = pl.concat([away.select(alone.columns), alone]).join(stay, on="node", how="left").with_columns(
+            pl.col("stay").fill_null(0.0))
+        moves = options.filter(pl.col("stay").is_finite() & (pl.col("pull") - pl.col("stay") > 1e-9)).with_columns(
+            (pl.col("pull") - pl.col("stay")).alias("gain"))
+        # Standing alone is a move only for a record that is not alone already.
+        sizes = np.bincount(labels, minlength=len(labels))
+        moves = moves.filter((pl.col("cluster") != -1) | pl.Series(sizes[moves["current"].to_numpy()] > 1))
+        chosen = _independent(moves)
+        if chosen.height == 0:
+            break
+        nodes, targets = chosen["node"].to_numpy(), chosen["cluster"].to_numpy()
+        labels[nodes] = np.where(targets < 0, len(labels) + nodes, targets)
+        active = chosen["piece"].unique()
+    return pl.DataFrame({"label": labels}).with_row_index("node").with_columns(
+        pl.col("node").min().over("label").alias("first"))["first"].to_numpy().astype(np.int64)
+
+
+def _independent(moves: pl.DataFrame) -> pl.DataFrame:
+    """The best move per record, then per source and per target cluster, keeping no move whose source
+    or target another kept move changes: such moves do not interact, so each one's gain is real."""
+    ranked = moves.sort(["gain", "node", "cluster"], descending=[True, False, False])
+    ranked = ranked.unique("node", keep="first", maintain_order=True).unique("current", keep="first", maintain_order=True)
+    joining = ranked.filter(pl.col("cluster") >= 0).unique("cluster", keep="first", maintain_order=True)
+    ranked = pl.concat([joining, ranked.filter(pl.col("cluster") < 0)]).sort(
+        ["gain", "node"], descending=[True, False])
+    sources, targets = set(ranked["current"].to_list()), set(ranked.filter(pl.col("cluster") >= 0)["cluster"].to_list())
+    return ranked.filter(~pl.col("cluster").is_in(list(sources)) & ~pl.col("current").is_in(list(targets)))
+
+
 def nearest_other(labels: np.ndarray, pairs: pl.DataFrame) -> pl.DataFrame:
-    """Each cluster's best partner it did not merge with (c, o, gain <= 0, l, r): the merges left undone."""
-    gains = _gains(pairs.filter(pl.col("comparable") | pl.col("w").is_infinite()).select("l", "r", "w"), labels)
-    return _best_partners(gains.filter(pl.col("gain").is_finite()))
+    """Each pair of clusters that is some cluster's best partner it is not merged with (c < o, gain, l, r):
+    the merges left undone."""
+    gains = _gains(_evidence(pairs), labels).filter(pl.col("gain").is_finite())
+    best = _best_partners(gains)
+    return best.select(pl.min_horizontal("c", "o").alias("c"), pl.max_horizontal("c", "o").alias("o"), "gain", "l", "r"
+                       ).unique(["c", "o"], keep="first", maintain_order=True).sort("c", "o")

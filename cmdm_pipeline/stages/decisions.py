@@ -64,7 +64,8 @@ def read_decisions(path: Path | None) -> pl.DataFrame:
         "decision", "decided_by", "decided_at", "reason",
     )
     pair = ["source_system_l", "source_record_id_l", "source_system_r", "source_record_id_r"]
-    return normalised.sort("decided_at").unique(pair, keep="last", maintain_order=True)
+    # Stable: of two decisions made at the same time, the one further down the file wins.
+    return normalised.sort("decided_at", maintain_order=True, nulls_last=False).unique(pair, keep="last", maintain_order=True)
 
 
 def decided_edges(decisions: pl.DataFrame, ids: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -54,7 +54,7 @@ def record_hashes(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def stored_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
-    """Scored pairs (node_l, node_r, evidence, gamma_*) with both records' keys, the smaller key on the
+    """Scored pairs (node_l, node_r, evidence, blocked, gamma_*) with both records' keys, the smaller key on the
     left (as decisions are), and the levels as a struct: BI tools filter on a level directly."""
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
     levels = (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
@@ -68,12 +68,12 @@ def stored_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
         pl.when(in_order).then("a_id").otherwise("b_id").alias("source_record_id_l"),
         pl.when(in_order).then("b_system").otherwise("a_system").alias("source_system_r"),
         pl.when(in_order).then("b_id").otherwise("a_id").alias("source_record_id_r"),
-        "evidence", levels.alias("comparison_levels"),
+        "evidence", "blocked", levels.alias("comparison_levels"),
     )
 
 
 def node_pairs(stored: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
-    """Stored pairs back to node_l < node_r, evidence and gamma_* columns (records no longer read drop out)."""
+    """Stored pairs back to node_l < node_r, evidence, blocked and gamma_* columns (records no longer read drop out)."""
     fields = [f.name for f in stored.schema["comparison_levels"].fields]  # type: ignore[attr-defined]
     joined = stored.join(
         ids.rename({"unique_id": "a", "source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
@@ -81,9 +81,24 @@ def node_pairs(stored: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
     ).join(ids.rename({"unique_id": "b", "source_system": "source_system_r", "source_record_id": "source_record_id_r"}),
            on=["source_system_r", "source_record_id_r"])
     return joined.select(
-        pl.min_horizontal("a", "b").alias("node_l"), pl.max_horizontal("a", "b").alias("node_r"), "evidence",
+        pl.min_horizontal("a", "b").alias("node_l"), pl.max_horizontal("a", "b").alias("node_r"), "evidence", "blocked",
         *[pl.col("comparison_levels").struct.field(f).cast(pl.Int32).alias(f"gamma_{f}") for f in fields],
     )
+
+
+def reusable(pairs: pl.DataFrame, clusters: pl.DataFrame, model: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """Last run's stored pairs and record hashes, for an incremental night: only when they were scored by
+    this ``model`` (same version, same comparisons); a night that compared nothing, or an older layout,
+    means every pair is scored again."""
+    levels = pairs.schema.get("comparison_levels")
+    if "record_hash" not in clusters.columns or "blocked" not in pairs.columns or not isinstance(levels, pl.Struct):
+        return None
+    compared = {c["output_column_name"] for c in model.get("comparisons", [])}
+    if not pairs.height or {f.name for f in levels.fields} != compared:
+        return None
+    if pairs["model_version"].unique().to_list() != [model.get("cmdm_model_version")]:
+        return None
+    return pairs.select(*PAIR_KEY, "evidence", "blocked", "comparison_levels"), clusters.select(*KEY, "record_hash")
 
 
 def _ordered(pairs: pl.DataFrame) -> pl.DataFrame:
@@ -116,7 +131,7 @@ def _complete(frame: pl.DataFrame, scored: pl.DataFrame, piece: np.ndarray, mode
         return scored.head(0)
     groups = pl.DataFrame({"unique_id": members.astype(np.int64), "group": piece[members].astype(np.int64)})
     fresh = _ordered(score_groups(frame, groups, model, matching))
-    return fresh.join(scored.select("node_l", "node_r"), on=["node_l", "node_r"], how="anti")
+    return fresh.join(scored.select("node_l", "node_r"), on=["node_l", "node_r"], how="anti").sort("node_l", "node_r")
 
 
 def _comparable(pairs: pl.DataFrame) -> pl.Expr:
@@ -138,24 +153,28 @@ def match_records(
     ids = frame.select("unique_id", *KEY)
     n = frame.height
     if previous is None:
-        scored = _ordered(score_pairs(frame, model, matching))
+        scored = _ordered(score_pairs(frame, model, matching)).with_columns(pl.lit(True).alias("blocked"))
         mode = "full"
     else:
         old_pairs, old_hashes = previous
         changed = record_hashes(frame).join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
         kept = node_pairs(old_pairs, ids.join(changed, on=KEY, how="anti"))
         new_ids = ids.join(changed, on=KEY)["unique_id"]
-        fresh = _ordered(score_new_pairs(frame, new_ids, model, matching)) if new_ids.len() else kept.head(0)
-        scored = pl.concat([kept, fresh.select(kept.columns)], how="vertical_relaxed") if kept.width else fresh
+        fresh = _ordered(score_new_pairs(frame, new_ids, model, matching)) if new_ids.len() else kept.drop("blocked").head(0)
+        scored = pl.concat([kept, fresh.with_columns(pl.lit(True).alias("blocked")).select(kept.columns)],
+                           how="vertical_relaxed")
         gone = old_hashes.join(ids, on=KEY, how="anti").height
         mode = f"incremental: {changed.height} new or changed, {gone} gone"
 
     # Sums over pairs (the prior, the gains) must not depend on the order DuckDB's threads returned them in.
     scored = scored.sort("node_l", "node_r")
+    # The prior and the threshold are judged on the pairs blocking found, as on the night they were first
+    # scored: pairs scored to complete a cluster are not a sample of anything.
+    blocked = scored.filter("blocked")
     pairs = candidate_pairs(frame)
-    rate = match_rate(scored["evidence"].to_numpy(), pairs, model["probability_two_random_records_match"])
+    rate = match_rate(blocked["evidence"].to_numpy(), pairs, model["probability_two_random_records_match"])
     prior = math.log2(rate / (1 - rate))
-    threshold = link_threshold(scored.select(probabilities(pl.col("evidence"), prior).alias("p"))["p"].to_numpy())
+    threshold = link_threshold(blocked.select(probabilities(pl.col("evidence"), prior).alias("p"))["p"].to_numpy())
     weight = pl.col("evidence") + prior - threshold.log2_odds  # > 0: more likely one customer than required
 
     must, cannot = decided_edges(decisions, ids)
@@ -165,18 +184,20 @@ def match_records(
         cannot.with_columns(pl.lit(CANNOT_LINK).alias("w")),
     ]).select(pl.min_horizontal("node_l", "node_r").alias("l"), pl.max_horizontal("node_l", "node_r").alias("r"), "w")
     # A steward's `different` wins over a rule's or another steward's `same` on the same pair.
-    forced = forced.sort("w").unique(["l", "r"], keep="first")
+    forced = forced.sort("w", "l", "r").unique(["l", "r"], keep="first", maintain_order=True)
 
     edges = pl.concat([scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"), weight.alias("w")), forced])
     piece = pieces(n, edges)
     completed = _complete(frame, scored, piece, model, matching)
     if completed.height:
-        scored = pl.concat([scored, completed.select(scored.columns)], how="vertical_relaxed").sort("node_l", "node_r")
+        scored = pl.concat([scored, completed.with_columns(pl.lit(False).alias("blocked")).select(scored.columns)],
+                           how="vertical_relaxed").sort("node_l", "node_r")
 
     weighted = scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"), weight.alias("w"),
                              _comparable(scored).alias("comparable"))
     weighted = pl.concat([weighted.join(forced, on=["l", "r"], how="anti"),
-                          forced.with_columns(pl.lit(True).alias("comparable"))])
+                          forced.with_columns(pl.lit(True).alias("comparable"))]).sort("l", "r")
+    weighted = weighted.with_columns(pl.Series("piece", piece[weighted["l"].to_numpy()].astype(np.int64)))
     inside = weighted.filter(pl.Series(piece[weighted["l"].to_numpy()] == piece[weighted["r"].to_numpy()]))
     clustering = agglomerate(n, inside)
     labels = clustering.labels
@@ -199,21 +220,25 @@ def match_records(
     summary = {
         "mode": mode, "records": n, "candidate_pairs": pairs, "pairs_scored": scored.height,
         "pairs_completed": completed.height, "estimated_precision": est_precision, "estimated_recall": est_recall,
-        "estimated_f1": 2 * est_precision * est_recall / max(est_precision + est_recall, 1e-12),
     }
-    return MatchResult(stored.select(*PAIR_KEY, "match_weight", "evidence", "match_probability", "comparison_levels"),
-                       clusters, queue, threshold, rate, summary)
+    return MatchResult(
+        stored.select(*PAIR_KEY, "match_weight", "evidence", "match_probability", "blocked", "comparison_levels"),
+        clusters, queue, threshold, rate, summary)
 
 
 def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: pl.DataFrame, scored: pl.DataFrame,
            prior: float, matching: MatchingConfig, n: int) -> Queue:
-    """Every decision the clustering took (merges) or left (each cluster's best other), queued by value."""
+    """Every decision the clustering took (merges that stand) or left (each cluster's best other), queued by value."""
     sizes = np.bincount(labels, minlength=n)
-    left = undone.filter(pl.col("c") < pl.col("o"))
+    # A merge the last pass undid is no longer a decision the clustering took.
+    made = merges.filter(pl.Series(labels[merges["l"].to_numpy()] == labels[merges["r"].to_numpy()]))
+    cluster_of = labels[made["l"].to_numpy()]
     decisions = pl.concat([
-        merges.with_columns(pl.lit(True).alias("merged")),
-        left.select("l", "r", "gain", pl.Series("size_l", sizes[left["c"].to_numpy()], dtype=pl.Int64),
-                    pl.Series("size_r", sizes[left["o"].to_numpy()], dtype=pl.Int64), pl.lit(False).alias("merged")),
+        made.select("l", "r", "gain", "size_l", "size_r", pl.lit(True).alias("merged"),
+                    pl.Series("shown", sizes[cluster_of], dtype=pl.Int64)),
+        undone.select("l", "r", "gain", pl.Series("size_l", sizes[undone["c"].to_numpy()], dtype=pl.Int64),
+                      pl.Series("size_r", sizes[undone["o"].to_numpy()], dtype=pl.Int64), pl.lit(False).alias("merged"),
+                      pl.Series("shown", sizes[undone["c"].to_numpy()] + sizes[undone["o"].to_numpy()], dtype=pl.Int64)),
     ])
     keyed = decisions.rename({"l": "node_l", "r": "node_r"}).join(
         ids.rename({"unique_id": "node_l", "source_system": "a_system", "source_record_id": "a_id"}), on="node_l"
@@ -243,7 +268,7 @@ def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: 
     levels = (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
               if gammas else pl.lit(None, pl.Struct({})))
     items = items.select(
-        pl.when(pl.col("size_l") + pl.col("size_r") == 2).then(pl.lit("pair")).otherwise(pl.lit("cluster")).alias("review_type"),
+        pl.when(pl.col("shown") == 2).then(pl.lit("pair")).otherwise(pl.lit("cluster")).alias("review_type"),
         *PAIR_KEY,
         # A merge made: the cluster it made; a merge left undone: both clusters.
         pl.when(pl.col("merged")).then(pl.col("records_l"))

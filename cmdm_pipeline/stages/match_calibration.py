@@ -20,6 +20,10 @@ import polars as pl
 
 #: Iterations of the prior's fixed point; it converges in a few dozen on real data.
 MAX_ITERATIONS = 500
+#: No pair links that the model gives two to one against, whatever F1 would gain: half the best expected
+#: F1 falls that low only when the model expects to find few of the matches at all, and a master that
+#: mixes two customers costs more than one split in two.
+MIN_LINK_PROBABILITY = 1 / 3
 
 
 def candidate_pairs(features: pl.DataFrame) -> int:
@@ -80,11 +84,9 @@ def probabilities(evidence: pl.Expr, prior: float) -> pl.Expr:
 
 @dataclass(frozen=True)
 class Threshold:
-    """The link threshold and what the model expects of links at it (pairwise, over the scored pairs)."""
+    """The link threshold, and the pair F1 the model expects of links at it (over the scored pairs)."""
 
     probability: float
-    precision: float
-    recall: float
     f1: float
 
     @property
@@ -99,16 +101,15 @@ def link_threshold(p: np.ndarray) -> Threshold:
     With calibrated probabilities, linking every pair with probability t or more has expected true
     links sum(p >= t), false links sum(1 - p), missed links sum(p < t). The best such F1 is reached
     by linking exactly the pairs above half of it (a known property of F1), so the threshold is F*/2:
-    the same wherever a gap between probabilities falls. An empty input gives 0.5 (the Bayes decision
-    for a single pair).
+    the same wherever a gap between probabilities falls; never below :data:`MIN_LINK_PROBABILITY`. An
+    empty input gives 0.5 (the Bayes decision for a single pair).
     """
     if p.size == 0 or float(p.sum()) <= 0:
-        return Threshold(0.5, 1.0, 1.0, 1.0)
+        return Threshold(0.5, 1.0)
     ordered = np.sort(p)[::-1]
     true = np.cumsum(ordered)
     false = np.cumsum(1 - ordered)
     missed = ordered.sum() - true
     f1 = 2 * true / (2 * true + false + missed)
-    best = int(np.argmax(f1))
-    return Threshold(float(f1[best]) / 2, float(true[best] / (true[best] + false[best])),
-                     float(true[best] / ordered.sum()), float(f1[best]))
+    best = float(f1.max())
+    return Threshold(max(best / 2, MIN_LINK_PROBABILITY), best)

@@ -57,9 +57,9 @@ def name_variants(names: pl.Series) -> pl.Series:
 def feature_inputs(schema: CustomerSchema) -> list[str]:
     """The validated columns :func:`matching_frame` reads (fewer columns to decrypt and hold)."""
     def used(attribute: Attribute) -> bool:
-        if attribute.kind is Kind.category:
+        if attribute.kind in (Kind.category, Kind.number, Kind.boolean):
             return attribute.use_in_matching
-        return attribute.kind not in (Kind.number, Kind.boolean)
+        return True
 
     return [*KEY, "party_type", *(n for n, a in schema.attributes.items() if used(a))]
 
@@ -80,13 +80,13 @@ def matching_frame(records: pl.DataFrame, schema: CustomerSchema) -> pl.DataFram
                 # House, flat and building numbers: neighbours share the street, not the number.
                 columns.append(pl.col(name).str.extract_all(r"\d+").alias(f"{name}_numbers"))
         elif kind is Kind.email:
-            columns += [pl.col(name), pl.col(name).str.split("@").list.first().alias(f"{name}_local")]
+            columns.append(pl.col(name))
         elif kind is Kind.postcode:
             columns.append(pl.col(name).str.replace_all(" ", "").alias(name))
-        elif kind is Kind.category:
+        elif kind in (Kind.category, Kind.number, Kind.boolean):
             if attribute.use_in_matching:  # compared exactly (match: true); otherwise not a feature
                 columns.append(pl.col(name))
-        elif kind in (Kind.phone, Kind.number, Kind.boolean):
+        elif kind is Kind.phone:
             continue
         else:
             columns.append(pl.col(name))

@@ -246,8 +246,9 @@ def training_rules(schema: CustomerSchema) -> tuple[list[str], list[str]]:
         em.append(f"l.{given[0]} = r.{given[0]} AND l.{family[0]} = r.{family[0]}")
     em += [f"l.{d} = r.{d}" for d in dates[:1]]
     em += [f"l.{e} = r.{e}" for e in emails[:1]]
-    if not em:  # no names, dates or e-mails: train on what the predictions block on
-        em = default_blocking_rules(schema)[:2]
+    if not em:  # no names, dates or e-mails: train on what the predictions block on, a household's excepted
+        em = [r for r in default_blocking_rules(schema) if PHONES not in r and not any(
+            f"l.{c} " in r for c in _address_parts(schema) if c)][:2]
     return deterministic, em
 
 

@@ -53,8 +53,9 @@ def run(root: Path) -> tuple[dg.ExecuteInProcessResult, str]:
 
 def test_consent_and_audit_across_a_merge(make_project) -> None:  # type: ignore[no-untyped-def]
     files = {"crm.csv": GOOD_CSV, "shop.jsonl": shop("ada.l@example.org"), "consent.csv": EVENTS, "decisions.csv": DECISIONS}
+    # Five records teach a model nothing: a deterministic rule makes the merge this test follows consent across.
     config = make_project(files=files, sources=[csv_source(), SHOP_SOURCE], consent=CONSENT,
-                          matching={"decisions": "decisions.csv"},
+                          matching={"decisions": "decisions.csv", "deterministic_rules": [["email"]]},
                           quality={"max_match_rate_drift": 1, "max_cluster_size_drift": 1})  # five records: a merge is drift
     store = open_warehouse(config)
     first, said = run(config.base_dir)

@@ -12,7 +12,7 @@ def pairs(*rows: tuple[int, int, float] | tuple[int, int, float, bool]) -> pl.Da
     """(l, r, w[, comparable]) rows; pairs are comparable unless said otherwise."""
     full = [(*row, True) if len(row) == 3 else row for row in rows]
     return pl.DataFrame(full, schema={"l": pl.Int64, "r": pl.Int64, "w": pl.Float64, "comparable": pl.Boolean},
-                        orient="row")
+                        orient="row").with_columns(pl.lit(0, pl.Int64).alias("piece"))
 
 
 def groups(labels: np.ndarray) -> list[list[int]]:
@@ -73,3 +73,38 @@ def test_oversized_components_are_split_along_their_strongest_links() -> None:
     labels = pieces(10, edges, max_size=5)
     assert groups(labels) == [[0, 1, 2, 3], [4, 5, 6, 7], [8], [9]]
     assert groups(pieces(10, edges)) == [[0, 1, 2, 3, 4, 5, 6, 7], [8], [9]]
+
+
+def test_a_stewards_different_holds_against_a_rules_same() -> None:
+    # A rule links 0-2 and 1-2 (the same id); a steward says 0 and 1 are different: 0 and 1 stay apart.
+    labels = agglomerate(3, pairs((0, 1, CANNOT_LINK), (0, 2, MUST_LINK), (1, 2, MUST_LINK))).labels
+    assert labels[0] != labels[1]
+    labels = agglomerate(3, pairs((0, 1, CANNOT_LINK), (0, 2, 30.0), (1, 2, 30.0))).labels
+    assert labels[0] != labels[1]
+
+
+def test_moving_records_ends_and_never_swaps_back_and_forth() -> None:
+    from cmdm_pipeline.stages.cluster import refine
+
+    rows = pairs((0, 1, 10.0), (2, 3, 10.0), (0, 2, 8.0), (0, 3, 8.0), (1, 2, 8.0), (1, 3, -100.0))
+    settled = [tuple(refine(np.array([0, 0, 2, 2]), rows, max_rounds=rounds)) for rounds in (20, 21, 50)]
+    assert len(set(settled)) == 1  # the same wherever the rounds stop: it settled
+    labels = settled[0]
+
+    def inside(labels: tuple[int, ...]) -> float:
+        return sum(w for l, r, w in rows.select("l", "r", "w").iter_rows() if labels[l] == labels[r])
+
+    assert inside(labels) >= inside((0, 0, 2, 2))  # every move raised the weight inside clusters
+
+
+def test_records_a_rule_or_steward_joins_stay_together_however_many() -> None:
+    chain = pairs(*[(i, i + 1, MUST_LINK) for i in range(7)])
+    assert groups(pieces(8, chain, max_size=5)) == [list(range(8))]  # and the splitting ends
+
+
+def test_every_clusters_best_merge_left_undone_is_reported() -> None:
+    rows = pairs((0, 1, -1.0), (1, 2, -3.0), (0, 2, -8.0))
+    labels = agglomerate(3, rows).labels
+    undone = nearest_other(labels, rows)
+    # 0's best is 1 (-1), 1's best is 0 (-1), 2's best is 1 (-3): two distinct undone merges.
+    assert undone.select("c", "o", "gain").rows() == [(0, 1, -1.0), (1, 2, -3.0)]

@@ -118,23 +118,27 @@ def test_settings_of_earlier_versions_say_why_they_went(make_project) -> None:  
         make_project(matching={"link_evidence": 10})
 
 
+@pytest.mark.parametrize("kind", ["category", "number", "boolean"])
 @pytest.mark.parametrize("matched", [True, False])
-def test_a_category_is_a_feature_only_when_matched(make_project, matched: bool) -> None:  # type: ignore[no-untyped-def]
+def test_an_attribute_of_a_kind_unmatched_by_default_is_a_feature_only_when_matched(
+    make_project, kind: str, matched: bool  # type: ignore[no-untyped-def]
+) -> None:
     from cmdm_pipeline.stages.match_features import feature_inputs
     from cmdm_pipeline_tests.conftest import SCHEMA as BASE
 
-    schema_doc = {**BASE, "attributes": {**BASE["attributes"], "tier": {"kind": "category", "match": matched}}}
+    schema_doc = {**BASE, "attributes": {**BASE["attributes"], "extra": {"kind": kind, "match": matched}}}
     schema = make_project(schema=schema_doc).customer_schema
     compared = {c["output_column_name"] for c in build_settings(schema, MatchingConfig())["comparisons"]}
+    value = {"category": "gold", "number": 3.0, "boolean": True}[kind]
     records = pl.DataFrame({"source_system": ["crm"], "source_record_id": ["1"], "party_type": ["person"],
                             "first_name": ["Ada"], "last_name": ["Lovelace"], "email": [None], "phone": [None],
-                            "postcode": [None], "country": ["GB"], "date_of_birth": [None], "tier": ["gold"]},
+                            "postcode": [None], "country": ["GB"], "date_of_birth": [None], "extra": [value]},
                            schema_overrides={"email": pl.String, "phone": pl.String, "postcode": pl.String,
                                              "date_of_birth": pl.Date})
     features = matching_frame(records.select(feature_inputs(schema)), schema)
     # A compared column must be a feature (Splink fails on a missing one); an unmatched one is not even read.
-    assert ("tier" in compared) is matched and ("tier" in features.columns) is matched
-    assert ("tier" in feature_inputs(schema)) is matched and "nps_score" not in feature_inputs(schema)
+    assert ("extra" in compared) is matched and ("extra" in features.columns) is matched
+    assert ("extra" in feature_inputs(schema)) is matched and "nps_score" not in feature_inputs(schema)
 
 
 def _address_level_pairs(rows: list[tuple[str, str, str]], label: str) -> set[tuple[int, int]]:

@@ -8,8 +8,9 @@ from cmdm_pipeline.stages.review import DOUBTFUL, review_queue
 
 
 def decisions(*rows: tuple[str, str, float, int, int, bool]) -> pl.DataFrame:
-    return pl.DataFrame(rows, orient="row", schema={"key_l": pl.String, "key_r": pl.String, "gain": pl.Float64,
-                                                    "size_l": pl.Int64, "size_r": pl.Int64, "merged": pl.Boolean})
+    frame = pl.DataFrame(rows, orient="row", schema={"key_l": pl.String, "key_r": pl.String, "gain": pl.Float64,
+                                                     "size_l": pl.Int64, "size_r": pl.Int64, "merged": pl.Boolean})
+    return frame.with_columns((pl.col("size_l") + pl.col("size_r")).alias("shown"))
 
 
 def test_the_queue_holds_the_most_valuable_doubts_up_to_the_budget() -> None:
@@ -20,7 +21,7 @@ def test_the_queue_holds_the_most_valuable_doubts_up_to_the_budget() -> None:
         ("g", "h", float("inf"), 1, 1, True),  # a steward's decision: never queued again
         ("i", "j", 2.0, 1, 1, True),
     )
-    queue = review_queue(rows, budget=2)
+    queue = review_queue(rows, budget=12)  # records shown: 10 for the first item, 2 for the next
     assert queue.items["key_l"].to_list() == ["c", "a"]
     assert queue.doubtful == 3 and queue.decided_automatically == 1
     assert (queue.items["doubt"] >= DOUBTFUL).all() and queue.items["records_affected"].to_list() == [4, 1]
@@ -28,9 +29,15 @@ def test_the_queue_holds_the_most_valuable_doubts_up_to_the_budget() -> None:
 
 def test_equal_priorities_are_ordered_by_record_keys() -> None:
     rows = decisions(("x", "y", 1.0, 1, 1, True), ("b", "c", -1.0, 1, 1, False), ("b", "a", 1.0, 1, 1, True))
-    first = review_queue(rows, budget=10).items
-    second = review_queue(rows.reverse(), budget=10).items
+    first = review_queue(rows, budget=100).items
+    second = review_queue(rows.reverse(), budget=100).items
     assert first.equals(second) and first["key_l"].to_list() == ["b", "b", "x"]
+
+
+def test_the_budget_counts_every_record_the_queue_shows() -> None:
+    rows = decisions(("a", "b", 0.0, 30, 30, False), ("c", "d", 0.0, 1, 1, True))
+    queue = review_queue(rows, budget=10)  # the 60-record item does not fit: only the pair is queued
+    assert queue.items["key_l"].to_list() == ["c"] and queue.decided_automatically == 1
 
 
 def test_a_budget_of_nothing_leaves_every_decision_to_the_model() -> None:
