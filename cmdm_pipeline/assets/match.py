@@ -11,6 +11,7 @@ import polars as pl
 from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.stages.decisions import read_decisions
 from cmdm_pipeline.stages.match import KEY, MatchResult, match_records, record_hashes, reusable
 from cmdm_pipeline.stages.match_features import feature_inputs, matching_frame
@@ -163,7 +164,8 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         else:
             full = matching.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
             previous = None if full else _previous(store, model)
-            result = match_records(frame, model, matching, decisions, previous)
+            several = config.customer_schema.of_kind(Kind.email)  # a customer holds several e-mail addresses
+            result = match_records(frame, model, matching, decisions, previous, several)
         ids = frame.select("unique_id", *KEY)
         members = result.clusters.join(ids, on="unique_id").join(record_hashes(frame), on=KEY).select(
             *KEY, "cluster", "link_confidence", "record_hash")

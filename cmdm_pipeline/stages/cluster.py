@@ -6,8 +6,9 @@ only when the *average* weight of their record pairs favours it: a group joined 
 but contradicted by the rest of its pairs stays apart. Weights are log2 odds relative to the link
 threshold (> 0: these two are more likely one customer than the threshold demands). A pair with
 nothing to compare (a record with only an e-mail against one with only a name) is no evidence either
-way and does not count. Steward decisions are infinite weights: ``same`` always merges, ``different``
-never ends in one cluster.
+way and does not count, and an attribute a customer holds several values of (e-mail addresses) counts
+the two groups' best agreement on it. Steward decisions are infinite weights: ``same`` always merges,
+``different`` never ends in one cluster.
 
 The work is done per *piece*: a connected component of the pairs above the threshold, split along
 its strongest links while it is larger than :data:`MAX_PIECE` (only chains grow that large), so that
@@ -102,8 +103,21 @@ def agglomerate(n: int, pairs: pl.DataFrame, max_rounds: int = 10_000) -> Agglom
 
 
 def _evidence(pairs: pl.DataFrame) -> pl.DataFrame:
-    """The pairs that carry evidence: comparable ones, and decisions."""
-    return pairs.filter(pl.col("comparable") | pl.col("w").is_infinite()).select("l", "r", "w", "piece")
+    """The pairs that carry evidence: comparable ones, and decisions. ``e``: the part of ``w`` from
+    comparisons of attributes a customer holds several values of (null where neither side has one)."""
+    e = pl.col("e") if "e" in pairs.columns else pl.lit(None, pl.Float64)
+    return pairs.filter(pl.col("comparable") | pl.col("w").is_infinite()).select(
+        "l", "r", "w", e.cast(pl.Float64).alias("e"), "piece")
+
+
+def _summed(weights: pl.Expr) -> pl.Expr:
+    """A group's total weight with several-valued attributes judged by the group's best agreement on them:
+    a customer's second e-mail address is not evidence against the first. -inf wins over +inf."""
+    best = pl.col("e").max()
+    adjusted = weights.sum() + (pl.col("e").is_not_null().sum() * best.fill_null(0.0) - pl.col("e").sum())
+    return (pl.when((pl.col("w") == CANNOT_LINK).any()).then(pl.lit(CANNOT_LINK))
+            .when((pl.col("w") == MUST_LINK).any()).then(pl.lit(MUST_LINK))
+            .otherwise(adjusted))
 
 
 def _gains(pairs: pl.DataFrame, labels: np.ndarray) -> pl.DataFrame:
@@ -115,7 +129,7 @@ def _gains(pairs: pl.DataFrame, labels: np.ndarray) -> pl.DataFrame:
     b = labels[pairs["r"].to_numpy()]
     crossing = pairs.with_columns(pl.Series("a", np.minimum(a, b)), pl.Series("b", np.maximum(a, b))).filter(
         pl.col("a") != pl.col("b"))
-    mean = pl.when((pl.col("w") == CANNOT_LINK).any()).then(pl.lit(CANNOT_LINK)).otherwise(pl.col("w").mean())
+    mean = _summed(pl.col("w")) / pl.len()
     return crossing.sort("w", "l", "r", descending=[True, False, False]).group_by("a", "b").agg(
         mean.alias("gain"), pl.col("l").first(), pl.col("r").first()
     ).rename({"a": "c", "b": "o"})
@@ -145,10 +159,7 @@ def refine(labels: np.ndarray, pairs: pl.DataFrame, max_rounds: int = 50) -> np.
     for _ in range(max_rounds):
         live = both.filter(pl.col("piece").is_in(active.implode()))
         pull = live.with_columns(pl.Series("cluster", labels[live["other"].to_numpy()])).group_by(
-            "node", "cluster").agg(
-            pl.when((pl.col("w") == CANNOT_LINK).any()).then(pl.lit(CANNOT_LINK))
-            .when((pl.col("w") == MUST_LINK).any()).then(pl.lit(MUST_LINK))
-            .otherwise(pl.col("w").sum()).alias("pull"), pl.col("piece").first())
+            "node", "cluster").agg(_summed(pl.col("w")).alias("pull"), pl.col("piece").first())
         pull = pull.with_columns(pl.Series("current", labels[pull["node"].to_numpy()]))
         stay = pull.filter(pl.col("cluster") == pl.col("current")).select("node", pl.col("pull").alias("stay"))
         away = pull.filter((pl.col("cluster") != pl.col("current")) & pl.col("pull").is_finite())

@@ -18,6 +18,7 @@ One run of :func:`match_records`:
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,23 @@ def _complete(frame: pl.DataFrame, scored: pl.DataFrame, piece: np.ndarray, mode
     return fresh.join(scored.select("node_l", "node_r"), on=["node_l", "node_r"], how="anti").sort("node_l", "node_r")
 
 
+def level_weight(model: dict[str, Any], comparisons: Collection[str]) -> pl.Expr:
+    """The summed level weights (log2 m/u) of ``comparisons`` per pair, from its gamma columns; null where
+    none of them had values on both sides. Their levels carry no term frequencies (e-mails do not)."""
+    parts = []
+    for comparison in model.get("comparisons", []):
+        name = comparison["output_column_name"]
+        if name not in comparisons:
+            continue
+        levels = [level for level in comparison["comparison_levels"] if not level.get("is_null_level")]
+        weights = {len(levels) - 1 - i: math.log2(max(level.get("m_probability") or 1e-12, 1e-12)
+                                                  / max(level.get("u_probability") or 1e-12, 1e-12))
+                   for i, level in enumerate(levels)}
+        parts.append(pl.col(f"gamma_{name}").replace_strict(weights, default=None, return_dtype=pl.Float64))
+    return pl.sum_horizontal(parts).fill_null(0.0).pipe(
+        lambda total: pl.when(pl.any_horizontal(p.is_not_null() for p in parts)).then(total)) if parts else pl.lit(None, pl.Float64)
+
+
 def _comparable(pairs: pl.DataFrame) -> pl.Expr:
     gammas = [c for c in pairs.columns if c.startswith("gamma_")]
     return pl.any_horizontal(pl.col(g) != -1 for g in gammas) if gammas else pl.lit(False)
@@ -145,10 +163,13 @@ def match_records(
     matching: MatchingConfig,
     decisions: pl.DataFrame,
     previous: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    several: Collection[str] = (),
 ) -> MatchResult:
     """Cluster ``frame`` (matching features, ``unique_id`` = row position) with the saved ``model``.
 
     ``previous``: last run's stored pairs and record hashes, when scored by this same model.
+    ``several``: comparisons of attributes a customer may hold several values of at once (e-mail
+    addresses): between two groups of records only their best agreement counts.
     """
     ids = frame.select("unique_id", *KEY)
     n = frame.height
@@ -194,9 +215,10 @@ def match_records(
                            how="vertical_relaxed").sort("node_l", "node_r")
 
     weighted = scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"), weight.alias("w"),
-                             _comparable(scored).alias("comparable"))
+                             _comparable(scored).alias("comparable"), level_weight(model, several).alias("e"))
     weighted = pl.concat([weighted.join(forced, on=["l", "r"], how="anti"),
-                          forced.with_columns(pl.lit(True).alias("comparable"))]).sort("l", "r")
+                          forced.with_columns(pl.lit(True).alias("comparable"), pl.lit(None, pl.Float64).alias("e"))
+                          ]).sort("l", "r")
     weighted = weighted.with_columns(pl.Series("piece", piece[weighted["l"].to_numpy()].astype(np.int64)))
     inside = weighted.filter(pl.Series(piece[weighted["l"].to_numpy()] == piece[weighted["r"].to_numpy()]))
     clustering = agglomerate(n, inside)

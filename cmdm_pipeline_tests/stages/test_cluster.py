@@ -108,3 +108,12 @@ def test_every_clusters_best_merge_left_undone_is_reported() -> None:
     undone = nearest_other(labels, rows)
     # 0's best is 1 (-1), 1's best is 0 (-1), 2's best is 1 (-3): two distinct undone merges.
     assert undone.select("c", "o", "gain").rows() == [(0, 1, -1.0), (1, 2, -3.0)]
+
+
+def test_a_customers_second_e_mail_is_no_evidence_against_the_first() -> None:
+    # 0 and 1 are one customer with two addresses; 2 holds only the address 0 has (e: the e-mail's part of w).
+    rows = pl.DataFrame({"l": [0, 0, 1], "r": [1, 2, 2], "w": [12.0, 3.0, -20.0], "comparable": [True] * 3,
+                         "e": [-4.0, 18.0, -4.0], "piece": [0] * 3})
+    assert groups(agglomerate(3, rows).labels) == [[0, 1, 2]]
+    # Without the several-values reading, 1-2's disagreement outweighs 0-2's agreement.
+    assert groups(agglomerate(3, rows.drop("e")).labels) == [[0, 1], [2]]
