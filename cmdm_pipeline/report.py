@@ -112,7 +112,7 @@ def render(report: QualityReport, stage: str | None = None, top: int = 3) -> str
         lines.append("(no readable quality_trend view: changes of completeness, count and score are not shown)")
     if stage:
         lines.append(f"stage: {stage}")
-    lines += _sources(rows) + _rules(rows, top) + _completeness(rows, top) + _golden(rows)
+    lines += _sources(rows) + _rules(rows, top) + _completeness(rows, top) + _matching(rows) + _golden(rows)
     if rows.height == 0:
         lines.append(f"\nno quality rows for stage {stage} in this run")
     return "\n".join(lines)
@@ -216,6 +216,20 @@ def _golden(rows: pl.DataFrame) -> list[str]:
         change = "" if score["delta"] is None else f" (Δ {score['delta']:+.3f})"
         parts.append(f"mean quality score: {score['value']:.3f}{change}")
     return ["", " · ".join(parts)] if parts else []
+
+
+def _matching(rows: pl.DataFrame) -> list[str]:
+    """The run's link threshold, the model's own estimates, and the review queue."""
+    found = {row["metric"]: row["value"] for row in rows.filter(pl.col("stage") == "matching").iter_rows(named=True)}
+    if not found:
+        return []
+    lines = ["", f"matching: links at p >= {found.get('link_threshold', 0):.3f} (prior {found.get('match_prior', 0):.3g}); "
+                 f"the model estimates its clusters' pair precision {_rate(found.get('estimated_precision'))} "
+                 f"and recall {_rate(found.get('estimated_recall'))}"]
+    if "queued" in found:
+        lines.append(f"review queue: {found['queued']:,.0f} to decide; {found.get('decided_automatically', 0):,.0f} of "
+                     f"{found.get('doubtful', 0):,.0f} doubtful decisions left to the model (over the review budget)")
+    return lines
 
 
 def _stage_order(rows: pl.DataFrame) -> list[str]:

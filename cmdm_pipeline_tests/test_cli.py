@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from cmdm_pipeline.cli import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, main
@@ -383,3 +384,18 @@ def test_keys_with_a_wrong_or_unsafe_key_exit_2_and_write_nothing(keys_project, 
     capsys.readouterr()
     assert main(["keys", "rotate", "--config", path]) == EXIT_USAGE
     assert "readable or writable by group or others (mode 0644)" in capsys.readouterr().err
+
+
+def test_report_shows_the_matching_threshold_estimates_and_queue() -> None:
+    from cmdm_pipeline.report import _matching
+
+    rows = pl.DataFrame({"stage": ["matching"] * 6 + ["golden"],
+                         "metric": ["link_threshold", "match_prior", "estimated_precision", "estimated_recall",
+                                    "queued", "doubtful", "golden_count"],
+                         "value": [0.481, 1.9e-5, 0.948, 0.921, 157.0, 9818.0, 7.0]})
+    rows = pl.concat([rows, pl.DataFrame({"stage": ["matching"], "metric": ["decided_automatically"], "value": [9661.0]})])
+    assert _matching(rows) == [
+        "", "matching: links at p >= 0.481 (prior 1.9e-05); the model estimates its clusters' pair precision 94.8% "
+            "and recall 92.1%",
+        "review queue: 157 to decide; 9,661 of 9,818 doubtful decisions left to the model (over the review budget)"]
+    assert _matching(rows.filter(pl.col("stage") != "matching")) == []
