@@ -344,9 +344,15 @@ def print_block(f: dict[str, Any], verbose: bool) -> None:
 
 def run_dataset(name: str, workdir: Path, seed: int, encrypt: bool, splink: bool, verbose: bool) -> dict[str, Any]:
     """Prepare data set ``name`` in ``workdir`` and measure it (the unit of work of a suite's child process)."""
+    from cmdm_pipeline.protect import aes_worker
+
     started = time.perf_counter()
-    prepared = prepare(name, workdir, seed, encrypt)
-    figures = measure(prepared, workdir, time.perf_counter() - started, seed=seed, splink=splink, verbose=verbose)
+    try:
+        prepared = prepare(name, workdir, seed, encrypt)
+        figures = measure(prepared, workdir, time.perf_counter() - started, seed=seed, splink=splink, verbose=verbose)
+    finally:
+        # This process ends with the data set; it would wait forever on exit for a worker still running.
+        aes_worker.shutdown()
     sys.stdout.flush()  # the parent prints the summary once the child returns
     return figures
 

@@ -185,6 +185,16 @@ def submit(function, *args) -> Future | None:  # type: ignore[no-untyped-def, ty
     return future
 
 
+def shutdown() -> None:
+    """Stop the worker process, if one runs. A process that is itself a multiprocessing worker (the
+    benchmark runs each data set in one) must call this before it ends: such a process waits for its
+    children on exit, and the worker would wait for work forever."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+    _POOL = None
+
+
 def worker_failed(error: BaseException, future: Future) -> None:  # type: ignore[type-arg]
     """The worker could not run the batch sent as ``future``: drop that worker (its pending batches are
     cancelled: callers do them themselves) and the next :func:`submit` starts a new one. A failure of a

@@ -132,3 +132,29 @@ def test_a_worker_dying_with_several_passes_queued_is_replaced_once(
     assert decrypt_frame(sealed, COLUMNS, TABLE, "master_id", store).equals(FRAME)
     assert len(_worker_warnings(caplog)) == 1
     assert len(started) == 1  # one new worker, kept: a late report of the dead one changed nothing
+
+
+def _start_worker(stop: bool) -> None:
+    """In a multiprocessing child: start the AES worker, then end (stopping it first if ``stop``)."""
+    aes_worker.submit(time.sleep, 0).result()
+    if stop:
+        aes_worker.shutdown()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
+@pytest.mark.parametrize("stop", [True, False])
+def test_a_process_that_started_the_worker_ends_only_once_it_stops_it(stop: bool) -> None:
+    import multiprocessing
+
+    # A multiprocessing child waits on exit for its own children: the worker waits for work forever.
+    child = multiprocessing.get_context("spawn").Process(target=_start_worker, args=(stop,))
+    child.start()
+    child.join(timeout=60 if stop else 10)  # stopped: ends within seconds; not stopped: never
+    try:
+        assert child.is_alive() is not stop
+    finally:
+        if child.is_alive():
+            for grandchild in multiprocessing.active_children():
+                grandchild.kill()
+            child.kill()
+            child.join()
