@@ -134,9 +134,10 @@ def test_a_worker_dying_with_several_passes_queued_is_replaced_once(
     assert len(started) == 1  # one new worker, kept: a late report of the dead one changed nothing
 
 
-def _start_worker(stop: bool) -> None:
+def _start_worker(stop: bool, pids) -> None:  # type: ignore[no-untyped-def]
     """In a multiprocessing child: start the AES worker, then end (stopping it first if ``stop``)."""
     aes_worker.submit(time.sleep, 0).result()
+    pids.put(list(aes_worker._POOL._processes))  # type: ignore[union-attr]
     if stop:
         aes_worker.shutdown()
 
@@ -145,16 +146,22 @@ def _start_worker(stop: bool) -> None:
 @pytest.mark.parametrize("stop", [True, False])
 def test_a_process_that_started_the_worker_ends_only_once_it_stops_it(stop: bool) -> None:
     import multiprocessing
+    import signal
 
     # A multiprocessing child waits on exit for its own children: the worker waits for work forever.
-    child = multiprocessing.get_context("spawn").Process(target=_start_worker, args=(stop,))
+    context = multiprocessing.get_context("spawn")
+    pids = context.Queue()
+    child = context.Process(target=_start_worker, args=(stop, pids))
     child.start()
+    workers = pids.get(timeout=60)
     child.join(timeout=60 if stop else 10)  # stopped: ends within seconds; not stopped: never
     try:
         assert child.is_alive() is not stop
     finally:
-        if child.is_alive():
-            for grandchild in multiprocessing.active_children():
-                grandchild.kill()
-            child.kill()
-            child.join()
+        for pid in workers:  # a worker left behind would outlive the test run
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        child.kill()
+        child.join()
