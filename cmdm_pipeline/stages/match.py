@@ -29,7 +29,7 @@ from cmdm_pipeline.config import MatchingConfig
 from cmdm_pipeline.stages.cluster import CANNOT_LINK, MUST_LINK, agglomerate, nearest_other, pieces
 from cmdm_pipeline.stages.decisions import decided_edges, record_key
 from cmdm_pipeline.stages.match_calibration import Threshold, candidate_pairs, link_threshold, match_rate, probabilities
-from cmdm_pipeline.stages.match_model import score_groups, score_new_pairs, score_pairs
+from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, score_groups, score_new_pairs, score_pairs
 from cmdm_pipeline.stages.review import Queue, review_queue, review_reason
 
 KEY = ["source_system", "source_record_id"]
@@ -41,7 +41,7 @@ MAX_RULE_GROUP = 25
 
 @dataclass(frozen=True)
 class MatchResult:
-    pairs: pl.DataFrame  # match_pairs: keys, match_weight, evidence, match_probability, comparison_levels
+    pairs: pl.DataFrame  # match_pairs: keys, match_weight, evidence, match_probability, blocked, comparison_levels
     clusters: pl.DataFrame  # unique_id, cluster (a record position), link_confidence
     queue: Queue  # the review queue, keys and records filled in
     threshold: Threshold
@@ -97,7 +97,7 @@ def reusable(pairs: pl.DataFrame, clusters: pl.DataFrame, model: dict[str, Any])
     compared = {c["output_column_name"] for c in model.get("comparisons", [])}
     if not pairs.height or {f.name for f in levels.fields} != compared:
         return None
-    if pairs["model_version"].unique().to_list() != [model.get("cmdm_model_version")]:
+    if pairs["model_version"].unique().to_list() != [model.get(MODEL_VERSION_KEY)]:
         return None
     return pairs.select(*PAIR_KEY, "evidence", "blocked", "comparison_levels"), clusters.select(*KEY, "record_hash")
 
