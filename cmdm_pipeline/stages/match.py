@@ -54,23 +54,34 @@ def record_hashes(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(*KEY, pl.struct(pl.exclude("unique_id", *KEY)).hash(seed=0).alias("record_hash"))
 
 
-def stored_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
-    """Scored pairs (node_l, node_r, evidence, blocked, gamma_*) with both records' keys, the smaller key on the
-    left (as decisions are), and the levels as a struct: BI tools filter on a level directly."""
-    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
-    levels = (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
-              if gammas else pl.lit(None, pl.Struct({})))
+def _levels(gammas: list[str]) -> pl.Expr:
+    """The comparison levels of a pair as one struct: BI tools filter on a level directly."""
+    return (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
+            if gammas else pl.lit(None, pl.Struct({})))
+
+
+def _keyed(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """``pairs`` (node_l, node_r, ...) with both records' keys, the smaller key on the left (as decisions
+    are), and ``key_l``, ``key_r`` to sort by."""
     joined = pairs.join(
         ids.rename({"unique_id": "node_l", "source_system": "a_system", "source_record_id": "a_id"}), on="node_l"
     ).join(ids.rename({"unique_id": "node_r", "source_system": "b_system", "source_record_id": "b_id"}), on="node_r")
-    in_order = record_key("a_system", "a_id") <= record_key("b_system", "b_id")
-    return joined.select(
-        pl.when(in_order).then("a_system").otherwise("b_system").alias("source_system_l"),
-        pl.when(in_order).then("a_id").otherwise("b_id").alias("source_record_id_l"),
-        pl.when(in_order).then("b_system").otherwise("a_system").alias("source_system_r"),
-        pl.when(in_order).then("b_id").otherwise("a_id").alias("source_record_id_r"),
-        "evidence", "blocked", levels.alias("comparison_levels"),
-    )
+    a, b = record_key("a_system", "a_id"), record_key("b_system", "b_id")
+    a_first = a <= b
+    return joined.with_columns(
+        pl.when(a_first).then(a).otherwise(b).alias("key_l"),
+        pl.when(a_first).then(b).otherwise(a).alias("key_r"),
+        pl.when(a_first).then("a_system").otherwise("b_system").alias("source_system_l"),
+        pl.when(a_first).then("a_id").otherwise("b_id").alias("source_record_id_l"),
+        pl.when(a_first).then("b_system").otherwise("a_system").alias("source_system_r"),
+        pl.when(a_first).then("b_id").otherwise("a_id").alias("source_record_id_r"),
+    ).drop("a_system", "a_id", "b_system", "b_id")
+
+
+def stored_pairs(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs (node_l, node_r, evidence, blocked, gamma_*) as stored: keys, evidence, blocked, levels."""
+    gammas = [c for c in pairs.columns if c.startswith("gamma_")]
+    return _keyed(pairs, ids).select(*PAIR_KEY, "evidence", "blocked", _levels(gammas).alias("comparison_levels"))
 
 
 def node_pairs(stored: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
@@ -240,7 +251,7 @@ def match_records(
     stored = stored_pairs(scored, ids).with_columns(
         (pl.col("evidence") + prior).alias("match_weight"), probability.alias("match_probability"))
     summary = {
-        "mode": mode, "records": n, "candidate_pairs": pairs, "pairs_scored": scored.height,
+        "mode": mode, "records": n, "pairs_scored": scored.height,
         "pairs_completed": completed.height, "estimated_precision": est_precision, "estimated_recall": est_recall,
     }
     return MatchResult(
@@ -262,18 +273,7 @@ def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: 
                       pl.Series("size_r", sizes[undone["o"].to_numpy()], dtype=pl.Int64), pl.lit(False).alias("merged"),
                       pl.Series("shown", sizes[undone["c"].to_numpy()] + sizes[undone["o"].to_numpy()], dtype=pl.Int64)),
     ])
-    keyed = decisions.rename({"l": "node_l", "r": "node_r"}).join(
-        ids.rename({"unique_id": "node_l", "source_system": "a_system", "source_record_id": "a_id"}), on="node_l"
-    ).join(ids.rename({"unique_id": "node_r", "source_system": "b_system", "source_record_id": "b_id"}), on="node_r")
-    a_first = record_key("a_system", "a_id") <= record_key("b_system", "b_id")
-    keyed = keyed.with_columns(
-        pl.when(a_first).then(record_key("a_system", "a_id")).otherwise(record_key("b_system", "b_id")).alias("key_l"),
-        pl.when(a_first).then(record_key("b_system", "b_id")).otherwise(record_key("a_system", "a_id")).alias("key_r"),
-        pl.when(a_first).then("a_system").otherwise("b_system").alias("source_system_l"),
-        pl.when(a_first).then("a_id").otherwise("b_id").alias("source_record_id_l"),
-        pl.when(a_first).then("b_system").otherwise("a_system").alias("source_system_r"),
-        pl.when(a_first).then("b_id").otherwise("a_id").alias("source_record_id_r"),
-    )
+    keyed = _keyed(decisions.rename({"l": "node_l", "r": "node_r"}), ids)
     queue = review_queue(keyed, math.floor(matching.review_budget * n))
     record = pl.concat_str(KEY, separator=":")
     records = pl.DataFrame({"unique_id": ids["unique_id"], "cluster": labels.astype(np.int64)}).join(
@@ -287,8 +287,6 @@ def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: 
         records.rename({"cluster": "cluster_r", "record": "records_r"}), on="cluster_r", how="left", maintain_order="left"
     ).join(scored.select("node_l", "node_r", "evidence", *gammas), on=["node_l", "node_r"], how="left",
            maintain_order="left")
-    levels = (pl.struct(pl.col(g).cast(pl.Int8).alias(g.removeprefix("gamma_")) for g in gammas)
-              if gammas else pl.lit(None, pl.Struct({})))
     items = items.select(
         pl.when(pl.col("shown") == 2).then(pl.lit("pair")).otherwise(pl.lit("cluster")).alias("review_type"),
         *PAIR_KEY,
@@ -296,7 +294,7 @@ def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: 
         pl.when(pl.col("merged")).then(pl.col("records_l"))
         .otherwise(pl.concat_list("records_l", "records_r").list.sort()).alias("records"),
         "evidence", probabilities(pl.col("evidence"), prior).alias("match_probability"),
-        levels.alias("comparison_levels"), "merged", "doubt", "records_affected", "priority",
+        _levels(gammas).alias("comparison_levels"), "merged", "doubt", "records_affected", "priority",
         review_reason(pl.col("merged"), pl.col("doubt"), pl.col("records_affected")).alias("review_reason"),
     )
     return Queue(items, queue.doubtful, queue.decided_automatically)
