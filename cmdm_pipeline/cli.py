@@ -15,6 +15,7 @@ import shutil
 import sys
 import textwrap
 import time
+import uuid
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,7 +28,8 @@ _EXIT_CODES = {
     "       or (keys) no key-encryption key or a wrong one\n"
     "  130  interrupted (Ctrl-C)",
     "run": "exit codes:\n  0    the run succeeded; the summary is printed\n"
-    "  1    the run failed; the failing step and its reason are printed\n"
+    "  1    the run failed (the failing step and its reason are printed), or another run holds the\n"
+    "       warehouse (refused at once, naming that run)\n"
     "  2    wrong arguments or an invalid config (every problem is printed with its key path)\n"
     "  130  interrupted (Ctrl-C)",
     "report": "exit codes:\n  0    the report is printed\n"
@@ -72,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
     run.add_argument("--quiet", action="store_true", help="print only the summary and errors, not progress")
+    run.add_argument("--accept-shrink", metavar="SOURCE", action="append", default=[],
+                     help="let this run master SOURCE although it yields no rows or shrank by more than "
+                     "quality.max_shrink since the last good run (repeat for several sources)")
     report = commands.add_parser(
         "report",
         help="print the latest data-quality summary from the warehouse",
@@ -92,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     from cmdm_pipeline.protect.keys_cli import add_keys_parser
 
     add_keys_parser(commands, formatter, _CONFIG_HELP, _wrap)
+    from cmdm_pipeline.backup import add_backup_parser
+
+    add_backup_parser(commands, formatter, _CONFIG_HELP, _wrap)
     from cmdm_pipeline.protect.lenses_cli import add_lenses_parser
 
     add_lenses_parser(commands, formatter, _CONFIG_HELP, _wrap)
@@ -119,20 +127,34 @@ def _version() -> str:
         return "unknown"
 
 
+def _config_after_command(argv: list[str]) -> list[str]:
+    """``cmdm --config PATH COMMAND ...`` as ``cmdm COMMAND ... --config PATH``: each command reads its own
+    ``--config``, and cron lines are often written the first way."""
+    if argv[:1] == ["--config"] and len(argv) >= 3:
+        return [*argv[2:], *argv[:2]]
+    if argv[:1] and argv[0].startswith("--config=") and len(argv) >= 2:
+        return [*argv[1:], argv[0]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_config_after_command(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help(sys.stderr)
         names = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
         parser.exit(EXIT_USAGE, f"\ncmdm: error: no COMMAND given; choose one of: {names}\n")
     try:
         if args.command == "run":
-            return run(args.config, quiet=args.quiet)
+            return run(args.config, quiet=args.quiet, accept_shrink=args.accept_shrink)
         if args.command == "keys":
             from cmdm_pipeline.protect.keys_cli import keys_command
 
             return keys_command(args)
+        if args.command == "backup":
+            from cmdm_pipeline.backup import backup_command
+
+            return backup_command(args)
         if args.command == "consent":
             from cmdm_pipeline.protect.consent_cli import consent_command
 
@@ -174,8 +196,9 @@ def report(config_path: str | None, run_id: str | None = None, stage: str | None
     return EXIT_OK
 
 
-def run(config_path: str | None, quiet: bool = False) -> int:
-    """Execute the job in-process; print progress, then the run summary."""
+def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] | None = None) -> int:
+    """Execute the job in-process; print progress, then the run summary. ``accept_shrink``: sources this run
+    may master although they yield no rows, shrank past ``quality.max_shrink`` or left ``sources``."""
     started = time.perf_counter()
     from cmdm_pipeline.config import ConfigError, load_config
 
@@ -198,8 +221,18 @@ def run(config_path: str | None, quiet: bool = False) -> int:
     # Dagster's own event stream is DEBUG detail; the assets' INFO lines are the progress.
     logging.getLogger("dagster").setLevel(logging.WARNING if quiet else logging.INFO)
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "INFO"}}}}
-    with _instance(dg) as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    from cmdm_pipeline.assets.reconcile import ACCEPT_SHRINK_TAG
+    from cmdm_pipeline.run_lock import WarehouseBusyError, run_lock
+
+    tags = {ACCEPT_SHRINK_TAG: ",".join(accept_shrink)} if accept_shrink else None
+    run_id = str(uuid.uuid4())  # Dagster's own form of run id, chosen here so the lock can name it
+    try:
+        with run_lock(config.warehouse_path, run_id), _instance(dg) as instance:
+            result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
+                                            tags=tags, run_id=run_id)
+    except WarehouseBusyError as exc:
+        print(f"cmdm: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     elapsed = time.perf_counter() - started
     if not result.success:
         for event in result.all_events:
@@ -287,7 +320,7 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
     lines += [
         f"\nwarehouse: {shown}",
         "  tables: golden_customers, customer_xref, match_review_queue, validated_customers, quarantined_records,",
-        "          run_reconciliation, golden_customers_history, ... (README.md, 'Output tables')",
+        "          run_reconciliation, golden_customers_history, ... (docs/reference/tables.md)",
         f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('SELECT master_id, party_type, city, "
         "country, record_count, source_systems FROM golden_customers LIMIT 5').show()\"",
         "          (inside the project environment: .uv/bin/uv run python -c ...; personal columns are ciphertext: read them"

@@ -146,6 +146,9 @@ class InputChecks(Model):
     formula_like: Severity = Field(
         Severity.reject, description="Severity of a value that a spreadsheet would run as a formula."
     )
+    format_characters: Severity = Field(
+        Severity.warn, description="Severity of invisible format characters (bidi, zero-width), which are removed."
+    )
 
 
 #: Matching settings of earlier versions, and why they went.
@@ -259,6 +262,12 @@ class QualityConfig(Model):
     quarantine_rate_by_source: dict[str, float] = Field(
         default_factory=dict, description="Limits per source that replace `max_quarantine_rate`, e.g. {survey: 0.2}."
     )
+    max_shrink: float = Field(
+        0.3, ge=0, le=1,
+        description="Largest share by which a source's rows read may fall since the last good run (the last "
+        "that assigned master ids); above it, or at 0 rows, the run stops before matching, naming the source "
+        "and both counts (`cmdm run --accept-shrink SOURCE`, or run tag cmdm/accept_shrink=SOURCE, accepts it).",
+    )
     max_match_rate_drift: float = Field(
         0.1, ge=0, le=1,
         description="Largest change of the match rate (share of records linked to another record) since the "
@@ -280,7 +289,7 @@ class QualityConfig(Model):
 
 
 class ProtectionConfig(Model):
-    """Where the encryption keys live (README, "Encryption and keys"). Key material never goes in cmdm.yaml."""
+    """Where the encryption keys live (docs/concepts/encryption.md). Key material never goes in cmdm.yaml."""
 
     key_file: Path | None = Field(
         None,
@@ -289,7 +298,9 @@ class ProtectionConfig(Model):
         "`cmdm keys init` or the first run. Set explicitly, a missing file is an error, never created.",
     )
     keystore: Path | None = Field(
-        None, description="DuckDB file of the wrapped data keys. Default: <warehouse folder>/keys/keystore.duckdb."
+        None, description="DuckDB file of the wrapped data keys. Default: <warehouse folder>/keys/keystore.duckdb "
+        "with the development key file; with CMDM_KEK or protection.key_file, <warehouse folder>-keys/keystore.duckdb, "
+        "outside the warehouse folder, so a copy of that folder holds no keys."
     )
     encrypt: bool = Field(
         True,
@@ -504,7 +515,7 @@ LENS_FILTER_VALUES: dict[str, tuple[str, ...]] = {
 
 
 class Lens(Model):
-    """A purpose lens: what one business area sees of the golden records (README, "Lenses")."""
+    """A purpose lens: what one business area sees of the golden records (docs/concepts/lenses.md)."""
 
     name: str = Field(description="lower_snake_case; names the files, the PostgreSQL schema and role.")
     description: str = Field(min_length=1, description="Who uses this lens, and for what.")
@@ -614,7 +625,7 @@ class ErasureSource(MappedSource):
 
 
 class ErasureConfig(Model):
-    """The right to erasure: where requests come from, and what stops erased records coming back (README, "Erasure")."""
+    """The right to erasure: where requests come from, and what stops erased records coming back (docs/concepts/erasure.md)."""
 
     source: ErasureSource | None = Field(
         None, description="An erasure-requests source read every run; null: only requests recorded by `cmdm erase`."
@@ -636,6 +647,11 @@ class ProjectConfig(Model):
     input_checks: InputChecks = Field(default_factory=InputChecks, description="Checks on raw values.")
     customer_schema: CustomerSchema = Field(alias="schema", description="The customer schema.")
     sources: list[Source] = Field(min_length=1, description="The source systems to read.")
+    retired_sources: list[str] = Field(
+        default_factory=list,
+        description="Names of sources removed from `sources` on purpose: the next run masters without them "
+        "instead of stopping (a source that disappears unlisted stops the run, see quality.max_shrink).",
+    )
     matching: MatchingConfig = Field(default_factory=MatchingConfig, description="Matching and clustering.")
     survivorship: SurvivorshipConfig = Field(
         default_factory=SurvivorshipConfig, description="How golden records pick their values."
@@ -653,10 +669,10 @@ class ProjectConfig(Model):
         default_factory=ProtectionConfig, description="Key file and key store of the encryption at rest."
     )
     erasure: ErasureConfig = Field(
-        default_factory=ErasureConfig, description="Erasure requests and tombstones (README, \"Erasure\")."
+        default_factory=ErasureConfig, description="Erasure requests and tombstones (docs/concepts/erasure.md)."
     )
     lenses: list[Lens] = Field(
-        default_factory=list, description="Purpose lenses published each run for BI tools (README, \"Lenses\")."
+        default_factory=list, description="Purpose lenses published each run for BI tools (docs/concepts/lenses.md)."
     )
     lenses_target: LensesTarget | None = Field(
         None, description="PostgreSQL database each lens is also published into, one schema and role per lens."
@@ -743,9 +759,13 @@ class ProjectConfig(Model):
         unknown = sorted(set(rules.customer_provided_sources) - set(names))
         if unknown:
             raise ValueError(f"survivorship.customer_provided_sources names unknown source(s) {unknown}")
+        both = sorted(set(self.retired_sources) & set(names))
+        if both:
+            raise ValueError(f"retired_sources names source(s) still in `sources`: {', '.join(both)}")
         unknown = sorted(set(self.quality.quarantine_rate_by_source) - set(names))
         if unknown:
             raise ValueError(f"quality.quarantine_rate_by_source names unknown source(s) {unknown}")
+        _check_matching_sql(self.matching, self.customer_schema)
         for i, rule in enumerate(self.matching.deterministic_rules):
             for attribute in rule:
                 at = f"matching.deterministic_rules[{i}]"
@@ -771,6 +791,32 @@ class ProjectConfig(Model):
             if source.name == name:
                 return source
         raise KeyError(name)
+
+
+def _check_matching_sql(matching: MatchingConfig, schema: CustomerSchema) -> None:
+    """Blocking rules name l./r. columns of the matching features; they and comparison conditions are plain
+    expressions (no subquery, file or host function): Splink runs them in DuckDB."""
+    import polars as pl
+
+    from cmdm_pipeline.sql_checks import SqlCheckError, check_expression
+    from cmdm_pipeline.stages.match_features import KEY, matching_frame
+
+    empty = pl.DataFrame(schema={c: pl.String for c in [*KEY, "party_type", *schema.attributes]})
+    features = matching_frame(empty, schema).columns
+    for i, rule in enumerate(matching.blocking_rules or []):
+        try:
+            check_expression(rule, features, prefixes=("l", "r"))
+        except SqlCheckError as exc:
+            raise ValueError(f"matching.blocking_rules[{i}] {exc}") from None
+    for name, comparison in matching.comparisons.items():
+        for j, level in enumerate(comparison["comparison_levels"]):
+            if str(level["sql_condition"]).strip().upper() == "ELSE":  # Splink's catch-all level
+                continue
+            try:
+                # Columns are Splink's (name_l, name_r, tf_...): only the shape and functions are checked.
+                check_expression(str(level["sql_condition"]), None)
+            except SqlCheckError as exc:
+                raise ValueError(f"matching.comparisons.{name}.comparison_levels[{j}].sql_condition {exc}") from None
 
 
 def config_path_from_env(explicit: str | Path | None = None) -> Path:

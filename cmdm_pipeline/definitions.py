@@ -1,7 +1,8 @@
 """The single Dagster ``Definitions`` of cmdm_pipeline, built from the project config.
 
-``dagster dev -w workspace.yaml`` and ``dg`` load ``defs`` from here; the config path comes
-from ``$CMDM_CONFIG`` (default ``cmdm.yaml`` in the working directory).
+``dagster dev -w workspace.yaml`` and ``dg`` call ``defs`` from here; the config path comes
+from ``$CMDM_CONFIG`` (default ``cmdm.yaml`` in the working directory). Importing this module
+reads no config: ``cmdm run --config PATH`` builds its own from any folder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from cmdm_pipeline.assets.lenses import lenses_asset
 from cmdm_pipeline.assets.master import golden_assets, master_id_assets
 from cmdm_pipeline.assets.match import match_assets, match_model_asset
 from cmdm_pipeline.assets.quality import quality_assets, quality_checks
-from cmdm_pipeline.assets.reconcile import run_reconciliation_asset
+from cmdm_pipeline.assets.reconcile import run_reconciliation_asset, source_shrink_check
 from cmdm_pipeline.assets.standardise import standardised_customers_asset
 from cmdm_pipeline.assets.validate import validation_assets
 from cmdm_pipeline.config import ProjectConfig, load_config
@@ -55,7 +56,7 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
     schedules, sensors = automation(config, JOB_NAME)
     return dg.Definitions(
         assets=assets,
-        asset_checks=quality_checks(config),
+        asset_checks=[*quality_checks(config), source_shrink_check(config)],
         jobs=[job],
         schedules=schedules,
         sensors=sensors,
@@ -64,4 +65,7 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_config())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What Dagster's loader runs; it reads the config only then."""
+    return build_definitions(load_config())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +11,7 @@ from pydantic import Field
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.at_rest import AtRest
+from cmdm_pipeline.run_lock import run_lock
 from cmdm_pipeline.warehouse import Warehouse
 
 
@@ -16,6 +19,13 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file the pipeline writes its tables into."""
 
     path: str = Field(description="Path of the warehouse DuckDB file.")
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["WarehouseResource"]:
+        """Hold the warehouse's run lock for the whole run (in-process: the resource lives as long as the run),
+        so a second run, from the command line or the UI, is refused at once."""
+        with run_lock(Path(self.path), context.run.run_id if context.run else "without a run id"):
+            yield self
 
     def get(self, config: ProjectConfig) -> Warehouse:
         """The warehouse, encrypting personal columns at rest unless ``protection.encrypt`` is off."""

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
+#: Columns besides the attributes that a cross-field rule may name (the validation gate and the quality
+#: report both hold them).
+RULE_COLUMNS = ("source_system", "record_type", "party_type")
+
 #: Columns the pipeline adds to a record; attributes may not use these names.
 LINEAGE_COLUMNS = ("source_system", "source_record_id", "source_row_number", "ingested_at")
 RESERVED_NAMES = frozenset(
@@ -208,6 +212,7 @@ class CustomerSchema(Model):
                 raise ValueError(f"rules[{i}]: schema-level rules must be `expression` rules")
             if rule.name is None:
                 raise ValueError(f"rules[{i}]: an expression rule needs a `name`")
+            _check_expression(f"rules[{i}]({rule.name})", rule.expression, [*RULE_COLUMNS, *self.attributes])
         return self
 
     def of_kind(self, *kinds: Kind) -> list[str]:
@@ -217,3 +222,20 @@ class CustomerSchema(Model):
     @property
     def pii_attributes(self) -> list[str]:
         return [name for name, attr in self.attributes.items() if attr.pii]
+
+
+def _check_expression(at: str, expression: str, columns: list[str]) -> None:
+    """A cross-field rule is one expression over the record's columns, which the gate (Polars SQL) can run."""
+    import polars as pl
+
+    from cmdm_pipeline.sql_checks import SqlCheckError, check_expression
+
+    try:
+        # Polars runs the rule; DuckDB's parser only vouches for its shape (no subquery, file or host function).
+        check_expression(expression, columns, check_functions=False)
+        pl.sql_expr(expression)
+    except SqlCheckError as exc:
+        raise ValueError(f"{at}: the expression {exc}") from None
+    except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError, pl.exceptions.InvalidOperationError,
+            pl.exceptions.ComputeError) as exc:
+        raise ValueError(f"{at}: the expression cannot be run: {exc}") from None

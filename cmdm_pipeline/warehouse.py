@@ -6,7 +6,9 @@ so BI tools should read published copies, not this file while the pipeline runs.
 
 With ``at_rest`` (the default when the config has ``protection.encrypt``), personal columns are
 encrypted on the way in and decrypted by :meth:`Warehouse.read`: stages see plaintext, the file
-holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLOBs).
+holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLOBs). Such a warehouse
+opens its key store before its first connection, and refuses a missing or different one
+(:mod:`cmdm_pipeline.protect.keystore_pairing`; the pairing lives in table ``cmdm_key_store``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, AtRest
 from cmdm_pipeline.protect.keys import ProtectionError
+from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.sql import quote_identifier, statement
 
 
@@ -79,19 +83,29 @@ class Warehouse:
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.at_rest is not None:
+            # The key store is opened, and checked against this warehouse, before anything is read or written:
+            # a missing or different store, or a wrong key, stops here (protect/keystore_pairing.py).
+            self.at_rest.open_keys()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise FileNotFoundError(f"warehouse {self.path} does not exist yet: run the pipeline first")
-        con = duckdb.connect(str(self.path), read_only=read_only)
-        # Timestamps are stored and returned in UTC whatever the machine's zone.
-        con.execute("SET TimeZone = 'UTC'")
-        if self.memory_limit:
-            con.execute("SET memory_limit = $limit", {"limit": self.memory_limit})
-        try:
-            yield con
-        finally:
-            con.close()
+        # DuckDB spills beside the file by default (<warehouse>.tmp), and a killed run's spill stays there for
+        # good: a private folder instead, removed afterwards and swept by the next connection after a crash.
+        # A reader (BI, `cmdm report`) may not be allowed to write beside the warehouse: it spills to TMPDIR.
+        root = None if read_only else self.path.parent
+        with private_scratch("warehouse-spill", root, private_files=False) as spill:
+            con = duckdb.connect(str(self.path), read_only=read_only)
+            con.execute("SET temp_directory = $dir", {"dir": str(spill)})
+            # Timestamps are stored and returned in UTC whatever the machine's zone.
+            con.execute("SET TimeZone = 'UTC'")
+            if self.memory_limit:
+                con.execute("SET memory_limit = $limit", {"limit": self.memory_limit})
+            try:
+                yield con
+            finally:
+                con.close()
 
     def replace(
         self, tables: dict[str, pl.DataFrame], append: dict[str, tuple[pl.DataFrame, str]] | None = None,
@@ -129,6 +143,8 @@ class Warehouse:
                     append_new_rows(con, name, staged, key)
                     con.unregister(staged)
                     self._record_types(con, name, types)
+                for name in tables:  # every table written, nothing committed: the previous tables must survive
+                    crash_point(f"warehouse.before_commit.{name}")
                 con.commit()
             except BaseException:
                 con.rollback()

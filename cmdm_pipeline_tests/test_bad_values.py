@@ -102,3 +102,52 @@ def test_unholdable_dates_and_numbers_are_caught_at_standardise(project: Project
     report = warehouse.read("quality_report")
     assert report["run_id"].unique().to_list() == [result.run_id]
     assert report.filter(pl.col("metric") == "rule").height > 0
+
+
+# Issue 19, item 11: a full-width formula, invisible characters, a 2090 recency date, "7,5" as a whole number.
+UNICODE_SCHEMA = {
+    **SCHEMA,
+    "attributes": {
+        **SCHEMA["attributes"],
+        "customer_since": {"kind": "date"},
+        "nps_score": {"kind": "number", "invalid": "reject",
+                      "rules": [{"range": {"min": 0, "max": 10}}, {"pattern": "-?[0-9]+", "name": "nps_score.whole_number"}]},
+    },
+}
+UNICODE_CRM = (
+    "Id,First,Last,Email,Since,Score\n"
+    "1,Ada,Lovelace,ada@example.org,01.01.2090,7\n"
+    '2,"\uff1dHYPERLINK(""http://x"",""y"")",Evil,evil@example.org,01.01.2020,5\n'
+    '3,Alan,Turing,alan@example.org,01.01.2020,"7,5"\n'
+)
+# The same person in the shop, her e-mail with a zero-width space and her name behind a bidi override.
+UNICODE_SHOP = "Id,First,Last,Email,Since,Score\n1,\u202eAda,Byron,ada\u200b@example.org,01.01.2021,8\n"
+
+
+def test_unicode_tricks_and_implausible_values_are_caught(make_project) -> None:  # type: ignore[no-untyped-def]
+    columns = {"First": "first_name", "Last": "last_name", "Email": "email", "Since": "customer_since",
+               "Score": "nps_score"}
+    sources = [csv_source(name=name, path=f"{name}.csv", trust_rank=rank, date_formats=["%d.%m.%Y"], columns=columns)
+               for name, rank in (("crm", 1), ("shop", 2))]
+    project = make_project(
+        files={"crm.csv": UNICODE_CRM, "shop.csv": UNICODE_SHOP}, sources=sources, schema=UNICODE_SCHEMA,
+        survivorship={"recency_attribute": "customer_since", "attributes": {"last_name": "most_recent"}},
+        matching={"deterministic_rules": [["email"]]}, quality={"max_quarantine_rate": 1.0},
+    )
+    result = run_job(project)
+    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    warehouse = open_warehouse(project)
+
+    quarantined = warehouse.read("quarantined_records").sort("source_record_id")
+    assert quarantined.select("source_system", "source_record_id", "rules_broken").rows() == [
+        ("crm", "2", ["input.formula_like"]), ("crm", "3", ["nps_score.whole_number"])]
+    assert "HYPERLINK" not in " ".join(quarantined["reason"])
+
+    validated = warehouse.read("validated_customers").sort("source_system")
+    assert validated.select("source_system", "first_name", "email", "customer_since", "warnings").rows() == [
+        ("crm", "Ada", "ada@example.org", dt.date(2090, 1, 1), ["customer_since.future"]),
+        ("shop", "Ada", "ada@example.org", dt.date(2021, 1, 1), ["input.format_characters"]),
+    ]
+    golden = warehouse.read("golden_customers")
+    # One person (the invisible character no longer hides her e-mail); 2090 does not make crm the most recent.
+    assert golden.select("record_count", "last_name").rows() == [(2, "Byron")]

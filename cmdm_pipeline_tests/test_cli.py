@@ -96,7 +96,8 @@ def test_wrong_arguments_exit_2(argv: list[str], message: str, capsys: pytest.Ca
     ("argv", "expected"),
     [
         ([], ["run ", "report ", "--version", "exit codes:", "130"]),
-        (["run"], ["--config PATH", "CMDM_CONFIG", "--quiet", "exit codes:", "the failing step"]),
+        (["run"], ["--config PATH", "CMDM_CONFIG", "--quiet", "--accept-shrink SOURCE", "exit codes:", "the failing step",
+                   "another run holds the"]),
         (["report"], ["--config PATH", "--run RUN_ID", "--stage {standardised,validated,golden,quarantine}",
                       "--top N", "read-only", "exit codes:", "run `cmdm run` first"]),
     ],
@@ -336,17 +337,23 @@ def test_keys_init_status_rotate_retire(keys_project, capsys: pytest.CaptureFixt
     _data_keys(config, ["master/M1", "master/M2", "record/crm/1"])
     assert main(["keys", "status", "--config", path]) == EXIT_OK
     out = capsys.readouterr().out
-    assert f"{first}" in out and "active" in out and "3 data keys" in out and "3 live data keys, 0 destroyed" in out
+    # Three keys asked for, and the blind-index key every store gets with the warehouse's pairing.
+    assert f"{first}" in out and "active" in out and "4 data keys" in out and "4 live data keys, 0 destroyed" in out
 
+    from cmdm_pipeline.run_lock import run_lock
+
+    with run_lock(config.warehouse_path, "nightly-run"):  # a run is encrypting with these keys
+        assert main(["keys", "rotate", "--config", path]) == EXIT_RUN_FAILED
+    assert "in use by run nightly-run" in capsys.readouterr().err
     assert main(["keys", "rotate", "--config", path]) == EXIT_OK
     out = capsys.readouterr().out
     second = out.split("new key-encryption key ")[1].split()[0]
-    assert f"re-wrapped 3 data keys (3 from {first})" in out and f"cmdm keys retire {first}" in out
+    assert f"re-wrapped 4 data keys (4 from {first})" in out and f"cmdm keys retire {first}" in out
     from cmdm_pipeline.warehouse import Warehouse
 
     audited = Warehouse(config.warehouse_path).read("audit_log").row(0, named=True)
     assert audited["action"] == "key_rotated" and audited["actor"].startswith("cli:")
-    assert json.loads(audited["detail"]) == {"active_kek": second, "data_keys": 3, "rewrapped_from": {first: 3}}
+    assert json.loads(audited["detail"]) == {"active_kek": second, "data_keys": 4, "rewrapped_from": {first: 4}}
 
     assert main(["keys", "retire", second, "--config", path]) == EXIT_RUN_FAILED
     assert "is the active one" in capsys.readouterr().err
@@ -368,7 +375,9 @@ def test_keys_with_a_wrong_or_unsafe_key_exit_2_and_write_nothing(keys_project, 
     monkeypatch.setenv("CMDM_KEK", base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("CMDM_KEK_ID", "prod")
     _data_keys(config, ["master/M1"])
-    store = config.warehouse_path.parent / "keys" / "keystore.duckdb"
+    from cmdm_pipeline.protect.keystore import keystore_path
+
+    store = keystore_path(config)  # with CMDM_KEK: outside the warehouse folder
     before = store.read_bytes()
     monkeypatch.setenv("CMDM_KEK", base64.b64encode(os.urandom(32)).decode())
     assert main(["keys", "rotate", "--config", path]) == EXIT_USAGE
@@ -399,3 +408,23 @@ def test_report_shows_the_matching_threshold_estimates_and_queue() -> None:
             "and recall 92.1%",
         "review queue: 157 to decide; 9,661 of 9,818 doubtful decisions left to the model (over the review budget)"]
     assert _matching(rows.filter(pl.col("stage") != "matching")) == []
+
+
+@pytest.mark.integration
+def test_run_with_an_absolute_config_from_another_folder(make_project, tmp_path: Path) -> None:
+    config = make_project()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # As a cron line often has it: --config before the command, and a working directory without cmdm.yaml.
+    done = subprocess.run([sys.executable, "-m", "cmdm_pipeline.cli", "--config", str(config.base_dir / "cmdm.yaml"),
+                           "run", "--quiet"], cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    assert done.returncode == EXIT_OK, done.stderr[-3000:]
+    assert "master customers:" in done.stdout and config.warehouse_path.is_file()
+    assert not (elsewhere / "data").exists()
+
+
+@pytest.mark.parametrize("argv", [["--config", "{path}", "report"], ["--config={path}", "report"]])
+def test_config_may_come_before_the_command(argv: list[str], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "nope.yaml"
+    assert main([a.format(path=path) for a in argv]) == EXIT_USAGE
+    assert f"cmdm: {path}: config file not found" in capsys.readouterr().err  # read as the command's --config

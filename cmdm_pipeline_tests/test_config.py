@@ -117,3 +117,75 @@ def test_database_url_reads_environment_variables(monkeypatch: pytest.MonkeyPatc
 def test_a_deterministic_rule_must_name_a_compared_attribute(make_project, rule: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):
         make_project(matching={"deterministic_rules": [rule]})
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("first_nmae IS NOT NULL", "names unknown column\\(s\\) first_nmae"),
+    ("email = (SELECT content FROM read_text('/etc/passwd'))", "may not contain a subquery or read a table or file"),
+    ("email IS NULL) FROM read_text('/etc/passwd') WHERE (true", "must be one SQL expression"),
+    ("email IS NULL) OR (", "cannot be run: invalid expression"),
+    ("email IS NULL -- ", "is not valid SQL"),
+    ("current_setting('home_directory') IS NOT NULL", "may not call current_setting\\(\\)"),
+    ("no_such_function(email)", "cannot be run: unsupported function 'no_such_function'"),
+])
+def test_a_cross_field_rule_is_checked_when_the_config_loads(make_project, expression: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    schema = {**SCHEMA, "rules": [{"name": "bad", "expression": expression}]}
+    with pytest.raises(ConfigError, match=f"at schema: .*rules\\[0\\]\\(bad\\): the expression {message}"):
+        make_project(schema=schema)
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("l.emial = r.email", "names unknown column\\(s\\) l.emial; known: "),
+    ("email = r.email", "names column\\(s\\) email without l. or r."),
+    ("l.email = (SELECT content FROM read_text('/etc/passwd'))", "may not contain a subquery or read a table or file"),
+    ("l.email = r.email) FROM read_text('/etc/passwd') WHERE (true", "must be one SQL expression"),
+    ("read_text('/etc/passwd') = l.email", "calls read_text\\(\\), which is not a DuckDB scalar function"),
+    ("getenv('HOME') = l.email", "may not call getenv\\(\\)"),
+    ("l.email = r.email; DROP TABLE x", "is not valid SQL"),
+])
+def test_a_blocking_rule_is_checked_when_the_config_loads(make_project, rule: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=f"matching.blocking_rules\\[1\\] {message}"):
+        make_project(matching={"blocking_rules": ["l.email = r.email", rule]})
+
+
+def test_plain_blocking_rules_and_conditions_load(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project(matching={
+        "blocking_rules": ["substr(l.last_name, 1, 3) = substr(r.last_name, 1, 3) AND l.phones[1] = r.phones[1]"],
+        "comparisons": {"email": {"comparison_levels": [
+            {"sql_condition": "email_l IS NULL OR email_r IS NULL", "is_null_level": True},
+            {"sql_condition": "jaro_winkler_similarity(email_l, email_r) > 0.9"}, {"sql_condition": "ELSE"}]}},
+    })
+    assert config.matching.blocking_rules == [
+        "substr(l.last_name, 1, 3) = substr(r.last_name, 1, 3) AND l.phones[1] = r.phones[1]"]
+
+
+def test_a_comparison_condition_may_not_read_files(make_project) -> None:  # type: ignore[no-untyped-def]
+    levels = [{"sql_condition": "email_l = (SELECT content FROM read_text('/etc/passwd'))"}]
+    with pytest.raises(ConfigError, match="comparisons.email.comparison_levels\\[0\\].sql_condition may not contain"):
+        make_project(matching={"comparisons": {"email": {"comparison_levels": levels}}})
+
+
+def test_retired_sources_and_max_shrink(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project(retired_sources=["legacy_crm"], quality={"max_shrink": 0.5})
+    assert config.retired_sources == ["legacy_crm"] and config.quality.max_shrink == 0.5
+    with pytest.raises(ConfigError, match="retired_sources names source\\(s\\) still in `sources`: crm"):
+        make_project(retired_sources=["crm"])
+    with pytest.raises(ConfigError, match="quality.max_shrink: Input should be less than or equal to 1"):
+        make_project(quality={"max_shrink": 1.5})
+
+
+def test_the_generated_blocking_rules_would_pass_the_check() -> None:
+    # The check must not refuse what the pipeline itself writes: every default rule of the shipped schema.
+    import polars as pl
+
+    from cmdm_pipeline.sql_checks import check_expression
+    from cmdm_pipeline.stages.match_features import KEY, matching_frame
+    from cmdm_pipeline.stages.match_settings import default_blocking_rules
+
+    schema = load_config(REPO_ROOT / "cmdm.yaml").customer_schema
+    features = matching_frame(pl.DataFrame(schema={c: pl.String for c in [*KEY, "party_type", *schema.attributes]}),
+                              schema).columns
+    rules = default_blocking_rules(schema)
+    assert len(rules) > 5
+    for rule in rules:
+        check_expression(rule, features, prefixes=("l", "r"))

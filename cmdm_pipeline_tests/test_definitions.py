@@ -21,7 +21,7 @@ def test_asset_graph_of_the_shipped_config() -> None:
     assert set(specs) == raw | {
         "standardised_customers", "validated_customers", "quarantined_records", "run_reconciliation",
         "match_model", "match_pairs", "match_review_queue", "customer_clusters", "match_summary",
-        "customer_xref", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history", "customer_lookup_index",
+        "customer_xref", "customer_xref_absent", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history", "customer_lookup_index",
         "quality_report", "golden_quality_scores",
         "consent_history", "consent_current", "consent_quarantine", "audit_log", "lenses",
         "erasure_log", "erasure_notifications", "erasure_tombstones", "erasure_quarantine",
@@ -56,3 +56,14 @@ def test_dagster_definitions_validate_passes() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_importing_the_definitions_reads_no_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Cron runs `cmdm run --config /abs/cmdm.yaml` from any folder: no ./cmdm.yaml may be needed to import.
+    env = {k: v for k, v in os.environ.items() if k != "CMDM_CONFIG"}
+    code = ("import cmdm_pipeline.definitions as d, dagster as dg; "
+            "assert not isinstance(d.defs, dg.Definitions); print('imported')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "imported" in result.stdout

@@ -42,6 +42,9 @@ def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         store = warehouse.get(config)
         outcome = process_erasure(store, config, context.run.run_id, dt.datetime.now(dt.UTC))
         statuses = dict(outcome.log.group_by("status").len().sort("status").iter_rows())
+        if outcome.recovered:
+            context.log.warning("erasure: finished an erasure an earlier run was killed during (keys destroyed, files "
+                                "rebuilt, lenses republished)")
         context.log.info(
             f"erasure: {outcome.requests.valid.height} requests read, {outcome.pending} new, {outcome.waiting} waiting "
             f"for a first run; {statuses or 'nothing processed'}; {sum(outcome.rows_removed.values())} rows removed, "
@@ -67,6 +70,7 @@ def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             "rows_removed_by_table": dg.MetadataValue.json(outcome.rows_removed),
             "keys_destroyed": outcome.keys_destroyed,
             "history_sources_recorded": outcome.history_sources_added,
+            "interrupted_erasure_finished": outcome.recovered,
             "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in outcome.seconds.items()}),
         })
         yield dg.MaterializeResult(asset_key=NOTIFICATIONS, metadata={

@@ -7,22 +7,14 @@ import datetime as dt
 import time
 
 import dagster as dg
-import polars as pl
 
 from cmdm_pipeline.assets.consent import CONSENT_CURRENT
 from cmdm_pipeline.assets.master import GOLDEN
-from cmdm_pipeline.config import Lens, ProjectConfig
+from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.keys import load_keyring
 from cmdm_pipeline.protect.keystore import KeyStore
-from cmdm_pipeline.protect.lenses import (
-    PublishedLens,
-    build_lens,
-    column_treatments,
-    lens_folder,
-    load_lens_keys,
-    publish_files,
-)
-from cmdm_pipeline.protect.lenses_keys import Publication, read_generations, record_publications
+from cmdm_pipeline.protect.lens_publication import publish_lenses
+from cmdm_pipeline.protect.lenses import column_treatments
 from cmdm_pipeline.resources import WarehouseResource
 
 LENSES = "lenses"
@@ -41,21 +33,9 @@ def lenses_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     def _lenses(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = time.perf_counter()
         store = warehouse.get(config)
-        golden = store.read(GOLDEN)
-        consent = store.read(CONSENT_CURRENT) if config.consent else None
         key_store = KeyStore.for_config(config, load_keyring(config, create_dev_key=True))
-        generations = read_generations(store)
-        keys = load_lens_keys(key_store, [lens.name for lens in config.lenses], generations=generations.latest)
-        built = [(lens, build_lens(golden, consent, lens, config.customer_schema, keys[lens.name].token))
-                 for lens in config.lenses]
-        published = publish_files(built, lens_folder(config), keys, config.customer_schema)
-        schemas = {}
-        if config.lenses_target is not None:
-            from cmdm_pipeline.protect.lens_postgres import publish_postgres
-
-            schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
-        retired = record_publications(store, key_store, _publications(built, published, schemas), generations,
-                                      context.run.run_id, dt.datetime.now(dt.UTC))
+        done = publish_lenses(store, config, key_store, context.run.run_id, dt.datetime.now(dt.UTC))
+        published, schemas, generations, retired = done.published, done.schemas, done.generations, done.old_keys_destroyed
         for lens in published:
             context.log.info(f"lens {lens.name}: {lens.rows} rows, {', '.join(str(p) for p in lens.files.values())}"
                              + (" (encrypted)" if lens.encrypted else "") + (f"; PostgreSQL {schemas[lens.name]}"
@@ -74,9 +54,3 @@ def lenses_asset(config: ProjectConfig) -> dg.AssetsDefinition:
 
     return _lenses
 
-
-def _publications(built: list[tuple[Lens, pl.DataFrame]], published: list[PublishedLens],
-                  schemas: dict[str, str]) -> list[Publication]:
-    frames = {lens.name: frame for lens, frame in built}
-    return [Publication(p.name, p.rows, frames[p.name].columns,
-                        [*p.files, *(["postgresql"] if p.name in schemas else [])], p.encrypted) for p in published]

@@ -15,11 +15,12 @@ from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start
-from cmdm_pipeline.stages.master import LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
+from cmdm_pipeline.stages.master import KEY, LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
 from cmdm_pipeline.warehouse import Versions, Warehouse
 
 XREF = "customer_xref"
+ABSENT = "customer_xref_absent"  # records missing from the latest run, with the master ids they keep
 ID_LINEAGE = "master_id_lineage"
 ID_SEQUENCE = "master_id_sequence"  # the highest master id issued: ids are never issued twice
 GOLDEN = "golden_customers"
@@ -34,6 +35,9 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          description="One row per source record: its master_id (stable across runs), link confidence, first and last seen. Join on source_system + source_record_id."),
             dg.AssetSpec(ID_LINEAGE, group_name="master", deps=[CLUSTERS], kinds={"duckdb"},
                          description="One row per master id retired by a merge or created by a split, every run kept."),
+            dg.AssetSpec(ABSENT, group_name="master", deps=[CLUSTERS], kinds={"duckdb"},
+                         description="One row per source record known from an earlier run but missing from the latest: "
+                                     "the master_id it keeps (so it gets it back when it returns), first and last seen."),
         ],
     )
     def _ids(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
@@ -44,8 +48,9 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
         history = store.read(ID_LINEAGE).filter(pl.col("run_id") != run_id) if ID_LINEAGE in tables else pl.DataFrame(schema=LINEAGE_COLUMNS)
         issued = highest_issued(store.read(ID_SEQUENCE) if ID_SEQUENCE in tables else None, history)
-        result = assign_master_ids(clusters, previous, run_id, now, issued)
-        store.replace({XREF: result.xref, ID_LINEAGE: pl.concat([history, result.lineage]),
+        absent = store.read(ABSENT) if ABSENT in tables else None
+        result = assign_master_ids(clusters, previous, run_id, now, issued, absent)
+        store.replace({XREF: result.xref, ABSENT: result.absent, ID_LINEAGE: pl.concat([history, result.lineage]),
                        ID_SEQUENCE: sequence_row(result.highest_issued, run_id, now)})
         masters = result.xref["master_id"].n_unique()
         events = dict(result.lineage.group_by("event").len().iter_rows())
@@ -54,6 +59,10 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             "dagster/row_count": result.xref.height, "masters": masters,
             "records_per_master": round(result.xref.height / masters, 3) if masters else 0.0,
             "masters_with_several_records": int((per_master > 1).sum())})
+        returned = 0 if absent is None else result.xref.join(absent.select(KEY), on=KEY).height
+        yield dg.MaterializeResult(asset_key=ABSENT, metadata={
+            "dagster/row_count": result.absent.height, "returned_this_run": returned,
+            "masters_without_present_records": result.absent.join(result.xref, on="master_id", how="anti")["master_id"].n_unique()})
         yield dg.MaterializeResult(asset_key=ID_LINEAGE, metadata={"dagster/row_count": result.lineage.height + history.height,
                                                                   "merged_this_run": events.get("merged", 0),
                                                                   "split_this_run": events.get("split", 0)})

@@ -12,7 +12,7 @@ holds AES-256-GCM ciphertext (see :mod:`.crypto`) for:
 
 Which key: rows about a source record use that record's data key (``record/<system>/<id>``), rows
 about a master customer that master's (``master/<id>``), a consent event its own
-(``consent/<event_id>``): destroying a person's keys shreds every copy (README, "Encryption").
+(``consent/<event_id>``): destroying a person's keys shreds every copy (docs/concepts/encryption.md).
 Which columns of a stored table are ciphertext, and their plaintext types, is recorded in the
 table ``cmdm_encrypted_columns`` in the same transaction as the table.
 
@@ -91,10 +91,15 @@ class AtRest:
 
     @property
     def keys(self) -> KeyStore:
-        # Opened on first use: a run that stores nothing personal never needs the key.
+        """The project's key store, opened (and checked against the warehouse) on first use."""
         if self._keys is None:
             self._keys = KeyStore.for_config(self.config, load_keyring(self.config, create_dev_key=True))
         return self._keys
+
+    def open_keys(self) -> None:
+        """Open the key store now: the warehouse does so before its first connection, so a missing or
+        different store, or a wrong key, is refused before anything is read or written."""
+        self.keys  # noqa: B018 - the property opens and checks the store
 
     def plan(self, table: str) -> TablePlan | None:
         """The protection of ``table``, or None for tables that hold nothing personal."""

@@ -137,12 +137,39 @@ class Subject:
         return sorted({*self.masters, *self.history_versions["master_id"].to_list()})
 
     def owners(self) -> list[str]:
-        """Every data-key owner of the subject's rows (README, "Encryption and keys")."""
+        """Every data-key owner of the subject's rows (docs/concepts/encryption.md)."""
         records = [f"record/{s}/{r}" for s, r in self.records.iter_rows()]
         unkeyed = [f"record/{s}/#row{n}" for s, n in self.unkeyed_rows.iter_rows()]
         quarantine = [f"consent-quarantine/{r}|{n}" for r, n in self.consent_quarantine_rows.iter_rows()]
         return [*[f"master/{m}" for m in self.masters], *records, *unkeyed,
                 *[f"consent/{e}" for e in self.consent_events], *quarantine]
+
+
+def subject_of_owners(owners: list[str]) -> Subject:
+    """The rows a list of data-key owners (:meth:`Subject.owners`) names, as a subject to delete."""
+    records, rows, masters, events, quarantine = [], [], [], [], []
+    for owner in owners:
+        kind, _, rest = owner.partition("/")
+        if kind == "master":
+            masters.append(rest)
+        elif kind == "record":
+            system, _, record = rest.partition("/")
+            if record.startswith("#row") and record[4:].isdigit():
+                rows.append((system, int(record[4:])))
+            else:
+                records.append((system, record))
+        elif kind == "consent":
+            events.append(rest)
+        elif kind == "consent-quarantine":
+            run, _, number = rest.rpartition("|")
+            quarantine.append((run, int(number)))
+    return Subject(
+        "interrupted", "erased", masters=sorted(masters),
+        records=pl.DataFrame(records, schema=_KEYS, orient="row"),
+        unkeyed_rows=pl.DataFrame(rows, schema=_ROWS, orient="row"), consent_events=sorted(events),
+        consent_quarantine_rows=pl.DataFrame(quarantine, schema={"run_id": pl.String(), "source_row_number": pl.Int64()},
+                                             orient="row"),
+    )
 
 
 # --- indexes ----------------------------------------------------------------------------------------

@@ -1,17 +1,23 @@
-"""Carry out erasure requests against the warehouse: delete, shred keys, rebuild the file, log.
+"""Carry out erasure requests against the warehouse: delete, shred keys, rebuild the files, log.
 
-Order, so that a crash anywhere leaves nothing half-done for long:
+Erasure is a transaction that a kill at any moment leaves resumable (named crash points in brackets):
 
 0. with a PostgreSQL ``lenses_target``, one transaction there deletes the subjects' lens rows (see
-   :func:`erase_lens_rows`): a run failing after this step leaves nobody readable there, and a failure
-   here stops before anything else is done (the requests stay pending for the next run);
-1. a marker file beside the warehouse lists the data-key owners to destroy (ids only);
-2. the subjects' data keys are destroyed (crypto-shredding: every ciphertext of them is now unreadable);
-3. one transaction deletes the subjects' rows from every table and appends the tombstones,
-   notifications, ``erasure_log`` rows and the ``erased`` audit rows;
-4. the key store and the warehouse file are rebuilt (deleted bytes survive DELETE), then the marker goes.
+   :func:`erase_lens_rows`): a failure here stops before anything else is done (the requests stay pending);
+1. a marker file beside the warehouse lists the requests and the data-key owners to destroy (ids only)
+   [``erasure.marker_written``];
+2. one transaction deletes the subjects' rows from every table and appends the tombstones,
+   notifications, ``erasure_log`` rows (the commit point) and the ``erased`` audit rows
+   [``erasure.rows_deleted``];
+3. the subjects' data keys are destroyed (crypto-shredding) [``erasure.keys_destroyed``]: only now, as
+   nothing left in the warehouse needs them;
+4. the key store and the warehouse file are rebuilt (deleted bytes survive DELETE), the lenses are
+   published again without the subjects (files replaced, never just removed: ``lenses.file_replaced``),
+   then the marker goes.
 
-A run that finds the marker (a crash after 1) first destroys those keys again and rebuilds both files.
+A run that finds the marker first looks for its requests in ``erasure_log``: logged, the transaction
+committed and the run redoes steps 3 and 4 (each is idempotent); not logged, nothing was deleted or
+destroyed, so the marker is dropped and the requests, still pending, are processed afresh.
 Before any of it, every run records which source records the current golden versions drew on
 (:func:`~cmdm_pipeline.protect.erasure_history.record_history_sources`), so copies of a subject's values in
 other masters' history can be found later.
@@ -29,7 +35,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +43,13 @@ import duckdb
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
+from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.audit import AUDIT, audit_rows, decision_audit_ids, pipeline_actor
 from cmdm_pipeline.protect.blind_index import blind_index
 from cmdm_pipeline.protect.erasure import (
     DECISIONS_SYSTEM, LOG, LOG_COLUMNS, NOTIFICATION_COLUMNS, NOTIFICATIONS, OWN_TABLES, QUARANTINE, SUPPRESSED,
     TOMBSTONE_COLUMNS, TOMBSTONES, UTC, Known, Subject, contact_frame, erased_events, erased_rows, index_requests,
-    quarantine_subjects, resolve_request, suppressed_row, tombstones_of,
+    quarantine_subjects, resolve_request, subject_of_owners, suppressed_row, tombstones_of,
 )
 from cmdm_pipeline.protect.erasure_history import (
     HISTORY, HISTORY_SOURCES, SOURCE_COLUMNS, VERSION_COLUMNS, record_history_sources,
@@ -51,6 +57,7 @@ from cmdm_pipeline.protect.erasure_history import (
 from cmdm_pipeline.protect.erasure_requests import QUARANTINE_COLUMNS, Requests, read_requests
 from cmdm_pipeline.protect.keys import load_keyring
 from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.lens_publication import CONSENT_CURRENT, GOLDEN, publish_lenses
 from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import statement
@@ -58,8 +65,6 @@ from cmdm_pipeline.warehouse import Warehouse, append_new_rows, write_table
 
 STANDARDISED, XREF, ID_LINEAGE = "standardised_customers", "customer_xref", "master_id_lineage"
 CONSENT_HISTORY, CONSENT_QUARANTINE = "consent_history", "consent_quarantine"
-#: Derived files rebuilt every run from golden records (README, "Lenses"): dropped whole when someone is erased.
-LENS_FOLDER = "lenses"
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Outcome:
     #: request_id -> rows removed outside the warehouse (PostgreSQL lens tables), per table
     removed_outside: dict[str, dict[str, int]] = field(default_factory=dict)
     history_sources_added: int = 0
+    recovered: bool = False  # an erasure a kill interrupted was finished first
 
 
 def marker_path(store: Warehouse) -> Path:
@@ -88,12 +94,13 @@ def open_keys(config: ProjectConfig) -> KeyStore:
 
 
 def process_erasure(store: Warehouse, config: ProjectConfig, run_id: str, now: dt.datetime) -> Outcome:
-    """Read the requests, erase the subjects of those not processed yet, and log every outcome."""
+    """Finish an interrupted erasure, read the requests, erase the subjects of those not processed yet,
+    and log every outcome."""
     timer = time.perf_counter()
-    recover(store, config)
+    recovered = recover(store, config, run_id, now)
     sources_added = record_history_sources(store)
     requests = read_requests(config, [s.name for s in config.sources])
-    outcome = Outcome(requests, history_sources_added=sources_added)
+    outcome = Outcome(requests, history_sources_added=sources_added, recovered=recovered)
     tables = set(store.tables())
     done = store.query(statement("erasure/select_processed_requests", table=LOG)) if LOG in tables else None
     pending = requests.valid if done is None else requests.valid.join(done, on="request_id", how="anti")
@@ -107,57 +114,97 @@ def process_erasure(store: Warehouse, config: ProjectConfig, run_id: str, now: d
         outcome.subjects = [resolve_request(row, known) for row in indexed.iter_rows(named=True)]
     outcome.seconds["resolve"] = time.perf_counter() - timer
     erased = [s for s in outcome.subjects if s.status == "erased"]
-    destroyed: dict[str, int] = {}
+    to_destroy: dict[str, int] = {}
+    owners: list[str] = []
     if erased:
         assert keys is not None
         timer = time.perf_counter()
         outcome.removed_outside = erase_lens_rows(config, keys, erased)
         outcome.seconds["lens_target"] = time.perf_counter() - timer
         owners = sorted({o for s in erased for o in s.owners()})
-        _write_marker(store, owners)
-        timer = time.perf_counter()
-        destroyed = {s.request_id: keys.destroy(s.owners(), compact=False) for s in erased}
-        outcome.seconds["destroy_keys"] = time.perf_counter() - timer
+        to_destroy = {s.request_id: keys.live_keys(s.owners()) for s in erased}
+        _write_marker(store, [s.request_id for s in erased], owners)
+        crash_point("erasure.marker_written")
     timer = time.perf_counter()
-    removed, tombstones = _write(store, config, outcome, pending, destroyed, keys, run_id, now)
+    removed, tombstones = _write(store, config, outcome, pending, to_destroy, keys, run_id, now)
     outcome.seconds["delete"] = time.perf_counter() - timer
     outcome.rows_removed = removed
-    outcome.keys_destroyed = sum(destroyed.values())
+    outcome.keys_destroyed = sum(to_destroy.values())
     outcome.tombstones_added = tombstones
     if erased:
-        assert keys is not None
-        timer = time.perf_counter()
-        keys.compact()
-        outcome.seconds["rebuild_keystore"] = time.perf_counter() - timer
-        outcome.seconds["rebuild_warehouse"] = rebuild_duckdb_file(store.path)
-        shutil.rmtree(config.warehouse_path.parent / LENS_FOLDER, ignore_errors=True)
-        marker_path(store).unlink(missing_ok=True)
+        crash_point("erasure.rows_deleted")
+        outcome.seconds |= _finish(store, config, owners, run_id, now)
     return outcome
 
 
-def recover(store: Warehouse, config: ProjectConfig) -> bool:
-    """Finish an erasure a crash interrupted (the marker is there): destroy its keys, rebuild both files."""
+def recover(store: Warehouse, config: ProjectConfig, run_id: str, now: dt.datetime) -> bool:
+    """Finish or drop an erasure a kill interrupted (the marker is there); see the module docstring."""
     marker = marker_path(store)
     if not marker.exists():
         return False
-    owners = json.loads(marker.read_text(encoding="utf-8"))["owners"]
-    keys = KeyStore.for_config(config, None)  # destroying needs no key-encryption key
-    keys.destroy(owners, compact=True)
-    if store.path.exists():
-        rebuild_duckdb_file(store.path)
-    shutil.rmtree(config.warehouse_path.parent / LENS_FOLDER, ignore_errors=True)
-    marker.unlink()
+    plan = json.loads(marker.read_text(encoding="utf-8"))
+    if "request_ids" not in plan:
+        # Written by an earlier version, which destroyed keys before deleting rows: delete the rows those
+        # keys opened (ids only, nothing to decrypt), so no unreadable row is left behind.
+        _delete_owned_rows(store, config, plan["owners"], run_id, now)
+    elif not _logged(store, plan["request_ids"]):
+        marker.unlink()  # the transaction never committed: no row deleted, no key destroyed
+        return False
+    _finish(store, config, plan["owners"], run_id, now)
     return True
 
 
-def _write_marker(store: Warehouse, owners: list[str]) -> None:
+def _finish(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: str, now: dt.datetime) -> dict[str, float]:
+    """Steps 3 and 4, after the rows are deleted: destroy the keys, rebuild both files, republish lenses,
+    drop the marker. Every step may run twice. Returns seconds per step."""
+    seconds = {}
+    timer = time.perf_counter()
+    keys = KeyStore.for_config(config, None)  # destroying needs no key-encryption key
+    keys.destroy(owners, compact=False)
+    crash_point("erasure.keys_destroyed")
+    keys.compact()
+    seconds["destroy_keys"] = time.perf_counter() - timer
+    seconds["rebuild_warehouse"] = rebuild_duckdb_file(store.path)
+    if {GOLDEN, *([CONSENT_CURRENT] if config.consent else [])} <= set(store.tables()):  # else nothing to publish from
+        timer = time.perf_counter()
+        publish_lenses(store, config, open_keys(config), run_id, now)
+        seconds["publish_lenses"] = time.perf_counter() - timer
+    marker_path(store).unlink(missing_ok=True)
+    return seconds
+
+
+def _logged(store: Warehouse, request_ids: list[str]) -> bool:
+    """Are these requests in ``erasure_log`` (the erasure transaction committed)?"""
+    if LOG not in store.tables():
+        return False
+    done = store.query(statement("erasure/select_processed_requests", table=LOG))["request_id"]
+    return bool(done.is_in(request_ids).any())
+
+
+def _write_marker(store: Warehouse, request_ids: list[str], owners: list[str]) -> None:
     marker = marker_path(store)
     temporary = marker.with_name(marker.name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"owners": owners}, handle)
+        json.dump({"request_ids": request_ids, "owners": owners}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, marker)
+
+
+def _delete_owned_rows(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: str, now: dt.datetime) -> None:
+    """Delete the rows of ``owners`` from every table, and tombstone their records so no extract brings them back."""
+    subject = subject_of_owners(owners)
+    stones = tombstones_of(subject, open_keys(config), False, run_id, now)
+    with store.connect() as con:
+        layout = {name: set(columns) for name, columns in con.sql(statement("erasure/select_table_columns")).fetchall()}
+        con.begin()
+        try:
+            _delete_subject(con, layout, subject)
+            _append(con, TOMBSTONES, stones, "tombstone")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
 
 
 def load_known(store: Warehouse, config: ProjectConfig, keys: KeyStore) -> Known:

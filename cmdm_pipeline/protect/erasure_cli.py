@@ -1,6 +1,6 @@
 """``cmdm erase``: record an erasure request for the next run, and show ``erasure_log``. ``cmdm_pipeline.cli`` wires it.
 
-The request is stored as blind indexes and ids (README, "Erasure"): the e-mail or phone typed on the
+The request is stored as blind indexes and ids (docs/concepts/erasure.md): the e-mail or phone typed on the
 command line is never written anywhere, and nothing here prints it back.
 """
 

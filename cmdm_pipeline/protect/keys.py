@@ -87,6 +87,18 @@ class KeyStoreBusyError(ProtectionError):
     """Another process (a pipeline run, another ``cmdm keys``) holds the key store."""
 
 
+class KeyStoreMissingError(KeyMissingError):
+    """The warehouse was paired with a key store that is not there: refused, nothing created."""
+
+
+class KeyStoreMismatchError(KeyMissingError):
+    """The key store found is not the one the warehouse was paired with."""
+
+
+class KeyStoreExistsError(ProtectionError):
+    """``cmdm keys new-store`` found a key store and left it alone."""
+
+
 class DecryptionError(ProtectionError):
     """A ciphertext does not decrypt where it is: moved, tampered with, or its data key is destroyed."""
 
@@ -176,6 +188,11 @@ def _protection(config: ProjectConfig) -> ProtectionConfig:
 
 def env_mode(environ: Mapping[str, str] | None = None) -> bool:
     return KEK_ENV in (os.environ if environ is None else environ)
+
+
+def development_mode(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> bool:
+    """Keys from the embedded development key file: no ``CMDM_KEK``, no ``protection.key_file``."""
+    return not env_mode(environ) and key_file_is_default(config)
 
 
 def load_keyring(

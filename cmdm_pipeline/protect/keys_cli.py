@@ -1,4 +1,4 @@
-"""``cmdm keys``: init, status, rotate, retire. The parser and the handlers; ``cmdm_pipeline.cli`` wires them.
+"""``cmdm keys``: init, status, rotate, retire, new-store. The parser and the handlers; ``cmdm_pipeline.cli`` wires them.
 
 Nothing here prints key material: ids, paths and counts only.
 """
@@ -14,7 +14,8 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = (
     "exit codes:\n  0    success\n"
     "  1    refused, nothing changed: the key file exists (init), the key is active or still wraps data keys\n"
-    "       (retire), or the key store is in use by another process\n"
+    "       (retire), the key store is in use by another process, or it is missing or not the warehouse's\n"
+    "       own (every action; new-store: a key store exists)\n"
     "  2    wrong arguments, an invalid config, no key-encryption key, a wrong key, or a key file\n"
     "       group/others can read; nothing was written"
 )
@@ -44,6 +45,18 @@ _ACTIONS = {
         "Retire KEK_ID: refused while it is the active key or still wraps a data key (run `cmdm keys rotate` "
         "first). Key file: the key is removed from the file. Environment: remove CMDM_KEK_PREVIOUS afterwards.",
     ),
+    "new-store": (
+        "start a new, empty key store in place of one lost for good (drops the encrypted tables)",
+        "Only when the key store is lost for good and no backup of it exists (restore the backup if there is "
+        "one: nothing is lost then). What it means: every data key is gone, so every encrypted value in the "
+        "warehouse can never be decrypted again. The warehouse's encrypted tables (raw, standardised, "
+        "validated, quarantined, golden records and their history, consent events) are dropped, and the next "
+        "run rebuilds what the sources still hold; golden history and consent events no source holds any more "
+        "are lost. Master ids, cross-references and erasure tombstones stay: the new store gets the "
+        "warehouse's copy of the blind-index key, so erased people stay erased and lookups keep working. Lens "
+        "keys are new: lens tokens change. Needs the key-encryption key (CMDM_KEK or the key file) and "
+        "--discard-encrypted-data; refuses where a key store exists.",
+    ),
 }
 
 
@@ -58,7 +71,9 @@ def add_keys_parser(
         help="create, inspect, rotate and retire the encryption keys",
         description=wrap(
             "Encryption keys: a key-encryption key (CMDM_KEK, or a key file) wraps one data key per master "
-            "customer and per source record, kept in the key store (<warehouse folder>/keys/keystore.duckdb)."
+            "customer and per source record, kept in the key store (protection.keystore; default "
+            "<warehouse folder>/keys/keystore.duckdb with the development key file, else "
+            "<warehouse folder>-keys/keystore.duckdb, outside the warehouse folder)."
         ),
         epilog=EXIT_CODES,
         formatter_class=formatter,
@@ -68,14 +83,24 @@ def add_keys_parser(
         action = actions.add_parser(name, help=short, description=wrap(long), epilog=EXIT_CODES, formatter_class=formatter)
         if name == "retire":
             action.add_argument("kek_id", metavar="KEK_ID", help="id of the key-encryption key to retire")
+        if name == "new-store":
+            action.add_argument("--discard-encrypted-data", action="store_true", required=True,
+                                help="say that you mean it: the warehouse's encrypted tables are dropped")
         action.add_argument("--config", metavar="PATH", help=config_help)
     keys.set_defaults(keys_parser=keys)
+
+
+#: Actions that write neither the key store nor the warehouse (init writes only the key file): no run lock.
+_READ_ONLY = ("init", "status")
 
 
 def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     """Run ``cmdm keys ACTION``; errors go to stderr as ``cmdm: ...`` with the exit codes above."""
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys import KeyFileExistsError, KeyInUseError, KeyStoreBusyError, ProtectionError
+    from cmdm_pipeline.protect.keys import (
+        KeyFileExistsError, KeyInUseError, KeyStoreBusyError, KeyStoreExistsError, KeyStoreMismatchError,
+        KeyStoreMissingError, ProtectionError,
+    )
 
     if args.keys_action is None:
         args.keys_parser.print_help(sys.stderr)
@@ -86,10 +111,19 @@ def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     except ConfigError as exc:
         print(f"cmdm: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    handler = {"init": _init, "status": _status, "rotate": _rotate, "retire": _retire}[args.keys_action]
+    handler = {"init": _init, "status": _status, "rotate": _rotate, "retire": _retire,
+               "new-store": _new_store}[args.keys_action]
+    refused = (KeyFileExistsError, KeyInUseError, KeyStoreBusyError, KeyStoreExistsError, KeyStoreMismatchError,
+               KeyStoreMissingError)
+    from cmdm_pipeline.run_lock import WarehouseBusyError, run_lock
+
     try:
-        return handler(config, args, environ)
-    except (KeyFileExistsError, KeyInUseError, KeyStoreBusyError) as exc:
+        if args.keys_action in _READ_ONLY:
+            return handler(config, args, environ)
+        # Rewrapping keys while a run encrypts with them would leave that run's new keys behind.
+        with run_lock(config.warehouse_path, f"cmdm keys {args.keys_action}"):
+            return handler(config, args, environ)
+    except (*refused, WarehouseBusyError) as exc:
         print(f"cmdm: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ProtectionError as exc:
@@ -183,4 +217,19 @@ def _retire(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     else:
         print(f"retired key-encryption key {result.kek_id}: no data key uses it; remove {PREVIOUS_KEK_ENV} "
               "(and its _ID) from the environment")
+    return EXIT_OK
+
+
+def _new_store(config, args, environ) -> int:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.protect.keystore_pairing import new_store
+
+    result = new_store(config, environ)
+    print(f"started key store {result.store_id} at {result.path}; the warehouse {config.warehouse_path} is paired "
+          "with it")
+    if result.dropped:
+        print(f"dropped {len(result.dropped)} tables whose values can never be decrypted again: "
+              f"{', '.join(result.dropped)}; the next `cmdm run` rebuilds them from the sources")
+    if result.kept_index_key:
+        print("the blind-index key came from the warehouse's copy: erasure tombstones and lookups keep matching")
+    print("back the new key store up apart from the warehouse (`cmdm backup` leaves it out)", file=sys.stderr)
     return EXIT_OK

@@ -8,12 +8,16 @@ master id(s) and of each of their source records (found through ``customer_xref`
 for quarantined rows): every ciphertext of that person becomes undecryptable and nobody else's does.
 Shared keys (a per-run staging key, hashed buckets) would shred other people's data or none.
 
-**Where.** ``<warehouse dir>/keys/keystore.duckdb`` (``protection.keystore``), apart from the
-warehouse: DuckDB's DELETE leaves bytes behind, so erasure rebuilds this small file (:meth:`KeyStore.compact`)
-instead of the warehouse, and a copy of the warehouse (BI, backups) carries no keys. Table
-``data_keys``: ``data_key_id`` (16 random bytes), ``owner``, ``kek_id``, ``nonce``, ``wrapped_key``
-(AES-GCM under the KEK, associated data = key id + owner), ``created_at``, ``destroyed_at``; table
-``keks``: the KEK ids that ever wrapped a key here, and when one was retired.
+**Where.** ``protection.keystore``, else (:func:`keystore_path`) ``<warehouse dir>/keys/keystore.duckdb``
+with the development key file, and ``<warehouse dir>-keys/keystore.duckdb``, outside the warehouse folder,
+with ``CMDM_KEK`` or a configured key file: a copy of the warehouse folder must not carry the keys that
+erasure destroys. A file apart from the warehouse: DuckDB's DELETE leaves bytes behind, so erasure
+rebuilds this small file (:meth:`KeyStore.compact`) instead of the warehouse. Table ``data_keys``:
+``data_key_id`` (16 random bytes), ``owner``, ``kek_id``, ``nonce``, ``wrapped_key`` (AES-GCM under the
+KEK, associated data = key id + owner), ``created_at``, ``destroyed_at``; table ``keks``: the KEK ids
+that ever wrapped a key here, and when one was retired; table ``store_identity``: the store's id, which
+the warehouse records too (:mod:`.keystore_pairing`): a missing or different store is refused, never
+silently created, except for a brand-new project.
 
 Every access takes an exclusive lock file beside the store, so a pipeline run, ``cmdm keys rotate``
 and a rebuild never interleave (a rebuild replaces the file by rename). Opening a store with a keyring
@@ -27,7 +31,7 @@ import datetime as dt
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +40,12 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
+from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.keys import (
     Keyring,
     KeyMissingError,
     KeyStoreBusyError,
+    KeyStoreMissingError,
     ProtectionError,
     KEY_BYTES,
     private_folder,
@@ -50,7 +56,9 @@ if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig
 
 DATA_KEY_ID_BYTES = 16
-DEFAULT_KEYSTORE = Path("keys/keystore.duckdb")  # relative to the warehouse folder
+DEFAULT_KEYSTORE = Path("keys/keystore.duckdb")  # development: relative to the warehouse folder
+#: Elsewhere: ``<warehouse folder><suffix>/keystore.duckdb``, beside the warehouse folder, not inside it.
+OUTSIDE_SUFFIX = "-keys"
 #: The owner of the blind-index root key: a data key like the others, so rotation re-wraps it unchanged.
 INDEX_KEY_OWNER = "__cmdm_blind_index__"
 
@@ -72,11 +80,21 @@ def record_owner(source_system: str | pl.Expr = "source_system", source_record_i
     return pl.concat_str(pl.lit("record/"), system, pl.lit("/"), record)
 
 
-def keystore_path(config: ProjectConfig) -> Path:
-    from cmdm_pipeline.protect.keys import _protection
+def keystore_path(config: ProjectConfig, environ: Mapping[str, str] | None = None,
+                  development: bool | None = None) -> Path:
+    """``protection.keystore``, else the default of the key mode (``development``: the embedded key file, no
+    ``CMDM_KEK``; None: read from ``environ``, default the process environment)."""
+    from cmdm_pipeline.protect.keys import development_mode
 
-    configured = _protection(config).keystore
-    return config.resolve(configured) if configured else config.warehouse_path.parent / DEFAULT_KEYSTORE
+    configured = config.protection.keystore
+    if configured:
+        return config.resolve(configured)
+    folder = config.warehouse_path.parent
+    if development is None:
+        development = development_mode(config, environ)
+    if development:
+        return folder / DEFAULT_KEYSTORE
+    return folder.with_name(folder.name + OUTSIDE_SUFFIX) / DEFAULT_KEYSTORE.name
 
 
 @dataclass(frozen=True)
@@ -104,17 +122,24 @@ class StoreStatus:
 class KeyStore:
     """The wrapped data keys of one project. Without a keyring it can only report counts."""
 
-    def __init__(self, path: Path, keyring: Keyring | None, lock_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, keyring: Keyring | None, lock_timeout: float = 30.0, create: bool = True) -> None:
+        """``create``: whether a missing file may be created (else :class:`KeyStoreMissingError`)."""
         self.path = Path(path)
         self.keyring = keyring
         self.lock_timeout = lock_timeout
+        self.create = create
         self._lock_depth = 0
         if keyring is not None and self.path.exists():
             self.verify()
 
     @classmethod
-    def for_config(cls, config: ProjectConfig, keyring: Keyring | None, lock_timeout: float = 30.0) -> KeyStore:
-        return cls(keystore_path(config), keyring, lock_timeout)
+    def for_config(cls, config: ProjectConfig, keyring: Keyring | None, lock_timeout: float = 30.0,
+                   environ: Mapping[str, str] | None = None) -> KeyStore:
+        """The project's key store, checked against the warehouse it is paired with (refused if missing or
+        different; created only for a brand-new project); see :mod:`.keystore_pairing`."""
+        from cmdm_pipeline.protect.keystore_pairing import paired_store
+
+        return paired_store(config, keyring, lock_timeout, environ)
 
     # --- locking and connections ------------------------------------------------------------------
 
@@ -146,6 +171,10 @@ class KeyStore:
         path = path or self.path
         with self._locked():
             created = not path.exists()
+            if path == self.path:
+                self._clean_leftovers()
+                if created and not self.create:
+                    raise KeyStoreMissingError(f"no key store at {self.path}")
             try:
                 con = duckdb.connect(str(path))
             except duckdb.IOException as exc:
@@ -157,10 +186,53 @@ class KeyStore:
                     os.chmod(path, 0o600)
                 con.execute(statement("keys/create_data_keys"))
                 con.execute(statement("keys/create_keks"))
+                con.execute(statement("keys/create_store_identity"))
+                if created and path == self.path:
+                    con.execute(statement("keys/insert_store_id"), {"store_id": _new_store_id(), "now": _utcnow()})
                 yield con
                 con.execute("CHECKPOINT")  # no WAL left behind: a rebuild replaces the file by rename
             finally:
                 con.close()
+
+    def _clean_leftovers(self) -> None:
+        """Remove what a process killed while rebuilding this store left (we hold the lock, so it is dead):
+        the file it was building, never swapped in. The store itself is whole: the swap is one rename."""
+        for suffix in (".rebuild", ".rebuild.wal", ".new", ".new.wal"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
+    # --- identity -----------------------------------------------------------------------------------
+
+    def store_id(self) -> str:
+        """This store's id; a store made before ids existed gets one now."""
+        with self._connect() as con:
+            found = con.execute(statement("keys/select_store_id")).fetchall()
+            if len(found) > 1:
+                raise ProtectionError(f"key store {self.path} has {len(found)} ids: it was pieced together by hand")
+            if found:
+                return str(found[0][0])
+            store_id = _new_store_id()
+            con.execute(statement("keys/insert_store_id"), {"store_id": store_id, "now": _utcnow()})
+            return store_id
+
+    def index_key_row(self) -> tuple[bytes, str, bytes, bytes] | None:
+        """The blind-index root key as stored (id, KEK id, nonce, wrapped key), None before it exists."""
+        with self._connect() as con:
+            found = con.execute(statement("keys/select_index_key"), {"owner": INDEX_KEY_OWNER}).fetchall()
+        return tuple(found[0]) if found else None  # type: ignore[return-value]
+
+    def put_index_key(self, row: tuple[bytes, str, bytes, bytes]) -> None:
+        """Store the blind-index root key as it was wrapped elsewhere (a new store, after a lost one)."""
+        data_key_id, kek_id, nonce, wrapped = row
+        keyring = self._keyring()
+        keyring.unwrap(kek_id, pl.Series([data_key_id], dtype=pl.Binary), pl.Series([INDEX_KEY_OWNER]), [nonce], [wrapped])
+        with self._connect() as con:
+            if con.execute(statement("keys/select_index_key"), {"owner": INDEX_KEY_OWNER}).fetchall():
+                raise ProtectionError(f"key store {self.path} already has a blind-index key")
+            now = _utcnow()
+            con.execute(statement("keys/register_kek"), {"kek_id": kek_id, "now": now})
+            con.execute(statement("keys/insert_index_key"), {
+                "data_key_id": data_key_id, "owner": INDEX_KEY_OWNER, "kek_id": kek_id, "nonce": nonce,
+                "wrapped_key": wrapped, "now": now})
 
     # --- checks -----------------------------------------------------------------------------------
 
@@ -304,6 +376,14 @@ class KeyStore:
 
     # --- crypto-shredding -------------------------------------------------------------------------
 
+    def live_keys(self, owners: Iterable[str]) -> int:
+        """How many of ``owners`` hold a live data key: what :meth:`destroy` would destroy now."""
+        names = pl.Series("owner", list(owners), dtype=pl.String).unique()
+        if names.is_empty() or not self.path.exists():
+            return 0
+        with self._connect() as con:
+            return self._select(con, "keys/select_keys_of_owners", owners=_numbered(names, "owner")).height
+
     def destroy(self, owners: Iterable[str], compact: bool = True) -> int:
         """Destroy the data keys of ``owners`` (crypto-shredding); returns how many were destroyed.
 
@@ -352,13 +432,16 @@ class KeyStore:
                     con.register("__cmdm_rewrapped", staged.to_arrow())
                     con.execute(statement("keys/copy_data_keys", rewrapped="__cmdm_rewrapped"))
                     con.execute(statement("keys/copy_keks"))
+                    con.execute(statement("keys/copy_store_identity"))
                     if register_kek:
                         con.execute(statement("keys/register_kek"), {"kek_id": register_kek, "now": _utcnow()})
                     con.unregister("__cmdm_rewrapped")
                     con.execute("DETACH old")
+                crash_point("keys.rebuild_written")
                 if before_replace is not None:
                     before_replace()
                 os.replace(fresh, self.path)
+                crash_point("keys.rebuild_replaced")
             finally:
                 fresh.unlink(missing_ok=True)
 
@@ -471,6 +554,10 @@ def _acquire(fd: int, timeout: float, path: Path) -> None:
                     f"for over {timeout:.0f}s; try again when it has finished"
                 ) from None
             time.sleep(0.05)
+
+
+def _new_store_id() -> str:
+    return "ks-" + secrets.token_hex(8)
 
 
 def _utcnow() -> dt.datetime:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 
 from cmdm_pipeline.config import Lens, LensFormat, ProjectConfig
+from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.blind_index import derive_key, keyed_digests
 from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.schema import CustomerSchema, Kind
@@ -43,7 +44,8 @@ LENS_TABLE = "customers"
 CONSENT_CHANNELS = "consent_channels"
 LENS_FOLDER = "lenses"
 _EXTENSIONS: dict[LensFormat, str] = {"duckdb": ".duckdb", "parquet": ".parquet", "csv": ".csv"}
-#: A cell a spreadsheet would run as a formula (OWASP "CSV injection"): these first characters.
+#: A cell a spreadsheet would run as a formula (OWASP "CSV injection"): these first characters, judged
+#: after NFKC because spreadsheets read a full-width ＝ as =.
 _FORMULA_START = r"^[=+\-@\t\r\n]"
 
 
@@ -215,7 +217,7 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
             col = col.cast(pl.List(pl.String)).list.join(";")
         elif dtype != pl.String:
             continue
-        exprs.append(pl.when(col.str.contains(_FORMULA_START)).then(pl.concat_str(pl.lit("'"), col)).otherwise(col).alias(name))
+        exprs.append(pl.when(col.str.normalize("NFKC").str.contains(_FORMULA_START)).then(pl.concat_str(pl.lit("'"), col)).otherwise(col).alias(name))
     return frame.with_columns(exprs) if exprs else frame
 
 
@@ -262,6 +264,7 @@ def publish_files(
         raise
     for temporary, target in staged:
         os.replace(temporary, target)
+        crash_point("lenses.file_replaced")  # some files new, some old: the next publication replaces them all
     keep = {target for _, target in staged}
     for path in folder.iterdir():
         stale_output = path.suffix in _EXTENSIONS.values() and path not in keep

@@ -1,6 +1,7 @@
 """Rebuild a DuckDB file so deleted rows are gone from its bytes, not just from its tables.
 
-DuckDB's DELETE (even with CHECKPOINT and VACUUM) leaves deleted values in the file's blocks (PITFALLS.md).
+DuckDB's DELETE (even with CHECKPOINT and VACUUM) leaves deleted values in the file's blocks
+(docs/concepts/erasure.md, "What erasure does", step 3).
 :func:`rebuild_duckdb_file` copies every table, view, sequence and macro into a new file
 (``COPY FROM DATABASE``: the rows as they are now), fsyncs it, and renames it over the old file. A crash
 before the rename leaves the old file whole (with the WAL folded in); the rename itself is atomic.

@@ -12,7 +12,14 @@ their ``_ID`` variables if the ids are set by hand), run ``cmdm keys rotate`` (r
 ``CMDM_KEK``), then ``cmdm keys retire OLD_ID`` and remove ``CMDM_KEK_PREVIOUS``. Pipeline runs in
 between work, with both keys loaded.
 
-Blind indexes do not change: their root key is a data key, re-wrapped like the others.
+Blind indexes do not change: their root key is a data key, re-wrapped like the others; the warehouse's
+copy of it (:mod:`.keystore_pairing`) is refreshed right after, and on any later opening if a crash came
+between.
+
+**A kill mid-rotation** leaves the old store whole (the swap is one rename) and, at worst, the half-built
+``keystore.duckdb.rebuild``, which the next command that opens the store removes; a key file already
+holding the new KEK keeps both, so every data key still unwraps, and ``cmdm keys rotate`` again finishes
+the job (crash points ``keys.rebuild_written``, ``keys.rotate_key_file_written``, ``keys.rebuild_replaced``).
 """
 
 from __future__ import annotations
@@ -25,17 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.keys import (
     Keyring,
     KeyInUseError,
     KeyMissingError,
     add_to_key_file,
+    development_mode,
+    key_file_is_default,
     load_keyring,
     new_kek_id,
     new_key,
     remove_from_key_file,
 )
-from cmdm_pipeline.protect.keystore import KeyStore, StoreStatus
+from cmdm_pipeline.protect.keystore import KeyStore, StoreStatus, keystore_path
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig
@@ -56,10 +66,17 @@ def rotate(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> R
     store = KeyStore.for_config(config, keyring)
     if keyring.key_file is None:
         counts = store.rewrap(keyring)
+        KeyStore.for_config(config, keyring)  # the warehouse's copy of the index key follows the new wrapping
         return Rotation(keyring.active_id, None, counts, time.perf_counter() - started)
     key_file = keyring.key_file
     kek_id, key = new_kek_id(), new_key()
-    counts = store.rewrap(keyring.with_kek(kek_id, key, active=True), lambda: add_to_key_file(key_file, kek_id, key))
+
+    def write_key_file() -> None:
+        add_to_key_file(key_file, kek_id, key)
+        crash_point("keys.rotate_key_file_written")
+
+    counts = store.rewrap(keyring.with_kek(kek_id, key, active=True), write_key_file)
+    KeyStore.for_config(config, load_keyring(config, environ=environ))
     return Rotation(kek_id, key_file, counts, time.perf_counter() - started)
 
 
@@ -118,10 +135,15 @@ def key_status(config: ProjectConfig, environ: Mapping[str, str] | None = None) 
     """KEK ids and data-key counts; with the keys verified against the store when they load."""
     from cmdm_pipeline.protect.keys import ProtectionError
 
+    from cmdm_pipeline.protect.keystore_pairing import paired_store
+
     try:
         keyring: Keyring | None = load_keyring(config, environ=environ)
-        KeyStore.for_config(config, keyring)  # verifies
+        paired_store(config, keyring, environ=environ, create=False)  # verifies, and creates nothing
         problem = None
     except ProtectionError as exc:
         keyring, problem = None, str(exc)
-    return KeyStatus(keyring, problem, KeyStore.for_config(config, None).status())
+    # Counts only: read straight from the file where the keys are (a refused store is still counted).
+    development = keyring.key_file is not None and key_file_is_default(config) if keyring else development_mode(config, environ)
+    path = keystore_path(config, development=development)
+    return KeyStatus(keyring, problem, KeyStore(path, None, create=False).status())

@@ -45,6 +45,7 @@ class RuleExpectation:
     expectation: str  # class name in ``great_expectations.expectations``
     kwargs: dict[str, Any] = field(default_factory=dict)
     passes: pl.Expr | None = None  # cross-field rules: the gate's own test, computed before GX
+    text: pl.Expr | None = None  # pattern, set and length rules: the gate's own text of the value
     expression: str | None = None
 
     @property
@@ -77,13 +78,13 @@ def rule_expectations(schema: CustomerSchema, today: dt.date) -> list[RuleExpect
     for (attribute, rule), compiled in zip(_declared(schema), compile_rules(schema, today), strict=True):
         assert compiled.attribute == attribute  # the gate's order is the declaration order
         common: dict[str, Any] = {"rule_id": compiled.rule_id, "attribute": attribute,
-                                  "severity": compiled.severity, "reason": compiled.reason}
+                                  "severity": compiled.severity, "reason": compiled.reason, "text": compiled.text}
         if attribute is None:
             expectations.append(RuleExpectation(
                 **common, column=rule_column(compiled.rule_id), expectation="ExpectColumnValuesToBeInSet",
                 kwargs={"value_set": [True]}, passes=compiled.passes, expression=rule.expression))
             continue
-        # Pattern, set and length rules read the value as text, as the gate does (`cast(pl.String)`).
+        # Pattern, set and length rules read the value as text, as the gate does (`compiled.text`).
         as_text = attribute if DTYPES[schema.attributes[attribute].kind] == pl.String() else text_column(attribute)
         if rule.required:
             spec = (attribute, "ExpectColumnValuesToNotBeNull", {})
@@ -136,6 +137,7 @@ def expectation_frame(frame: pl.DataFrame | pl.LazyFrame, expectations: list[Rul
         elif spec.column == spec.attribute:
             columns[spec.column] = pl.col(spec.attribute)
         else:
-            columns[spec.column] = pl.col(spec.attribute).cast(pl.String)
+            assert spec.text is not None  # a text copy: only pattern, set and length rules make one
+            columns[spec.column] = spec.text
     # Dates as Python dates, compared with date bounds: datetime64[ns] cannot hold a year 2999 typo.
     return frame.lazy().select(**columns).collect().to_pandas(date_as_object=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
+import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -59,10 +61,7 @@ def read_mapped_rows(spec: MappedSource, config: ProjectConfig, what: str) -> pl
     missing = [c for c in spec.columns if c not in own]
     # A JSON-lines file has no header: a key absent from every record is only an error if there are records.
     if missing and not (source.kind == "jsonl" and frame.height == 0):
-        raise SourceError(
-            f"{what} ({source_location(source, config)}): mapped column(s) {missing} not found; "
-            f"the source has: {', '.join(own) or '(no columns)'}"
-        )
+        raise _columns_missing(f"{what} ({source_location(source, config)})", source, missing, list(spec.columns), own)
     if _ROW in own:
         raise SourceError(f"{what} ({source_location(source, config)}): column {_ROW!r} is reserved")
     frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
@@ -76,6 +75,15 @@ def source_location(source: Source, config: ProjectConfig) -> str:
     parts = urlsplit(source.url or "")
     where = f"{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
     return f"{source.kind}://{where}"
+
+
+def _columns_missing(where: str, source: Source, missing: list[str], wanted: list[str], own: list[str]) -> SourceError:
+    if source.kind == "csv" and len(missing) == len(wanted):
+        # Not one mapped column in line 1: it may be a data row, whose values must not reach a message.
+        found = f"none of them is in line 1 ({len(own)} fields): does the file lack its header?"
+    else:
+        found = f"the source has: {', '.join(own) or '(no columns)'}"
+    return SourceError(f"{where}: mapped column(s) {missing} not found; {found}")
 
 
 def _fail(source: Source, config: ProjectConfig, message: str) -> SourceError:
@@ -99,34 +107,136 @@ def _read_csv(source: Source, config: ProjectConfig) -> pl.DataFrame:
     # newlines and costs ~1.5 s per million rows.
     path = _existing_file(source, config)
     encoding = "utf-8-sig" if source.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else source.encoding
-    with path.open(encoding=encoding, errors="strict", newline="") as handle:
-        reader = csv.reader(handle, delimiter=source.delimiter, strict=False)
-        try:
-            header = next(reader)
-            rows = [fields for fields in reader if fields]
-        except UnicodeDecodeError as exc:
-            raise _fail(
-                source, config,
-                f"bytes at or after line {reader.line_num + 1} are not valid {source.encoding} "
-                f"({exc.reason}); set `encoding` for this source",
-            ) from None
-        except csv.Error as exc:
-            raise _fail(source, config, f"cannot parse CSV at line {reader.line_num}: {exc}") from None
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _fail(
+            source, config,
+            f"bytes at or after line {line} are not valid {source.encoding} "
+            f"({exc.reason}); set `encoding` for this source",
+        ) from None
+    # Only LF (or CRLF) ends a line: a bare CR is data, masked while the csv module (which would end
+    # the record there) reads it.
+    masked = _BARE_CR.search(text) is not None
+    if masked:
+        text = _BARE_CR.sub(_CR, text)
+    numbers, records, errors = _csv_records(text, source.delimiter)
+    if not records:
+        raise _fail(source, config, "the header row is empty")
+    if 0 in errors:
+        raise _fail(source, config, f"line {numbers[0]}, the header: {errors[0]}")
+    header = records[0]
+    if masked and any(_CR in name for name in header):
+        raise _fail(source, config, "line 1 (the header) holds a carriage return: are lines ended by CR alone? "
+                                    "Save the file with LF or CRLF line ends")
     _check_header(header, source, config)
     width = len(header)
-    errors: list[str | None] = [None] * len(rows)
+    rows = records[1:]
+    errors_by_row = {i - 1: error for i, error in errors.items()}
+    # Why Python here: a length test per row is cheap, and only broken rows (rare) go further.
+    errors_by_row |= {i: f"row has {len(fields)} fields, the header has {width}"
+                      for i, fields in enumerate(rows) if len(fields) != width and i not in errors_by_row}
+    parse_errors: list[str | None] = [None] * len(rows)
     unparsed: list[str | None] = [None] * len(rows)
-    for i, fields in enumerate(rows):
-        if len(fields) != width:
-            # Why Python here: only ragged rows (rare) reach this branch.
-            errors[i] = f"row has {len(fields)} fields, the header has {width}"
-            unparsed[i] = json.dumps(fields, ensure_ascii=False)
-            rows[i] = (fields + [""] * width)[:width]
+    for i, error in errors_by_row.items():
+        parse_errors[i] = f"line {numbers[i + 1]}: {error}"
+        unparsed[i] = json.dumps(rows[i], ensure_ascii=False)
+        rows[i] = (rows[i] + [""] * width)[:width]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     frame = pl.DataFrame({name: pl.Series(name, col, dtype=pl.String) for name, col in zip(header, columns, strict=True)})
-    return frame.with_columns(
-        pl.Series("parse_error", errors, dtype=pl.String), pl.Series("unparsed", unparsed, dtype=pl.String)
+    frame = frame.with_columns(
+        pl.Series("parse_error", parse_errors, dtype=pl.String), pl.Series("unparsed", unparsed, dtype=pl.String)
     )
+    if masked:
+        frame = frame.with_columns(pl.col(*header, "unparsed").str.replace_all(_CR, "\r", literal=True))
+    return frame
+
+
+#: Stands in for a bare CR while the csv module reads (a Unicode noncharacter: no text carries it).
+_CR = "\ufdd0"
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
+def _csv_records(text: str, delimiter: str) -> tuple[list[int], list[list[str]], dict[int, str]]:
+    """Line number and fields of each record, the header first, blank lines skipped; parse errors by
+    record position.
+
+    An unclosed quote swallows the lines after it, records and all, up to the next quote. The record
+    it makes is rejected by the strict reader or, spanning several lines, has the wrong field count:
+    such a record is read again line by line, so each line is a record of its own and only the broken
+    one is flagged.
+    """
+    try:
+        rows: list[list[str]] | None = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error:
+        rows = None
+    if rows is not None and len(rows) == text.count("\n") + (not text.endswith("\n")):
+        # The common case, read in C: every record is one line, so its position is its line number.
+        if [] in rows:
+            return [i + 1 for i, fields in enumerate(rows) if fields], [fields for fields in rows if fields], {}
+        return list(range(1, len(rows) + 1)), rows, {}
+    numbers: list[int] = []
+    rows = []
+    errors: dict[int, str] = {}
+    for number, fields, error in _records_line_by_line(text, delimiter):
+        if error is not None:
+            errors[len(rows)] = error
+        numbers.append(number)
+        rows.append(fields)
+    return numbers, rows, errors
+
+
+def _records_line_by_line(text: str, delimiter: str) -> Iterator[tuple[int, list[str], str | None]]:
+    """The slow path of :func:`_csv_records`: record by record, knowing the lines of each."""
+    lines = _Lines(io.StringIO(text, newline=""))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    width: int | None = None
+    while True:
+        lines.record = []
+        first = lines.number + 1
+        try:
+            fields: list[str] | None = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            fields = None
+        if fields is not None and (len(lines.record) == 1 or width is None or len(fields) == width):
+            records = [(first, fields, None)]
+        else:
+            records = [(first + i, *_read_line(line, delimiter)) for i, line in enumerate(lines.record)]
+        for record in records:
+            if record[1]:  # a blank line reads as no fields
+                width = len(record[1]) if width is None else width
+                yield record
+
+
+class _Lines:
+    """A file's lines, counted; keeps those of the record being read."""
+
+    def __init__(self, handle: Iterable[str]) -> None:
+        self._handle = iter(handle)
+        self.number = 0  # lines read so far
+        self.record: list[str] = []  # lines read since the caller last emptied it
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self.number += 1
+        self.record.append(line)
+        return line
+
+
+def _read_line(line: str, delimiter: str) -> tuple[list[str], str | None]:
+    """One line as one record, read leniently; a quote left open is the error."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter, strict=True), []), None
+    except csv.Error as exc:
+        fields = next(csv.reader([line], delimiter=delimiter, strict=False), [])
+        return fields, "a quote opened in this row is never closed" if "end of data" in str(exc) else None
 
 
 def _check_header(header: list[str], source: Source, config: ProjectConfig) -> None:
@@ -135,36 +245,35 @@ def _check_header(header: list[str], source: Source, config: ProjectConfig) -> N
     blank = [i + 1 for i, name in enumerate(header) if not name.strip()]
     if blank:
         raise _fail(source, config, f"header has unnamed column(s) at position {blank}")
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    # Positions, not names: a file without its header has a data row here.
+    repeated = [i + 1 for i, name in enumerate(header) if header.count(name) > 1]
     if repeated:
-        raise _fail(source, config, f"header repeats column(s) {repeated}")
+        raise _fail(source, config, f"header repeats a column name at position(s) {repeated}")
 
 
 def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     path = _existing_file(source, config)
+    data = path.read_bytes()
     try:
-        text = path.read_bytes().decode(source.encoding)
+        text = data.decode(source.encoding)
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise _fail(
             source, config, f"bytes on line {line} are not valid {source.encoding} ({exc.reason}); set `encoding`"
         ) from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    records: list[dict[str, object]] = []
+    records: list[dict[str, str | None]] = []
     errors: list[str | None] = []
     unparsed: list[str | None] = []
     # Why Python per line: one malformed line must be quarantined, not fail the whole file,
-    # and no vectorised JSON reader reports which line broke.
-    for line in lines:
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            value, error = None, f"invalid JSON at character {exc.pos + 1}: {exc.msg}"
-        else:
-            error = None if isinstance(value, dict) else f"a JSON {type(value).__name__}, not an object"
-        records.append(_flatten(value) if error is None else {})
-        errors.append(error)
-        unparsed.append(line if error else None)
+    # and no vectorised JSON reader reports which line broke. Split on LF only: str.splitlines()
+    # also splits on characters a JSON string may hold as they are (U+2028, U+0085, a bare CR).
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        record, error = _json_record(line, source.id_column)
+        records.append(record)
+        errors.append(None if error is None else f"line {number}: {error}")
+        unparsed.append(None if error is None else line)
     names = list(dict.fromkeys(key for record in records for key in record))
     frame = pl.DataFrame(
         {name: pl.Series(name, [r.get(name) for r in records], dtype=pl.String) for name in names}
@@ -174,23 +283,72 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     )
 
 
-def _flatten(value: object, prefix: str = "") -> dict[str, str | None]:
-    """Nested objects become ``parent.child`` columns; lists stay JSON text; scalars become text."""
-    out: dict[str, str | None] = {}
-    assert isinstance(value, dict)
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+# A \u escape in the surrogate range: json.loads accepts a lone one, which no encoder can write.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Above 2**53 a float no longer holds every whole number: 1e20 as an id may not be the id written.
+_EXACT_FLOAT = 2.0**53
+
+
+def _json_record(line: str, id_column: str) -> tuple[dict[str, str | None], str | None]:
+    """One JSON line as text columns, or no columns and why the line cannot be a record."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return {}, f"invalid JSON at character {exc.pos + 1}: {exc.msg}"
+    if not isinstance(value, dict):
+        return {}, f"a JSON {_JSON_TYPES.get(type(value), 'null')}, not an object"
+    if _SURROGATE_ESCAPE.search(line) and not _encodable(value):
+        return {}, "a \\u escape is half of a surrogate pair, not a character"
+    flat = _flatten(value, keep=id_column)
+    problem = _id_problem(flat.get(id_column))
+    if problem is not None:
+        return {}, f"id column {id_column!r} {problem}"
+    return {name: _as_json_text(item) for name, item in flat.items()}, None
+
+
+def _encodable(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_problem(value: object) -> str | None:
+    """Why a JSON value cannot be a record id (its text would silently be another key), or None."""
+    if isinstance(value, dict | list):
+        return f"holds a JSON {_JSON_TYPES[type(value)]}, not a single value"
+    if isinstance(value, bool):
+        return "holds a JSON boolean, not an id"
+    if isinstance(value, float) and not (value.is_integer() and abs(value) <= _EXACT_FLOAT):
+        return "holds a number that is not a whole number (or too large to be exact)"
+    return None
+
+
+def _flatten(value: dict[str, object], prefix: str = "", keep: str = "") -> dict[str, object]:
+    """Nested objects become ``parent.child`` entries, except at ``keep`` (the id column), which stays whole."""
+    out: dict[str, object] = {}
     for key, item in value.items():
         name = f"{prefix}{key}"
-        if isinstance(item, dict):
-            out.update(_flatten(item, f"{name}."))
-        elif item is None:
-            out[name] = None
-        elif isinstance(item, bool):
-            out[name] = "true" if item else "false"
-        elif isinstance(item, list):
-            out[name] = json.dumps(item, ensure_ascii=False)
+        if isinstance(item, dict) and name != keep:
+            out.update(_flatten(item, f"{name}.", keep))
         else:
-            out[name] = str(item)
+            out[name] = item
     return out
+
+
+def _as_json_text(item: object) -> str | None:
+    """Scalars as text (a whole float as an integer: ``1004.0`` is the number 1004); lists as JSON text."""
+    if item is None:
+        return None
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, list):
+        return json.dumps(item, ensure_ascii=False)
+    if isinstance(item, float) and item.is_integer() and abs(item) <= _EXACT_FLOAT:
+        return str(int(item))
+    return str(item)
 
 
 def _read_parquet(source: Source, config: ProjectConfig) -> pl.DataFrame:
@@ -222,11 +380,40 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _database_query(source: Source, quote: Callable[[str], str]) -> str:
+def _database_query(source: Source, config: ProjectConfig, quote: Callable[[str], str]) -> str:
     if source.query is not None:
+        problem = _not_one_read(source.query, source.kind)
+        if problem is not None:
+            raise _fail(source, config, f"`query` must be one SELECT statement that only reads: {problem}")
         return source.query
     assert source.table is not None
     return "SELECT * FROM " + ".".join(quote(part) for part in source.table.split("."))
+
+
+_SQL_DIALECTS = {"duckdb": "duckdb", "sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql"}
+
+
+def _not_one_read(query: str, kind: str) -> str | None:
+    """Why ``query`` is not a single reading statement, or None. A first, clear refusal; the readers
+    also open each database so it cannot write (read-only connection or transaction, no file access)."""
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = [t.token_type for t in sqlglot.tokenize(query, read=_SQL_DIALECTS[kind])]
+    except sqlglot.errors.TokenError:
+        return "it cannot be read as SQL (an unclosed quote or comment?)"  # the error quotes the query
+    while tokens and tokens[-1] == TokenType.SEMICOLON:
+        tokens.pop()
+    if TokenType.SEMICOLON in tokens:
+        return "it holds more than one statement"
+    if not tokens or tokens[0] not in (TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN, TokenType.VALUES):
+        return "it does not start with SELECT or WITH"
+    writes = sorted(t.name for t in {TokenType.INTO, TokenType.INSERT, TokenType.UPDATE, TokenType.DELETE,
+                                     TokenType.MERGE} & set(tokens))
+    if writes:
+        return f"it uses {', '.join(writes)}"
+    return None
 
 
 def _ansi_quote(name: str) -> str:
@@ -241,9 +428,13 @@ def _read_duckdb(source: Source, config: ProjectConfig) -> pl.DataFrame:
     import duckdb
 
     path = _existing_file(source, config)
+    query = _database_query(source, config, _ansi_quote)
+    # Config SQL runs sandboxed: no file but the database itself (COPY ... TO, read_csv, ATTACH and
+    # extensions fail), and the query cannot switch that back on.
+    sandbox = {"enable_external_access": False, "lock_configuration": True}
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            frame = con.sql(_database_query(source, _ansi_quote)).pl()
+        with duckdb.connect(str(path), read_only=True, config=sandbox) as con:
+            frame = con.sql(query).pl()
     except duckdb.Error as exc:
         raise _fail(source, config, f"query failed: {exc}") from None
     return _as_text(frame)
@@ -251,9 +442,13 @@ def _read_duckdb(source: Source, config: ProjectConfig) -> pl.DataFrame:
 
 def _read_sqlite(source: Source, config: ProjectConfig) -> pl.DataFrame:
     path = _existing_file(source, config)
+    query = _database_query(source, config, _ansi_quote)
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-            frame = pl.read_database(_database_query(source, _ansi_quote), con, infer_schema_length=None)
+            # Read-only is not enough: ATTACH and VACUUM INTO reach other files. Only reading is authorised.
+            con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+            con.set_authorizer(_sqlite_reads_only)
+            frame = pl.read_database(query, con, infer_schema_length=None)
     except sqlite3.Error as exc:
         raise _fail(source, config, f"query failed: {exc}") from None
     return _as_text(frame)
@@ -262,9 +457,11 @@ def _read_sqlite(source: Source, config: ProjectConfig) -> pl.DataFrame:
 def _read_postgresql(source: Source, config: ProjectConfig) -> pl.DataFrame:
     import psycopg
 
+    query = _database_query(source, config, _ansi_quote)
     try:
         with psycopg.connect(source.resolved_url(), connect_timeout=10) as con:
-            frame = pl.read_database(_database_query(source, _ansi_quote), con, infer_schema_length=None)
+            con.read_only = True  # the server refuses any write the query attempts
+            frame = pl.read_database(query, con, infer_schema_length=None)
     except psycopg.OperationalError as exc:
         raise _fail(source, config, f"cannot connect or query: {_first_line(exc)}") from None
     except psycopg.Error as exc:
@@ -275,6 +472,7 @@ def _read_postgresql(source: Source, config: ProjectConfig) -> pl.DataFrame:
 def _read_mysql(source: Source, config: ProjectConfig) -> pl.DataFrame:
     import pymysql
 
+    query = _database_query(source, config, _mysql_quote)
     parts = urlsplit(source.resolved_url())
     try:
         con = pymysql.connect(
@@ -291,7 +489,8 @@ def _read_mysql(source: Source, config: ProjectConfig) -> pl.DataFrame:
     try:
         # Polars has no pymysql executor; the DB-API cursor gives rows and column names.
         with con.cursor() as cursor:
-            cursor.execute(_database_query(source, _mysql_quote))
+            cursor.execute("START TRANSACTION READ ONLY")  # the server refuses any write the query attempts
+            cursor.execute(query)
             names = [column[0] for column in cursor.description or ()]
             rows = cursor.fetchall()
         frame = pl.DataFrame(
@@ -302,6 +501,13 @@ def _read_mysql(source: Source, config: ProjectConfig) -> pl.DataFrame:
     finally:
         con.close()
     return _as_text(frame)
+
+
+_SQLITE_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+
+
+def _sqlite_reads_only(action: int, *_: object) -> int:
+    return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
 
 
 def _first_line(exc: Exception) -> str:
@@ -337,10 +543,7 @@ def _with_lineage(frame: pl.DataFrame, source: Source, location: str, ingested_a
     # A JSON source has no header: a key that never occurs may simply be absent in every
     # record, which is only an error when the file has records to look at.
     if missing and not (source.kind == "jsonl" and frame.height == 0):
-        raise SourceError(
-            f"source {source.name!r} ({location}): mapped column(s) {missing} not found; "
-            f"the source has: {', '.join(own) or '(no columns)'}"
-        )
+        raise _columns_missing(f"source {source.name!r} ({location})", source, missing, required_columns(source), own)
     for name in missing:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(name))
     return frame.select(

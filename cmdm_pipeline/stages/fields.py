@@ -33,10 +33,17 @@ class Standardised:
     problem: pl.Series
 
 
+#: Unicode format characters (category Cf): bidi controls, zero-width spaces and joiners, the BOM, soft
+#: hyphens. Invisible, they make equal-looking values differ (matching, look-ups) and hide what a value
+#: starts with, so standardisation removes them like surplus whitespace; the input checks flag them.
+FORMAT_CHARACTERS = r"\p{Cf}"
+
+
 def clean_text(values: pl.Series, form: str = "NFKC") -> pl.Series:
-    """Unicode-normalised, whitespace collapsed and trimmed; empty becomes null."""
+    """Unicode-normalised, format characters removed, whitespace collapsed and trimmed; empty becomes null."""
     return (
         values.str.normalize(form)  # type: ignore[arg-type]
+        .str.replace_all(FORMAT_CHARACTERS, "")
         .str.replace_all(r"\s+", " ")
         .str.strip_chars()
         .replace("", None)

@@ -8,6 +8,10 @@ cluster's smallest record key, so the same input gives the same ids on a new war
 An id is never issued twice: fresh ids continue after the highest ever issued (kept in
 ``master_id_sequence``), not after the highest still in use, since a merged or erased id is gone
 from ``customer_xref`` but may still name that customer in history, lineage, audit or downstream.
+
+A record missing from a run (its source empty that night, or the record left out) keeps its master id
+in ``customer_xref_absent`` and counts as a record of that master again when it returns, so it gets its
+id back; while it is away its remembered id follows merges (a merged id never comes back).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ LINEAGE_COLUMNS: dict[str, pl.DataType] = {
 
 @dataclass(frozen=True)
 class MasterAssignment:
-    xref: pl.DataFrame  # one row per source record (XREF_COLUMNS)
+    xref: pl.DataFrame  # one row per source record of this run (XREF_COLUMNS)
+    absent: pl.DataFrame  # one row per known source record missing from this run (XREF_COLUMNS, last_seen kept)
     lineage: pl.DataFrame  # one row per merge or split this run (LINEAGE_COLUMNS)
     highest_issued: int  # the number of the highest master id issued so far, this run's included
 
@@ -61,13 +66,16 @@ def _id_number(column: str) -> pl.Expr:
 
 
 def assign_master_ids(
-    clusters: pl.DataFrame, previous: pl.DataFrame | None, run_id: str, now: dt.datetime, issued: int = 0
+    clusters: pl.DataFrame, previous: pl.DataFrame | None, run_id: str, now: dt.datetime, issued: int = 0,
+    absent: pl.DataFrame | None = None,
 ) -> MasterAssignment:
     """``clusters``: source_system, source_record_id, cluster (any id), link_confidence.
     ``previous``: the last run's ``customer_xref`` (or None on a new warehouse); ``issued``: the number of
-    the highest master id ever issued (see :func:`highest_issued`)."""
-    if previous is None:
-        previous = pl.DataFrame(schema=XREF_COLUMNS)
+    the highest master id ever issued (see :func:`highest_issued`); ``absent``: the last run's
+    ``customer_xref_absent``, records missing from earlier runs with the master ids they had."""
+    previous = pl.DataFrame(schema=XREF_COLUMNS) if previous is None else previous.select(list(XREF_COLUMNS))
+    if absent is not None:
+        previous = pl.concat([previous, absent.select(list(XREF_COLUMNS)).join(previous, on=KEY, how="anti")])
     seen = clusters.join(
         previous.select(*KEY, pl.col("master_id").alias("old_master"), "first_seen"), on=KEY, how="left"
     )
@@ -128,7 +136,16 @@ def assign_master_ids(
             ),
         ]
     ).with_columns(pl.lit(run_id).alias("run_id"), at.alias("recorded_at"), pl.col("records").cast(pl.Int64))
-    return MasterAssignment(xref, lineage.select(list(LINEAGE_COLUMNS)).sort("event", "master_id", "related_master_id"),
+    # Records missing tonight keep their master id, or the id it merged into.
+    still_absent = (
+        previous.join(clusters.select(KEY), on=KEY, how="anti")
+        .join(merged.select(pl.col("old_master").alias("master_id"), "survivor"), on="master_id", how="left")
+        .with_columns(pl.coalesce("survivor", "master_id").alias("master_id"))
+        .select(list(XREF_COLUMNS))
+        .sort(KEY)
+    )
+    return MasterAssignment(xref, still_absent,
+                            lineage.select(list(LINEAGE_COLUMNS)).sort("event", "master_id", "related_master_id"),
                             start + fresh.height)
 
 

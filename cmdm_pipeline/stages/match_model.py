@@ -6,15 +6,13 @@ match (the prior) is estimated from the scored pairs themselves (:func:`match_ca
 and u is freed of the matches that random pairs contain (:func:`match_calibration.decontaminated`). A
 source of 200 records gets a real model the same way; a level EM cannot train keeps Splink's default.
 
-Splink runs in its own scratch DuckDB file, never in the warehouse.
+Splink runs in its own scratch DuckDB file (:func:`_scratch_db`), never in the warehouse.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +24,9 @@ import numpy as np
 import polars as pl
 
 from cmdm_pipeline.config import MatchingConfig
+from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.schema import CustomerSchema, Kind
+from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.stages.match_calibration import candidate_pairs, decontaminated, match_rate
 from cmdm_pipeline.stages.match_features import PHONES
 from cmdm_pipeline.stages.match_settings import build_settings, training_rules
@@ -65,21 +65,27 @@ class TrainedModel:
 
 @contextmanager
 def _scratch_db(memory_limit: str) -> Iterator[Any]:
-    """Splink's DuckDB: a scratch file in the temp folder, removed afterwards, so large jobs
-    spill to disk instead of holding every blocked pair in memory. Never the warehouse."""
+    """Splink's DuckDB: a file in a private scratch folder (0700, files 0600, removed afterwards, and by the
+    next run after a crash: :mod:`cmdm_pipeline.scratch`), so large jobs spill to disk instead of holding
+    every blocked pair in memory. Never the warehouse."""
     import duckdb
     from splink import DuckDBAPI
 
-    scratch = tempfile.mkdtemp(prefix="cmdm-splink-")
-    con = duckdb.connect(f"{scratch}/splink.duckdb")
-    try:
-        con.execute(f"SET temp_directory = '{scratch}/spill'")
-        con.execute("SET preserve_insertion_order = false")
-        con.execute("SET memory_limit = $limit", {"limit": memory_limit})
-        yield DuckDBAPI(connection=con)
-    finally:
-        con.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+    with private_scratch("splink") as folder:
+        con = duckdb.connect(str(folder / "splink.duckdb"))
+        try:
+            con.execute("SET temp_directory = $dir", {"dir": str(folder / "spill")})
+            con.execute("SET preserve_insertion_order = false")
+            con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+            # SQL from cmdm.yaml (blocking rules, comparisons) runs here: it may read, write or attach no file
+            # (read_text('/etc/passwd'), COPY ... TO, ATTACH) and cannot switch that back. Records come in by
+            # register() (Arrow in memory) and Splink's charts are written by Python: neither needs the file system.
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            yield DuckDBAPI(connection=con)
+            crash_point("matching.scratch_written")  # Splink's tables (the records, the pairs) are in the file
+        finally:
+            con.close()
 
 
 @contextmanager
@@ -152,9 +158,12 @@ def save_charts(model: dict[str, Any], charts_dir: Path, matching: MatchingConfi
         # The charts read only the model; Splink wants a table to build a linker on.
         empty = db_api.register(pl.DataFrame({"unique_id": [0]}).to_arrow(), table_name="cmdm_no_records")
         linker = Linker(empty, settings, log_level=logging.WARNING, validate_settings=False)
+        charts = {"match_weights": linker.visualisations.match_weights_chart(),
+                  "m_u_parameters": linker.visualisations.m_u_parameters_chart()}
+    # Saved outside the scratch: the charts hold only the model, and are reports with the usual file modes.
+    for name, chart in charts.items():
         # inline=True bundles the chart scripts: the pages open without network access.
-        linker.visualisations.match_weights_chart().save(str(charts_dir / "match_weights.html"), inline=True)
-        linker.visualisations.m_u_parameters_chart().save(str(charts_dir / "m_u_parameters.html"), inline=True)
+        chart.save(str(charts_dir / f"{name}.html"), inline=True)
 
 
 def calibrate(features: pl.DataFrame, model: dict[str, Any], matching: MatchingConfig, rounds: int = 2) -> dict[str, Any]:

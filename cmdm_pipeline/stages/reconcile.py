@@ -1,9 +1,10 @@
 """Reconcile: every row read from a source ends validated, quarantined or erased (dropped by an erasure
-tombstone, see README "Erasure"), or the run fails."""
+tombstone, see docs/concepts/erasure.md), or the run fails."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 import polars as pl
 
@@ -72,3 +73,28 @@ def assert_balanced(table: pl.DataFrame) -> None:
             for r in broken.iter_rows(named=True)
         )
         raise ReconciliationError(f"row counts do not reconcile for run {table['run_id'][0]}: {details}")
+
+
+def source_shrinkage(
+    rows_read: dict[str, int], baseline: dict[str, int] | None, retired: Collection[str], max_shrink: float,
+    accepted: Collection[str] = (),
+) -> list[str]:
+    """What stops a run before matching: a source that yields no rows, shrank by more than ``max_shrink``
+    since ``baseline`` (rows read per source by the last run that assigned master ids; None: there is none),
+    or was read then and is now neither configured nor retired. Sources in ``accepted`` pass. One message
+    per source, naming it and both counts (counts only: no values)."""
+    baseline = baseline or {}
+    problems = []
+    for source, now in sorted(rows_read.items()):
+        before = baseline.get(source)
+        if source in accepted:
+            continue
+        if now == 0 and before != 0:
+            problems.append(f"{source}: read 0 rows" + (f", {before:,} at the last good run" if before else ""))
+        elif before and (before - now) / before > max_shrink:
+            problems.append(f"{source}: read {now:,} rows, {before:,} at the last good run "
+                            f"(-{(before - now) / before:.0%}, more than quality.max_shrink {max_shrink:.0%})")
+    for source in sorted(set(baseline) - set(rows_read) - set(retired) - set(accepted)):
+        problems.append(f"{source}: read {baseline[source]:,} rows at the last good run and is no longer in "
+                        "`sources`; list it under `retired_sources` to retire it")
+    return problems

@@ -1,9 +1,10 @@
 """Standardise: map a source's columns onto the customer schema and make each value canonical.
 
 Every raw row gives exactly one standardised row. What could not be standardised, and what
-the input checks found (unparsable rows, missing or duplicate ids, control characters,
-oversized or formula-like values), is recorded per row in ``issues``; the validation gate
-decides from their severity whether the row passes or is quarantined.
+the input checks found (unparsable rows, missing or duplicate ids, control or format
+characters, oversized or formula-like values, recency dates after the row was read), is
+recorded per row in ``issues``; the validation gate decides from their severity whether the
+row passes or is quarantined.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import polars as pl
 from cmdm_pipeline.config import FromColumn, ProjectConfig, Source
 from cmdm_pipeline.schema import LINEAGE_COLUMNS, CustomerSchema, Kind, Severity
 from cmdm_pipeline.stages.extract import EXTRACT_COLUMNS
-from cmdm_pipeline.stages.fields import DTYPES, STANDARDISERS
+from cmdm_pipeline.stages.fields import DTYPES, FORMAT_CHARACTERS, STANDARDISERS
+from cmdm_pipeline.stages.survivorship import is_future_recency
 
 ISSUE_FIELDS = {"rule": pl.String, "attribute": pl.String, "severity": pl.String, "reason": pl.String}
 ISSUE_DTYPE = pl.List(pl.Struct(ISSUE_FIELDS))
@@ -23,8 +25,8 @@ _ROW = "source_row_number"
 # clean-up handles; NUL is the one that breaks downstream tools.
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 # What spreadsheets run as a formula: a leading = or @, or + / - not starting a number
-# or phone ("+44 ...", "-3"), or a leading tab / carriage return.
-_FORMULA = r"^(?:[=@\t\r]|[+\-][^0-9\s(.])"
+# or phone ("+44 ...", "-3"), after any whitespace; or a leading tab / carriage return.
+_FORMULA = r"^(?:[\t\r]|\s*(?:[=@]|[+\-][^0-9\s(.]))"
 
 
 def standardised_columns(schema: CustomerSchema) -> dict[str, pl.DataType]:
@@ -69,6 +71,7 @@ def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.
         )
         values[name] = result.value.cast(DTYPES[attribute.kind]).alias(name)
         issues.append(_attribute_issues(raw, result.problem, name, attribute.invalid))
+    issues.append(_future_recency_issues(raw, values, config))
 
     frame = raw.select(
         *LINEAGE_COLUMNS,
@@ -134,19 +137,40 @@ def _attribute_issues(raw: pl.DataFrame, problem: pl.Series, attribute: str, sev
     )
 
 
+def _future_recency_issues(raw: pl.DataFrame, values: dict[str, pl.Series], config: ProjectConfig) -> pl.DataFrame:
+    """Recency dates later than the day the row was read: kept, warned, and not ranked by ``most_recent``."""
+    name = config.survivorship.recency_attribute
+    if name is None:
+        return pl.DataFrame()
+    rows = raw.select(_ROW, "ingested_at", values[name]).filter(is_future_recency(pl.col(name)).fill_null(False))
+    return _issue_frame(rows[_ROW], f"{name}.future", name, Severity.warn,
+                        f"{name}: recency date later than the day the row was read")
+
+
+def _as_standardised(column: pl.Expr) -> pl.Expr:
+    """What the formula check reads: the value as standardisation will see it (NFKC folds a full-width
+    ``＝`` into ``=``; format characters go), so no variant slips past the check into the tables."""
+    return column.str.normalize("NFKC").str.replace_all(FORMAT_CHARACTERS, "")
+
+
 def _input_issues(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> list[pl.DataFrame]:
-    """Control characters, oversized and formula-like values in the columns the config reads."""
+    """Control and format characters, oversized and formula-like values in the columns the config reads."""
     checks = config.input_checks
     columns = {source.id_column: "source_record_id", **source.columns}
     found: list[pl.DataFrame] = []
     tests = [
         ("input.control_characters", checks.control_characters,
          lambda c: c.str.contains(_CONTROL), "contains control characters (e.g. NUL)"),
+        # Format characters (bidi controls, zero-width) are stripped from the value whatever the severity:
+        # unlike NUL they break no tool, and like surplus whitespace they carry no meaning.
+        ("input.format_characters", checks.format_characters,
+         lambda c: c.str.contains(FORMAT_CHARACTERS),
+         "contains invisible format characters (bidi controls, zero-width characters)"),
         ("input.oversized", checks.oversized,
          lambda c: c.str.len_chars() > checks.max_field_length,
          f"longer than {checks.max_field_length} characters"),
         ("input.formula_like", checks.formula_like,
-         lambda c: c.str.strip_chars(" ").str.contains(_FORMULA),
+         lambda c: _as_standardised(c).str.contains(_FORMULA),
          "looks like a spreadsheet formula"),
     ]
     for column, attribute in columns.items():

@@ -1,7 +1,8 @@
 """Survivorship: one golden record per master, each attribute from the record its rule prefers.
 
 Rules (declared per attribute in ``cmdm.yaml``, default for the rest):
-``trust_rank`` (most trusted source), ``most_recent`` (latest by the recency attribute),
+``trust_rank`` (most trusted source), ``most_recent`` (latest by the recency attribute; a date
+later than the day its record was read ranks last),
 ``most_frequent`` (value most records agree on), ``most_complete`` (record with most filled
 attributes), ``customer_provided`` (sources the customer fills in themselves first). Ties
 fall back to trust rank, then recency, then the smallest record key, so results are stable.
@@ -24,6 +25,12 @@ LINEAGE_COLUMNS: dict[str, pl.DataType] = {
     "source_record_id": pl.String(),
     "rule": pl.String(),
 }
+
+
+def is_future_recency(recency: pl.Expr) -> pl.Expr:
+    """True where a recency date is later than the day its row was read (``ingested_at``): a typo or a
+    placeholder (2090-01-01), not a date to rank by. A day's grace: a source east of UTC is a day ahead."""
+    return recency.cast(pl.Datetime("us")) > pl.col("ingested_at").dt.replace_time_zone(None) + pl.duration(days=1)
 
 
 def _rule_order(rule: str, attribute: str) -> tuple[list[pl.Expr], list[bool]]:
@@ -49,9 +56,11 @@ def build_golden_records(
     """``records``: validated rows with ``master_id``. Returns (golden, attribute lineage)."""
     attributes = list(schema.attributes)
     recency = rules.recency_attribute
+    # No date: the record is as recent as its reading. A future date: no rank at all (nulls sort last).
+    known = pl.col(recency).cast(pl.Datetime("us")) if recency else pl.lit(None, dtype=pl.Datetime("us"))
+    future = is_future_recency(pl.col(recency)).fill_null(False) if recency else pl.lit(False)
     prepared = records.with_columns(
-        (pl.col(recency).cast(pl.Datetime("us")) if recency else pl.lit(None, dtype=pl.Datetime("us")))
-        .fill_null(pl.col("ingested_at").dt.replace_time_zone(None)).alias("__recency"),
+        pl.when(~future).then(known.fill_null(pl.col("ingested_at").dt.replace_time_zone(None))).alias("__recency"),
         pl.sum_horizontal(pl.col(a).is_not_null().cast(pl.Int32) for a in attributes).alias("__completeness"),
         pl.col("source_system").is_in(rules.customer_provided_sources).alias("__customer_provided"),
     )
@@ -100,7 +109,8 @@ def _survey(records: pl.DataFrame, rules: SurvivorshipConfig) -> pl.DataFrame:
     order = pl.col(when) if when else pl.col("__recency")
     answered = records.filter(pl.col(score).is_not_null())
     return answered.group_by("master_id").agg(
-        pl.col(score).sort_by(order, nulls_last=True).last().alias("nps_latest_score"),
+        # Undated (or future-dated, see is_future_recency) responses first: they are never the latest.
+        pl.col(score).sort_by(order, nulls_last=False).last().alias("nps_latest_score"),
         (pl.col(when).max() if when else pl.lit(None, pl.Date)).alias("nps_latest_date"),
         pl.len().alias("nps_responses"),
     )

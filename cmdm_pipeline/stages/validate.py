@@ -15,7 +15,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from cmdm_pipeline.schema import CustomerSchema, Rule, Severity
+from cmdm_pipeline.schema import CustomerSchema, Kind, Rule, Severity
 from cmdm_pipeline.stages.fields import DTYPES
 from cmdm_pipeline.stages.standardise import standardised_columns
 
@@ -31,6 +31,7 @@ class CompiledRule:
     severity: Severity
     reason: str
     passes: pl.Expr  # true where the row satisfies the rule
+    text: pl.Expr | None = None  # pattern, allowed and length rules: the value as text, as the rule reads it
 
 
 class GateError(RuntimeError):
@@ -41,8 +42,16 @@ def _bound(value: float | dt.date | str | None, today: dt.date) -> float | dt.da
     return today if value == "today" else value  # type: ignore[return-value]
 
 
-def compile_rule(attribute: str | None, rule: Rule, today: dt.date) -> CompiledRule:
-    """Turn one declared rule into its id, reason and a Polars test (null values pass, except `required`)."""
+def _rule_text(attribute: str, kind: Kind | None) -> pl.Expr:
+    """An attribute's value as pattern, allowed and length rules read it. A whole number reads without
+    its ``.0`` (``7``, not ``7.0``): ``pattern: '-?[0-9]+'`` is then a whole-number rule, and 7.5 fails it."""
+    text = pl.col(attribute).cast(pl.String)
+    return text.str.replace(r"\.0$", "") if kind is Kind.number else text
+
+
+def compile_rule(attribute: str | None, rule: Rule, today: dt.date, kind: Kind | None = None) -> CompiledRule:
+    """Turn one declared rule into its id, reason and a Polars test (null values pass, except `required`).
+    ``kind`` is the attribute's: it says how the value reads as text."""
     col = pl.col(attribute) if attribute else None
     rule_id = rule.name or f"{attribute}.{rule.type}"
     if rule.required:
@@ -52,12 +61,13 @@ def compile_rule(attribute: str | None, rule: Rule, today: dt.date) -> CompiledR
     if rule.expression is not None:
         return CompiledRule(rule_id, None, rule.severity, rule.description or f"fails rule {rule.name}",
                             pl.sql_expr(rule.expression).fill_null(False))
-    assert col is not None
+    assert col is not None and attribute is not None
+    text = _rule_text(attribute, kind)
     if rule.pattern is not None:
-        test = col.cast(pl.String).str.contains(f"^(?:{rule.pattern})$")
+        test = text.str.contains(f"^(?:{rule.pattern})$")
         reason = f"{attribute}: does not match the required pattern"
     elif rule.allowed is not None:
-        test = col.cast(pl.String).is_in(rule.allowed)
+        test = text.is_in(rule.allowed)
         reason = f"{attribute}: not one of the allowed values ({', '.join(rule.allowed)})"
     elif rule.range is not None:
         low, high = _bound(rule.range.min, today), _bound(rule.range.max, today)
@@ -70,7 +80,7 @@ def compile_rule(attribute: str | None, rule: Rule, today: dt.date) -> CompiledR
         reason = f"{attribute}: outside the allowed range [{'' if low is None else low}, {'' if high is None else shown_high}]"
     else:
         assert rule.length is not None
-        length = col.cast(pl.String).str.len_chars()
+        length = text.str.len_chars()
         test = pl.lit(True)
         if rule.length.min is not None:
             test = test & (length >= rule.length.min)
@@ -79,13 +89,14 @@ def compile_rule(attribute: str | None, rule: Rule, today: dt.date) -> CompiledR
         reason = f"{attribute}: length outside [{rule.length.min or 0}, {rule.length.max or ''}] characters"
     if rule.description:
         reason = f"{attribute}: {rule.description}"
-    return CompiledRule(rule_id, attribute, rule.severity, reason, col.is_null() | test.fill_null(False))
+    return CompiledRule(rule_id, attribute, rule.severity, reason, col.is_null() | test.fill_null(False),
+                        None if rule.range is not None else text)
 
 
 def compile_rules(schema: CustomerSchema, today: dt.date) -> list[CompiledRule]:
     """Every declared rule, attribute rules first, in declaration order."""
     compiled = [
-        compile_rule(name, rule, today)
+        compile_rule(name, rule, today, attribute.kind)
         for name, attribute in schema.attributes.items()
         for rule in attribute.rules
     ]
@@ -111,7 +122,7 @@ def build_gate(schema: CustomerSchema, today: dt.date) -> tuple[pa.DataFrameSche
     columns = {
         name: pa.Column(dtype, nullable=True, required=name != "source_values")
         for name, dtype in standardised_columns(schema).items()
-        if name not in schema.attributes
+        if name not in schema.attributes and name != "issues"
     }
     coordinates: list[tuple[str, int, CompiledRule]] = []
     for name, attribute in schema.attributes.items():
@@ -144,7 +155,9 @@ def rule_failures(standardised: pl.DataFrame, schema: CustomerSchema, today: dt.
     gate, lookup = build_gate(schema, today)
     empty = pl.DataFrame(schema={_ROW: pl.Int64, **{k: v for k, v in lookup.schema.items() if k not in ("column", "check_number")}})
     try:
-        gate.validate(standardised, lazy=True)
+        # Without the nested `issues`: Pandera rebuilds a failing row from Python values and cannot when
+        # their nulls differ in shape (an unparsable row's issue has no attribute).
+        gate.validate(standardised.drop("issues", strict=False), lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:

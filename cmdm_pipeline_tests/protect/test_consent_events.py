@@ -80,7 +80,7 @@ def test_bad_rows_are_quarantined_naming_row_and_column_never_the_value(make_pro
                           "['%Y-%m-%dT%H:%M:%S%.f%z', '%Y-%m-%d %H:%M:%S%.f%z', '%Y-%m-%dT%H:%M:%S%.f', '%Y-%m-%d %H:%M:%S%.f']")
     assert reasons[1].startswith("row 1, column 'Purpose': not a declared purpose (marketing, profiling, sharing)")
     assert reasons[6] == "row 6, column 'Email': not a valid e-mail address"
-    assert reasons[11] == "row 11, could not be parsed: row has 6 fields, the header has 12"
+    assert reasons[11] == "row 11, could not be parsed: line 12: row has 6 fields, the header has 12"
     text = " ".join(events.issues["reason"])
     for value in ("newsletter", "fax", "maybe", "yesterday", "ada", "legacy", "gut feeling"):
         assert value not in text

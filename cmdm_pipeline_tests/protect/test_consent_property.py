@@ -1,7 +1,7 @@
 """Property: ``consent_current`` always equals a plain replay of ``consent_history``.
 
 The reference below is a loop over events, written to be obviously right rather than fast:
-resolve each event as README "Consent" says, follow merges, expand the all-channels value, and
+resolve each event as docs/concepts/consent.md says, follow merges, expand the all-channels value, and
 keep per master × purpose × channel the event with the largest (time, is withdrawal, event id).
 Hypothesis draws histories with timestamp ties, shared e-mails, records moved between masters
 (splits) and chains of merges.

@@ -292,3 +292,14 @@ def dataclasses_replace(known: Known, **changes) -> Known:  # type: ignore[no-un
     import dataclasses
 
     return dataclasses.replace(known, **changes)
+
+
+@pytest.mark.parametrize("owners", [
+    [],
+    ["master/M1", "record/crm/7", "record/shop/#row3", "consent/e1", "consent-quarantine/run-1|4"],
+    ["record/crm/a/b", "consent-quarantine/r|x|12"],  # separators inside ids stay in the id
+])
+def test_the_owners_of_an_interrupted_erasure_name_the_same_rows_again(owners: list[str]) -> None:
+    from cmdm_pipeline.protect.erasure import subject_of_owners
+
+    assert sorted(subject_of_owners(owners).owners()) == sorted(owners)

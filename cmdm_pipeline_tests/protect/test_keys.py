@@ -155,9 +155,9 @@ def test_a_malformed_environment_key_is_described_not_echoed(project: ProjectCon
 
 
 def test_a_wrong_key_with_the_right_id_fails_before_anything_is_written(project: ProjectConfig) -> None:
-    right = load_keyring(project, environ=_env(new_key(), CMDM_KEK_ID="prod"))
-    _encrypted(KeyStore.for_config(project, right))
-    path = keystore_path(project)
+    environ = _env(new_key(), CMDM_KEK_ID="prod")
+    _encrypted(KeyStore.for_config(project, load_keyring(project, environ=environ)))
+    path = keystore_path(project, environ)
     before = path.read_bytes()
     wrong_key = new_key()
     with pytest.raises(WrongKeyError) as caught:
@@ -170,7 +170,7 @@ def test_a_wrong_key_with_the_right_id_fails_before_anything_is_written(project:
 
 def test_a_different_key_is_missing_the_one_that_wraps_the_data_keys(project: ProjectConfig) -> None:
     _encrypted(KeyStore.for_config(project, load_keyring(project, environ=_env(new_key()))))
-    with pytest.raises(KeyMissingError, match=r"3 data keys .* are wrapped by key-encryption key env-\w+, which is not loaded"):
+    with pytest.raises(KeyMissingError, match=r"4 data keys .* are wrapped by key-encryption key env-\w+, which is not loaded"):
         KeyStore.for_config(project, load_keyring(project, environ=_env(new_key())))
 
 
@@ -197,13 +197,13 @@ def test_rotation_rewraps_every_data_key_and_keeps_every_value(project: ProjectC
     store = KeyStore.for_config(project, old)
     sealed = _encrypted(store)
     result = rotate(project)
-    assert result.rewrapped == {old.active_id: 3}  # one per master
+    assert result.rewrapped == {old.active_id: 4}  # one per master, and the blind-index key
     assert result.added_to == key_file_path(project)
     assert key_file_ids(key_file_path(project)) == sorted([old.active_id, result.active_id])
     new = load_keyring(project)
     assert new.active_id == result.active_id
     after = KeyStore.for_config(project, new)
-    assert after.status().live_by_kek == {result.active_id: 3}
+    assert after.status().live_by_kek == {result.active_id: 4}
     assert _decrypted(after, sealed).equals(GOLDEN)  # the data was not touched, only the wrapping
 
 
@@ -211,7 +211,7 @@ def test_retire_refuses_an_active_or_used_key_then_removes_it(project: ProjectCo
     first = load_keyring(project, create_dev_key=True).active_id
     _encrypted(KeyStore.for_config(project, load_keyring(project)))
     add_to_key_file(key_file_path(project), "kek-second", new_key())  # a new active key, nothing re-wrapped yet
-    with pytest.raises(KeyInUseError, match=f"{first} still wraps 3 data keys: run `cmdm keys rotate` first"):
+    with pytest.raises(KeyInUseError, match=f"{first} still wraps 4 data keys: run `cmdm keys rotate` first"):
         retire(project, first)
     with pytest.raises(KeyInUseError, match="kek-second is the active one"):
         retire(project, "kek-second")
@@ -245,7 +245,7 @@ def test_rotation_in_environment_mode_uses_the_previous_key(project: ProjectConf
     sealed = _encrypted(KeyStore.for_config(project, old))
     both = _env(new_key_, CMDM_KEK_PREVIOUS=base64.b64encode(old_key).decode())
     result = rotate(project, environ=both)
-    assert result.added_to is None and result.rewrapped == {old.active_id: 3}
+    assert result.added_to is None and result.rewrapped == {old.active_id: 4}
     assert rotate(project, environ=both).rewrapped == {}  # nothing left under the old key
     assert retire(project, old.active_id, environ=both).removed_from is None
     alone = load_keyring(project, environ=_env(new_key_))

@@ -21,9 +21,9 @@ SCHEMA = CustomerSchema.model_validate({
         "gender": {"kind": "category", "pii": True, "rules": [{"allowed": ["female", "male", "other"], "severity": "warn"}]},
         "country": {"kind": "country", "rules": [{"pattern": "[A-Z]{2}"}]},
         "date_of_birth": {"kind": "date", "pii": True, "rules": [{"range": {"min": "1900-01-01", "max": "today"}}]},
-        # A text rule on a number: both read the value as text ("7.0").
+        # A text rule on a number: both read the value as text, a whole number without ".0" ("7", "10.5").
         "nps_score": {"kind": "number", "rules": [{"range": {"min": 0, "max": 10}},
-                                                  {"pattern": "(10|[0-9])\\.0", "name": "nps_score.whole"}]},
+                                                  {"pattern": "10|[0-9]", "name": "nps_score.whole"}]},
     },
     "rules": [
         {"name": "has_a_name", "expression": "first_name IS NOT NULL OR last_name IS NOT NULL"},

@@ -76,6 +76,7 @@ def test_the_checks_block_the_assets_publication_depends_on() -> None:
     specs = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
     assert {name: spec.asset_key.to_user_string() for name, spec in specs.items()} == {
         "source_rows_reconcile": "validated_customers",
+        "sources_did_not_shrink": "validated_customers",
         "quarantine_rate_within_limit": "validated_customers",
         "match_rate_within_drift": "customer_clusters",
         "cluster_sizes_within_drift": "customer_clusters",

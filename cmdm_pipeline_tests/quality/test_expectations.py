@@ -61,7 +61,8 @@ def test_the_suite_fails_exactly_the_rows_the_gate_fails() -> None:
 
 def test_a_cross_field_rule_naming_a_missing_column_is_not_evaluated() -> None:
     schema = SCHEMA.model_copy(update={"rules": [*SCHEMA.rules, *CustomerSchema.model_validate({
-        "attributes": {}, "rules": [{"name": "crm_has_email", "expression": "source_system <> 'crm' OR email IS NOT NULL"}],
+        "attributes": {"email": {"kind": "email"}},
+        "rules": [{"name": "crm_has_email", "expression": "source_system <> 'crm' OR email IS NOT NULL"}],
     }).rules]})
     frame = standardised_frame(schema, ROWS).drop("source_system")  # as golden records: no source_system
     counts = run_suite([Batch("golden", "golden_customers", None, frame)], rule_expectations(schema, TODAY), "test").counts

@@ -32,7 +32,7 @@ AGREED_COLUMNS = [
     ("attribute", "VARCHAR"), ("metric", "VARCHAR"), ("rule", "VARCHAR"), ("rows_evaluated", "BIGINT"),
     ("rows_failed", "BIGINT"), ("pass_rate", "DOUBLE"), ("value", "DOUBLE"),
 ]
-CHECKS = {"source_rows_reconcile", "quarantine_rate_within_limit", "golden_customers_have_unique_master_id",
+CHECKS = {"source_rows_reconcile", "sources_did_not_shrink", "quarantine_rate_within_limit", "golden_customers_have_unique_master_id",
           "personal_data_stored_encrypted", "match_rate_within_drift", "cluster_sizes_within_drift"}
 
 

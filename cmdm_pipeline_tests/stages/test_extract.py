@@ -80,7 +80,7 @@ def test_ragged_row_is_quarantined_with_its_line(make_project) -> None:
     assert validated.height == 3
     assert reasons(quarantined) == {4: ["input.unparsable_row"], 5: ["input.unparsable_row"]}
     row = quarantined.filter(pl.col("source_row_number") == 4).row(0, named=True)
-    assert row["reason"] == "row could not be parsed: row has 9 fields, the header has 8"
+    assert row["reason"] == "row could not be parsed: line 5: row has 9 fields, the header has 8"
     assert json.loads(json.loads(row["source_values"])["unparsed"])[-1] == "EXTRA"
 
 
@@ -99,7 +99,7 @@ def test_absent_id_column_names_it(make_project) -> None:
 
 def test_repeated_header_column(make_project) -> None:
     config = make_project(files={"crm.csv": "Id,First,First\n1,a,b\n"})
-    with pytest.raises(SourceError, match=r"header repeats column\(s\) \['First'\]"):
+    with pytest.raises(SourceError, match=r"header repeats a column name at position\(s\) \[2, 3\]"):
         extract(config.sources[0], config, NOW)
 
 
@@ -195,7 +195,7 @@ def test_jsonl_bad_line_is_quarantined_not_fatal(make_project) -> None:
     raw, validated, quarantined = judge(make_project(files={"shop.jsonl": content}, sources=[jsonl_source()]))
     assert raw.height == 4 and validated.height == 2
     assert reasons(quarantined) == {2: ["input.unparsable_row"], 3: ["input.unparsable_row"]}
-    assert quarantined["reason"].to_list()[1] == "row could not be parsed: a JSON list, not an object"
+    assert quarantined["reason"].to_list()[1] == "row could not be parsed: line 3: a JSON array, not an object"
 
 
 def test_parquet_source(make_project, tmp_path) -> None:

@@ -198,3 +198,22 @@ def test_identifier_compacts_and_checks_with_stdnum() -> None:
 
 def test_every_kind_has_a_standardiser_and_a_type() -> None:
     assert set(fields.STANDARDISERS) == set(Kind) == set(fields.DTYPES)
+
+
+@pytest.mark.parametrize(
+    ("standardiser", "written", "expected"),
+    [
+        (fields.email, "ada\u200b@example.org", "ada@example.org"),     # zero-width space
+        (fields.email, "\ufeffada@example.org", "ada@example.org"),     # a byte-order mark
+        (fields.person_name, "Ad\u202ea", "Ada"),                       # right-to-left override
+        (fields.person_name, "\u2067Ada\u2069", "Ada"),                 # right-to-left isolate
+        (fields.free_text, "great\u2060 service\u200d", "great service"),  # word joiner, zero-width joiner
+        (fields.plain_text, "Acme\u00ad Ltd\u200e", "Acme Ltd"),        # soft hyphen, left-to-right mark
+    ],
+)
+def test_format_characters_are_removed_so_equal_looking_values_are_equal(
+    standardiser: object, written: str, expected: str
+) -> None:
+    result = standardiser(s(written, expected))  # type: ignore[operator]
+    assert result.value.to_list() == [expected, expected]
+    assert result.problem.to_list() == [None, None]

@@ -76,3 +76,41 @@ def test_split_keeps_the_id_with_the_larger_part() -> None:
     assert second.lineage.select("event", "master_id", "related_master_id", "records").rows() == [
         ("split", "M000000002", "M000000001", 1)
     ]
+
+
+T3 = dt.datetime(2026, 1, 3, tzinfo=dt.UTC)
+
+
+def test_a_record_missing_for_a_night_gets_its_master_id_back() -> None:
+    first = assign_master_ids(clusters(["crm:1", "erp:1"], ["crm:2"], ["crm:3"]), None, "r1", T1)
+    # crm is empty tonight: erp:1 keeps M1 alone; crm:2 and crm:3 are remembered, not dropped.
+    away = assign_master_ids(clusters(["erp:1"], ["pos:7"]), first.xref, "r2", T2)
+    assert ids(away.xref) == {"erp:1": "M000000001", "pos:7": "M000000004"}
+    assert ids(away.absent) == {"crm:1": "M000000001", "crm:2": "M000000002", "crm:3": "M000000003"}
+    assert away.absent["last_seen"].unique().to_list() == [T1]
+    back = assign_master_ids(clusters(["crm:1", "erp:1"], ["crm:2"], ["crm:3"], ["pos:7"]), away.xref, "r3", T3,
+                             away.highest_issued, away.absent)
+    assert ids(back.xref) == {**ids(first.xref), "pos:7": "M000000004"}
+    assert back.xref.filter(pl.col("source_record_id") == "2")["first_seen"].to_list() == [T1]
+    assert back.absent.is_empty() and back.lineage.is_empty()  # nothing merged or split: nothing to record
+
+
+def test_a_returning_record_that_now_matches_another_master_is_a_recorded_merge() -> None:
+    first = assign_master_ids(clusters(["crm:1"], ["erp:1"]), None, "r1", T1)
+    away = assign_master_ids(clusters(["erp:1"]), first.xref, "r2", T2, first.highest_issued)
+    back = assign_master_ids(clusters(["crm:1", "erp:1"]), away.xref, "r3", T3, away.highest_issued, away.absent)
+    assert set(ids(back.xref).values()) == {"M000000001"}  # the older master keeps its id
+    assert back.lineage.select("event", "master_id", "related_master_id").rows() == [
+        ("merged", "M000000002", "M000000001")]
+
+
+def test_a_missing_record_follows_its_master_into_a_merge() -> None:
+    first = assign_master_ids(clusters(["crm:1"], ["crm:2", "erp:1"]), None, "r1", T1)
+    # crm:2 is away while its companion erp:1 is found to be crm:1's customer: M2 merges into M1.
+    tonight = assign_master_ids(clusters(["crm:1", "erp:1"]), first.xref, "r2", T2, first.highest_issued)
+    assert tonight.lineage.select("event", "master_id", "related_master_id").rows() == [
+        ("merged", "M000000002", "M000000001")]
+    assert ids(tonight.absent) == {"crm:2": "M000000001"}  # a merged id never comes back
+    back = assign_master_ids(clusters(["crm:1", "crm:2", "erp:1"]), tonight.xref, "r3", T3,
+                             tonight.highest_issued, tonight.absent)
+    assert set(ids(back.xref).values()) == {"M000000001"} and back.lineage.is_empty()

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import stat
+import tempfile
+from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
+from splink.internals.exceptions import SplinkException
 
 from cmdm_pipeline.config import MatchingConfig, load_config
 from cmdm_pipeline.stages.decisions import DECISION_COLUMNS
 from cmdm_pipeline.stages.match import match_records, node_pairs, rule_links, stored_pairs
 from cmdm_pipeline.stages.match_features import matching_frame
-from cmdm_pipeline.stages.match_model import train_model
-from cmdm_pipeline_tests.conftest import REPO_ROOT
+from cmdm_pipeline.stages.match_model import _scratch_db, score_new_pairs, score_pairs, train_model
+from cmdm_pipeline.scratch import PREFIX
+from cmdm_pipeline_tests.conftest import GOOD_CSV, REPO_ROOT
+from cmdm_pipeline_tests.crash import cmdm
 
 SCHEMA = load_config(REPO_ROOT / "cmdm.yaml").customer_schema
 GIVEN = ["anna", "ben", "clara", "david", "emma", "felix", "greta", "hugo", "ida", "jonas", "karl", "lena"]
@@ -163,3 +170,92 @@ def test_a_night_without_changes_gives_what_a_full_run_gives(small) -> None:  # 
     # Pairs of another model, or of a night that compared nothing, are scored again.
     assert reusable(stored, clusters, {**model, "cmdm_model_version": 2}) is None
     assert reusable(stored.head(0), clusters, {**model, "cmdm_model_version": 1}) is None
+
+
+def _sorted_pairs(scored: pl.DataFrame) -> pl.DataFrame:
+    return scored.select(pl.min_horizontal("unique_id_l", "unique_id_r").alias("l"),
+                         pl.max_horizontal("unique_id_l", "unique_id_r").alias("r"), pl.col("evidence").round(9)).sort("l", "r")
+
+
+def test_new_records_score_as_in_a_full_run_and_leave_no_scratch(small, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Incremental scoring (term-frequency tables, records registered after the linker) under the locked connection."""
+    frame, _, model = small
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    new = frame["unique_id"].filter(frame["unique_id"] % 7 == 0)
+    touching = pl.col("l").is_in(new.implode()) | pl.col("r").is_in(new.implode())
+    full = _sorted_pairs(score_pairs(frame, model, MatchingConfig())).filter(touching)
+    assert full.height > 10
+    assert _sorted_pairs(score_new_pairs(frame, new, model, MatchingConfig())).equals(full)
+    assert list(tmp_path.iterdir()) == []  # every scratch folder was removed
+
+
+FILE_READS = ["read_text('/etc/passwd')", "read_blob('/etc/passwd')", "read_csv('/etc/passwd')", "glob('/etc/*')"]
+
+
+@pytest.mark.parametrize("reader", FILE_READS)
+@pytest.mark.parametrize("where", ["blocking rule", "comparison level"])
+def test_sql_in_the_model_cannot_read_files(small, where: str, reader: str) -> None:  # type: ignore[no-untyped-def]
+    """Behind the config's own check: SQL that reaches Splink (from cmdm.yaml or an edited model file) touches no file."""
+    frame, _, model = small
+    condition = f"(SELECT count(*) FROM {reader}) > 0"
+    if where == "blocking rule":
+        tampered = {**model, "blocking_rules_to_generate_predictions": [
+            {"blocking_rule": f"l.first_name = r.first_name AND {condition}", "sql_dialect": "duckdb"}]}
+    else:
+        comparisons = [dict(c, comparison_levels=list(c["comparison_levels"])) for c in model["comparisons"]]
+        levels = comparisons[0]["comparison_levels"]
+        i = next(i for i, level in enumerate(levels) if level["sql_condition"] != "ELSE" and not level.get("is_null_level")
+                 and not level.get("tf_adjustment_column") and not level.get("is_exact_match_level"))
+        levels[i] = {**levels[i], "sql_condition": condition}
+        tampered = {**model, "comparisons": comparisons}
+    with pytest.raises(SplinkException) as caught:
+        score_pairs(frame, tampered, MatchingConfig())
+    assert isinstance(caught.value.__cause__, duckdb.PermissionException)
+
+
+@pytest.mark.parametrize(("statement", "error"), [
+    ("SET enable_external_access = true", duckdb.InvalidInputException),
+    ("SET lock_configuration = false", duckdb.InvalidInputException),
+    ("SET temp_directory = '{target}'", duckdb.InvalidInputException),
+    ("COPY (SELECT 1) TO '{target}'", duckdb.PermissionException),
+    ("ATTACH '{target}' AS other", duckdb.PermissionException),
+    ("INSTALL httpfs", duckdb.PermissionException),
+])
+def test_splinks_connection_cannot_be_turned_to_files(statement: str, error: type[Exception], tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with _scratch_db("256MB") as db_api:
+        con = db_api.duckdb_con
+        with pytest.raises(error):
+            con.execute(statement.format(target=target))
+        # It still spills large jobs, into its own private folder.
+        spill = Path(con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0])
+        assert spill.parent.name.startswith(f"{PREFIX}splink-") and stat.S_IMODE(spill.parent.stat().st_mode) == 0o700
+    assert not target.exists()
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+@pytest.mark.integration
+def test_a_run_killed_in_matching_leaves_records_only_in_its_private_scratch_and_the_next_run_removes_it(
+    make_project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_project()
+    temp = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setenv("TMPDIR", str(temp))  # the runs' temp folder
+    email = b"alan@example.org"
+    assert email in GOOD_CSV.encode()
+
+    cmdm(config.base_dir / "cmdm.yaml", "run", "--quiet", crash_at="matching.scratch_written")
+    [scratch] = temp.glob(f"{PREFIX}splink-*")
+    assert stat.S_IMODE(scratch.stat().st_mode) == 0o700
+    inside = _files(scratch)
+    assert any(email in p.read_bytes() for p in inside)  # the records really were on disk when it died
+    assert {stat.S_IMODE(p.stat().st_mode) for p in inside} == {0o600}
+    assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in scratch.rglob("*") if d.is_dir())
+    assert not [p for p in _files(temp) if scratch not in p.parents and email in p.read_bytes()]
+
+    done = cmdm(config.base_dir / "cmdm.yaml", "run", "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not list(temp.glob(f"{PREFIX}*"))

@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from cmdm_pipeline.stages.reconcile import ReconciliationError, assert_balanced, reconcile
+from cmdm_pipeline.stages.reconcile import ReconciliationError, assert_balanced, reconcile, source_shrinkage
 
 AT = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 
@@ -37,3 +37,23 @@ def test_rows_an_erasure_tombstone_dropped_count_as_read_and_erased() -> None:
     assert table.select("source_system", "rows_read", "rows_erased", "balanced").rows() == [
         ("crm", 3, 1, True), ("erp", 1, 0, True)]
     assert_balanced(table)
+
+
+@pytest.mark.parametrize(("now", "before", "retired", "accepted", "expected"), [
+    ({"crm": 100}, {"crm": 100}, [], [], []),
+    ({"crm": 70}, {"crm": 100}, [], [], []),  # exactly max_shrink: allowed
+    ({"crm": 69}, {"crm": 100}, [], [], ["crm: read 69 rows, 100 at the last good run (-31%, more than quality.max_shrink 30%)"]),
+    ({"crm": 0}, {"crm": 1972}, [], [], ["crm: read 0 rows, 1,972 at the last good run"]),
+    ({"crm": 0}, None, [], [], ["crm: read 0 rows"]),  # a first run that reads nothing is no start either
+    ({"crm": 0}, {"crm": 0}, [], [], []),  # empty before, empty now: nothing lost
+    ({"crm": 0}, {"crm": 1972}, [], ["crm"], []),
+    ({"crm": 5}, None, [], [], []),
+    ({"shop": 500}, {"crm": 10, "shop": 10}, [], [],
+     ["crm: read 10 rows at the last good run and is no longer in `sources`; list it under `retired_sources` to retire it"]),
+    ({"shop": 500}, {"crm": 10, "shop": 10}, ["crm"], [], []),
+    ({"shop": 500}, {"crm": 10, "shop": 10}, [], ["crm"], []),
+    ({"crm": 1, "shop": 0}, {"crm": 10, "shop": 10}, [], ["shop"],
+     ["crm: read 1 rows, 10 at the last good run (-90%, more than quality.max_shrink 30%)"]),
+])
+def test_source_shrinkage(now, before, retired, accepted, expected) -> None:  # type: ignore[no-untyped-def]
+    assert source_shrinkage(now, before, retired, 0.3, accepted) == expected

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from cmdm_pipeline.stages.extract import extract
 from cmdm_pipeline.stages.standardise import standardise, standardised_columns
-from cmdm_pipeline_tests.conftest import GOOD_CSV, NOW, csv_source
+from cmdm_pipeline_tests.conftest import GOOD_CSV, NOW, SCHEMA, csv_source
 
 
 def test_shape_types_and_lineage(make_project) -> None:
@@ -51,3 +52,85 @@ def test_values_later_stages_cannot_hold_are_issues_with_the_attributes_severity
     number_issue = {"rule": "nps_score.invalid", "attribute": "nps_score", "severity": "reject",
                     "reason": "nps_score: number is not finite (too large, infinite or NaN)"}
     assert result["issues"].to_list() == [[date_issue, number_issue], [date_issue, number_issue], []]
+
+
+def issue_rules(result: pl.DataFrame) -> list[list[str]]:
+    return result.select(pl.col("issues").list.eval(pl.element().struct.field("rule")))["issues"].to_list()
+
+
+def standardise_names(make_project, names: list[str], **settings) -> pl.DataFrame:  # type: ignore[no-untyped-def]
+    """One row per name, read from the First column of a CSV written with the csv module's quoting."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["Id", "First", "Last"])
+    writer.writerows([str(i), name, "Doe"] for i, name in enumerate(names, start=1))
+    source = csv_source(columns={"First": "first_name", "Last": "last_name"})
+    config = make_project(files={"crm.csv": buffer.getvalue()}, sources=[source], **settings)
+    return standardise(extract(config.sources[0], config, NOW), config.sources[0], config)
+
+
+FORMULAS = [
+    "\uff1dHYPERLINK(\"http://x\",\"y\")",  # full-width = : NFKC makes it =
+    "\uff20SUM(1)",                        # full-width @
+    "\uff0dcmd|' /C calc'!A0",              # full-width -
+    "\ufe62cmd|' /C calc'!A0",              # small form variant of +
+    "\u200b=1+1",                           # a zero-width space before =
+    "\u202e=1+1",                           # a bidi override before =
+    "\u3000=1+1",                           # an ideographic space before =
+    "\n=1+1",                               # a newline before =: standardisation trims it away
+    "=1+1",
+    "\t1",
+]
+
+
+@pytest.mark.parametrize("value", FORMULAS)
+def test_a_formula_is_found_in_the_form_standardisation_gives_it(make_project, value: str) -> None:
+    result = standardise_names(make_project, [value, "Ada"])
+    assert "input.formula_like" in issue_rules(result)[0]
+    assert issue_rules(result)[1] == []
+
+
+@pytest.mark.parametrize("value", ["+44 20 7946 0018", "\uff0b44 20 7946 0018", "-3", "\uff0d3", "Jean-Luc", "a=b"])
+def test_numbers_phones_and_inner_signs_are_not_formulas(make_project, value: str) -> None:
+    assert "input.formula_like" not in issue_rules(standardise_names(make_project, [value]))[0]
+
+
+FORMAT_CHARACTERS = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+                     "\u200e", "\u200f", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+
+
+@pytest.mark.parametrize("character", FORMAT_CHARACTERS, ids=[f"U+{ord(c):04X}" for c in FORMAT_CHARACTERS])
+def test_format_characters_are_removed_and_flagged_as_a_warning(make_project, character: str) -> None:
+    result = standardise_names(make_project, [f"A{character}da", "Ada"])
+    assert result["first_name"].to_list() == ["Ada", "Ada"]
+    flagged = result["issues"].to_list()[0]
+    assert flagged == [{"rule": "input.format_characters", "attribute": "first_name", "severity": "warn",
+                        "reason": "first_name: contains invisible format characters (bidi controls, zero-width characters)"}]
+    assert result["issues"].to_list()[1] == []
+    assert character in result["source_values"][0]  # the row as read keeps them (JSON text, not escaped)
+
+
+def test_a_recency_date_after_the_day_the_row_was_read_is_kept_and_warned(make_project) -> None:
+    schema = {**SCHEMA, "attributes": {**SCHEMA["attributes"], "customer_since": {"kind": "date"}}}
+    # NOW is 2026-06-30; a source a time zone east of UTC may already be on the next day.
+    content = "Id,First,Since\n1,Ada,01/01/2090\n2,Alan,01/07/2026\n3,Grace,02/07/2026\n4,Linus,30/06/2026\n5,Zed,\n"
+    source = csv_source(columns={"First": "first_name", "Since": "customer_since"})
+    config = make_project(files={"crm.csv": content}, sources=[source], schema=schema,
+                          survivorship={"recency_attribute": "customer_since"})
+    result = standardise(extract(config.sources[0], config, NOW), config.sources[0], config)
+    assert result["customer_since"].to_list() == [dt.date(2090, 1, 1), dt.date(2026, 7, 1), dt.date(2026, 7, 2),
+                                                  dt.date(2026, 6, 30), None]
+    future = {"rule": "customer_since.future", "attribute": "customer_since", "severity": "warn",
+              "reason": "customer_since: recency date later than the day the row was read"}
+    assert result["issues"].to_list() == [[future], [], [future], [], []]
+
+
+def test_a_future_date_of_an_attribute_that_is_not_the_recency_is_not_judged_here(make_project) -> None:
+    schema = {**SCHEMA, "attributes": {**SCHEMA["attributes"], "customer_since": {"kind": "date"}}}
+    source = csv_source(columns={"First": "first_name", "Since": "customer_since"})
+    config = make_project(files={"crm.csv": "Id,First,Since\n1,Ada,01/01/2090\n"}, sources=[source], schema=schema)
+    result = standardise(extract(config.sources[0], config, NOW), config.sources[0], config)
+    assert result["issues"].to_list() == [[]]

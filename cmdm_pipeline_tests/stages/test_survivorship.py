@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from cmdm_pipeline.config import SurvivorshipConfig
 from cmdm_pipeline.schema import CustomerSchema
@@ -78,3 +79,35 @@ def test_people_point_to_their_organisation_and_surveys_attach() -> None:
     assert person["organisation_master_id"] == "M2"
     assert (person["nps_latest_score"], person["nps_latest_date"], person["nps_responses"]) == (9.0, dt.date(2026, 3, 1), 2)
     assert golden.filter(pl.col("master_id") == "M2")["organisation_master_id"].to_list() == [None]
+
+
+# Records were read at AT (2026-01-01 00:00 UTC); a source east of UTC may already be on 2026-01-02.
+@pytest.mark.parametrize(
+    ("shop_seen_on", "phone"),
+    [
+        (dt.date(2025, 1, 1), "+441"),   # the latest believable date wins
+        (dt.date(2026, 1, 2), "+441"),   # a day ahead of UTC: still believable
+        (dt.date(2026, 1, 3), "+442"),   # later than the day it was read: ranks last
+        (dt.date(2090, 1, 1), "+442"),
+    ],
+)
+def test_a_recency_date_after_the_day_it_was_read_never_wins_most_recent(shop_seen_on: dt.date, phone: str) -> None:
+    frame = records().with_columns(
+        pl.when(pl.col("source_system") == "shop").then(pl.lit(shop_seen_on)).otherwise("seen_on").alias("seen_on"))
+    rules = SurvivorshipConfig(recency_attribute="seen_on", attributes={"phone": "most_recent", "seen_on": "most_recent"})
+    golden, _ = build_golden_records(frame, SCHEMA, rules)
+    assert golden["phone"].to_list() == [phone]
+    # The date itself is kept: with no believable date beside it, it is still the record's value.
+    alone, _ = build_golden_records(frame.filter(pl.col("source_system") == "shop"), SCHEMA, rules)
+    assert alone["seen_on"].to_list() == [shop_seen_on]
+
+
+def test_a_future_dated_survey_answer_is_not_the_latest() -> None:
+    schema = CustomerSchema.model_validate({"attributes": {"nps_score": {"kind": "number"}, "seen_on": {"kind": "date"}}})
+    frame = pl.DataFrame({
+        "master_id": ["M1", "M1"], "party_type": ["person"] * 2, "source_system": ["survey"] * 2,
+        "source_record_id": ["1", "2"], "nps_score": [9.0, 3.0], "seen_on": [dt.date(2090, 1, 1), dt.date(2025, 6, 1)],
+    }).with_columns(pl.lit(1).alias("trust_rank"), pl.lit("customer").alias("record_type"), pl.lit(AT).alias("ingested_at"))
+    rules = SurvivorshipConfig(recency_attribute="seen_on", survey_score_attribute="nps_score")
+    golden, _ = build_golden_records(frame, schema, rules)
+    assert golden["nps_latest_score"].to_list() == [3.0]

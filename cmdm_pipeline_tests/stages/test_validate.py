@@ -140,3 +140,37 @@ def test_a_rule_that_raises_on_a_value_is_named_without_the_value() -> None:
                       rules=[{"name": "small_code", "expression": "TRY_CAST(code AS INTEGER) < 10"}])
     _, quarantined = validate(frame(tolerant, code=["1", "Qzsecret"]), tolerant, "run", TODAY)
     assert quarantined["rules_broken"].to_list() == [["small_code"]]
+
+
+@pytest.mark.parametrize(
+    ("rule", "values", "failing"),
+    [
+        # A whole number reads as text without its ".0": "7", "-3", "10"; 7.5 (from "7,5") stays "7.5".
+        ({"pattern": "-?[0-9]+"}, [7.0, 7.5, -3.0, 10.0, 0.25, None], [2, 5]),
+        ({"allowed": ["0", "1"]}, [0.0, 1.0, 0.5, 2.0], [3, 4]),
+        ({"length": {"max": 2}}, [10.0, 99.0, 100.0, 1.5], [3, 4]),
+    ],
+)
+def test_text_rules_read_a_whole_number_without_its_decimal_part(
+    rule: dict, values: list, failing: list[int]  # type: ignore[type-arg]
+) -> None:
+    s = schema(score={"kind": "number", "rules": [rule]})
+    _, quarantined = validate(frame(s, score=values), s, "run", TODAY)
+    assert quarantined["source_row_number"].to_list() == failing
+
+
+def test_text_rules_on_text_keep_a_trailing_dot_zero() -> None:
+    s = schema(code={"kind": "text", "rules": [{"pattern": "v[0-9]+"}]})
+    _, quarantined = validate(frame(s, code=["v1.0", "v1"]), s, "run", TODAY)
+    assert quarantined["source_row_number"].to_list() == [1]
+
+
+def test_the_shipped_nps_rule_rejects_a_fraction() -> None:
+    from cmdm_pipeline.config import load_config
+    from cmdm_pipeline_tests.conftest import REPO_ROOT
+
+    shipped = load_config(REPO_ROOT / "cmdm.yaml").customer_schema
+    rows = frame(shipped, nps_score=[7.0, 7.5, 10.0, 11.0], first_name=["A"] * 4, party_type=["person"] * 4)
+    _, quarantined = validate(rows, shipped, "r", TODAY)
+    broken = dict(quarantined.select("source_row_number", "rules_broken").iter_rows())
+    assert broken == {2: ["nps_score.whole_number"], 4: ["nps_score.range"]}

@@ -1,0 +1,56 @@
+"""Publish every configured lens from the warehouse as it is now: files, PostgreSQL schemas, audit.
+
+The lens step calls it at the end of a run; erasure calls it too, once the subject's rows are deleted,
+so lens files are replaced by a publication without the subject (never just removed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from cmdm_pipeline.config import Lens, ProjectConfig
+from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.lenses import PublishedLens, build_lens, lens_folder, load_lens_keys, publish_files
+from cmdm_pipeline.protect.lenses_keys import Generations, Publication, read_generations, record_publications
+from cmdm_pipeline.warehouse import Warehouse
+
+GOLDEN, CONSENT_CURRENT = "golden_customers", "consent_current"
+
+
+@dataclass(frozen=True)
+class LensPublication:
+    built: list[tuple[Lens, pl.DataFrame]]
+    published: list[PublishedLens]
+    schemas: dict[str, str]  # lens -> "schema (role role)" in PostgreSQL
+    generations: Generations
+    old_keys_destroyed: int
+
+
+def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore, run_id: str,
+                   now: dt.datetime) -> LensPublication:
+    """Build every lens from ``golden_customers`` (and ``consent_current``) and publish it, all files or none."""
+    golden = store.read(GOLDEN)
+    consent = store.read(CONSENT_CURRENT) if config.consent else None
+    generations = read_generations(store)
+    keys = load_lens_keys(key_store, [lens.name for lens in config.lenses], generations=generations.latest)
+    built = [(lens, build_lens(golden, consent, lens, config.customer_schema, keys[lens.name].token))
+             for lens in config.lenses]
+    published = publish_files(built, lens_folder(config), keys, config.customer_schema)
+    schemas = {}
+    if config.lenses_target is not None:
+        from cmdm_pipeline.protect.lens_postgres import publish_postgres
+
+        schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
+    retired = record_publications(store, key_store, _publications(built, published, schemas), generations,
+                                  run_id, now) if published else 0
+    return LensPublication(built, published, schemas, generations, retired)
+
+
+def _publications(built: list[tuple[Lens, pl.DataFrame]], published: list[PublishedLens],
+                  schemas: dict[str, str]) -> list[Publication]:
+    frames = {lens.name: frame for lens, frame in built}
+    return [Publication(p.name, p.rows, frames[p.name].columns,
+                        [*p.files, *(["postgresql"] if p.name in schemas else [])], p.encrypted) for p in published]

@@ -1,0 +1,1 @@
+INSERT INTO store_identity SELECT * FROM old.store_identity

@@ -1,0 +1,1 @@
+SELECT store_id, index_key_id, kek_id, nonce, wrapped_key FROM {table}
