@@ -97,3 +97,14 @@ def make_project(tmp_path: Path) -> Callable[..., ProjectConfig]:
         return load_config(tmp_path / "cmdm.yaml")
 
     return make
+
+
+#: The environment variables that carry key-encryption keys.
+KEK_ENV_NAMES = ("CMDM_KEK", "CMDM_KEK_ID", "CMDM_KEK_PREVIOUS", "CMDM_KEK_PREVIOUS_ID")
+
+
+@pytest.fixture
+def no_kek_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys come from the project's development key file, whatever the machine's environment holds."""
+    for name in KEK_ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)

@@ -20,14 +20,10 @@ from cmdm_pipeline.protect.keystore import INDEX_KEY_OWNER, keystore_path
 from cmdm_pipeline.protect.keystore_pairing import read_warehouse_side
 from cmdm_pipeline.resources import open_warehouse
 
+pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
+
 GOLDEN = pl.DataFrame({"master_id": ["M1", "M2"], "email": ["ada@example.org", "alan@example.org"],
                        "valid_from": ["2026-01-01", "2026-01-01"]})
-
-
-@pytest.fixture(autouse=True)
-def _no_kek_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CMDM_KEK", "CMDM_KEK_ID", "CMDM_KEK_PREVIOUS", "CMDM_KEK_PREVIOUS_ID"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

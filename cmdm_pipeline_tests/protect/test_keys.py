@@ -35,17 +35,13 @@ from cmdm_pipeline.protect.keys import (
 )
 from cmdm_pipeline.protect.keystore import KeyStore, keystore_path, master_owner
 from cmdm_pipeline.protect.rotation import retire, rotate
+from cmdm_pipeline_tests.conftest import KEK_ENV_NAMES
 
-ENV_NAMES = ("CMDM_KEK", "CMDM_KEK_ID", "CMDM_KEK_PREVIOUS", "CMDM_KEK_PREVIOUS_ID")
+pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
+
 GOLDEN = pl.DataFrame({"master_id": ["M1", "M2", "M3"], "email": ["ada@example.org", None, "alan@example.org"],
                        "last_name": ["Lovelace", "Hopper", "Turing"]})
 PII = ["email", "last_name"]
-
-
-@pytest.fixture(autouse=True)
-def _no_kek_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_NAMES:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -300,7 +296,7 @@ def test_the_key_store_file_is_private(project: ProjectConfig) -> None:
 
 
 def test_keys_module_documents_its_environment_variables() -> None:
-    assert all(name in (keys_module.__doc__ or "") for name in ENV_NAMES)
+    assert all(name in (keys_module.__doc__ or "") for name in KEK_ENV_NAMES)
 
 
 def test_keys_of_known_and_new_owners_come_back_in_row_order(tmp_path: Path) -> None:

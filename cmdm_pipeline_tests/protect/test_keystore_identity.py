@@ -31,13 +31,9 @@ from cmdm_pipeline.protect.keystore import KeyStore, keystore_path
 from cmdm_pipeline.protect.keystore_pairing import KEY_STORE_TABLE, new_store, read_warehouse_side
 from cmdm_pipeline.resources import open_warehouse
 
+pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
+
 GOLDEN = pl.DataFrame({"master_id": ["M1", "M2"], "email": ["ada@example.org", "alan@example.org"]})
-
-
-@pytest.fixture(autouse=True)
-def _no_kek_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CMDM_KEK", "CMDM_KEK_ID", "CMDM_KEK_PREVIOUS", "CMDM_KEK_PREVIOUS_ID"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
