@@ -67,13 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         description=_wrap(
             "Extract every configured source, standardise, validate, reconcile, match and master into the "
             "warehouse, in this process, then print rows per source, quarantine reasons and master counts. "
-            "Progress goes to stderr, the summary to stdout. With $DAGSTER_HOME set, the run shows in the Dagster UI."
+            "Progress goes to stderr, the summary to stdout, library warnings to the run log. The run is recorded in "
+            "$DAGSTER_HOME, else in the project's .dagster folder; the summary says how to start the Dagster UI on it."
         ),
         epilog=_EXIT_CODES["run"],
         formatter_class=formatter,
     )
     run.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
-    run.add_argument("--quiet", action="store_true", help="print only the summary and errors, not progress")
+    run.add_argument("--quiet", action="store_true", help="print only the summary and errors, not progress or warnings")
     run.add_argument("--accept-shrink", metavar="SOURCE", action="append", default=[],
                      help="let this run master SOURCE although it yields no rows or shrank by more than "
                      "quality.max_shrink since the last good run (repeat for several sources)")
@@ -218,16 +219,20 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     except dg.DagsterInvalidDefinitionError as exc:  # e.g. a cron expression Dagster cannot read
         print(f"cmdm: {config.base_dir}: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # Dagster's own event stream is DEBUG detail; the assets' INFO lines are the progress.
-    logging.getLogger("dagster").setLevel(logging.WARNING if quiet else logging.INFO)
-    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet else "INFO"}}}}
+    # Dagster's own event stream is DEBUG detail; the assets' INFO lines are the progress. Quiet: errors only.
+    level = "ERROR" if quiet else "INFO"
+    logging.getLogger("dagster").setLevel(level)
+    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     from cmdm_pipeline.assets.reconcile import ACCEPT_SHRINK_TAG
+    from cmdm_pipeline.console import library_logs_to_run_log
+    from cmdm_pipeline.progress import shown_on_terminal
     from cmdm_pipeline.run_lock import WarehouseBusyError, run_lock
 
     tags = {ACCEPT_SHRINK_TAG: ",".join(accept_shrink)} if accept_shrink else None
     run_id = str(uuid.uuid4())  # Dagster's own form of run id, chosen here so the lock can name it
     try:
-        with run_lock(config.warehouse_path, run_id), _instance(dg) as instance:
+        with run_lock(config.warehouse_path, run_id), _instance(dg, config.base_dir) as instance, \
+                library_logs_to_run_log(), shown_on_terminal(quiet):
             result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
                                             tags=tags, run_id=run_id)
     except WarehouseBusyError as exc:
@@ -258,11 +263,24 @@ def user_error_message(error) -> str:  # type: ignore[no-untyped-def]
     return str(error.message).strip()
 
 
-def _instance(dg):  # type: ignore[no-untyped-def]
-    """The user's Dagster instance when DAGSTER_HOME is set (runs show in the UI), else a throwaway one."""
+def _instance(dg, project: Path):  # type: ignore[no-untyped-def]
+    """The instance in $DAGSTER_HOME, else the project's own (``dagster_home``), which the docs start the UI on."""
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
+    return dg.DagsterInstance.local_temp(tempdir=str(dagster_home(project)))
+
+
+def dagster_home(project: Path) -> Path:
+    """``<project>/.dagster``, made on first use with the project's dagster.yaml (or telemetry off)."""
+    home = project / ".dagster"
+    settings = home / "dagster.yaml"
+    if not settings.is_file():
+        home.mkdir(exist_ok=True)
+        shared = project / "dagster.yaml"
+        partial = settings.with_suffix(".partial")
+        partial.write_text(shared.read_text() if shared.is_file() else "telemetry:\n  enabled: false\n")
+        partial.replace(settings)
+    return home
 
 
 def _progress(quiet: bool, message: str) -> None:
@@ -271,6 +289,7 @@ def _progress(quiet: bool, message: str) -> None:
 
 
 def _summary(config, run_id: str, elapsed: float, config_path: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.console import table
     from cmdm_pipeline.warehouse import Warehouse
 
     store = Warehouse(config.warehouse_path)
@@ -284,15 +303,13 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         "WHERE run_id = $run_id) GROUP BY rule ORDER BY n DESC, rule",
         {"run_id": run_id},
     )
-    header = f"{'source':<16}{'read':>10}{'validated':>12}{'quarantined':>13}{'erased':>9}"
-    lines = [f"\ncmdm run {run_id} finished in {elapsed:.1f}s\n", header]
-    for source, read, valid, held, erased in counts.iter_rows():
-        lines.append(f"{source:<16}{read:>10,}{valid:>12,}{held:>13,}{erased:>9,}")
     totals = counts.select("rows_read", "rows_validated", "rows_quarantined", "rows_erased").sum().row(0)
-    lines.append(f"{'total':<16}{totals[0]:>10,}{totals[1]:>12,}{totals[2]:>13,}{totals[3]:>9,}")
+    rows = [(source, *(f"{n:,}" for n in numbers)) for source, *numbers in [*counts.iter_rows(), ("total", *totals)]]
+    lines = [f"\ncmdm run {run_id} finished in {elapsed:.1f}s\n",
+             table(["source", "read", "validated", "quarantined", "erased"], rows)]
     if reasons.height:
         lines.append("\nquarantined rows by rule broken (a row can break several):")
-        lines += [f"  {rule:<40}{n:>8,}" for rule, n in reasons.iter_rows()]
+        lines.append(table(["rule", "rows"], [(rule, f"{n:,}") for rule, n in reasons.iter_rows()], indent=2))
     tables = set(store.tables())
     if "cmdm_encrypted_columns" in tables:
         encrypted = store.query("SELECT count(*) AS n, count(DISTINCT table_name) AS t FROM cmdm_encrypted_columns").row(0)
@@ -317,6 +334,8 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
     except ValueError:
         shown = warehouse
     suffix = f" --config {shlex.quote(config_path)}" if config_path else ""
+    # The UI shows this run only on the instance it was recorded in.
+    ui_home = "" if os.environ.get("DAGSTER_HOME") else f"DAGSTER_HOME={shlex.quote(str(dagster_home(config.base_dir)))} "
     lines += [
         f"\nwarehouse: {shown}",
         "  tables: golden_customers, customer_xref, match_review_queue, validated_customers, quarantined_records,",
@@ -327,7 +346,7 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         " through a lens)",
         f"Lenses:     .uv/bin/uv run cmdm lenses list{suffix}   (what each business area may read, and where)",
         f"Find:       .uv/bin/uv run cmdm lookup --email ADDRESS [--lens NAME]{suffix}",
-        "Dagster UI: .uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
+        f"Dagster UI: {ui_home}.uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
         f"Quality:    .uv/bin/uv run cmdm report{suffix}",
     ]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from cmdm_pipeline.assets.audit import audit_log_asset
 from cmdm_pipeline.assets.consent import consent_assets
 from cmdm_pipeline.assets.erasure import erasure_assets
 from cmdm_pipeline.assets.extract import raw_asset
-from cmdm_pipeline.assets.lenses import lenses_asset
+from cmdm_pipeline.assets.lenses import lens_assets
 from cmdm_pipeline.assets.master import golden_assets, master_id_assets
 from cmdm_pipeline.assets.match import match_assets, match_model_asset
 from cmdm_pipeline.assets.quality import quality_assets, quality_checks
@@ -23,6 +23,7 @@ from cmdm_pipeline.assets.validate import validation_assets
 from cmdm_pipeline.config import ProjectConfig, load_config
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.schedules import automation
+from cmdm_pipeline.tables import with_table_metadata
 
 JOB_NAME = "cmdm_job"
 
@@ -42,7 +43,7 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         quality_assets(config),
         *([consent_assets(config)] if config.consent else []),
         audit_log_asset(config),
-        *([lenses_asset(config)] if config.lenses else []),
+        *lens_assets(config),  # one asset per lens, and the report files BI reads
     ]
     # In-process, for this job and for ad-hoc materialisations from the UI ("Materialize
     # all"): DuckDB allows one writer per file, and on small machines a process per step
@@ -51,11 +52,13 @@ def build_definitions(config: ProjectConfig) -> dg.Definitions:
         JOB_NAME,
         selection=dg.AssetSelection.all(),
         executor_def=dg.in_process_executor,
-        description="Extract every source, standardise, validate, reconcile, match and master into the warehouse.",
+        description="Apply erasure requests, extract every source, standardise, validate and reconcile, match, "
+        "master (golden records, lineage, history), measure quality (blocking checks, Data Docs), record consent and "
+        "the audit log, and publish the lenses.",
     )
     schedules, sensors = automation(config, JOB_NAME)
     return dg.Definitions(
-        assets=assets,
+        assets=with_table_metadata(assets, config),
         asset_checks=[*quality_checks(config), source_shrink_check(config)],
         jobs=[job],
         schedules=schedules,

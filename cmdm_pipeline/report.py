@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from cmdm_pipeline.console import table
 from cmdm_pipeline.sql import load_sql
 
 STAGES = ("standardised", "validated", "golden", "quarantine")
@@ -134,17 +135,25 @@ def _sources(rows: pl.DataFrame) -> list[str]:
     wanted = _with_shares(rows.filter(pl.col("metric").is_in(["quarantine_rate", "duplicate_rate"])))
     if wanted.height == 0:
         return []
-    lines = ["", f"{'source':<16}{'rows':>10}{'quarantined':>13}{'Δ':>10}{'duplicates':>12}{'Δ':>10}"]
+    # A source's duplicates are records of one master inside that source; the all-sources row's are records
+    # of one master across sources: a different rate, so it gets its own line, not the source column.
+    headers = ["source", "rows", "quarantined", "Δ quarantined", "duplicates in source", "Δ in source"]
+    table_rows = []
+    across: dict[str, object] | None = None
     sources = sorted(set(wanted["source_system"].drop_nulls()))
     for source in sources + ([None] if wanted["source_system"].is_null().any() else []):
         mine = wanted.filter(pl.col("source_system").eq_missing(source))
         held, duplicated = _first(mine, "quarantine_rate"), _first(mine, "duplicate_rate")
+        if source is None:
+            across, duplicated = duplicated, None
         read = held["rows_evaluated"] if held else None
-        lines.append(
-            f"{source or 'all sources':<16}{_count(read):>10}"
-            f"{_rate(held and held['failed_share']):>13}{_share_change(held):>10}"
-            f"{_rate(duplicated and duplicated['failed_share']):>12}{_share_change(duplicated):>10}"
-        )
+        table_rows.append((source or "all sources", _count(read), _rate(held and held["failed_share"]), _share_change(held),
+                           _rate(duplicated and duplicated["failed_share"]), _share_change(duplicated)))
+    lines = ["", table(headers, table_rows)]
+    if across is not None and across["failed_share"] is not None:
+        change = _share_change(across)
+        lines.append(f"duplicates across sources: {_rate(across['failed_share'])} of records are not their master's "
+                     f"only record{f' (Δ {change})' if change else ''}")
     return lines
 
 
@@ -162,19 +171,18 @@ def _rules(rows: pl.DataFrame, top: int) -> list[str]:
         [_over_sources(c) for c in ("rows_evaluated", "rows_failed", "previous_failed")]
     )
     failing = combined.filter(pl.col("rows_failed") > 0)
-    header = ["", "worst rules by failed rows",
-              f"  {'stage':<14}{'rule':<34}{'failed':>9}{'of rows':>10}{'pass':>8}{'Δ failed':>10}"]
     if failing.height == 0:
-        return [*header[:2], "  every rule passed"]
-    lines = header
+        return ["", "worst rules by failed rows", "  every rule passed"]
+    table_rows = []
     for stage in _stage_order(failing):
         worst = failing.filter(pl.col("stage") == stage).sort(["rows_failed", "rule"], descending=[True, False])
         for row in worst.head(top).iter_rows(named=True):
             evaluated, failed = row["rows_evaluated"], row["rows_failed"]
             passed = 1 - failed / evaluated if evaluated else None
             change = "" if row["previous_failed"] is None else f"{failed - row['previous_failed']:+,}"
-            lines.append(f"  {stage:<14}{row['rule']:<34}{failed:>9,}{_count(evaluated):>10}{_rate(passed):>8}{change:>10}")
-    return lines
+            table_rows.append((stage, row["rule"], f"{failed:,}", _count(evaluated), _rate(passed), change))
+    headers = ["stage", "rule", "failed", "of rows", "pass", "Δ failed"]
+    return ["", "worst rules by failed rows", table(headers, table_rows, indent=2)]
 
 
 def _over_sources(column: str) -> pl.Expr:
@@ -193,15 +201,16 @@ def _completeness(rows: pl.DataFrame, top: int) -> list[str]:
     if complete["source_system"].is_null().any():
         complete = complete.filter(pl.col("source_system").is_null())
     complete = complete.with_columns(share=pl.coalesce("value", "pass_rate")).filter(pl.col("share") < 1)
-    lines = ["", "least complete attributes", f"  {'stage':<14}{'attribute':<34}{'complete':>9}{'Δ':>10}"]
     if complete.height == 0:
-        return [*lines[:2], "  every attribute is complete"]
+        return ["", "least complete attributes", "  every attribute is complete"]
+    table_rows = []
     for stage in _stage_order(complete):
         lowest = complete.filter(pl.col("stage") == stage).sort(["share", "attribute"], nulls_last=True).head(top)
         for row in lowest.iter_rows(named=True):
             name = row["attribute"] + (f" ({row['source_system']})" if row["source_system"] else "")
-            lines.append(f"  {stage:<14}{name:<34}{_rate(row['share']):>9}{_points(row['delta']):>10}")
-    return lines
+            table_rows.append((stage, name, _rate(row["share"]), _points(row["delta"])))
+    headers = ["stage", "attribute", "complete", "Δ complete"]
+    return ["", "least complete attributes", table(headers, table_rows, indent=2)]
 
 
 def _golden(rows: pl.DataFrame) -> list[str]:

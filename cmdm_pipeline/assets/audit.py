@@ -22,7 +22,7 @@ def audit_log_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     deps = [XREF, ID_LINEAGE, HISTORY, *([CONSENT_CURRENT] if config.consent else [])]
 
     @dg.asset(
-        name=AUDIT, group_name="protect", deps=deps, kinds={"duckdb"},
+        name=AUDIT, group_name="govern", deps=deps, kinds={"duckdb"},
         description="One row per audited change (append-only): master created, merged, split or updated (attribute "
         "names), consent changed, steward decision, erasure, key rotation; with run id, actor and time, never values.",
     )

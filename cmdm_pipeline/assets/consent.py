@@ -18,11 +18,9 @@ from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import quote_identifier
 from cmdm_pipeline.stages.extract import source_location
+from cmdm_pipeline.tables import CONSENT_CURRENT, CONSENT_HISTORY, CONSENT_QUARANTINE
 from cmdm_pipeline.warehouse import Warehouse
 
-CONSENT_HISTORY = "consent_history"
-CONSENT_CURRENT = "consent_current"
-CONSENT_QUARANTINE = "consent_quarantine"
 _SHOWN_REASONS = 3
 
 
@@ -39,14 +37,15 @@ def consent_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     deps = [VALIDATED, XREF, ID_LINEAGE]
 
     @dg.multi_asset(
+        name="update_consent",
         specs=[
-            dg.AssetSpec(CONSENT_HISTORY, group_name="protect", deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(CONSENT_HISTORY, group_name="govern", deps=deps, kinds={"duckdb"},
                          description="One row per consent event ever ingested (append-only): subject, purpose, channel, "
                          "action, time, lawful basis, policy version, evidence, and the master it resolved to then."),
-            dg.AssetSpec(CONSENT_CURRENT, group_name="protect", deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(CONSENT_CURRENT, group_name="govern", deps=deps, kinds={"duckdb"},
                          description="One row per master × purpose × channel with a consent event: granted or not, "
                          "replayed from consent_history against today's masters. No row: not granted."),
-            dg.AssetSpec(CONSENT_QUARANTINE, group_name="protect", deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(CONSENT_QUARANTINE, group_name="govern", deps=deps, kinds={"duckdb"},
                          description="One row per consent event of this run held back: rules broken and a reason "
                          "naming row and column, with the row as read."),
         ],

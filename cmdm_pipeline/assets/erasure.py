@@ -22,18 +22,19 @@ _SHOWN_REASONS = 3
 
 def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        name="process_erasure_requests",
         specs=[
-            dg.AssetSpec(LOG, group_name="protect", kinds={"duckdb"},
+            dg.AssetSpec(LOG, group_name="ingest", kinds={"duckdb"},
                          description="One row per erasure request processed (once each): status, rows removed per "
                          "table, keys destroyed, tombstones added. Ids and counts, never personal data."),
-            dg.AssetSpec(NOTIFICATIONS, group_name="protect", kinds={"duckdb"},
+            dg.AssetSpec(NOTIFICATIONS, group_name="ingest", kinds={"duckdb"},
                          description="One row per erased source record: the source system and record id that system "
                          "must delete, and the request; and per erased record the steward decisions name (source "
                          "system match_decisions, id system:id: delete every decision naming it)."),
-            dg.AssetSpec(TOMBSTONES, group_name="protect", kinds={"duckdb"},
+            dg.AssetSpec(TOMBSTONES, group_name="ingest", kinds={"duckdb"},
                          description="One row per tombstone: a keyed digest of an erased record key, or the blind index "
                          "of an erased subject's own e-mail or phone; extracts drop the source rows they match."),
-            dg.AssetSpec(QUARANTINE, group_name="protect", kinds={"duckdb"},
+            dg.AssetSpec(QUARANTINE, group_name="ingest", kinds={"duckdb"},
                          description="One row per erasure request row of this run held back: rules broken and a reason "
                          "naming row and column, never the value."),
         ],
@@ -42,12 +43,13 @@ def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         store = warehouse.get(config)
         outcome = process_erasure(store, config, context.run.run_id, dt.datetime.now(dt.UTC))
         statuses = dict(outcome.log.group_by("status").len().sort("status").iter_rows())
+        processed = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in statuses.items())
         if outcome.recovered:
             context.log.warning("erasure: finished an erasure an earlier run was killed during (keys destroyed, files "
                                 "rebuilt, lenses republished)")
         context.log.info(
             f"erasure: {outcome.requests.valid.height} requests read, {outcome.pending} new, {outcome.waiting} waiting "
-            f"for a first run; {statuses or 'nothing processed'}; {sum(outcome.rows_removed.values())} rows removed, "
+            f"for a first run; {processed or 'nothing processed'}; {sum(outcome.rows_removed.values())} rows removed, "
             f"{outcome.keys_destroyed} data keys destroyed, {outcome.tombstones_added} tombstones added"
             + (f"; file rebuilt in {outcome.seconds['rebuild_warehouse']:.2f}s" if "rebuild_warehouse" in outcome.seconds else "")
         )

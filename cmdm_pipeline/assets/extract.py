@@ -11,10 +11,7 @@ from cmdm_pipeline.protect.erasure import TOMBSTONES
 from cmdm_pipeline.protect.erasure_apply import drop_erased_rows
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.extract import extract, source_location
-
-
-def raw_table(source: Source) -> str:
-    return f"raw_{source.name}"
+from cmdm_pipeline.tables import raw_table
 
 
 def extract_retry_policy(source: Source, config: ProjectConfig) -> dg.RetryPolicy | None:
@@ -29,7 +26,7 @@ def extract_retry_policy(source: Source, config: ProjectConfig) -> dg.RetryPolic
 def raw_asset(source: Source, config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.asset(
         name=raw_table(source),
-        group_name="extract",
+        group_name="ingest",
         kinds={"duckdb", source.kind},
         description=(
             f"One row per record of source `{source.name}` ({source.kind}), every column as read, "

@@ -1,56 +1,79 @@
-"""``lenses``: each purpose lens of ``cmdm.yaml`` published as its own files (and PostgreSQL schema), each
-publication audited (``lens_published``), with the lens's latest file-key generation."""
+"""The publish step: each purpose lens of ``cmdm.yaml`` is its own asset (``lens_<name>``), and
+``published_reports`` the report tables BI reads beside them; one step publishes them all at once
+(files all or none, PostgreSQL in one transaction), each lens publication audited (``lens_published``)."""
 
 # No `from __future__ import annotations`: Dagster reads the context parameter's type hint.
 
 import datetime as dt
+import html
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 
 from cmdm_pipeline.assets.consent import CONSENT_CURRENT
 from cmdm_pipeline.assets.master import GOLDEN
-from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.config import Lens, ProjectConfig
 from cmdm_pipeline.protect.keys import load_keyring
 from cmdm_pipeline.protect.keystore import KeyStore
-from cmdm_pipeline.protect.lens_publication import publish_lenses
-from cmdm_pipeline.protect.lenses import column_treatments
+from cmdm_pipeline.protect.lens_publication import REPORTS, publish_lenses
+from cmdm_pipeline.protect.lenses import LENS_FOLDER, REPORT_FOLDER, column_treatments
 from cmdm_pipeline.resources import WarehouseResource
 
-LENSES = "lenses"
+GROUP = "publish"
+PUBLISHED_REPORTS = "published_reports"
 
 
-def lenses_asset(config: ProjectConfig) -> dg.AssetsDefinition:
-    deps = [GOLDEN, *([CONSENT_CURRENT] if config.consent else [])]
+def lens_key(lens_name: str) -> dg.AssetKey:
+    return dg.AssetKey(f"lens_{lens_name}")
 
-    @dg.asset(
-        name=LENSES, group_name="protect", deps=deps, kinds={"duckdb", "parquet"},
-        description="One row per master customer a lens shows, per lens: the lens's columns revealed, masked or "
-        "tokenised, for masters with its consent purpose and row filters; published as <warehouse folder>/lenses/"
-        "<lens>.duckdb|.parquet (encrypted when it reveals personal data) and PostgreSQL schemas, rebuilt every run; "
-        "one lens_published audit_log row per lens.",
+
+def _lens_spec(lens: Lens, config: ProjectConfig) -> dg.AssetSpec:
+    # Markdown in the UI: an angle-bracketed word would be taken for an HTML tag and vanish.
+    described = html.escape(lens.description, quote=False)
+    return dg.AssetSpec(
+        lens_key(lens.name), group_name=GROUP, kinds={"parquet"},
+        deps=[GOLDEN, *([CONSENT_CURRENT] if config.consent else [])],
+        description=f"One row per master customer the {lens.name} lens shows ({described}): its columns revealed, "
+        f"masked or tokenised, for masters with its consent purpose and row filters; published as {LENS_FOLDER}/"
+        f"{lens.name}.* in the warehouse folder (Parquet encrypted when it reveals personal data), and as a "
+        "PostgreSQL schema with a lenses_target; rebuilt every run.",
     )
-    def _lenses(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+
+
+def lens_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
+    specs = [*(_lens_spec(lens, config) for lens in config.lenses), dg.AssetSpec(
+        PUBLISHED_REPORTS, group_name=GROUP, kinds={"parquet"}, deps=list(REPORTS),
+        description=f"One row per row of {', '.join(REPORTS)}: those tables as Parquet files in {REPORT_FOLDER}/ "
+        "in the warehouse folder, for BI tools that must never open the warehouse; counts, quality metrics and "
+        "record ids, no attribute values; rewritten with the lenses, all files or none.",
+    )]
+
+    @dg.multi_asset(name="publish_for_bi", specs=specs, can_subset=False)
+    def _publish(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
         started = time.perf_counter()
-        store = warehouse.get(config)
         key_store = KeyStore.for_config(config, load_keyring(config, create_dev_key=True))
-        done = publish_lenses(store, config, key_store, context.run.run_id, dt.datetime.now(dt.UTC))
-        published, schemas, generations, retired = done.published, done.schemas, done.generations, done.old_keys_destroyed
-        for lens in published:
+        done = publish_lenses(warehouse.get(config), config, key_store, context.run.run_id, dt.datetime.now(dt.UTC))
+        if done.old_keys_destroyed:
+            context.log.info(f"{done.old_keys_destroyed} rotated-out lens key(s) destroyed")
+        lenses = {lens.name: lens for lens in config.lenses}
+        for lens in done.published:
+            schema = done.schemas.get(lens.name)
             context.log.info(f"lens {lens.name}: {lens.rows} rows, {', '.join(str(p) for p in lens.files.values())}"
-                             + (" (encrypted)" if lens.encrypted else "") + (f"; PostgreSQL {schemas[lens.name]}"
-                                                                             if lens.name in schemas else ""))
-        return dg.MaterializeResult(metadata={
-            "dagster/row_count": sum(p.rows for p in published),
-            "rows_by_lens": dg.MetadataValue.json({p.name: p.rows for p in published}),
-            "columns_by_treatment": dg.MetadataValue.json({lens.name: column_treatments(lens) for lens in config.lenses}),
-            "files": dg.MetadataValue.json({p.name: {f: str(path) for f, path in p.files.items()} for p in published}),
-            "encrypted_lenses": dg.MetadataValue.json(sorted(p.name for p in published if p.encrypted)),
-            "postgresql_schemas": dg.MetadataValue.json(schemas),
-            "key_generations": dg.MetadataValue.json({lens.name: generations.latest.get(lens.name, 1) for lens in config.lenses}),
-            "old_keys_destroyed": retired,
+                             + (" (encrypted)" if lens.encrypted else "") + (f"; PostgreSQL {schema}" if schema else ""))
+            yield dg.MaterializeResult(asset_key=lens_key(lens.name), metadata={
+                "dagster/row_count": lens.rows,
+                "columns_by_treatment": dg.MetadataValue.json(column_treatments(lenses[lens.name])),
+                "files": dg.MetadataValue.json({f: str(path) for f, path in lens.files.items()}),
+                "encrypted": lens.encrypted,
+                "postgresql_schema": schema or "",
+                "key_generation": done.generations.latest.get(lens.name, 1),
+            })
+        yield dg.MaterializeResult(asset_key=PUBLISHED_REPORTS, metadata={
+            "dagster/row_count": sum(rows for _, rows in done.reports.values()),
+            "rows_by_report": dg.MetadataValue.json({name: rows for name, (_, rows) in done.reports.items()}),
+            "files": dg.MetadataValue.json({name: str(path) for name, (path, _) in done.reports.items()}),
             "seconds": round(time.perf_counter() - started, 3),
         })
 
-    return _lenses
-
+    return [_publish]

@@ -17,19 +17,14 @@ from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start
 from cmdm_pipeline.stages.master import KEY, LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
+from cmdm_pipeline.tables import ABSENT, ATTRIBUTE_LINEAGE, GOLDEN, HISTORY, ID_LINEAGE, ID_SEQUENCE, XREF
 from cmdm_pipeline.warehouse import Versions, Warehouse
 
-XREF = "customer_xref"
-ABSENT = "customer_xref_absent"  # records missing from the latest run, with the master ids they keep
-ID_LINEAGE = "master_id_lineage"
-ID_SEQUENCE = "master_id_sequence"  # the highest master id issued: ids are never issued twice
-GOLDEN = "golden_customers"
-ATTRIBUTE_LINEAGE = "golden_attribute_lineage"
-HISTORY = "golden_customers_history"
 
 
 def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        name="assign_master_ids",
         specs=[
             dg.AssetSpec(XREF, group_name="master", deps=[CLUSTERS], kinds={"duckdb"},
                          description="One row per source record: its master_id (stable across runs), link confidence, first and last seen. Join on source_system + source_record_id."),
@@ -72,6 +67,7 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
 
 def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        name="build_golden_records",
         specs=[
             dg.AssetSpec(GOLDEN, group_name="master", deps=[XREF, VALIDATED], kinds={"duckdb"},
                          description="One row per master customer: every attribute chosen by its survivorship rule, plus record and source counts, and valid_from: since when this version holds."),

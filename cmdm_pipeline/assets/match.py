@@ -16,14 +16,12 @@ from cmdm_pipeline.stages.decisions import read_decisions
 from cmdm_pipeline.stages.match import KEY, MatchResult, match_records, record_hashes, reusable
 from cmdm_pipeline.stages.match_features import feature_inputs, matching_frame
 from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, train_model
+from cmdm_pipeline.tables import CLUSTERS, PAIRS, REVIEW
+from cmdm_pipeline.tables import MATCH_SUMMARY as SUMMARY
 
 RETRAIN_TAG = "cmdm/retrain"
 FULL_REBUILD_TAG = "cmdm/full_rebuild"
-MODEL = "match_model"
-PAIRS = "match_pairs"
-REVIEW = "match_review_queue"
-CLUSTERS = "customer_clusters"
-SUMMARY = "match_summary"
+MODEL = "match_model"  # a file, not a table
 #: Models saved before thresholds and the prior came from the data are trained again, once.
 MODEL_FORMAT_KEY, MODEL_FORMAT = "cmdm_model_format", 2
 
@@ -137,6 +135,7 @@ def _summary_row(result: MatchResult, run_id: str, model_version: int | None, bu
 
 def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        name="match_records",
         specs=[
             dg.AssetSpec(PAIRS, group_name="match", deps=[MODEL, VALIDATED], kinds={"splink", "duckdb"},
                          description="One row per scored record pair that could link, and every pair inside a candidate "

@@ -34,10 +34,9 @@ from cmdm_pipeline.quality.report import CLUSTER_SIZE_BUCKETS, MATCH_RATE, match
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import load_sql, quote_identifier
 from cmdm_pipeline.stages.reconcile import reconcile
+from cmdm_pipeline.tables import QUALITY_REPORT, SCORES
 from cmdm_pipeline.warehouse import Warehouse
 
-QUALITY_REPORT = "quality_report"
-SCORES = "golden_quality_scores"
 TREND = "quality_trend"
 ACCEPT_DRIFT_TAG = "cmdm/accept_drift"
 _TOP_FAILURES = 5
@@ -49,9 +48,10 @@ def _select(store: Warehouse, table: str, columns: list[str], presence_only: Col
 
 def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        name="measure_quality",
         specs=[
             dg.AssetSpec(
-                QUALITY_REPORT, group_name="quality",
+                QUALITY_REPORT, group_name="govern",
                 deps=[STANDARDISED, VALIDATED, QUARANTINED, CLUSTERS, MATCH_SUMMARY, XREF, GOLDEN],
                 kinds={"duckdb", "great_expectations"},
                 description="One row per run × stage × source × attribute × metric × rule: rule pass rates (the schema's "
@@ -59,7 +59,7 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                 "cluster sizes, matching's prior, threshold and estimated precision and recall, golden counts and scores. Every run kept; the quality_trend view compares runs.",
             ),
             dg.AssetSpec(
-                SCORES, group_name="quality", deps=[GOLDEN], kinds={"duckdb"},
+                SCORES, group_name="govern", deps=[GOLDEN], kinds={"duckdb"},
                 description="One row per master customer: quality score (0..1), completeness, rule pass rate, rules failed.",
             ),
         ],
@@ -91,7 +91,7 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          f"results in {outcome.suite.seconds:.1f}s; Data Docs {index}")
         yield dg.MaterializeResult(asset_key=QUALITY_REPORT, metadata={
             "dagster/row_count": rows.height,
-            "data_docs": dg.MetadataValue.url(index.as_uri()),
+            "data_docs": dg.MetadataValue.path(str(index)),  # a browser refuses file:// links from a web page
             "suite": SUITE_NAME,
             "expectations": outcome.suite.counts["rule"].n_unique(),
             "gx_seconds": round(outcome.suite.seconds, 2),
@@ -183,7 +183,7 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
         return _result(checks.quarantine_rate_verdict(counts, limits.max_quarantine_rate, limits.quarantine_rate_by_source))
 
     @dg.asset_check(
-        asset=GOLDEN, name="golden_customers_have_unique_master_id", blocking=True,
+        asset=GOLDEN, name="unique_master_id", blocking=True,
         description="Every golden record has a master_id, and no two share one.",
     )
     def _unique(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:

@@ -15,9 +15,9 @@ from cmdm_pipeline.protect.erasure_apply import rows_erased
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import quote_identifier, statement
 from cmdm_pipeline.stages.reconcile import assert_balanced, reconcile, source_shrinkage
+from cmdm_pipeline.tables import RECONCILIATION as TABLE
 from cmdm_pipeline.warehouse import Warehouse
 
-TABLE = "run_reconciliation"
 ACCEPT_SHRINK_TAG = "cmdm/accept_shrink"  # comma-separated source names
 
 

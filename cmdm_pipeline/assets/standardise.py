@@ -8,8 +8,7 @@ from cmdm_pipeline.assets.extract import raw_table
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.standardise import standardise
-
-TABLE = "standardised_customers"
+from cmdm_pipeline.tables import STANDARDISED as TABLE
 
 
 def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:

@@ -6,18 +6,17 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.standardise import standardised_columns
 from cmdm_pipeline.stages.validate import validate, with_source_values
+from cmdm_pipeline.tables import QUARANTINED, STANDARDISED, VALIDATED
 
-VALIDATED = "validated_customers"
-QUARANTINED = "quarantined_records"
 
 
 def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        name="validate_customers",
         specs=[
             dg.AssetSpec(
                 VALIDATED, group_name="validate", deps=[STANDARDISED], kinds={"duckdb", "pandera"},

@@ -43,6 +43,8 @@ LENS_TABLE = "customers"
 #: Added to a lens with a purpose but no channel: the channels the master granted that purpose on.
 CONSENT_CHANNELS = "consent_channels"
 LENS_FOLDER = "lenses"
+#: Beside the lens folder: warehouse tables BI reads as Parquet (no personal values: counts, metrics, record ids).
+REPORT_FOLDER = "published"
 _EXTENSIONS: dict[LensFormat, str] = {"duckdb": ".duckdb", "parquet": ".parquet", "csv": ".csv"}
 #: A cell a spreadsheet would run as a formula (OWASP "CSV injection"): these first characters, judged
 #: after NFKC because spreadsheets read a full-width ＝ as =.
@@ -232,12 +234,18 @@ class PublishedLens:
     encrypted: bool
 
 
+def report_folder(lens_folder: Path) -> Path:
+    return lens_folder.parent / REPORT_FOLDER
+
+
 def publish_files(
-    built: Sequence[tuple[Lens, pl.DataFrame]], folder: Path, keys: dict[str, LensKeys], schema: CustomerSchema
+    built: Sequence[tuple[Lens, pl.DataFrame]], folder: Path, keys: dict[str, LensKeys], schema: CustomerSchema,
+    reports: Mapping[str, pl.DataFrame] | None = None,
 ) -> list[PublishedLens]:
-    """Write every lens's files into ``folder``, all or none: each is written beside its target under a
-    temporary name and renamed over it only once every file of every lens is written. Files of lenses no
-    longer configured (and leftovers of a failed run) are removed.
+    """Write every lens's files into ``folder`` and every report (table name -> rows, no personal values) as
+    ``<name>.parquet`` into :func:`report_folder`, all or none: each file is written beside its target under a
+    temporary name and renamed over it only once every file is written. Files of lenses and reports no longer
+    published (and leftovers of a failed run) are removed.
 
     A lens that reveals personal data is written only as Parquet with modular encryption (AES-256-GCM,
     encrypted footer, every column under the lens's file key): nobody without that key reads a value.
@@ -257,6 +265,13 @@ def publish_files(
                 _write(fmt, frame, temporary, keys[lens.name].file if encrypted else None)
                 files[fmt] = target
             published.append(PublishedLens(lens.name, frame.height, files, encrypted))
+        if reports:
+            report_folder(folder).mkdir(exist_ok=True)
+        for name, frame in (reports or {}).items():
+            target = report_folder(folder) / f"{name}.parquet"
+            temporary = target.with_name(f".{target.name}.tmp")
+            staged.append((temporary, target))
+            _write("parquet", frame, temporary, None)
     except BaseException:
         for temporary, _ in staged:
             for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
@@ -266,7 +281,7 @@ def publish_files(
         os.replace(temporary, target)
         crash_point("lenses.file_replaced")  # some files new, some old: the next publication replaces them all
     keep = {target for _, target in staged}
-    for path in folder.iterdir():
+    for path in [*folder.iterdir(), *(report_folder(folder).iterdir() if report_folder(folder).is_dir() else [])]:
         stale_output = path.suffix in _EXTENSIONS.values() and path not in keep
         leftover = path.name.startswith(".") and ".tmp" in path.name  # of a run that died mid-write
         if path.is_file() and (stale_output or leftover):

@@ -103,25 +103,33 @@ def lenses_command(args: argparse.Namespace) -> int:
 
 
 def _list(config) -> int:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.console import table
     from cmdm_pipeline.protect.lenses import column_treatments, lens_folder, lens_formats, revealed_pii
 
     if not config.lenses:
         print("no lenses configured (cmdm.yaml, `lenses:`)")
         return EXIT_OK
     folder = lens_folder(config)
+    lenses, columns, outputs = [], [], []
     for lens in config.lenses:
         encrypted = bool(revealed_pii(lens, config.customer_schema))
-        consent = f"consent {lens.purpose}" + (f"/{lens.channel}" if lens.channel else "") if lens.purpose else "no consent needed"
-        print(f"{lens.name}: {lens.description}\n  {consent}; filters: {dict(lens.where) or 'none'}")
-        for treatment, columns in column_treatments(lens).items():
-            print(f"  {treatment:<9}{', '.join(columns)}")
+        consent = lens.purpose + (f"/{lens.channel}" if lens.channel else "") if lens.purpose else "not needed"
+        where = "; ".join(f"{column} in {', '.join(str(v) for v in values)}" for column, values in lens.where.items())
+        lenses.append((lens.name, consent, where or "none", lens.description))
+        columns += [(lens.name, treatment, ", ".join(names)) for treatment, names in column_treatments(lens).items()]
         for fmt in lens_formats(lens, config.customer_schema):
             path = folder / f"{lens.name}.{fmt}"
-            state = "" if path.exists() else " (not published yet)"
-            print(f"  file     {path}{' (encrypted: cmdm lenses key ' + lens.name + ')' if encrypted and fmt == 'parquet' else ''}{state}")
+            state = "published" if path.exists() else "not published yet"
+            if encrypted and fmt == "parquet":
+                state += f"; encrypted: cmdm lenses key {lens.name}"
+            outputs.append((lens.name, str(path), state))
         if config.lenses_target is not None:
             target = config.lenses_target
-            print(f"  postgres schema {target.schema_prefix}{lens.name}, role {target.role_prefix}{lens.name}")
+            outputs.append((lens.name, f"postgres schema {target.schema_prefix}{lens.name}",
+                            f"role {target.role_prefix}{lens.name}"))
+    print(table(["lens", "consent", "filters", "description"], lenses))
+    print("\n" + table(["lens", "treatment", "columns"], columns))
+    print("\n" + table(["lens", "output", "access"], outputs))
     return EXIT_OK
 
 

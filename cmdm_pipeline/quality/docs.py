@@ -2,12 +2,15 @@
 
 The site is built into a fresh folder beside the published one and swapped in afterwards, so
 the published site is always one complete build (never half of one, never last run's pages
-mixed with this run's). The pages load their styling and scripts from public CDNs when opened
-in a browser; the pipeline itself downloads nothing.
+mixed with this run's). GX's pages load jQuery, Bootstrap, Vega and Font Awesome from public
+CDNs, which GX does not ship; offline, a browser waits on those scripts and shows a blank page.
+So every reference to a remote script or stylesheet is removed before publishing: the pages are
+rendered HTML already and read as plain HTML, without Bootstrap's styling, sorting, filtering or charts.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,20 @@ def building_folder(published: Path, run_id: str) -> Path:
     return published.with_name(f"{published.name}.building-{run_id}")
 
 
+#: A <script>, stylesheet <link> or <img> (GX's logo) that loads from another host.
+_REMOTE = re.compile(r"""<script[^>]*\bsrc=["']https?://[^>]*>\s*</script>|<(link|img)[^>]*\b(href|src)=["']https?://[^>]*>""",
+                     re.IGNORECASE)
+
+
+def without_remote_assets(page: str) -> str:
+    """``page`` without the scripts and stylesheets it would fetch from other hosts."""
+    return _REMOTE.sub("", page)
+
+
 def publish(built: Path, published: Path) -> Path:
-    """Swap the built site in for the published one; returns the published index page."""
+    """Swap the built site in for the published one, made readable offline; returns the published index page."""
+    for page in built.rglob("*.html"):
+        page.write_text(without_remote_assets(page.read_text(encoding="utf-8")), encoding="utf-8")
     retired = published.with_name(f"{published.name}.retired")
     shutil.rmtree(retired, ignore_errors=True)
     if published.exists():

@@ -18,7 +18,7 @@ One run of :func:`match_records`:
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from cmdm_pipeline.config import MatchingConfig
+from cmdm_pipeline.progress import step
 from cmdm_pipeline.stages.cluster import CANNOT_LINK, MUST_LINK, agglomerate, nearest_other, pieces
 from cmdm_pipeline.stages.decisions import decided_edges, record_key
 from cmdm_pipeline.stages.match_calibration import Threshold, candidate_pairs, link_threshold, match_rate, probabilities
@@ -182,6 +183,13 @@ def match_records(
     ``several``: comparisons of attributes a customer may hold several values of at once (e-mail
     addresses): between two groups of records only their best agreement counts.
     """
+    with step(f"matching: scoring and clustering {frame.height:,} records", total=3) as advance:
+        return _match_records(frame, model, matching, decisions, previous, several, advance)
+
+
+def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: MatchingConfig, decisions: pl.DataFrame,
+                   previous: tuple[pl.DataFrame, pl.DataFrame] | None, several: Collection[str],
+                   advance: Callable[[int], None]) -> MatchResult:
     ids = frame.select("unique_id", *KEY)
     n = frame.height
     if previous is None:
@@ -198,6 +206,7 @@ def match_records(
         gone = old_hashes.join(ids, on=KEY, how="anti").height
         mode = f"incremental: {changed.height} new or changed, {gone} gone"
 
+    advance(1)  # scored
     # Sums over pairs (the prior, the gains) must not depend on the order DuckDB's threads returned them in.
     scored = scored.sort("node_l", "node_r")
     # The prior and the threshold are judged on the pairs blocking found, as on the night they were first
@@ -234,6 +243,7 @@ def match_records(
     inside = weighted.filter(pl.Series(piece[weighted["l"].to_numpy()] == piece[weighted["r"].to_numpy()]))
     clustering = agglomerate(n, inside)
     labels = clustering.labels
+    advance(1)  # clustered
 
     probability = probabilities(pl.col("evidence"), prior)
     together = pl.Series(labels[scored["node_l"].to_numpy()] == labels[scored["node_r"].to_numpy()])
@@ -250,6 +260,7 @@ def match_records(
     est_recall = float(within["p"].sum()) / expected if expected else 1.0
     stored = stored_pairs(scored, ids).with_columns(
         (pl.col("evidence") + prior).alias("match_weight"), probability.alias("match_probability"))
+    advance(1)  # review queue and estimates
     summary = {
         "mode": mode, "records": n, "pairs_scored": scored.height,
         "pairs_completed": completed.height, "estimated_precision": est_precision, "estimated_recall": est_recall,

@@ -25,6 +25,7 @@ import polars as pl
 
 from cmdm_pipeline.config import MatchingConfig
 from cmdm_pipeline.faults import crash_point
+from cmdm_pipeline.progress import step
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.stages.match_calibration import candidate_pairs, decontaminated, match_rate
@@ -113,34 +114,40 @@ def train_model(
     schema = matchable_schema(schema, features)
     seconds: dict[str, float] = {}
     skipped: list[str] = []
-    with _linker(features, build_settings(schema, matching), matching.memory_limit) as linker:
-        deterministic, em_rules = training_rules(schema)
+    deterministic, em_rules = training_rules(schema)
+    # Phases: the prior, u by sampling, EM per rule, calibration (Splink reports none of them itself).
+    with step(f"matching: training on {features.height:,} records", total=3 + len(em_rules)) as advance:
+        with _linker(features, build_settings(schema, matching), matching.memory_limit) as linker:
+            started = time.perf_counter()
+            if deterministic:
+                try:
+                    linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
+                except Exception as exc:  # noqa: BLE001 - no pair meets any rule (a tiny source): keep Splink's default
+                    log.info("first prior left at Splink's default: %s", type(exc).__name__)
+            seconds["prior"] = time.perf_counter() - started
+            advance(1)
+            started = time.perf_counter()
+            pairs = candidate_pairs(features)
+            if pairs:
+                # A small source has fewer pairs than the sample: take them all.
+                linker.training.estimate_u_using_random_sampling(max_pairs=min(matching.u_max_pairs, pairs), seed=matching.seed)
+            seconds["u"] = time.perf_counter() - started
+            advance(1)
+            started = time.perf_counter()
+            for rule in em_rules:
+                try:
+                    linker.training.estimate_parameters_using_expectation_maximisation(rule, max_pairs=matching.em_max_pairs)
+                except Exception as exc:  # noqa: BLE001 - too few pairs, or an m of exactly 0 (Splink refuses it)
+                    # The other rules still train those comparisons; untrained levels keep Splink's defaults.
+                    log.info("EM on %r skipped: %s", rule, type(exc).__name__)
+                    skipped.append(rule)
+                advance(1)
+            seconds["em"] = time.perf_counter() - started
+            model = linker.misc.save_model_to_json()
         started = time.perf_counter()
-        if deterministic:
-            try:
-                linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
-            except Exception as exc:  # noqa: BLE001 - no pair meets any rule (a tiny source): keep Splink's default
-                log.info("first prior left at Splink's default: %s", type(exc).__name__)
-        seconds["prior"] = time.perf_counter() - started
-        started = time.perf_counter()
-        pairs = candidate_pairs(features)
-        if pairs:
-            # A small source has fewer pairs than the sample: take them all.
-            linker.training.estimate_u_using_random_sampling(max_pairs=min(matching.u_max_pairs, pairs), seed=matching.seed)
-        seconds["u"] = time.perf_counter() - started
-        started = time.perf_counter()
-        for rule in em_rules:
-            try:
-                linker.training.estimate_parameters_using_expectation_maximisation(rule, max_pairs=matching.em_max_pairs)
-            except Exception as exc:  # noqa: BLE001 - too few pairs, or an m of exactly 0 (Splink refuses it)
-                # The other rules still train those comparisons; untrained levels keep Splink's defaults.
-                log.info("EM on %r skipped: %s", rule, type(exc).__name__)
-                skipped.append(rule)
-        seconds["em"] = time.perf_counter() - started
-        model = linker.misc.save_model_to_json()
-    started = time.perf_counter()
-    model = calibrate(features, model, matching)
-    seconds["calibrate"] = time.perf_counter() - started
+        model = calibrate(features, model, matching)
+        seconds["calibrate"] = time.perf_counter() - started
+        advance(1)
     model[MODEL_VERSION_KEY] = version
     model["cmdm_em_rules_skipped"] = skipped
     if charts_dir is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from cmdm_pipeline.config import FromColumn, ProjectConfig, Source
+from cmdm_pipeline.progress import step
 from cmdm_pipeline.schema import LINEAGE_COLUMNS, CustomerSchema, Kind, Severity
 from cmdm_pipeline.stages.extract import EXTRACT_COLUMNS
 from cmdm_pipeline.stages.fields import DTYPES, FORMAT_CHARACTERS, STANDARDISERS
@@ -60,17 +61,20 @@ def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.
     mapped = {attribute: column for column, attribute in source.columns.items()}
     values: dict[str, pl.Series] = {}
     country = _country(raw, source, config, mapped, values, issues)
-    for name, attribute in schema.attributes.items():
-        if name in values:
-            continue
-        if name not in mapped:
-            values[name] = pl.Series(name, [None] * raw.height, dtype=DTYPES[attribute.kind])
-            continue
-        result = STANDARDISERS[attribute.kind](
-            raw[mapped[name]], country=country, attribute=attribute, formats=source.date_formats
-        )
-        values[name] = result.value.cast(DTYPES[attribute.kind]).alias(name)
-        issues.append(_attribute_issues(raw, result.problem, name, attribute.invalid))
+    mapped_here = [name for name in schema.attributes if name in mapped and name not in values]
+    with step(f"standardise {source.name}: attributes of {raw.height:,} rows", total=len(mapped_here)) as advance:
+        for name, attribute in schema.attributes.items():
+            if name in values:
+                continue
+            if name not in mapped:
+                values[name] = pl.Series(name, [None] * raw.height, dtype=DTYPES[attribute.kind])
+                continue
+            result = STANDARDISERS[attribute.kind](
+                raw[mapped[name]], country=country, attribute=attribute, formats=source.date_formats
+            )
+            values[name] = result.value.cast(DTYPES[attribute.kind]).alias(name)
+            issues.append(_attribute_issues(raw, result.problem, name, attribute.invalid))
+            advance(1)
     issues.append(_future_recency_issues(raw, values, config))
 
     frame = raw.select(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import polars as pl
 
 from cmdm_pipeline.config import SurvivorshipConfig
+from cmdm_pipeline.progress import step
 from cmdm_pipeline.schema import CustomerSchema
 
 KEY = ["source_system", "source_record_id"]
@@ -76,19 +77,21 @@ def build_golden_records(
 
     golden = base
     lineage_parts = []
-    for attribute in attributes:
-        rule = rules.attributes.get(attribute, rules.default)
-        order, descending = _rule_order(rule, attribute)
-        winners = (
-            prepared.filter(pl.col(attribute).is_not_null())
-            .sort(order, descending=descending, nulls_last=True)
-            .unique("master_id", keep="first", maintain_order=True)
-            .select("master_id", attribute, *KEY)
-        )
-        golden = golden.join(winners.select("master_id", attribute), on="master_id", how="left")
-        lineage_parts.append(
-            winners.select("master_id", pl.lit(attribute).alias("attribute"), *KEY, pl.lit(rule).alias("rule"))
-        )
+    with step(f"golden records: attributes of {base.height:,} masters", total=len(attributes)) as advance:
+        for attribute in attributes:
+            rule = rules.attributes.get(attribute, rules.default)
+            order, descending = _rule_order(rule, attribute)
+            winners = (
+                prepared.filter(pl.col(attribute).is_not_null())
+                .sort(order, descending=descending, nulls_last=True)
+                .unique("master_id", keep="first", maintain_order=True)
+                .select("master_id", attribute, *KEY)
+            )
+            golden = golden.join(winners.select("master_id", attribute), on="master_id", how="left")
+            lineage_parts.append(
+                winners.select("master_id", pl.lit(attribute).alias("attribute"), *KEY, pl.lit(rule).alias("rule"))
+            )
+            advance(1)
     lineage = pl.concat(lineage_parts) if lineage_parts else pl.DataFrame(schema=LINEAGE_COLUMNS)
     golden = golden.join(_survey(prepared, rules), on="master_id", how="left")
     golden = _link_organisations(golden, schema)

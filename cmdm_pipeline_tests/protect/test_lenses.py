@@ -248,3 +248,31 @@ def test_a_failed_publish_leaves_the_previous_files_and_stale_lenses_go(tmp_path
     publish_files(smaller, tmp_path, _keys("first"), CUSTOMER_SCHEMA)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first.duckdb", "first.parquet"]
     assert pl.read_parquet(tmp_path / "first.parquet").height == 1
+
+
+def test_reports_are_published_beside_the_lenses_all_or_none(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    folder, reports = tmp_path / "lenses", tmp_path / "published"
+    first = lens(name="first", columns={"country": "reveal"})
+    built = [(first, build_lens(GOLDEN, None, first, CUSTOMER_SCHEMA, KEY))]
+    counts = pl.DataFrame({"source_system": ["crm"], "rows_read": [4]})
+    publish_files(built, folder, _keys("first"), CUSTOMER_SCHEMA, {"run_reconciliation": counts, "gone": counts})
+    assert sorted(p.name for p in reports.iterdir()) == ["gone.parquet", "run_reconciliation.parquet"]
+    before = {p.name: p.read_bytes() for p in reports.iterdir()}
+
+    real = lens_module._write
+
+    def failing(fmt: str, frame: pl.DataFrame, path: Path, file_key: bytes | None) -> None:
+        if path.parent == reports:
+            raise OSError("disk full")
+        real(fmt, frame, path, file_key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lens_module, "_write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        publish_files(built, folder, _keys("first"), CUSTOMER_SCHEMA, {"run_reconciliation": counts.head(0)})
+    assert {p.name: p.read_bytes() for p in reports.iterdir()} == before  # whole, no report dropped
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+    monkeypatch.setattr(lens_module, "_write", real)
+    publish_files(built, folder, _keys("first"), CUSTOMER_SCHEMA, {"run_reconciliation": counts.head(0)})
+    assert sorted(p.name for p in reports.iterdir()) == ["run_reconciliation.parquet"]  # a report no longer published goes
+    assert pl.read_parquet(reports / "run_reconciliation.parquet").height == 0

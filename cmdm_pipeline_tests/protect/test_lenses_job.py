@@ -160,6 +160,37 @@ def load_store(config):  # type: ignore[no-untyped-def]
     return open_warehouse(config)
 
 
-def test_without_lenses_there_is_no_lens_asset(make_project) -> None:  # type: ignore[no-untyped-def]
+def test_each_lens_is_its_own_asset_and_the_reports_are_published_beside_them(make_project) -> None:  # type: ignore[no-untyped-def]
+    lenses = [{**LENSES[0], "description": "campaigns for <region> teams"}, LENSES[1]]
+    config = make_project(files={"crm.csv": GOOD_CSV, "consent.csv": EVENTS}, consent=CONSENT, lenses=lenses)
+    graph = build_definitions(config).resolve_asset_graph()
+    for name in ("lens_marketing", "lens_service", "published_reports"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "publish" and node.description.startswith("One row per")
+        assert "<" not in node.description, node.description  # Markdown would swallow <region> as a tag
+    assert "&lt;region&gt;" in graph.get(dg.AssetKey("lens_marketing")).description
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("lens_service")).parent_keys} == {
+        "golden_customers", "consent_current"}
+
+    result, said = run(config.base_dir)
+    counts = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata["dagster/row_count"].value
+              for e in result.get_asset_materialization_events() if e.step_key == "publish_for_bi"}
+    assert (counts["lens_marketing"], counts["lens_service"]) == (1, 3)  # each lens its own count, not a sum
+    published = config.warehouse_path.parent / "published"
+    assert sorted(p.name for p in published.iterdir()) == [
+        "match_review_queue.parquet", "quality_report.parquet", "run_reconciliation.parquet"]
+    store = load_store(config)
+    for name in ("quality_report", "run_reconciliation", "match_review_queue"):
+        assert pl.read_parquet(published / f"{name}.parquet").equals(store.read(name)), name
+    assert counts["published_reports"] == sum(store.read(n).height for n in
+                                              ("quality_report", "run_reconciliation", "match_review_queue"))
+    for path in published.iterdir():  # BI reads them without a key: nothing personal may be in them
+        data = path.read_bytes()
+        for value in PERSONAL:
+            assert value.encode() not in data, (path.name, value)
+
+
+def test_without_lenses_there_is_no_lens_asset_but_the_reports_are_published(make_project) -> None:  # type: ignore[no-untyped-def]
     graph = build_definitions(make_project()).resolve_asset_graph()
-    assert "lenses" not in {key.to_user_string() for key in graph.get_all_asset_keys()}
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert not any(k.startswith("lens") for k in keys) and "published_reports" in keys

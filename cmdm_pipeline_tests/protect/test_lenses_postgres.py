@@ -1,4 +1,5 @@
-"""Lenses in the real PostgreSQL server: each lens role reads its own lens and nothing else.
+"""Lenses in the real PostgreSQL server, published as the least-privilege role docs/operations/bi-access.md
+documents: each lens role reads its own lens and nothing else, and BI views on a lens survive publications.
 
 Skips without the server (a laptop); with CI=true an unreachable server fails. Every schema, role and
 table is named uniquely per test and dropped afterwards.
@@ -42,7 +43,8 @@ def target() -> Iterator[LensesTarget]:
     import psycopg
 
     tag = uuid.uuid4().hex[:8]
-    target = LensesTarget(url=PG_URL, schema_prefix=f"t{tag}_lens_", role_prefix=f"t{tag}_role_")
+    publisher = f"t{tag}_publisher"
+    target = LensesTarget(url=_as(publisher), schema_prefix=f"t{tag}_lens_", role_prefix=f"t{tag}_role_")
     try:
         admin = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
     except psycopg.OperationalError as exc:
@@ -51,6 +53,10 @@ def target() -> Iterator[LensesTarget]:
             pytest.fail(message + " and CI provides it")
         pytest.skip(message)
     with admin:
+        database = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        # Exactly what docs/operations/bi-access.md tells an administrator to run (a password aside).
+        admin.execute(f"CREATE ROLE {publisher} LOGIN CREATEROLE")
+        admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO {publisher}')
         admin.execute(f"CREATE TABLE public.t{tag}_warehouse (secret text)")
         admin.execute(f"INSERT INTO public.t{tag}_warehouse VALUES ('x')")
         try:
@@ -60,8 +66,10 @@ def target() -> Iterator[LensesTarget]:
             for (schema,) in schemas:
                 admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
             admin.execute(f"DROP TABLE public.t{tag}_warehouse")
-            roles = admin.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", [f"t{tag}_"]).fetchall()
-            for (role,) in roles:
+            roles = admin.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) ORDER BY rolname = %s",
+                                  [f"t{tag}_", publisher]).fetchall()
+            for (role,) in roles:  # the publisher last: it granted the others' privileges
+                admin.execute(f'DROP OWNED BY "{role}"')
                 admin.execute(f'DROP ROLE "{role}"')
 
 
@@ -201,3 +209,68 @@ def test_the_erasure_step_removes_the_subject_from_postgresql_before_anything_el
     removed = json.loads(store.read("erasure_log")["rows_removed"][0])
     assert removed[f"postgresql:{schema}.customers"] == 1
     assert removed[f"postgresql:{marketing}.customers"] == 1
+
+
+def test_a_bi_view_on_a_lens_survives_the_next_publications(target: LensesTarget) -> None:
+    """Same columns: rows replaced in place under the view; other columns: refused naming the view, nothing
+    changed; the view dropped: rebuilt. A removed lens's table is emptied, not dropped, while a view needs it."""
+    import psycopg
+
+    from cmdm_pipeline.protect.lenses import LensError
+
+    built = [(SERVICE, build_lens(GOLDEN, None, SERVICE, CUSTOMER_SCHEMA, KEY))]
+    publish_postgres(built, target)
+    schema = lens_schema(target, "service")
+    view = f"public.{target.schema_prefix.split('_')[0]}_view"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:  # a BI user's view, as an administrator makes it
+        admin.execute(f'CREATE VIEW {view} AS SELECT master_id, email FROM "{schema}".customers')
+
+    publish_postgres([(SERVICE, built[0][1].head(2))], target)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute(f"SELECT master_id FROM {view} ORDER BY 1").fetchall() == [("m1",), ("m2",)]
+
+    fewer = Lens(name="service", description="service desk", purpose=None, columns={"email": "reveal"})
+    with pytest.raises(LensError, match=f"columns changed.*{view}") as refused:
+        publish_postgres([(fewer, build_lens(GOLDEN, None, fewer, CUSTOMER_SCHEMA, KEY))], target)
+    assert "@" not in str(refused.value)  # names, never values
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute(f"SELECT count(*) FROM {view}").fetchone() == (2,)
+        admin.execute(f"DROP VIEW {view}")
+    publish_postgres([(fewer, build_lens(GOLDEN, None, fewer, CUSTOMER_SCHEMA, KEY))], target)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute(f'SELECT * FROM "{schema}".customers ORDER BY 1').fetchall()[0] == ("m1", GOLDEN["email"][0])
+        admin.execute(f'CREATE VIEW {view} AS SELECT master_id FROM "{schema}".customers')
+
+    publish_postgres([(MARKETING, build_lens(GOLDEN, CONSENT, MARKETING, CUSTOMER_SCHEMA, KEY))], target)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:  # service removed from the config
+        assert admin.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
+        admin.execute(f"DROP VIEW {view}")
+    publish_postgres([(MARKETING, build_lens(GOLDEN, CONSENT, MARKETING, CUSTOMER_SCHEMA, KEY))], target)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone() is None
+
+
+@pytest.mark.parametrize("attribute", ["SUPERUSER", "CREATEDB", "CREATEROLE", "BYPASSRLS"])
+def test_an_existing_lens_role_with_more_than_login_is_refused(target: LensesTarget, attribute: str) -> None:
+    import psycopg
+
+    from cmdm_pipeline.protect.lenses import LensError
+
+    role = lens_role(target, "service")
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN {attribute}')
+    with pytest.raises(LensError, match=f"{role}.*plain reader"):
+        publish_postgres([(SERVICE, build_lens(GOLDEN, None, SERVICE, CUSTOMER_SCHEMA, KEY))], target)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [lens_schema(target, "service")]).fetchone() is None
+
+
+def test_an_existing_lens_role_that_cannot_log_in_is_made_a_reader(target: LensesTarget) -> None:
+    import psycopg
+
+    role = lens_role(target, "service")
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" NOLOGIN INHERIT')
+    publish_postgres([(SERVICE, build_lens(GOLDEN, None, SERVICE, CUSTOMER_SCHEMA, KEY))], target)
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        assert admin.execute("SELECT rolcanlogin, rolinherit FROM pg_roles WHERE rolname = %s", [role]).fetchone() == (True, False)

@@ -80,7 +80,7 @@ def test_the_checks_block_the_assets_publication_depends_on() -> None:
         "quarantine_rate_within_limit": "validated_customers",
         "match_rate_within_drift": "customer_clusters",
         "cluster_sizes_within_drift": "customer_clusters",
-        "golden_customers_have_unique_master_id": "golden_customers",
+        "unique_master_id": "golden_customers",
         "personal_data_stored_encrypted": "golden_customers",
     }
     assert all(spec.blocking and spec.description for spec in specs.values())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import socket
 from pathlib import Path
 
+import pytest
+
 from cmdm_pipeline.quality import validation
-from cmdm_pipeline.quality.docs import building_folder, publish
+from cmdm_pipeline.quality.docs import building_folder, publish, without_remote_assets
 from cmdm_pipeline.quality.expectations import SUITE_NAME, rule_expectations
 from cmdm_pipeline.quality.validation import Batch, run_suite
 from cmdm_pipeline_tests.quality.conftest import SCHEMA, TODAY, standardised_frame
@@ -91,3 +94,31 @@ def test_a_new_build_replaces_the_published_site_whole(tmp_path: Path) -> None:
     publish(second, published)
     assert (published / "index.html").is_file() and not (published / "stale.html").exists()
     assert sorted(p.name for p in published.parent.iterdir()) == ["data_docs"]
+
+
+@pytest.mark.parametrize(("page", "kept"), [
+    ('<script src="https://cdn.jsdelivr.net/npm/vega@5"></script><p>x</p>', "<p>x</p>"),
+    ("<SCRIPT SRC='http://code.jquery.com/jquery.js' integrity=\"sha\"> </SCRIPT>", ""),
+    ('<link rel="stylesheet" href="https://cdnjs.cloudflare.com/all.min.css">', ""),
+    ('<img src="https://great-expectations-web-assets.s3.amazonaws.com/logo-long.png" alt="GX"/>', ""),
+    ('<img src="./static/images/logo-long.png"/>', '<img src="./static/images/logo-long.png"/>'),
+    ('<link href="static/styles/data_docs_default_styles.css" rel="stylesheet">',
+     '<link href="static/styles/data_docs_default_styles.css" rel="stylesheet">'),
+    ("<script>$(document).ready(f);</script>", "<script>$(document).ready(f);</script>"),
+])
+def test_remote_scripts_and_stylesheets_are_removed_local_ones_kept(page: str, kept: str) -> None:
+    assert without_remote_assets(page) == kept
+
+
+def test_the_published_site_loads_nothing_from_another_host(tmp_path: Path) -> None:
+    published = tmp_path / "quality" / "data_docs"
+    built = building_folder(published, "run-1")
+    build_docs(built)
+    assert "https://cdn.jsdelivr.net" in (built / "index.html").read_text(encoding="utf-8")  # GX's own pages do
+    publish(built, published)
+    pages = list(published.rglob("*.html"))
+    assert len(pages) >= 2
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"""<(script|link|img)\b[^>]*\b(src|href)=["']https?://""", text), page.name
+    assert SUITE_NAME in (published / "index.html").read_text(encoding="utf-8")  # the content stays

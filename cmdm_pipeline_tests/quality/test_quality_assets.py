@@ -32,7 +32,7 @@ AGREED_COLUMNS = [
     ("attribute", "VARCHAR"), ("metric", "VARCHAR"), ("rule", "VARCHAR"), ("rows_evaluated", "BIGINT"),
     ("rows_failed", "BIGINT"), ("pass_rate", "DOUBLE"), ("value", "DOUBLE"),
 ]
-CHECKS = {"source_rows_reconcile", "sources_did_not_shrink", "quarantine_rate_within_limit", "golden_customers_have_unique_master_id",
+CHECKS = {"source_rows_reconcile", "sources_did_not_shrink", "quarantine_rate_within_limit", "unique_master_id",
           "personal_data_stored_encrypted", "match_rate_within_drift", "cluster_sizes_within_drift"}
 
 
@@ -164,7 +164,8 @@ def test_checks_fail_on_broken_tables_and_strict_limits(project, tmp_path: Path)
         # A personal column no longer recorded as ciphertext (as if written around the protection).
         con.execute("DELETE FROM cmdm_encrypted_columns WHERE table_name = 'golden_customers' AND column_name = 'email'")
     failed = verdicts(run(copy, "checks_only"))
-    assert {name for name, e in failed.items() if not e.passed} == CHECKS
+    # Every check fails but the shrink guard: the sources are as large as at the last good run.
+    assert {name for name, e in failed.items() if not e.passed} == CHECKS - {"sources_did_not_shrink"}
     assert failed["source_rows_reconcile"].description.endswith("validated + quarantined for: crm")
     accepted = verdicts(run(copy, "checks_only", **{ACCEPT_DRIFT_TAG: "true"}))
     assert accepted["match_rate_within_drift"].passed and accepted["cluster_sizes_within_drift"].passed

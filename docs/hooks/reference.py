@@ -4,7 +4,9 @@ A page holding one of the markers below gets it replaced when the site is built:
 
 - ``<!-- reference:config -->``: every key of ``cmdm.yaml``, from the pydantic models in
   ``cmdm_pipeline.config`` (names, types, defaults and each field's ``description=``);
-- ``<!-- reference:cli -->``: the help of every ``cmdm`` command, from ``cmdm_pipeline.cli._parser()``.
+- ``<!-- reference:cli -->``: the help of every ``cmdm`` command, from ``cmdm_pipeline.cli._parser()``;
+- ``<!-- reference:tables -->``: every table asset of the shipped ``cmdm.yaml`` with its columns, from the
+  column schemas the Dagster definitions carry (``cmdm_pipeline.tables``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic_core import PydanticUndefined
 
 CONFIG_MARKER = "<!-- reference:config -->"
 CLI_MARKER = "<!-- reference:cli -->"
+TABLES_MARKER = "<!-- reference:tables -->"
 # The CLI wraps its help to the terminal; a fixed width makes the page the same on every machine.
 HELP_COLUMNS = "100"
 
@@ -34,6 +37,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = markdown.replace(CONFIG_MARKER, config_reference(ProjectConfig))
     if CLI_MARKER in markdown:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
+    if TABLES_MARKER in markdown:
+        markdown = markdown.replace(TABLES_MARKER, tables_reference())
     return markdown
 
 
@@ -182,3 +187,15 @@ def _command_help(parser: argparse.ArgumentParser, level: int) -> list[str]:
             for sub in dict.fromkeys(action.choices.values()):  # aliases point at the same parser
                 out += _command_help(sub, min(level + 1, 6))
     return out
+
+
+# --- the warehouse tables -------------------------------------------------------------------------
+
+
+def tables_reference() -> str:
+    from cmdm_pipeline import tables
+    from cmdm_pipeline.config import load_config
+    from cmdm_pipeline.definitions import build_definitions
+
+    shipped = load_config(Path(__file__).resolve().parents[2] / "cmdm.yaml")
+    return tables.tables_reference(build_definitions(shipped).resolve_all_asset_specs())
