@@ -305,3 +305,38 @@ def test_mysql_query_runs_read_only(make_project) -> None:
                 cursor.execute(f"DROP SEQUENCE {sequence}")
     finally:
         con.close()
+
+
+#: A query whose result holds a value the database cannot convert: servers quote the value in their error.
+VALUE_ERROR_QUERY = "SELECT CAST(Email AS INTEGER) AS Id FROM t"
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+def test_a_value_the_database_cannot_convert_is_not_in_the_error(kind: str, make_project, tmp_path: Path) -> None:
+    canary = "zebulon.canary@example.net"
+    if kind == "duckdb":
+        path = tmp_path / "src.duckdb"
+        with duckdb.connect(str(path)) as con:
+            con.execute("CREATE TABLE t AS SELECT $1 AS Email", [canary])
+        source = csv_source(kind="duckdb", path=path.name, query=VALUE_ERROR_QUERY, columns={})
+    else:
+        import psycopg
+
+        table = f"cmdm_t_{uuid.uuid4().hex[:8]}"
+        try:
+            con = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
+        except psycopg.OperationalError as exc:
+            _unreachable("PostgreSQL", exc)
+        with con:
+            con.execute(f'CREATE TABLE {table} AS SELECT %s::text AS "Email"', [canary])
+        source = _server_source("postgresql", PG_URL, VALUE_ERROR_QUERY.replace("Email", '"Email"').replace(" t", f" {table}"))
+        source["id_column"] = "Id"
+    config = make_project(files={}, sources=[source])
+    try:
+        with pytest.raises(SourceError, match="query failed: a value in the result does not fit its type") as failed:
+            extract(config.sources[0], config, NOW)
+        assert canary not in str(failed.value) and "zebulon" not in str(failed.value)
+    finally:
+        if kind == "postgresql":
+            with psycopg.connect(PG_URL, autocommit=True) as con:
+                con.execute(f"DROP TABLE {table}")

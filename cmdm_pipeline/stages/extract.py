@@ -436,7 +436,7 @@ def _read_duckdb(source: Source, config: ProjectConfig) -> pl.DataFrame:
         with duckdb.connect(str(path), read_only=True, config=sandbox) as con:
             frame = con.sql(query).pl()
     except duckdb.Error as exc:
-        raise _fail(source, config, f"query failed: {exc}") from None
+        raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
     return _as_text(frame)
 
 
@@ -450,7 +450,7 @@ def _read_sqlite(source: Source, config: ProjectConfig) -> pl.DataFrame:
             con.set_authorizer(_sqlite_reads_only)
             frame = pl.read_database(query, con, infer_schema_length=None)
     except sqlite3.Error as exc:
-        raise _fail(source, config, f"query failed: {exc}") from None
+        raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
     return _as_text(frame)
 
 
@@ -465,7 +465,7 @@ def _read_postgresql(source: Source, config: ProjectConfig) -> pl.DataFrame:
     except psycopg.OperationalError as exc:
         raise _fail(source, config, f"cannot connect or query: {_first_line(exc)}") from None
     except psycopg.Error as exc:
-        raise _fail(source, config, f"query failed: {_first_line(exc)}") from None
+        raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
     return _as_text(frame)
 
 
@@ -497,7 +497,7 @@ def _read_mysql(source: Source, config: ProjectConfig) -> pl.DataFrame:
             {name: [row[i] for row in rows] for i, name in enumerate(names)}, strict=False
         )
     except pymysql.Error as exc:
-        raise _fail(source, config, f"query failed: {_first_line(exc)}") from None
+        raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
     finally:
         con.close()
     return _as_text(frame)
@@ -512,6 +512,26 @@ def _sqlite_reads_only(action: int, *_: object) -> int:
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+#: MySQL/MariaDB error numbers of a value that does not fit its type (the message quotes the value).
+_MYSQL_VALUE_ERRORS = {1264, 1265, 1292, 1366, 1406, 1411}
+
+
+def _query_error(exc: Exception) -> str:
+    """The database's message, unless the error is about a value: servers quote the offending value
+    (``invalid input syntax for type integer: "<value>"``), and source values never go into error text."""
+    import duckdb
+
+    value_error = (
+        str(getattr(exc, "sqlstate", None) or "").startswith("22")  # PostgreSQL's class 22, data exception
+        or isinstance(exc, (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException,
+                            sqlite3.DataError))
+        or (type(exc).__module__.startswith("pymysql") and bool(exc.args) and exc.args[0] in _MYSQL_VALUE_ERRORS)
+    )
+    if value_error:
+        return f"a value in the result does not fit its type ({type(exc).__name__}; the value is not shown)"
+    return _first_line(exc)
 
 
 _READERS: dict[str, Callable[[Source, ProjectConfig], pl.DataFrame]] = {
