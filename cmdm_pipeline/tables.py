@@ -3,7 +3,8 @@
 One place for both, read by the assets (the table names), by the Dagster definitions (each table asset's
 ``dagster/table_name`` and ``dagster/column_schema``, so the Catalog shows its columns) and by the docs
 (``docs/reference/tables.md``). Column types are those :meth:`Warehouse.read` returns (personal columns are
-stored as ciphertext and read back as these types); a test compares them with the tables a run writes.
+stored as ciphertext and read back as these types); a test compares them with the tables a run writes. The
+published files (each lens, the reports) declare their columns too: :func:`lens_schema`, :func:`reports_schema`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.config import ProjectConfig, Source
+from cmdm_pipeline.config import Lens, ProjectConfig, Source
 from cmdm_pipeline.protect.audit import AUDIT, AUDIT_COLUMNS
 from cmdm_pipeline.protect.consent import CURRENT_COLUMNS, HISTORY_COLUMNS
 from cmdm_pipeline.protect.consent_events import QUARANTINE_COLUMNS as CONSENT_QUARANTINE_COLUMNS
@@ -27,6 +28,8 @@ from cmdm_pipeline.protect.erasure import (
     TOMBSTONES,
 )
 from cmdm_pipeline.protect.erasure_requests import QUARANTINE_COLUMNS as ERASURE_QUARANTINE_COLUMNS
+from cmdm_pipeline.protect.lens_publication import REPORTS
+from cmdm_pipeline.protect.lenses import CONSENT_CHANNELS, treatments
 from cmdm_pipeline.protect.lookup import INDEX_COLUMNS, LOOKUP_INDEX
 from cmdm_pipeline.quality.report import REPORT_COLUMNS, SCORE_COLUMNS
 from cmdm_pipeline.stages.fields import DTYPES
@@ -188,6 +191,7 @@ DESCRIPTIONS: dict[str, str] = {
     "erased_at": "When it was erased (UTC).",
     "tombstone": "16-byte keyed digest of a record key, or blind index of an e-mail or phone.",
     "created_at": "When the tombstone was made (UTC).",
+    CONSENT_CHANNELS: "The channels the master granted the lens's purpose on.",
     **{f"source_system_{s}": f"Source system of the pair's {side} record." for s, side in _SIDES.items()},
     **{f"source_record_id_{s}": f"Record id of the pair's {side} record." for s, side in _SIDES.items()},
 }
@@ -308,6 +312,48 @@ def column_schema(table: str, columns: Columns, config: ProjectConfig) -> dg.Tab
     ])
 
 
+#: What a lens does to a column, after the column's meaning.
+_TREATED = {"reveal": "", "mask": " Masked: a readable hint, never the value (a date: its year).",
+            "tokenise": " Tokenised: 32 hex characters, equal for equal values in this lens, run after run."}
+
+
+def lens_columns(lens: Lens, config: ProjectConfig) -> Columns:
+    """The columns of a lens's files, in their order: its golden columns treated, then the consent channels."""
+    golden = golden_columns(config)
+
+    def treated(column: str, treatment: str) -> pl.DataType | str:
+        if treatment == "mask" and golden[column] == pl.Date():
+            return pl.Int32()  # a masked date is its year
+        return pl.String() if treatment in ("mask", "tokenise") else golden[column]
+
+    channels = {CONSENT_CHANNELS: pl.List(pl.String())} if lens.purpose is not None and lens.channel is None else {}
+    return {c: treated(c, t) for c, t in treatments(lens).items()} | channels
+
+
+def lens_schema(lens: Lens, config: ProjectConfig) -> dg.TableSchema:
+    how = treatments(lens)
+    attributes = config.customer_schema.attributes
+
+    def meaning(column: str) -> str:
+        if column in attributes:
+            return attributes[column].description or f"Schema attribute ({attributes[column].kind.value})."
+        return DESCRIPTIONS[column]
+
+    return dg.TableSchema(columns=[
+        dg.TableColumn(c, type_name(dtype), description=meaning(c) + _TREATED[how.get(c, "reveal")])
+        for c, dtype in lens_columns(lens, config).items()
+    ])
+
+
+def reports_schema(config: ProjectConfig) -> dg.TableSchema:
+    """The columns of the report files, one Parquet file per table, as ``<table>.<column>``."""
+    tables = table_columns(config)
+    return dg.TableSchema(columns=[
+        dg.TableColumn(f"{table}.{c}", type_name(dtype), description=column_description(table, c, config) or None)
+        for table in REPORTS for c, dtype in tables[table].items()
+    ])
+
+
 def with_table_metadata(assets: Iterable[dg.AssetsDefinition], config: ProjectConfig) -> list[dg.AssetsDefinition]:
     """``assets`` with ``dagster/table_name`` and ``dagster/column_schema`` on every table asset's spec."""
     tables = table_columns(config)
@@ -315,7 +361,7 @@ def with_table_metadata(assets: Iterable[dg.AssetsDefinition], config: ProjectCo
     def describe(spec: dg.AssetSpec) -> dg.AssetSpec:
         name = spec.key.to_user_string()
         if name not in tables:
-            return spec  # the match model and the lenses are files, not tables
+            return spec  # the match model, the lenses and the reports are files, not tables
         return spec.merge_attributes(metadata={
             "dagster/table_name": name, "dagster/column_schema": column_schema(name, tables[name], config)})
 

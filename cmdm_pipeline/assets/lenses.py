@@ -19,6 +19,7 @@ from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.lens_publication import REPORTS, publish_lenses
 from cmdm_pipeline.protect.lenses import LENS_FOLDER, REPORT_FOLDER, column_treatments
 from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.tables import lens_schema, reports_schema
 
 GROUP = "publish"
 PUBLISHED_REPORTS = "published_reports"
@@ -34,6 +35,7 @@ def _lens_spec(lens: Lens, config: ProjectConfig) -> dg.AssetSpec:
     return dg.AssetSpec(
         lens_key(lens.name), group_name=GROUP, kinds={"parquet"},
         deps=[GOLDEN, *([CONSENT_CURRENT] if config.consent else [])],
+        metadata={"dagster/column_schema": lens_schema(lens, config)},
         description=f"One row per master customer the {lens.name} lens shows ({described}): its columns revealed, "
         f"masked or tokenised, for masters with its consent purpose and row filters; published as {LENS_FOLDER}/"
         f"{lens.name}.* in the warehouse folder (Parquet encrypted when it reveals personal data), and as a "
@@ -44,6 +46,7 @@ def _lens_spec(lens: Lens, config: ProjectConfig) -> dg.AssetSpec:
 def lens_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
     specs = [*(_lens_spec(lens, config) for lens in config.lenses), dg.AssetSpec(
         PUBLISHED_REPORTS, group_name=GROUP, kinds={"parquet"}, deps=list(REPORTS),
+        metadata={"dagster/column_schema": reports_schema(config)},
         description=f"One row per row of {', '.join(REPORTS)}: those tables as Parquet files in {REPORT_FOLDER}/ "
         "in the warehouse folder, for BI tools that must never open the warehouse; counts, quality metrics and "
         "record ids, no attribute values; rewritten with the lenses, all files or none.",

@@ -6,11 +6,12 @@ import datetime as dt
 import re
 import socket
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
 from cmdm_pipeline.quality import validation
-from cmdm_pipeline.quality.docs import building_folder, publish, without_remote_assets
+from cmdm_pipeline.quality.docs import building_folder, publish, site_index, without_remote_assets
 from cmdm_pipeline.quality.expectations import SUITE_NAME, rule_expectations
 from cmdm_pipeline.quality.validation import Batch, run_suite
 from cmdm_pipeline_tests.quality.conftest import SCHEMA, TODAY, standardised_frame
@@ -122,3 +123,38 @@ def test_the_published_site_loads_nothing_from_another_host(tmp_path: Path) -> N
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"""<(script|link|img)\b[^>]*\b(src|href)=["']https?://""", text), page.name
     assert SUITE_NAME in (published / "index.html").read_text(encoding="utf-8")  # the content stays
+
+
+def test_the_published_index_links_every_result_and_suite_page_without_scripts(tmp_path: Path) -> None:
+    published = tmp_path / "quality" / "data_docs"
+    built = building_folder(published, "run-1")
+    frame = canary_frame()
+    run_suite([Batch("standardised", "standardised_customers", "crm", frame),
+               Batch("validated", "validated_customers", None, frame)], rule_expectations(SCHEMA, TODAY), "run-1", built)
+    index = publish(built, published).read_text(encoding="utf-8")
+    links = {published / unquote(href) for href in re.findall(r'href="([^"]+)"', index)}
+    assert all(link.is_file() for link in links)
+    pages = {p for p in published.rglob("*.html") if p.parts[len(published.parts)] in ("validations", "expectations")}
+    assert len(pages) == 3 and links == pages  # two results (one per batch) and the suite
+    assert index.count('class="Failed"') == 2 and "validated_customers" in index and "run-1-all_sources" in index
+    assert not re.search(r"<script|<link|<img|https?://", index, re.IGNORECASE)
+
+
+def _result_page(site: Path, path: str, status: str) -> None:
+    page = site / "validations" / path
+    page.parent.mkdir(parents=True)
+    page.write_text(f'<span class="h6" >Status:</span> <i class="fas"></i> {status}', encoding="utf-8")
+
+
+def test_the_index_lists_results_newest_first_with_their_status_and_escapes_names(tmp_path: Path) -> None:
+    _result_page(tmp_path, "suite/nightly-crm/20261201T010000.000000Z/cmdm_warehouse-golden.html", "Succeeded")
+    _result_page(tmp_path, "suite/nightly-<b>/20261202T010000.000000Z/cmdm_warehouse-golden.html", "Failed")
+    (tmp_path / "expectations").mkdir()
+    (tmp_path / "expectations" / "suite.html").write_text("", encoding="utf-8")
+    index = site_index(tmp_path)
+    rows = re.findall(r"<tr><td>.*</tr>", index)
+    assert len(rows) == 2
+    assert "2026-12-02 01:00:00 UTC" in rows[0] and 'class="Failed"' in rows[0] and "nightly-&lt;b&gt;" in rows[0]
+    assert "2026-12-01 01:00:00 UTC" in rows[1] and 'class="Succeeded"' in rows[1]
+    assert "nightly-%3Cb%3E" in rows[0] and "<b>" not in index
+    assert '<li><a href="expectations/suite.html">suite</a></li>' in index
