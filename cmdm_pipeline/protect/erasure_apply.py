@@ -18,6 +18,11 @@ Erasure is a transaction that a kill at any moment leaves resumable (named crash
 A run that finds the marker first looks for its requests in ``erasure_log``: logged, the transaction
 committed and the run redoes steps 3 and 4 (each is idempotent); not logged, nothing was deleted or
 destroyed, so the marker is dropped and the requests, still pending, are processed afresh.
+
+Step 3 first copies every tombstone into the key store (digests and ids, no personal data), which already
+knows the destroyed owners. A warehouse restored from a backup taken before an erasure lacks its tombstones
+and still holds the subject's rows, which nothing can decrypt: every run first finishes such erasures again
+(:func:`restore_erasures`).
 Before any of it, every run records which source records the current golden versions drew on
 (:func:`~cmdm_pipeline.protect.erasure_history.record_history_sources`), so copies of a subject's values in
 other masters' history can be found later.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -56,7 +62,7 @@ from cmdm_pipeline.protect.erasure_history import (
 )
 from cmdm_pipeline.protect.erasure_requests import QUARANTINE_COLUMNS, Requests, read_requests
 from cmdm_pipeline.protect.keys import load_keyring
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.keystore import KeyStore, master_owner, record_owner
 from cmdm_pipeline.protect.lens_publication import CONSENT_CURRENT, GOLDEN, publish_lenses
 from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.schema import Kind
@@ -65,6 +71,10 @@ from cmdm_pipeline.warehouse import Warehouse, append_new_rows, write_table
 
 STANDARDISED, XREF, ID_LINEAGE = "standardised_customers", "customer_xref", "master_id_lineage"
 CONSENT_HISTORY, CONSENT_QUARANTINE = "consent_history", "consent_quarantine"
+#: The request id of tombstones an old-order recovery wrote (:func:`_delete_owned_rows`): never a logged request.
+UNLOGGED_REQUEST = subject_of_owners([]).request_id
+#: Where `dagster.get_dagster_logger` logs: Dagster keeps this tree in the running step's run log.
+log = logging.getLogger("dagster.builtin.cmdm.erasure")
 
 
 @dataclass
@@ -98,6 +108,7 @@ def process_erasure(store: Warehouse, config: ProjectConfig, run_id: str, now: d
     and log every outcome."""
     timer = time.perf_counter()
     recovered = recover(store, config, run_id, now)
+    restore_erasures(store, config, run_id, now)
     sources_added = record_history_sources(store)
     requests = read_requests(config, [s.name for s in config.sources])
     outcome = Outcome(requests, history_sources_added=sources_added, recovered=recovered)
@@ -160,6 +171,8 @@ def _finish(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: 
     seconds = {}
     timer = time.perf_counter()
     keys = KeyStore.for_config(config, None)  # destroying needs no key-encryption key
+    if TOMBSTONES in store.tables():  # a copy first: a warehouse restored from an older backup gets them back
+        keys.keep_tombstones(store.read(TOMBSTONES))
     keys.destroy(owners, compact=False)
     crash_point("erasure.keys_destroyed")
     keys.compact()
@@ -171,6 +184,47 @@ def _finish(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: 
         seconds["publish_lenses"] = time.perf_counter() - timer
     marker_path(store).unlink(missing_ok=True)
     return seconds
+
+
+def restore_erasures(store: Warehouse, config: ProjectConfig, run_id: str, now: dt.datetime) -> bool:
+    """Finish again the erasures a warehouse restored from an older backup lacks; whether there were any.
+
+    Such a warehouse lacks tombstones the key store keeps a copy of, or its ``customer_xref`` names an owner whose
+    data key is destroyed. Then, in one transaction, the rows of every destroyed owner are deleted, the missing
+    tombstones appended, and each erased request whose ``erasure_log`` row is missing gets one back (status
+    ``erased``, ``processed_at`` and ``run_id`` of its tombstones, the other counts unknown), so it is not
+    processed again; then the file is rebuilt. The rows are found by id, so nothing is decrypted."""
+    keys = KeyStore.for_config(config, None)  # reading copies and destroyed owners needs no key-encryption key
+    kept, destroyed = keys.kept_tombstones(), keys.destroyed_owners()
+    if kept.is_empty() and not destroyed:
+        return False
+    tables = set(store.tables())
+    missing = kept.join(read_tombstones(store).select("tombstone"), on="tombstone", how="anti")
+    if missing.is_empty() and not _names_owners(store, tables, destroyed):
+        return False
+    done = store.query(statement("erasure/select_processed_requests", table=LOG)) if LOG in tables else \
+        pl.DataFrame(schema={"request_id": pl.String})
+    lost = kept.filter(pl.col("request_id") != UNLOGGED_REQUEST).join(done, on="request_id", how="anti")
+    logs = lost.group_by("request_id").agg(
+        pl.col("created_at").min().alias("processed_at"), pl.col("run_id").min(), pl.len().alias("tombstones_added"),
+    ).sort("request_id").with_columns(status=pl.lit("erased"), file_rebuilt=pl.lit(True))
+    logs = logs.select([pl.col(c) if c in logs.columns else pl.lit(None).alias(c) for c in LOG_COLUMNS])
+    appends = {TOMBSTONES: (missing.cast(TOMBSTONE_COLUMNS), "tombstone"),  # type: ignore[arg-type]
+               LOG: (logs.cast(LOG_COLUMNS), "request_id")}  # type: ignore[arg-type]
+    log.warning("erasure: the warehouse was restored from a backup older than its key store: deleting any rows of the "
+                "%d data-key owners erased so far, restoring %d tombstones of %d requests and %d erasure_log rows",
+                len(destroyed), missing.height, missing["request_id"].n_unique(), logs.height)
+    _delete_owned_rows(store, config, destroyed, run_id, now, appends)
+    rebuild_duckdb_file(store.path)  # the deleted rows' bytes go with the rebuild, as after any erasure
+    return True
+
+
+def _names_owners(store: Warehouse, tables: set[str], owners: list[str]) -> bool:
+    """Does ``customer_xref`` name a master or record among ``owners`` (ids only, nothing decrypted)?"""
+    if not owners or XREF not in tables:
+        return False
+    xref = store.read(XREF, ["source_system", "source_record_id", "master_id"])
+    return bool(xref.select((record_owner().is_in(owners) | master_owner().is_in(owners)).any()).item())
 
 
 def _logged(store: Warehouse, request_ids: list[str]) -> bool:
@@ -191,8 +245,10 @@ def _write_marker(store: Warehouse, request_ids: list[str], owners: list[str]) -
     os.replace(temporary, marker)
 
 
-def _delete_owned_rows(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: str, now: dt.datetime) -> None:
-    """Delete the rows of ``owners`` from every table, and tombstone their records so no extract brings them back."""
+def _delete_owned_rows(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: str, now: dt.datetime,
+                       appends: dict[str, tuple[pl.DataFrame, str]] | None = None) -> None:
+    """Delete the rows of ``owners`` from every table, and tombstone their records so no extract brings them back;
+    the new rows of ``appends`` (table: frame, key column) are added first, in the same transaction."""
     subject = subject_of_owners(owners)
     stones = tombstones_of(subject, open_keys(config), False, run_id, now)
     with store.connect() as con:
@@ -200,6 +256,8 @@ def _delete_owned_rows(store: Warehouse, config: ProjectConfig, owners: list[str
         con.begin()
         try:
             _delete_subject(con, layout, subject)
+            for name, (frame, key) in (appends or {}).items():
+                _append(con, name, frame, key)
             _append(con, TOMBSTONES, stones, "tombstone")
             con.commit()
         except BaseException:

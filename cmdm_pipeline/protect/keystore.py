@@ -17,7 +17,9 @@ rebuilds this small file (:meth:`KeyStore.compact`) instead of the warehouse. Ta
 KEK, associated data = key id + owner), ``created_at``, ``destroyed_at``; table ``keks``: the KEK ids
 that ever wrapped a key here, and when one was retired; table ``store_identity``: the store's id, which
 the warehouse records too (:mod:`.keystore_pairing`): a missing or different store is refused, never
-silently created, except for a brand-new project.
+silently created, except for a brand-new project; table ``erasure_tombstones``: a copy of every erasure
+tombstone (digests and ids, no personal data), so an erasure is finished again on a warehouse restored
+from a backup taken before it (:func:`cmdm_pipeline.protect.erasure_apply.restore_erasures`).
 
 Every access takes an exclusive lock file beside the store, so a pipeline run, ``cmdm keys rotate``
 and a rebuild never interleave (a rebuild replaces the file by rename). Opening a store with a keyring
@@ -187,6 +189,7 @@ class KeyStore:
                 con.execute(statement("keys/create_data_keys"))
                 con.execute(statement("keys/create_keks"))
                 con.execute(statement("keys/create_store_identity"))
+                con.execute(statement("keys/create_erasure_tombstones"))  # a store made before it gets it here
                 if created and path == self.path:
                     con.execute(statement("keys/insert_store_id"), {"store_id": _new_store_id(), "now": _utcnow()})
                 yield con
@@ -433,6 +436,7 @@ class KeyStore:
                     con.execute(statement("keys/copy_data_keys", rewrapped="__cmdm_rewrapped"))
                     con.execute(statement("keys/copy_keks"))
                     con.execute(statement("keys/copy_store_identity"))
+                    con.execute(statement("keys/copy_erasure_tombstones"))
                     if register_kek:
                         con.execute(statement("keys/register_kek"), {"kek_id": register_kek, "now": _utcnow()})
                     con.unregister("__cmdm_rewrapped")
@@ -444,6 +448,37 @@ class KeyStore:
                 crash_point("keys.rebuild_replaced")
             finally:
                 fresh.unlink(missing_ok=True)
+
+    # --- erasure tombstones (see the module doc) ------------------------------------------------------
+
+    def keep_tombstones(self, tombstones: pl.DataFrame) -> int:
+        """Copy erasure tombstones (``TOMBSTONE_COLUMNS``) not held yet; returns how many were added."""
+        staged = tombstones.with_columns(pl.col("created_at").dt.convert_time_zone("UTC").dt.replace_time_zone(None))
+        with self._connect() as con:
+            con.register("__cmdm_tombstones", staged.to_arrow())
+            try:
+                return int(con.execute(statement("keys/insert_erasure_tombstones", staged="__cmdm_tombstones"))
+                           .fetchall()[0][0])
+            finally:
+                con.unregister("__cmdm_tombstones")
+
+    def kept_tombstones(self) -> pl.DataFrame:
+        """Every erasure tombstone copied here (``created_at`` in UTC); empty without a store."""
+        schema = {"tombstone": pl.Binary, "kind": pl.String, "request_id": pl.String, "created_at": pl.Datetime("us"),
+                  "run_id": pl.String}
+        if not self.path.exists():
+            kept = pl.DataFrame(schema=schema)
+        else:
+            with self._connect() as con:
+                kept = con.sql(statement("keys/select_erasure_tombstones")).pl()
+        return kept.with_columns(pl.col("created_at").dt.replace_time_zone("UTC"))
+
+    def destroyed_owners(self) -> list[str]:
+        """The owners whose data key was destroyed (erased masters, records, events); empty without a store."""
+        if not self.path.exists():
+            return []
+        with self._connect() as con:
+            return [row[0] for row in con.execute(statement("keys/select_destroyed_owners")).fetchall()]
 
     # --- rotation ---------------------------------------------------------------------------------
 

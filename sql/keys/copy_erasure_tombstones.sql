@@ -1,0 +1,1 @@
+INSERT INTO erasure_tombstones SELECT * FROM old.erasure_tombstones
