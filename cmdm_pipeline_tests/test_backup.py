@@ -18,7 +18,7 @@ from cmdm_pipeline.protect.erasure_apply import marker_path
 from cmdm_pipeline.protect.keys import DecryptionError
 from cmdm_pipeline.protect.keystore import INDEX_KEY_OWNER, keystore_path
 from cmdm_pipeline.protect.keystore_pairing import read_warehouse_side
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.at_rest import open_warehouse
 
 pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
 

@@ -7,13 +7,12 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.consent import CONSENT_CURRENT
-from cmdm_pipeline.assets.master import HISTORY, ID_LINEAGE, XREF
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import statement
 from cmdm_pipeline.stages.decisions import read_decisions
+from cmdm_pipeline.tables import CONSENT_CURRENT, HISTORY, ID_LINEAGE, XREF
 from cmdm_pipeline.warehouse import Warehouse
 
 

@@ -11,14 +11,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from cmdm_pipeline.assets.consent import CONSENT_CURRENT
-from cmdm_pipeline.assets.master import GOLDEN
 from cmdm_pipeline.config import Lens, ProjectConfig
 from cmdm_pipeline.protect.keys import load_keyring
 from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.lens_publication import REPORTS, publish_lenses
 from cmdm_pipeline.protect.lenses import LENS_FOLDER, REPORT_FOLDER, column_treatments
 from cmdm_pipeline.resources import WarehouseResource
+from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN
 
 GROUP = "publish"
 PUBLISHED_REPORTS = "published_reports"

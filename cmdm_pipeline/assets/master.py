@@ -5,11 +5,9 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.match import CLUSTERS
-from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
-from cmdm_pipeline.protect.blind_index import row_digests
+from cmdm_pipeline.protect.blind_index import version_digests
 from cmdm_pipeline.protect.erasure_history import record_history_sources
 from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
@@ -17,7 +15,7 @@ from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start
 from cmdm_pipeline.stages.master import KEY, LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
-from cmdm_pipeline.tables import ABSENT, ATTRIBUTE_LINEAGE, GOLDEN, HISTORY, ID_LINEAGE, ID_SEQUENCE, XREF
+from cmdm_pipeline.tables import ABSENT, ATTRIBUTE_LINEAGE, CLUSTERS, GOLDEN, HISTORY, ID_LINEAGE, ID_SEQUENCE, VALIDATED, XREF
 from cmdm_pipeline.warehouse import Versions, Warehouse
 
 
@@ -136,11 +134,6 @@ def history_to_reseal(
     if not plaintext_personal_columns(store.at_rest, {HISTORY: stored[HISTORY]}, encrypted):
         return None
     return store.read(HISTORY)
-
-
-def version_digests(golden: pl.DataFrame, columns: list[str], keys: KeyStore) -> pl.Series:
-    """Each golden record's keyed digest of its values: equal digests, same version."""
-    return row_digests(golden, ["master_id", *columns], f"{GOLDEN} version", keys, skip_nulls=True).alias(VERSION_DIGEST)
 
 
 def current_versions(

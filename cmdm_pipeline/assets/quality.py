@@ -13,11 +13,6 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.extract import raw_table
-from cmdm_pipeline.assets.master import GOLDEN, XREF
-from cmdm_pipeline.assets.match import CLUSTERS, SUMMARY as MATCH_SUMMARY
-from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
-from cmdm_pipeline.assets.validate import QUARANTINED, VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
 from cmdm_pipeline.quality import checks
@@ -34,7 +29,18 @@ from cmdm_pipeline.quality.report import CLUSTER_SIZE_BUCKETS, MATCH_RATE, match
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import load_sql, quote_identifier
 from cmdm_pipeline.stages.reconcile import reconcile
-from cmdm_pipeline.tables import QUALITY_REPORT, SCORES
+from cmdm_pipeline.tables import (
+    CLUSTERS,
+    GOLDEN,
+    MATCH_SUMMARY,
+    QUALITY_REPORT,
+    QUARANTINED,
+    SCORES,
+    STANDARDISED,
+    VALIDATED,
+    XREF,
+    raw_table,
+)
 from cmdm_pipeline.warehouse import Warehouse
 
 TREND = "quality_trend"

@@ -7,14 +7,12 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.extract import raw_table
-from cmdm_pipeline.assets.master import ID_SEQUENCE
-from cmdm_pipeline.assets.validate import QUARANTINED, VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.erasure_apply import rows_erased
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import quote_identifier, statement
 from cmdm_pipeline.stages.reconcile import assert_balanced, reconcile, source_shrinkage
+from cmdm_pipeline.tables import ID_SEQUENCE, QUARANTINED, VALIDATED, raw_table
 from cmdm_pipeline.tables import RECONCILIATION as TABLE
 from cmdm_pipeline.warehouse import Warehouse
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -36,6 +38,9 @@ from cmdm_pipeline.protect.keys import ProtectionError, load_keyring
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner, record_owner
 from cmdm_pipeline.schema import LINEAGE_COLUMNS
 from cmdm_pipeline.stages.history import VERSION_DIGEST
+
+if TYPE_CHECKING:
+    from cmdm_pipeline.warehouse import Warehouse
 
 ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
 #: Plaintext types a ciphertext column can be read back as.
@@ -201,3 +206,12 @@ def plaintext_personal_columns(at_rest: AtRest, stored: dict[str, dict[str, str]
             if columns[column] != "BLOB" or column not in encrypted.get(table, set()):
                 found.append(f"{table}.{column}")
     return found
+
+
+def open_warehouse(config: ProjectConfig, path: Path | None = None) -> Warehouse:
+    """The project's warehouse (or the one at ``path``), encrypting personal columns at rest unless
+    ``protection.encrypt`` is off."""
+    from cmdm_pipeline.warehouse import Warehouse
+
+    at_rest = AtRest(config) if config.protection.encrypt else None
+    return Warehouse(path or config.warehouse_path, at_rest, config.warehouse.memory_limit)

@@ -19,8 +19,7 @@ from typing import TypeVar
 
 import polars as pl
 
-from cmdm_pipeline.assets.master import version_digests
-from cmdm_pipeline.protect.blind_index import blind_index
+from cmdm_pipeline.protect.blind_index import blind_index, version_digests
 from cmdm_pipeline.protect.crypto import decrypt_column, decrypt_frame, encrypt_changed, encrypt_column, encrypt_frame
 from cmdm_pipeline.protect.keys import init_key_file, new_kek_id, new_key, read_key_file
 from cmdm_pipeline.protect.keystore import KeyStore, master_owner

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cmdm_pipeline.protect.keystore import KeyStore
 from cmdm_pipeline.stages.fields import clean_text
+from cmdm_pipeline.stages.history import VERSION_DIGEST
 
 IndexKind = Literal["email", "phone", "national_id"]
 INDEX_KINDS: tuple[IndexKind, ...] = ("email", "phone", "national_id")
@@ -139,3 +140,12 @@ def expand(compact: pl.Series, present: pl.Series) -> pl.Series:
     # A null position gathers a null: one pass, and faster than scattering into a null column.
     position = pl.select(pl.when(present).then(present.cast(pl.UInt32).cum_sum() - 1)).to_series()
     return compact.gather(position)
+
+
+#: The digest domain of golden record versions: part of every stored digest, so fixed (not the table name).
+VERSION_DOMAIN = "golden_customers version"
+
+
+def version_digests(golden: pl.DataFrame, columns: list[str], keys: KeyStore) -> pl.Series:
+    """Each golden record's keyed digest of its values: equal digests, same version."""
+    return row_digests(golden, ["master_id", *columns], VERSION_DOMAIN, keys, skip_nulls=True).alias(VERSION_DIGEST)

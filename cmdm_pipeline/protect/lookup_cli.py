@@ -79,12 +79,10 @@ def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[n
 
 
 def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.assets.consent import CONSENT_CURRENT
-    from cmdm_pipeline.assets.master import GOLDEN
-    from cmdm_pipeline.protect.at_rest import AtRest
+    from cmdm_pipeline.protect.at_rest import AtRest, open_warehouse
     from cmdm_pipeline.protect.lenses import build_lens, load_lens_keys
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN
 
     kind, value = next((k, v) for k, v in (("email", args.email), ("phone", args.phone),
                                            ("national_id", args.national_id)) if v is not None)

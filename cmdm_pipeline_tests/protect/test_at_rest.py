@@ -15,7 +15,7 @@ from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, plaintext_personal_
 from cmdm_pipeline.quality.checks import personal_data_encrypted_verdict
 from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
 from cmdm_pipeline.protect.lookup import lookup_index, probe
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.at_rest import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 
 GOLDEN = pl.DataFrame({

@@ -29,7 +29,7 @@ from cmdm_pipeline.protect.keys import (
 from cmdm_pipeline.protect.keys_cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, keys_command
 from cmdm_pipeline.protect.keystore import KeyStore, keystore_path
 from cmdm_pipeline.protect.keystore_pairing import KEY_STORE_TABLE, new_store, read_warehouse_side
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.at_rest import open_warehouse
 
 pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
 

@@ -155,7 +155,7 @@ def _service_names(folder: Path, key: str) -> list[str]:
 
 
 def load_store(config):  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.protect.at_rest import open_warehouse
 
     return open_warehouse(config)
 

@@ -186,7 +186,7 @@ def test_the_erasure_step_removes_the_subject_from_postgresql_before_anything_el
 
     from cmdm_pipeline.protect.erasure_apply import process_erasure
     from cmdm_pipeline.protect.erasure_requests import record_request
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.protect.at_rest import open_warehouse
     from cmdm_pipeline_tests.conftest import GOOD_CSV
     from cmdm_pipeline_tests.protect.test_lenses_job import CONSENT as JOB_CONSENT, EVENTS, LENSES, run
 
