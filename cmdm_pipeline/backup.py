@@ -9,7 +9,7 @@ checkpoint, so no run can change the file meanwhile and the copy needs no WAL; i
 
 Restore: stop runs, put the backup back at ``warehouse.path``. It still names its key store (table
 ``cmdm_key_store``), so it opens only with the store it was paired with (see
-:mod:`cmdm_pipeline.protect.keystore_pairing`).
+:mod:`cmdm_pipeline.protect.keys.pairing`).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def backup_command(args: argparse.Namespace) -> int:
 
 def backup_warehouse(config: ProjectConfig, dest: Path) -> Backup:
     """Copy the warehouse file to ``dest`` (see the module doc); raises :class:`BackupRefused`."""
-    from cmdm_pipeline.protect.erasure_apply import marker_path
-    from cmdm_pipeline.protect.keystore_pairing import read_warehouse_side
+    from cmdm_pipeline.protect.erasure.apply import marker_path
+    from cmdm_pipeline.protect.keys.pairing import read_warehouse_side
     from cmdm_pipeline.warehouse import Warehouse
 
     source = config.warehouse_path

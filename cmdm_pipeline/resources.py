@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.run_lock import run_lock
 from cmdm_pipeline.warehouse import Warehouse
 

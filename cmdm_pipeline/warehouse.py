@@ -8,7 +8,7 @@ With ``at_rest`` (the default when the config has ``protection.encrypt``), perso
 encrypted on the way in and decrypted by :meth:`Warehouse.read`: stages see plaintext, the file
 holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLOBs). Such a warehouse
 opens its key store before its first connection, and refuses a missing or different one
-(:mod:`cmdm_pipeline.protect.keystore_pairing`; the pairing lives in table ``cmdm_key_store``).
+(:mod:`cmdm_pipeline.protect.keys.pairing`; the pairing lives in table ``cmdm_key_store``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import polars as pl
 import pyarrow as pa
 
 from cmdm_pipeline.faults import crash_point
-from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, AtRest
-from cmdm_pipeline.protect.keys import ProtectionError
+from cmdm_pipeline.protect.keys.at_rest import ENCRYPTED_COLUMNS, AtRest
+from cmdm_pipeline.protect.keys.kek import ProtectionError
 from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.sql import quote_identifier, statement
 
@@ -85,7 +85,7 @@ class Warehouse:
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.at_rest is not None:
             # The key store is opened, and checked against this warehouse, before anything is read or written:
-            # a missing or different store, or a wrong key, stops here (protect/keystore_pairing.py).
+            # a missing or different store, or a wrong key, stops here (protect/keys/pairing.py).
             self.at_rest.open_keys()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import yaml
 
 from cmdm_pipeline.cli import EXIT_OK, EXIT_RUN_FAILED, main
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import pytest
 
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.protect.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.tables import column_description, raw_columns, type_name
 from cmdm_pipeline_tests.conftest import GOOD_CSV, REPO_ROOT, csv_source
 from cmdm_pipeline_tests.protect.test_consent_job import CONSENT, EVENTS, SHOP_SOURCE, shop

@@ -6,10 +6,10 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
-from cmdm_pipeline.protect.blind_index import version_digests
-from cmdm_pipeline.protect.erasure_history import record_history_sources
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.keys.at_rest import AtRest, plaintext_personal_columns
+from cmdm_pipeline.protect.keys.blind_index import version_digests
+from cmdm_pipeline.protect.erasure.history import record_history_sources
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start

@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
+from cmdm_pipeline.protect.keys.at_rest import AtRest, plaintext_personal_columns
 from cmdm_pipeline.quality import checks
 from cmdm_pipeline.quality.docs import building_folder, docs_folder, publish
 from cmdm_pipeline.quality.expectations import SUITE_NAME

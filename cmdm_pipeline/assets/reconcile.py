@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.erasure_apply import rows_erased
+from cmdm_pipeline.protect.erasure.apply import rows_erased
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import quote_identifier, statement
 from cmdm_pipeline.stages.reconcile import assert_balanced, reconcile, source_shrinkage

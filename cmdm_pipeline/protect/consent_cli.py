@@ -60,7 +60,7 @@ def consent_command(args: argparse.Namespace) -> int:
 
 
 def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.at_rest import AtRest, open_warehouse
+    from cmdm_pipeline.protect.keys.at_rest import AtRest, open_warehouse
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
     from cmdm_pipeline.tables import CONSENT_CURRENT, CONSENT_HISTORY
 

@@ -63,7 +63,7 @@ def add_erase_parser(
 
 def erase_command(args: argparse.Namespace) -> int:
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys import ProtectionError
+    from cmdm_pipeline.protect.keys.kek import ProtectionError
 
     try:
         config = load_config(args.config)
@@ -88,9 +88,9 @@ def erase_command(args: argparse.Namespace) -> int:
 def _record_request(config, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
     import polars as pl
 
-    from cmdm_pipeline.protect.erasure_apply import open_keys
-    from cmdm_pipeline.protect.erasure_requests import ErasureRequestError, record_request
-    from cmdm_pipeline.protect.blind_index import blind_index
+    from cmdm_pipeline.protect.erasure.apply import open_keys
+    from cmdm_pipeline.protect.erasure.requests import ErasureRequestError, record_request
+    from cmdm_pipeline.protect.keys.blind_index import blind_index
     from cmdm_pipeline.stages.fields import clean_text, email, phone
 
     email_index = phone_index = None
@@ -113,7 +113,7 @@ def _record_request(config, args: argparse.Namespace) -> str:  # type: ignore[no
 def _print_log(config) -> int:  # type: ignore[no-untyped-def]
     import duckdb
 
-    from cmdm_pipeline.protect.erasure import LOG
+    from cmdm_pipeline.protect.erasure.subjects import LOG
     from cmdm_pipeline.sql import statement
     from cmdm_pipeline.warehouse import Warehouse
 

@@ -97,7 +97,7 @@ _READ_ONLY = ("init", "status")
 def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     """Run ``cmdm keys ACTION``; errors go to stderr as ``cmdm: ...`` with the exit codes above."""
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys import (
+    from cmdm_pipeline.protect.keys.kek import (
         KeyFileExistsError, KeyInUseError, KeyStoreBusyError, KeyStoreExistsError, KeyStoreMismatchError,
         KeyStoreMissingError, ProtectionError,
     )
@@ -132,7 +132,7 @@ def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = N
 
 
 def _init(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys import KEK_ENV, env_mode, init_key_file, key_file_path
+    from cmdm_pipeline.protect.keys.kek import KEK_ENV, env_mode, init_key_file, key_file_path
 
     if env_mode(environ):
         print(f"cmdm: {KEK_ENV} is set, so keys come from the environment and a key file would be ignored; "
@@ -151,7 +151,7 @@ def _init(config, args, environ) -> int:  # type: ignore[no-untyped-def]
 
 
 def _status(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.rotation import key_status
+    from cmdm_pipeline.protect.keys.rotation import key_status
 
     status = key_status(config, environ)
     store, keyring = status.store, status.keyring
@@ -179,12 +179,12 @@ def _status(config, args, environ) -> int:  # type: ignore[no-untyped-def]
 
 
 def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys import KEK_ENV, PREVIOUS_KEK_ENV
+    from cmdm_pipeline.protect.keys.kek import KEK_ENV, PREVIOUS_KEK_ENV
     import getpass
 
     import duckdb
 
-    from cmdm_pipeline.protect.rotation import audit_rotation, rotate
+    from cmdm_pipeline.protect.keys.rotation import audit_rotation, rotate
 
     result = rotate(config, environ)
     total = sum(result.rewrapped.values())
@@ -208,8 +208,8 @@ def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
 
 
 def _retire(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys import PREVIOUS_KEK_ENV
-    from cmdm_pipeline.protect.rotation import retire
+    from cmdm_pipeline.protect.keys.kek import PREVIOUS_KEK_ENV
+    from cmdm_pipeline.protect.keys.rotation import retire
 
     result = retire(config, args.kek_id, environ)
     if result.removed_from is not None:
@@ -221,7 +221,7 @@ def _retire(config, args, environ) -> int:  # type: ignore[no-untyped-def]
 
 
 def _new_store(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keystore_pairing import new_store
+    from cmdm_pipeline.protect.keys.pairing import new_store
 
     result = new_store(config, environ)
     print(f"started key store {result.store_id} at {result.path}; the warehouse {config.warehouse_path} is paired "

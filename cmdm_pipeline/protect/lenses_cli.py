@@ -3,7 +3,7 @@
 ``list`` prints names, counts and paths only. ``key`` prints key material on purpose, and only that one
 lens's key: it is how an operator holding the KEK hands a business area the key to its encrypted file.
 ``key --rotate`` prints no key: it makes the lens's next key generation (see
-:mod:`cmdm_pipeline.protect.lenses_keys`), used from the next publication, and logs ``lens_key_rotated``.
+:mod:`cmdm_pipeline.protect.lenses.keys`), used from the next publication, and logs ``lens_key_rotated``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def lenses_command(args: argparse.Namespace) -> int:
     import duckdb
 
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys import KeyMissingError, KeyStoreBusyError, ProtectionError
+    from cmdm_pipeline.protect.keys.kek import KeyMissingError, KeyStoreBusyError, ProtectionError
 
     if args.lenses_action is None:
         args.lenses_parser.print_help(sys.stderr)
@@ -104,7 +104,7 @@ def lenses_command(args: argparse.Namespace) -> int:
 
 def _list(config) -> int:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.console import table
-    from cmdm_pipeline.protect.lenses import column_treatments, lens_folder, lens_formats, revealed_pii
+    from cmdm_pipeline.protect.lenses.build import column_treatments, lens_folder, lens_formats, revealed_pii
 
     if not config.lenses:
         print("no lenses configured (cmdm.yaml, `lenses:`)")
@@ -134,10 +134,10 @@ def _list(config) -> int:  # type: ignore[no-untyped-def]
 
 
 def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys import load_keyring
-    from cmdm_pipeline.protect.keystore import KeyStore
-    from cmdm_pipeline.protect.lenses import lens_folder, load_lens_keys, revealed_pii
-    from cmdm_pipeline.protect.lenses_keys import read_generations
+    from cmdm_pipeline.protect.keys.kek import load_keyring
+    from cmdm_pipeline.protect.keys.keystore import KeyStore
+    from cmdm_pipeline.protect.lenses.build import lens_folder, load_lens_keys, revealed_pii
+    from cmdm_pipeline.protect.lenses.keys import read_generations
     from cmdm_pipeline.warehouse import Warehouse
 
     lens = next((lens for lens in config.lenses if lens.name == name), None)
@@ -169,7 +169,7 @@ def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def
 def _rotate(config, key_store, name: str) -> int:  # type: ignore[no-untyped-def]
     import getpass
 
-    from cmdm_pipeline.protect.lenses_keys import rotate_lens_key
+    from cmdm_pipeline.protect.lenses.keys import rotate_lens_key
 
     rotated = rotate_lens_key(config, key_store, name, f"cli:{getpass.getuser()}")
     print(f"lens {name}: key generation {rotated.generation} created (data key id {rotated.data_key_id}); the next "

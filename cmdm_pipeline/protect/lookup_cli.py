@@ -63,8 +63,8 @@ def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[n
     one in use (1), a key or lens problem (2)."""
     import duckdb
 
-    from cmdm_pipeline.protect.keys import ProtectionError
-    from cmdm_pipeline.protect.lenses import LensError
+    from cmdm_pipeline.protect.keys.kek import ProtectionError
+    from cmdm_pipeline.protect.lenses.build import LensError
 
     try:
         return read()
@@ -79,8 +79,8 @@ def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[n
 
 
 def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.at_rest import AtRest, open_warehouse
-    from cmdm_pipeline.protect.lenses import build_lens, load_lens_keys
+    from cmdm_pipeline.protect.keys.at_rest import AtRest, open_warehouse
+    from cmdm_pipeline.protect.lenses.build import build_lens, load_lens_keys
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
     from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN
 

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.assets.master import write_golden
-from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, plaintext_personal_columns
+from cmdm_pipeline.protect.keys.at_rest import ENCRYPTED_COLUMNS, plaintext_personal_columns
 from cmdm_pipeline.quality.checks import personal_data_encrypted_verdict
-from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
+from cmdm_pipeline.protect.keys.kek import DecryptionError, ProtectionError
 from cmdm_pipeline.protect.lookup import lookup_index, probe
-from cmdm_pipeline.protect.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 
 GOLDEN = pl.DataFrame({

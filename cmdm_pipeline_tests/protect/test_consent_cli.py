@@ -9,7 +9,7 @@ import yaml
 from cmdm_pipeline.cli import main
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.protect.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, SCHEMA, csv_source
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from cmdm_pipeline.quality.expectations import SUITE_NAME
 from cmdm_pipeline.quality.measure import QualityInputs, golden_columns, measure_quality, presence_only_columns, record_columns
 from cmdm_pipeline.sample import generate
 from cmdm_pipeline.stages.validate import rule_failures
-from cmdm_pipeline.protect.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 

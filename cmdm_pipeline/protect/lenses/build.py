@@ -8,13 +8,13 @@ which are data (column -> allowed values), never SQL.
 
 Everything here is pure Polars on plaintext frames: the asset reads ``golden_customers`` and
 ``consent_current`` through the warehouse (which decrypts) and hands them in. Publishing is in
-:func:`publish_files`; PostgreSQL in :mod:`cmdm_pipeline.protect.lens_postgres`.
+:func:`publish_files`; PostgreSQL in :mod:`cmdm_pipeline.protect.lenses.postgres`.
 
 **Keys.** Each lens has its own random AES-256 *file key*, a data key in the key store (owner
 ``lens/<name>``, wrapped by the KEK like every data key): it encrypts the lens's Parquet file when the lens
 reveals personal data, and ``cmdm lenses key <name>`` prints it for the area that owns the lens.
 ``cmdm lenses key <name> --rotate`` makes the next generation (owner ``lens/<name>/<n>``), used from the
-next publication on; :mod:`cmdm_pipeline.protect.lenses_keys` keeps track of generations. Tokens use
+next publication on; :mod:`cmdm_pipeline.protect.lenses.keys` keeps track of generations. Tokens use
 an HMAC key derived (HKDF) from the blind-index root key with the lens name in the info string: stable
 across runs, KEK rotations and file-key rotations, different per lens, so two areas cannot join their tokens.
 """
@@ -33,8 +33,8 @@ import pyarrow.parquet.encryption as pqe
 
 from cmdm_pipeline.config import Lens, LensFormat, ProjectConfig
 from cmdm_pipeline.faults import crash_point
-from cmdm_pipeline.protect.blind_index import derive_key, keyed_digests
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.keys.blind_index import derive_key, keyed_digests
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.sql import statement
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.crypto import DIGEST_COLUMN, decrypt_frame, encrypt_changed, encrypt_frame
-from cmdm_pipeline.protect.keys import ProtectionError, load_keyring
-from cmdm_pipeline.protect.keystore import KeyStore, master_owner, record_owner
+from cmdm_pipeline.protect.keys.crypto import DIGEST_COLUMN, decrypt_frame, encrypt_changed, encrypt_frame
+from cmdm_pipeline.protect.keys.kek import ProtectionError, load_keyring
+from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner, record_owner
 from cmdm_pipeline.schema import LINEAGE_COLUMNS
 from cmdm_pipeline.stages.history import VERSION_DIGEST
 

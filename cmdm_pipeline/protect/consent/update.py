@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from cmdm_pipeline.config import ConsentConfig
-from cmdm_pipeline.protect.consent_events import EVENT_COLUMNS, UTC, ParsedEvents, ingest
+from cmdm_pipeline.protect.consent.events import EVENT_COLUMNS, UTC, ParsedEvents, ingest
 from cmdm_pipeline.schema import CustomerSchema, Kind
 
 HISTORY_COLUMNS: dict[str, pl.DataType] = {

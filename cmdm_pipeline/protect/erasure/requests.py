@@ -4,7 +4,7 @@ Every row read ends in one place: a checked request (processed once, by ``reques
 ``erasure_quarantine`` with its rules broken and a reason naming the row and column, never the value.
 
 The requests file holds no e-mail or phone: `cmdm erase` stores their blind indexes (keyed HMAC, see
-:mod:`cmdm_pipeline.protect.blind_index`), ids and a time, so nothing personal waits on disk for a run.
+:mod:`cmdm_pipeline.protect.keys.blind_index`), ids and a time, so nothing personal waits on disk for a run.
 A configured source holds what its owner put there (a ticketing system's export): it is read, never written.
 """
 
@@ -233,7 +233,7 @@ def record_request(
     now = now or dt.datetime.now(dt.UTC)
     request_id = request_id or f"cli-{now:%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
     path = requests_file(config)
-    from cmdm_pipeline.protect.keys import private_folder
+    from cmdm_pipeline.protect.keys.kek import private_folder
 
     private_folder(path.parent)
     if path.exists() and request_id in set(read_requests_file(path)["request_id"].drop_nulls()):

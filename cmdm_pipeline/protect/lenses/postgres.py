@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 
 from cmdm_pipeline.config import Lens, LensesTarget
-from cmdm_pipeline.protect.lenses import LENS_TABLE, LensError, tokenise, treatments
+from cmdm_pipeline.protect.lenses.build import LENS_TABLE, LensError, tokenise, treatments
 
 #: Comment that marks a schema as made by this pipeline for a lens (only those are ever dropped).
 SCHEMA_MARK = "cmdm_pipeline lens"

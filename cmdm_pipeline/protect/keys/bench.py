@@ -1,4 +1,4 @@
-"""Benchmark of encryption, blind indexes and key rotation: ``python -m cmdm_pipeline.protect.bench``.
+"""Benchmark of encryption, blind indexes and key rotation: ``python -m cmdm_pipeline.protect.keys.bench``.
 
 Prints seconds per operation on synthetic golden records (one master, hence one data key, per
 record; the PII columns of the shipped ``cmdm.yaml`` filled at realistic shares). Keys live in a
@@ -19,10 +19,10 @@ from typing import TypeVar
 
 import polars as pl
 
-from cmdm_pipeline.protect.blind_index import blind_index, version_digests
-from cmdm_pipeline.protect.crypto import decrypt_column, decrypt_frame, encrypt_changed, encrypt_column, encrypt_frame
-from cmdm_pipeline.protect.keys import init_key_file, new_kek_id, new_key, read_key_file
-from cmdm_pipeline.protect.keystore import KeyStore, master_owner
+from cmdm_pipeline.protect.keys.blind_index import blind_index, version_digests
+from cmdm_pipeline.protect.keys.crypto import decrypt_column, decrypt_frame, encrypt_changed, encrypt_column, encrypt_frame
+from cmdm_pipeline.protect.keys.kek import init_key_file, new_kek_id, new_key, read_key_file
+from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner
 from cmdm_pipeline.stages.history import VERSION_DIGEST
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ def timed(label: str, action: Callable[[], T]) -> T:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.protect.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.protect.keys.bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="golden records (default 1,000,000)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)

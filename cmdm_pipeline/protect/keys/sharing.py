@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from cmdm_pipeline.protect import aes_worker
+from cmdm_pipeline.protect.keys import aes_worker
 
 
 @dataclass(frozen=True)

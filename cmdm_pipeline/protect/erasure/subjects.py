@@ -13,7 +13,7 @@ from a requests source (plaintext, indexed in memory) resolve alike. What is fou
   anybody else holds. A household's shared landline is nobody's own, so it neither erases nor blocks the
   household;
 - **versions of other masters** that drew on their records (a wrong merge, later split), and masters
-  every version of which did (added to their masters): see :mod:`cmdm_pipeline.protect.erasure_history`;
+  every version of which did (added to their masters): see :mod:`cmdm_pipeline.protect.erasure.history`;
 - their **consent events** (by record, by master at ingest, or by an own e-mail or phone) and the rows of
   ``consent_quarantine`` about them: the quarantined row as read is parsed with the consent source's
   mapping and standardised as the consent stage does, and matches by record key, own e-mail or own phone;
@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
-from cmdm_pipeline.protect.blind_index import blind_index, derive_key, keyed_digests
-from cmdm_pipeline.protect.erasure_history import (
+from cmdm_pipeline.protect.keys.blind_index import blind_index, derive_key, keyed_digests
+from cmdm_pipeline.protect.erasure.history import (
     SOURCE_COLUMNS, VERSION_COLUMNS, VERSION_KEY, copied_versions, wholly_copied,
 )
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.schema import Kind
 
 UTC = pl.Datetime("us", "UTC")

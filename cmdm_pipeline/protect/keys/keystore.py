@@ -16,7 +16,7 @@ rebuilds this small file (:meth:`KeyStore.compact`) instead of the warehouse. Ta
 ``data_key_id`` (16 random bytes), ``owner``, ``kek_id``, ``nonce``, ``wrapped_key`` (AES-GCM under the
 KEK, associated data = key id + owner), ``created_at``, ``destroyed_at``; table ``keks``: the KEK ids
 that ever wrapped a key here, and when one was retired; table ``store_identity``: the store's id, which
-the warehouse records too (:mod:`.keystore_pairing`): a missing or different store is refused, never
+the warehouse records too (:mod:`.pairing`): a missing or different store is refused, never
 silently created, except for a brand-new project.
 
 Every access takes an exclusive lock file beside the store, so a pipeline run, ``cmdm keys rotate``
@@ -41,7 +41,7 @@ import duckdb
 import polars as pl
 
 from cmdm_pipeline.faults import crash_point
-from cmdm_pipeline.protect.keys import (
+from cmdm_pipeline.protect.keys.kek import (
     Keyring,
     KeyMissingError,
     KeyStoreBusyError,
@@ -84,7 +84,7 @@ def keystore_path(config: ProjectConfig, environ: Mapping[str, str] | None = Non
                   development: bool | None = None) -> Path:
     """``protection.keystore``, else the default of the key mode (``development``: the embedded key file, no
     ``CMDM_KEK``; None: read from ``environ``, default the process environment)."""
-    from cmdm_pipeline.protect.keys import development_mode
+    from cmdm_pipeline.protect.keys.kek import development_mode
 
     configured = config.protection.keystore
     if configured:
@@ -136,8 +136,8 @@ class KeyStore:
     def for_config(cls, config: ProjectConfig, keyring: Keyring | None, lock_timeout: float = 30.0,
                    environ: Mapping[str, str] | None = None) -> KeyStore:
         """The project's key store, checked against the warehouse it is paired with (refused if missing or
-        different; created only for a brand-new project); see :mod:`.keystore_pairing`."""
-        from cmdm_pipeline.protect.keystore_pairing import paired_store
+        different; created only for a brand-new project); see :mod:`.pairing`."""
+        from cmdm_pipeline.protect.keys.pairing import paired_store
 
         return paired_store(config, keyring, lock_timeout, environ)
 
@@ -251,7 +251,7 @@ class KeyStore:
 
     def _keyring(self) -> Keyring:
         if self.keyring is None:
-            from cmdm_pipeline.protect.keys import NO_KEK
+            from cmdm_pipeline.protect.keys.kek import NO_KEK
 
             raise KeyMissingError(NO_KEK)
         return self.keyring

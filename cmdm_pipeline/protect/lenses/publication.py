@@ -14,10 +14,10 @@ from pathlib import Path
 import polars as pl
 
 from cmdm_pipeline.config import Lens, ProjectConfig
-from cmdm_pipeline.protect.keystore import KeyStore
-from cmdm_pipeline.protect.lenses import (PublishedLens, build_lens, lens_folder, load_lens_keys, publish_files,
+from cmdm_pipeline.protect.keys.keystore import KeyStore
+from cmdm_pipeline.protect.lenses.build import (PublishedLens, build_lens, lens_folder, load_lens_keys, publish_files,
                                          report_folder)
-from cmdm_pipeline.protect.lenses_keys import Generations, Publication, read_generations, record_publications
+from cmdm_pipeline.protect.lenses.keys import Generations, Publication, read_generations, record_publications
 from cmdm_pipeline.warehouse import Warehouse
 
 GOLDEN, CONSENT_CURRENT = "golden_customers", "consent_current"
@@ -54,7 +54,7 @@ def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore,
     folder = report_folder(lens_folder(config))
     schemas = {}
     if config.lenses_target is not None:
-        from cmdm_pipeline.protect.lens_postgres import publish_postgres
+        from cmdm_pipeline.protect.lenses.postgres import publish_postgres
 
         schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
     retired = record_publications(store, key_store, _publications(built, published, schemas), generations,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from cmdm_pipeline.config import ConsentConfig, ProjectConfig
-from cmdm_pipeline.protect.digest import sha256_hex
+from cmdm_pipeline.protect.keys.digest import sha256_hex
 from cmdm_pipeline.stages.extract import read_mapped_rows
 from cmdm_pipeline.stages.fields import clean_text, email, phone
 

@@ -32,7 +32,7 @@ import polars as pl
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.stages.fields import clean_text
 from cmdm_pipeline.stages.history import VERSION_DIGEST
 

@@ -13,7 +13,7 @@ their ``_ID`` variables if the ids are set by hand), run ``cmdm keys rotate`` (r
 between work, with both keys loaded.
 
 Blind indexes do not change: their root key is a data key, re-wrapped like the others; the warehouse's
-copy of it (:mod:`.keystore_pairing`) is refreshed right after, and on any later opening if a crash came
+copy of it (:mod:`.pairing`) is refreshed right after, and on any later opening if a crash came
 between.
 
 **A kill mid-rotation** leaves the old store whole (the swap is one rename) and, at worst, the half-built
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cmdm_pipeline.faults import crash_point
-from cmdm_pipeline.protect.keys import (
+from cmdm_pipeline.protect.keys.kek import (
     Keyring,
     KeyInUseError,
     KeyMissingError,
@@ -45,7 +45,7 @@ from cmdm_pipeline.protect.keys import (
     new_key,
     remove_from_key_file,
 )
-from cmdm_pipeline.protect.keystore import KeyStore, StoreStatus, keystore_path
+from cmdm_pipeline.protect.keys.keystore import KeyStore, StoreStatus, keystore_path
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig
@@ -133,9 +133,9 @@ class KeyStatus:
 
 def key_status(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> KeyStatus:
     """KEK ids and data-key counts; with the keys verified against the store when they load."""
-    from cmdm_pipeline.protect.keys import ProtectionError
+    from cmdm_pipeline.protect.keys.kek import ProtectionError
 
-    from cmdm_pipeline.protect.keystore_pairing import paired_store
+    from cmdm_pipeline.protect.keys.pairing import paired_store
 
     try:
         keyring: Keyring | None = load_keyring(config, environ=environ)

@@ -12,7 +12,7 @@ with generation *n*). So:
   key store (and the store rebuilt): copies of older files can no longer be opened with a key from it.
 
 Tokens do not change with a rotation: their HMAC key is derived from the blind-index root key and the
-lens name (:func:`cmdm_pipeline.protect.lenses.token_key`), so an area's joins across runs keep working.
+lens name (:func:`cmdm_pipeline.protect.lenses.build.token_key`), so an area's joins across runs keep working.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.audit import append_audit, pipeline_actor
-from cmdm_pipeline.protect.keystore import KeyStore
-from cmdm_pipeline.protect.lenses import key_owner, load_lens_keys
+from cmdm_pipeline.protect.keys.keystore import KeyStore
+from cmdm_pipeline.protect.lenses.build import key_owner, load_lens_keys
 from cmdm_pipeline.warehouse import Warehouse
 
 LENS_KEYS = "lens_keys"
@@ -83,7 +83,7 @@ def rotate_lens_key(config: ProjectConfig, keys: KeyStore, lens: str, actor: str
                     now: dt.datetime | None = None) -> RotatedKey:
     """Create the next generation of ``lens``'s file key and record it (``lens_keys`` and a
     ``lens_key_rotated`` audit row, one transaction). The lens must have a key already (a first run made it):
-    otherwise :class:`~cmdm_pipeline.protect.keys.KeyMissingError`. Retried after a failure, it reuses the
+    otherwise :class:`~cmdm_pipeline.protect.keys.kek.KeyMissingError`. Retried after a failure, it reuses the
     key it made."""
     now = now or dt.datetime.now(dt.UTC)
     store = Warehouse(config.warehouse_path)

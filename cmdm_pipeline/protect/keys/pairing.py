@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cmdm_pipeline.faults import crash_point
-from cmdm_pipeline.protect.keys import (
+from cmdm_pipeline.protect.keys.kek import (
     Keyring,
     KeyStoreBusyError,
     KeyStoreExistsError,
@@ -42,7 +42,7 @@ from cmdm_pipeline.protect.keys import (
     key_file_is_default,
     load_keyring,
 )
-from cmdm_pipeline.protect.keystore import KeyStore, keystore_path
+from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path
 from cmdm_pipeline.sql import quote_identifier, statement
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def record_pairing(warehouse: Path, store_id: str, index_key: IndexKeyRow | None
 
 
 def _write_pairing(con: duckdb.DuckDBPyConnection, store_id: str, index_key: IndexKeyRow | None) -> None:
-    from cmdm_pipeline.protect.keystore import _utcnow
+    from cmdm_pipeline.protect.keys.keystore import _utcnow
 
     data_key_id, kek_id, nonce, wrapped = index_key or (None, None, None, None)
     con.execute(statement("warehouse/create_key_store", table=KEY_STORE_TABLE))

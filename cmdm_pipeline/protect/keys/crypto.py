@@ -18,7 +18,7 @@ one ``os.urandom`` call per batch, associated data from Polars (in the worker, f
 AES-GCM calls run through ``map(AESGCM.encrypt, ...)``: no Python bytecode per value.
 ``cryptography`` holds the GIL, so a large call shares its batches with a worker process
 (:mod:`.aes_worker`) on the second core: the worker takes them from the first, this process from the
-last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.bench`` prints the figures). Large tables go
+last (:mod:`.sharing`; ``python -m cmdm_pipeline.protect.keys.bench`` prints the figures). Large tables go
 ``ROWS_PER_PASS`` rows at a time, and each batch becomes Arrow as it is made, so the working copies
 stay a fraction of the table; while the worker seals or opens one pass, this process resolves the
 next pass's keys. Use the ``*_frame`` functions for tables with several PII columns: keys are
@@ -40,11 +40,11 @@ from typing import Literal, Protocol, TypeVar
 import polars as pl
 import pyarrow as pa
 
-from cmdm_pipeline.protect import aes_worker, sharing
-from cmdm_pipeline.protect.aes_worker import random_nonces
-from cmdm_pipeline.protect.blind_index import expand, row_digests
-from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
-from cmdm_pipeline.protect.keystore import DATA_KEY_ID_BYTES, KeyStore
+from cmdm_pipeline.protect.keys import aes_worker, sharing
+from cmdm_pipeline.protect.keys.aes_worker import random_nonces
+from cmdm_pipeline.protect.keys.blind_index import expand, row_digests
+from cmdm_pipeline.protect.keys.kek import DecryptionError, ProtectionError
+from cmdm_pipeline.protect.keys.keystore import DATA_KEY_ID_BYTES, KeyStore
 
 FORMAT_VERSION = 1
 _VERSION = bytes([FORMAT_VERSION])

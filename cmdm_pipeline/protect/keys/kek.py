@@ -1,6 +1,6 @@
 """Key-encryption keys (KEKs): where they come from, and the errors every key operation raises.
 
-A KEK only wraps data keys (see :mod:`cmdm_pipeline.protect.keystore`); it never touches data.
+A KEK only wraps data keys (see :mod:`cmdm_pipeline.protect.keys.keystore`); it never touches data.
 It comes from one of two places, checked in this order:
 
 - **the environment** (production): ``CMDM_KEK`` holds 32 random bytes in base64 (``openssl rand
@@ -39,7 +39,7 @@ import polars as pl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cmdm_pipeline.protect.aes_worker import NONCE_BYTES, opens, random_nonces
+from cmdm_pipeline.protect.keys.aes_worker import NONCE_BYTES, opens, random_nonces
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig, ProtectionConfig
