@@ -26,7 +26,7 @@ from cmdm_pipeline.protect.keys.kek import (
     load_keyring,
     new_key,
 )
-from cmdm_pipeline.protect.keys_cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, keys_command
+from cmdm_pipeline.cli.keys import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, keys_command
 from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path
 from cmdm_pipeline.protect.keys.pairing import KEY_STORE_TABLE, new_store, read_warehouse_side
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse

@@ -89,7 +89,10 @@ def _record_request(config, args: argparse.Namespace) -> str:  # type: ignore[no
     import polars as pl
 
     from cmdm_pipeline.protect.erasure.apply import open_keys
-    from cmdm_pipeline.protect.erasure.requests import ErasureRequestError, record_request
+    from cmdm_pipeline.protect.erasure.requests import (
+        ErasureRequestError,
+        record_request,
+    )
     from cmdm_pipeline.protect.keys.blind_index import blind_index
     from cmdm_pipeline.stages.fields import clean_text, email, phone
 

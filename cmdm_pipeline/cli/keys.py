@@ -98,8 +98,13 @@ def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     """Run ``cmdm keys ACTION``; errors go to stderr as ``cmdm: ...`` with the exit codes above."""
     from cmdm_pipeline.config import ConfigError, load_config
     from cmdm_pipeline.protect.keys.kek import (
-        KeyFileExistsError, KeyInUseError, KeyStoreBusyError, KeyStoreExistsError, KeyStoreMismatchError,
-        KeyStoreMissingError, ProtectionError,
+        KeyFileExistsError,
+        KeyInUseError,
+        KeyStoreBusyError,
+        KeyStoreExistsError,
+        KeyStoreMismatchError,
+        KeyStoreMissingError,
+        ProtectionError,
     )
 
     if args.keys_action is None:
@@ -132,7 +137,12 @@ def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = N
 
 
 def _init(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys.kek import KEK_ENV, env_mode, init_key_file, key_file_path
+    from cmdm_pipeline.protect.keys.kek import (
+        KEK_ENV,
+        env_mode,
+        init_key_file,
+        key_file_path,
+    )
 
     if env_mode(environ):
         print(f"cmdm: {KEK_ENV} is set, so keys come from the environment and a key file would be ignored; "
@@ -179,11 +189,11 @@ def _status(config, args, environ) -> int:  # type: ignore[no-untyped-def]
 
 
 def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys.kek import KEK_ENV, PREVIOUS_KEK_ENV
     import getpass
 
     import duckdb
 
+    from cmdm_pipeline.protect.keys.kek import KEK_ENV, PREVIOUS_KEK_ENV
     from cmdm_pipeline.protect.keys.rotation import audit_rotation, rotate
 
     result = rotate(config, environ)

@@ -69,7 +69,11 @@ def lenses_command(args: argparse.Namespace) -> int:
     import duckdb
 
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys.kek import KeyMissingError, KeyStoreBusyError, ProtectionError
+    from cmdm_pipeline.protect.keys.kek import (
+        KeyMissingError,
+        KeyStoreBusyError,
+        ProtectionError,
+    )
 
     if args.lenses_action is None:
         args.lenses_parser.print_help(sys.stderr)
@@ -104,7 +108,12 @@ def lenses_command(args: argparse.Namespace) -> int:
 
 def _list(config) -> int:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.console import table
-    from cmdm_pipeline.protect.lenses.build import column_treatments, lens_folder, lens_formats, revealed_pii
+    from cmdm_pipeline.protect.lenses.build import (
+        column_treatments,
+        lens_folder,
+        lens_formats,
+        revealed_pii,
+    )
 
     if not config.lenses:
         print("no lenses configured (cmdm.yaml, `lenses:`)")
@@ -136,7 +145,11 @@ def _list(config) -> int:  # type: ignore[no-untyped-def]
 def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.protect.keys.kek import load_keyring
     from cmdm_pipeline.protect.keys.keystore import KeyStore
-    from cmdm_pipeline.protect.lenses.build import lens_folder, load_lens_keys, revealed_pii
+    from cmdm_pipeline.protect.lenses.build import (
+        lens_folder,
+        load_lens_keys,
+        revealed_pii,
+    )
     from cmdm_pipeline.protect.lenses.keys import read_generations
     from cmdm_pipeline.warehouse import Warehouse
 

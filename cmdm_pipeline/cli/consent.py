@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from cmdm_pipeline.protect.lookup_cli import fail, reading_warehouse
+from cmdm_pipeline.cli.lookup import fail, reading_warehouse
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = (
