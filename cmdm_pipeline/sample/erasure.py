@@ -4,7 +4,7 @@ One request by e-mail, one by source record and one by mobile phone, picked from
 and POS files with the consent generator's subject pools, one for an e-mail nobody has (logged
 ``not_found``) and one planted bad row (a record id without its system)::
 
-    uv run python -m cmdm_pipeline.sample_erasure --sample data/sample --seed 42
+    uv run python -m cmdm_pipeline.sample.erasure --sample data/sample --seed 42
 
 Same files and seed, same bytes.
 """
@@ -15,8 +15,8 @@ import argparse
 import random
 from pathlib import Path
 
-from cmdm_pipeline.sample import write_csv
-from cmdm_pipeline.sample_consent import subject_pools
+from cmdm_pipeline.sample.generator import write_csv
+from cmdm_pipeline.sample.consent import subject_pools
 
 FILE_NAME = "erasure_requests.csv"
 COLUMNS = ("RequestId", "Email", "Phone", "MasterId", "SourceSystem", "SourceRecordId", "RequestedAt")

@@ -6,10 +6,10 @@ POS files, so the events resolve to masters. Grants, later withdrawals, same-sec
 (unknown purpose, channel and action, a bad timestamp, no subject, an invalid e-mail, an unknown
 source, an exact copy) and one subject nobody has::
 
-    uv run python -m cmdm_pipeline.sample_consent --sample data/sample --seed 42
+    uv run python -m cmdm_pipeline.sample.consent --sample data/sample --seed 42
 
 Same files and seed, same bytes: one ``random.Random`` seeded from the seed, times anchored to
-:data:`cmdm_pipeline.sample.REFERENCE_DATE`.
+:data:`cmdm_pipeline.sample.generator.REFERENCE_DATE`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
-from cmdm_pipeline.sample import REFERENCE_DATE, write_csv
+from cmdm_pipeline.sample.generator import REFERENCE_DATE, write_csv
 
 FILE_NAME = "consent_events.csv"
 COLUMNS = (
@@ -136,7 +136,7 @@ def write_consent_events(folder: Path, seed: int = 42, subjects: int = 200, out:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.sample_consent", description=(
+    parser = argparse.ArgumentParser(prog="python -m cmdm_pipeline.sample.consent", description=(
         "Write consent_events.csv for the customers of a sample folder (made by python -m cmdm_pipeline.sample)."))
     parser.add_argument("--sample", type=Path, default=Path("data/sample"), metavar="DIR", help="sample folder (default: data/sample)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")

@@ -1,6 +1,6 @@
 """Seeded generator of a civil person registry: one file of people keyed in again and again, badly.
 
-The bundled generator (:mod:`cmdm_pipeline.sample`) writes customers of five business systems,
+The bundled generator (:mod:`cmdm_pipeline.sample.generator`) writes customers of five business systems,
 linked mostly by e-mail addresses and phone numbers. Matching tuned on that data alone would learn
 to lean on contact details. This generator writes data of another shape, modelled on historical
 and civil person registries (and the public "historical persons" record-linkage benchmarks): no
@@ -23,9 +23,9 @@ Every row is a separately keyed registry entry of a true person, with its own er
 
 ``--emails`` adds an ``Email`` column (a sign-up list of the same people), drawn from its own
 random stream, so every other column stays byte for byte the same. ``truth/ground_truth.csv``
-names the true person of each row, in the format of :mod:`cmdm_pipeline.sample`::
+names the true person of each row, in the format of :mod:`cmdm_pipeline.sample.generator`::
 
-    uv run python -m cmdm_pipeline.sample_registry --records 100000 --seed 1 --out data/registry
+    uv run python -m cmdm_pipeline.sample.registry --records 100000 --seed 1 --out data/registry
 
 The same ``--records``, ``--seed`` and ``--emails`` always give byte-identical files: every random
 choice comes from ``random.Random`` instances seeded from the seed, Faker instances are seeded
@@ -49,7 +49,7 @@ from typing import Any
 from faker import Faker
 from nicknames import NickNamer
 
-from cmdm_pipeline.sample import (
+from cmdm_pipeline.sample.generator import (
     KEYBOARD_NEIGHBOURS,
     NICKNAMES,
     PERSONAL_EMAIL_PATTERNS,
@@ -1156,7 +1156,7 @@ def generate_registry(records: int, seed: int, out: Path, *, emails: bool = Fals
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Returns the parsed command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m cmdm_pipeline.sample_registry",
+        prog="python -m cmdm_pipeline.sample.registry",
         description=(
             "Generate a dirty civil person registry (registry.csv: names, birth date and place, postcode, "
             "occupation, gender; no e-mail or phone) and truth/ground_truth.csv naming each row's true person. "
