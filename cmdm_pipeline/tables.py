@@ -15,8 +15,9 @@ import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
 from cmdm_pipeline.protect.audit import AUDIT, AUDIT_COLUMNS
-from cmdm_pipeline.protect.consent.update import CURRENT_COLUMNS, HISTORY_COLUMNS
 from cmdm_pipeline.protect.consent.events import QUARANTINE_COLUMNS as CONSENT_QUARANTINE_COLUMNS
+from cmdm_pipeline.protect.consent.update import CURRENT_COLUMNS, HISTORY_COLUMNS
+from cmdm_pipeline.protect.erasure.requests import QUARANTINE_COLUMNS as ERASURE_QUARANTINE_COLUMNS
 from cmdm_pipeline.protect.erasure.subjects import (
     LOG,
     LOG_COLUMNS,
@@ -26,7 +27,6 @@ from cmdm_pipeline.protect.erasure.subjects import (
     TOMBSTONE_COLUMNS,
     TOMBSTONES,
 )
-from cmdm_pipeline.protect.erasure.requests import QUARANTINE_COLUMNS as ERASURE_QUARANTINE_COLUMNS
 from cmdm_pipeline.protect.lookup import INDEX_COLUMNS, LOOKUP_INDEX
 from cmdm_pipeline.quality.report import REPORT_COLUMNS, SCORE_COLUMNS
 from cmdm_pipeline.stages.fields import DTYPES

@@ -3,8 +3,6 @@ night keep their master ids (issue 19, item 3)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 import yaml

@@ -13,8 +13,8 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.erasure.subjects import LOG, NOTIFICATIONS, QUARANTINE, TOMBSTONES
 from cmdm_pipeline.protect.erasure.apply import process_erasure
+from cmdm_pipeline.protect.erasure.subjects import LOG, NOTIFICATIONS, QUARANTINE, TOMBSTONES
 from cmdm_pipeline.resources import WarehouseResource
 
 _SHOWN_REASONS = 3

@@ -14,8 +14,8 @@ import dagster as dg
 from cmdm_pipeline.config import Lens, ProjectConfig
 from cmdm_pipeline.protect.keys.kek import load_keyring
 from cmdm_pipeline.protect.keys.keystore import KeyStore
-from cmdm_pipeline.protect.lenses.publication import REPORTS, publish_lenses
 from cmdm_pipeline.protect.lenses.build import LENS_FOLDER, REPORT_FOLDER, column_treatments
+from cmdm_pipeline.protect.lenses.publication import REPORTS, publish_lenses
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN
 

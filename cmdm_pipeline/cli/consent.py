@@ -60,7 +60,7 @@ def consent_command(args: argparse.Namespace) -> int:
 
 
 def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys.at_rest import AtRest, open_warehouse
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse, warehouse_keys
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
     from cmdm_pipeline.tables import CONSENT_CURRENT, CONSENT_HISTORY
 
@@ -78,7 +78,7 @@ def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untype
         if LOOKUP_INDEX not in tables:
             return fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOTHING)
         kind, value = ("email", args.email) if args.email is not None else ("phone", args.phone)
-        keys = (store.at_rest or AtRest(config)).keys
+        keys = warehouse_keys(store, config)
         found = find_masters(store, kind, value, keys, country=args.country.upper() if args.country else None)
         if found is None:
             return fail(f"the {kind} given is empty once normalised", EXIT_USAGE)

@@ -63,7 +63,7 @@ def add_erase_parser(
 
 def erase_command(args: argparse.Namespace) -> int:
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys.kek import ProtectionError
+    from cmdm_pipeline.errors import ProtectionError
 
     try:
         config = load_config(args.config)

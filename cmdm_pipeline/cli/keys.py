@@ -97,6 +97,7 @@ _READ_ONLY = ("init", "status")
 def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     """Run ``cmdm keys ACTION``; errors go to stderr as ``cmdm: ...`` with the exit codes above."""
     from cmdm_pipeline.config import ConfigError, load_config
+    from cmdm_pipeline.errors import ProtectionError
     from cmdm_pipeline.protect.keys.kek import (
         KeyFileExistsError,
         KeyInUseError,
@@ -104,7 +105,6 @@ def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = N
         KeyStoreExistsError,
         KeyStoreMismatchError,
         KeyStoreMissingError,
-        ProtectionError,
     )
 
     if args.keys_action is None:

@@ -69,11 +69,8 @@ def lenses_command(args: argparse.Namespace) -> int:
     import duckdb
 
     from cmdm_pipeline.config import ConfigError, load_config
-    from cmdm_pipeline.protect.keys.kek import (
-        KeyMissingError,
-        KeyStoreBusyError,
-        ProtectionError,
-    )
+    from cmdm_pipeline.errors import ProtectionError
+    from cmdm_pipeline.protect.keys.kek import KeyMissingError, KeyStoreBusyError
 
     if args.lenses_action is None:
         args.lenses_parser.print_help(sys.stderr)

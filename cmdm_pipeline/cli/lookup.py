@@ -63,7 +63,7 @@ def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[n
     one in use (1), a key or lens problem (2)."""
     import duckdb
 
-    from cmdm_pipeline.protect.keys.kek import ProtectionError
+    from cmdm_pipeline.errors import ProtectionError
     from cmdm_pipeline.protect.lenses.build import LensError
 
     try:
@@ -79,7 +79,7 @@ def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[n
 
 
 def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.keys.at_rest import AtRest, open_warehouse
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse, warehouse_keys
     from cmdm_pipeline.protect.lenses.build import build_lens, load_lens_keys
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
     from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN
@@ -89,7 +89,7 @@ def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-u
     store = open_warehouse(config)
     if LOOKUP_INDEX not in store.tables():
         return fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOT_FOUND)
-    keys = (store.at_rest or AtRest(config)).keys
+    keys = warehouse_keys(store, config)
     ids = find_masters(store, kind, value, keys, country=args.country.upper() if args.country else None)
     if ids is None:
         return fail(f"the {kind.replace('_', ' ')} given is empty once normalised", EXIT_USAGE)

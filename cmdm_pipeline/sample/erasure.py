@@ -15,8 +15,8 @@ import argparse
 import random
 from pathlib import Path
 
-from cmdm_pipeline.sample.generator import write_csv
 from cmdm_pipeline.sample.consent import subject_pools
+from cmdm_pipeline.sample.generator import write_csv
 
 FILE_NAME = "erasure_requests.csv"
 COLUMNS = ("RequestId", "Email", "Phone", "MasterId", "SourceSystem", "SourceRecordId", "RequestedAt")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.protect.keys import aes_worker, crypto, sharing
 from cmdm_pipeline.protect.keys.blind_index import blind_index, normalise
 from cmdm_pipeline.protect.keys.crypto import (
@@ -23,7 +24,7 @@ from cmdm_pipeline.protect.keys.crypto import (
     encrypt_column,
     encrypt_frame,
 )
-from cmdm_pipeline.protect.keys.kek import DecryptionError, KeyMissingError, ProtectionError, init_key_file, read_key_file
+from cmdm_pipeline.protect.keys.kek import DecryptionError, KeyMissingError, init_key_file, read_key_file
 from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner, record_owner
 
 TABLE = "golden_customers"

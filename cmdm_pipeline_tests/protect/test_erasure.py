@@ -10,16 +10,25 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.cli import main
-from cmdm_pipeline.protect.erasure.subjects import (
-    Known, contact_frame, erased_rows, index_requests, quarantine_subjects, resolve_request, tombstones_of,
-)
 from cmdm_pipeline.protect.erasure.apply import open_keys
-from cmdm_pipeline.protect.erasure.requests import (
-    REQUEST_COLUMNS, parse_source_requests, read_requests, read_source_requests, record_request, requests_file,
-)
 from cmdm_pipeline.protect.erasure.rebuild import rebuild_duckdb_file, wal_path
+from cmdm_pipeline.protect.erasure.requests import (
+    REQUEST_COLUMNS,
+    read_requests,
+    read_source_requests,
+    record_request,
+    requests_file,
+)
+from cmdm_pipeline.protect.erasure.subjects import (
+    Known,
+    contact_frame,
+    erased_rows,
+    index_requests,
+    quarantine_subjects,
+    resolve_request,
+    tombstones_of,
+)
 from cmdm_pipeline.stages.extract import SourceError, extract
-from cmdm_pipeline_tests.conftest import csv_source
 
 NOW = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 ERASURE = {"source": {"kind": "csv", "path": "erasure.csv", "columns": {

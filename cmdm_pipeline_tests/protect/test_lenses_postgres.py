@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import Lens, LensesTarget
-from cmdm_pipeline.protect.lenses.postgres import erase_masters, lens_role, lens_schema, publish_postgres
 from cmdm_pipeline.protect.lenses.build import build_lens, tokenise
+from cmdm_pipeline.protect.lenses.postgres import erase_masters, lens_role, lens_schema, publish_postgres
 from cmdm_pipeline_tests.protect.test_lenses import CONSENT, CUSTOMER_SCHEMA, GOLDEN, KEY
 
 PG_URL = os.environ.get("CMDM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -188,7 +188,8 @@ def test_the_erasure_step_removes_the_subject_from_postgresql_before_anything_el
     from cmdm_pipeline.protect.erasure.requests import record_request
     from cmdm_pipeline.protect.keys.at_rest import open_warehouse
     from cmdm_pipeline_tests.conftest import GOOD_CSV
-    from cmdm_pipeline_tests.protect.test_lenses_job import CONSENT as JOB_CONSENT, EVENTS, LENSES, run
+    from cmdm_pipeline_tests.protect.test_lenses_job import CONSENT as JOB_CONSENT
+    from cmdm_pipeline_tests.protect.test_lenses_job import EVENTS, LENSES, run
 
     config = make_project(files={"crm.csv": GOOD_CSV, "consent.csv": EVENTS}, consent=JOB_CONSENT, lenses=LENSES,
                           lenses_target=target.model_dump())

@@ -45,20 +45,43 @@ import polars as pl
 from cmdm_pipeline.config import ProjectConfig, Source
 from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.audit import AUDIT, audit_rows, decision_audit_ids, pipeline_actor
-from cmdm_pipeline.protect.keys.blind_index import blind_index
-from cmdm_pipeline.protect.erasure.subjects import (
-    DECISIONS_SYSTEM, LOG, LOG_COLUMNS, NOTIFICATION_COLUMNS, NOTIFICATIONS, OWN_TABLES, QUARANTINE, SUPPRESSED,
-    TOMBSTONE_COLUMNS, TOMBSTONES, UTC, Known, Subject, contact_frame, erased_events, erased_rows, index_requests,
-    quarantine_subjects, resolve_request, subject_of_owners, suppressed_row, tombstones_of,
-)
 from cmdm_pipeline.protect.erasure.history import (
-    HISTORY, HISTORY_SOURCES, SOURCE_COLUMNS, VERSION_COLUMNS, record_history_sources,
+    HISTORY,
+    HISTORY_SOURCES,
+    SOURCE_COLUMNS,
+    VERSION_COLUMNS,
+    record_history_sources,
 )
+from cmdm_pipeline.protect.erasure.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.protect.erasure.requests import QUARANTINE_COLUMNS, Requests, read_requests
+from cmdm_pipeline.protect.erasure.subjects import (
+    DECISIONS_SYSTEM,
+    LOG,
+    LOG_COLUMNS,
+    NOTIFICATION_COLUMNS,
+    NOTIFICATIONS,
+    OWN_TABLES,
+    QUARANTINE,
+    SUPPRESSED,
+    TOMBSTONE_COLUMNS,
+    TOMBSTONES,
+    UTC,
+    Known,
+    Subject,
+    contact_frame,
+    erased_events,
+    erased_rows,
+    index_requests,
+    quarantine_subjects,
+    resolve_request,
+    subject_of_owners,
+    suppressed_row,
+    tombstones_of,
+)
+from cmdm_pipeline.protect.keys.blind_index import blind_index
 from cmdm_pipeline.protect.keys.kek import load_keyring
 from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.protect.lenses.publication import CONSENT_CURRENT, GOLDEN, publish_lenses
-from cmdm_pipeline.protect.erasure.rebuild import rebuild_duckdb_file
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.sql import statement
 from cmdm_pipeline.warehouse import Warehouse, append_new_rows, write_table
@@ -274,8 +297,8 @@ def erase_lens_rows(config: ProjectConfig, keys: KeyStore, subjects: list[Subjec
     transaction for every subject and lens; rows removed per request and table."""
     if config.lenses_target is None or not subjects:
         return {}
-    from cmdm_pipeline.protect.lenses.postgres import erase_masters
     from cmdm_pipeline.protect.lenses.build import token_key
+    from cmdm_pipeline.protect.lenses.postgres import erase_masters
 
     tokens = {lens.name: token_key(keys, lens.name) for lens in config.lenses}
     return erase_masters(config.lenses_target, config.lenses, {s.request_id: s.lens_masters() for s in subjects},

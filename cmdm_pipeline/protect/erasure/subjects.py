@@ -44,10 +44,14 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
-from cmdm_pipeline.protect.keys.blind_index import blind_index, derive_key, keyed_digests
 from cmdm_pipeline.protect.erasure.history import (
-    SOURCE_COLUMNS, VERSION_COLUMNS, VERSION_KEY, copied_versions, wholly_copied,
+    SOURCE_COLUMNS,
+    VERSION_COLUMNS,
+    VERSION_KEY,
+    copied_versions,
+    wholly_copied,
 )
+from cmdm_pipeline.protect.keys.blind_index import blind_index, derive_key, keyed_digests
 from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.schema import Kind
 

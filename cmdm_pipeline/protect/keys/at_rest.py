@@ -28,21 +28,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.protect.keys.crypto import DIGEST_COLUMN, decrypt_frame, encrypt_changed, encrypt_frame
-from cmdm_pipeline.protect.keys.kek import ProtectionError, load_keyring
+from cmdm_pipeline.protect.keys.kek import load_keyring
 from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner, record_owner
 from cmdm_pipeline.schema import LINEAGE_COLUMNS
 from cmdm_pipeline.stages.history import VERSION_DIGEST
+from cmdm_pipeline.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from cmdm_pipeline.warehouse import Warehouse
-
-ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
 #: Plaintext types a ciphertext column can be read back as.
 PLAINTEXT_TYPES: dict[str, pl.DataType] = {
     "String": pl.String(), "Date": pl.Date(), "Int64": pl.Int64(), "Float64": pl.Float64(),
@@ -211,7 +208,10 @@ def plaintext_personal_columns(at_rest: AtRest, stored: dict[str, dict[str, str]
 def open_warehouse(config: ProjectConfig, path: Path | None = None) -> Warehouse:
     """The project's warehouse (or the one at ``path``), encrypting personal columns at rest unless
     ``protection.encrypt`` is off."""
-    from cmdm_pipeline.warehouse import Warehouse
-
     at_rest = AtRest(config) if config.protection.encrypt else None
     return Warehouse(path or config.warehouse_path, at_rest, config.warehouse.memory_limit)
+
+
+def warehouse_keys(store: Warehouse, config: ProjectConfig) -> KeyStore:
+    """The key store of ``store``'s encryption, else (a warehouse opened without it) the project's."""
+    return (store.at_rest if isinstance(store.at_rest, AtRest) else AtRest(config)).keys

@@ -20,7 +20,13 @@ from typing import TypeVar
 import polars as pl
 
 from cmdm_pipeline.protect.keys.blind_index import blind_index, version_digests
-from cmdm_pipeline.protect.keys.crypto import decrypt_column, decrypt_frame, encrypt_changed, encrypt_column, encrypt_frame
+from cmdm_pipeline.protect.keys.crypto import (
+    decrypt_column,
+    decrypt_frame,
+    encrypt_changed,
+    encrypt_column,
+    encrypt_frame,
+)
 from cmdm_pipeline.protect.keys.kek import init_key_file, new_kek_id, new_key, read_key_file
 from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner
 from cmdm_pipeline.stages.history import VERSION_DIGEST

@@ -40,10 +40,11 @@ from typing import Literal, Protocol, TypeVar
 import polars as pl
 import pyarrow as pa
 
+from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.protect.keys import aes_worker, sharing
 from cmdm_pipeline.protect.keys.aes_worker import random_nonces
 from cmdm_pipeline.protect.keys.blind_index import expand, row_digests
-from cmdm_pipeline.protect.keys.kek import DecryptionError, ProtectionError
+from cmdm_pipeline.protect.keys.kek import DecryptionError
 from cmdm_pipeline.protect.keys.keystore import DATA_KEY_ID_BYTES, KeyStore
 
 FORMAT_VERSION = 1

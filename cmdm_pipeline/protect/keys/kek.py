@@ -39,7 +39,8 @@ import polars as pl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cmdm_pipeline.protect.keys.aes_worker import NONCE_BYTES, opens, random_nonces
+from cmdm_pipeline.errors import ProtectionError
+from cmdm_pipeline.protect.keys.aes_worker import opens, random_nonces
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig, ProtectionConfig
@@ -57,10 +58,6 @@ _DEV_WARNING = (
     "encrypted data. Never use it in production: set CMDM_KEK from a secret manager instead."
 )
 NO_KEK = "no key-encryption key: set CMDM_KEK or run `cmdm keys init`"
-
-
-class ProtectionError(Exception):
-    """A key or encryption problem; the message names keys, tables and records, never values or key material."""
 
 
 class KeyMissingError(ProtectionError):

@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
+from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.keys.kek import (
-    Keyring,
+    KEY_BYTES,
     KeyMissingError,
+    Keyring,
     KeyStoreBusyError,
     KeyStoreMissingError,
-    ProtectionError,
-    KEY_BYTES,
     private_folder,
 )
 from cmdm_pipeline.sql import statement

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.keys.kek import (
     Keyring,
@@ -37,13 +38,13 @@ from cmdm_pipeline.protect.keys.kek import (
     KeyStoreExistsError,
     KeyStoreMismatchError,
     KeyStoreMissingError,
-    ProtectionError,
     development_mode,
     key_file_is_default,
     load_keyring,
 )
 from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path
 from cmdm_pipeline.sql import quote_identifier, statement
+from cmdm_pipeline.warehouse import ENCRYPTED_COLUMNS, Warehouse
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 KEY_STORE_TABLE = "cmdm_key_store"
 NEW_STORE_COMMAND = "cmdm keys new-store --discard-encrypted-data"
 _TOMBSTONES = "erasure_tombstones"
-_ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
 
 IndexKeyRow = tuple[bytes, str, bytes, bytes]  # data key id, KEK id, nonce, wrapped key
 
@@ -70,12 +70,10 @@ class WarehouseSide:
     def keyed(self) -> bool:
         """Whether anything here depends on a key store: a pairing, ciphertext, or tombstones. (With
         ``protection.encrypt`` off, a project's first key is needed only after its first tables.)"""
-        return self.store_id is not None or _ENCRYPTED_COLUMNS in self.tables or self.tombstones > 0
+        return self.store_id is not None or ENCRYPTED_COLUMNS in self.tables or self.tombstones > 0
 
 
 def read_warehouse_side(path: Path) -> WarehouseSide:
-    from cmdm_pipeline.warehouse import Warehouse
-
     if not path.exists():
         return WarehouseSide(path, [], None, None, 0)
     try:
@@ -131,8 +129,6 @@ def paired_store(config: ProjectConfig, keyring: Keyring | None, lock_timeout: f
 
 def record_pairing(warehouse: Path, store_id: str, index_key: IndexKeyRow | None) -> None:
     """Write the key store's id and the copy of its blind-index key into the warehouse (one transaction)."""
-    from cmdm_pipeline.warehouse import Warehouse
-
     with Warehouse(warehouse).connect() as con:
         con.begin()
         _write_pairing(con, store_id, index_key)
@@ -187,8 +183,6 @@ def new_store(config: ProjectConfig, environ: Mapping[str, str] | None = None) -
     """Start a new key store in place of a lost one: the warehouse's copy of the blind-index key goes in
     (tombstones and blind indexes keep matching), and the warehouse's encrypted tables are dropped, in one
     transaction with the new pairing. Refuses where a store exists, and where tombstones would stop matching."""
-    from cmdm_pipeline.warehouse import Warehouse
-
     keyring = load_keyring(config, environ=environ)
     path = keystore_path(config, development=_development(config, keyring, environ))
     if path.exists():
@@ -230,11 +224,11 @@ def new_store(config: ProjectConfig, environ: Mapping[str, str] | None = None) -
 
 def _drop_encrypted_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
-    if _ENCRYPTED_COLUMNS not in tables:
+    if ENCRYPTED_COLUMNS not in tables:
         return []
-    names = sorted(r[0] for r in con.sql(f"SELECT DISTINCT table_name FROM {_ENCRYPTED_COLUMNS}").fetchall()
+    names = sorted(r[0] for r in con.sql(f"SELECT DISTINCT table_name FROM {ENCRYPTED_COLUMNS}").fetchall()
                    if r[0] in tables)
     for name in names:
         con.execute(f"DROP TABLE {quote_identifier(name)}")
-    con.execute(f"DELETE FROM {_ENCRYPTED_COLUMNS}")
+    con.execute(f"DELETE FROM {ENCRYPTED_COLUMNS}")
     return names

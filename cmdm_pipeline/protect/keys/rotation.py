@@ -25,7 +25,6 @@ the job (crash points ``keys.rebuild_written``, ``keys.rotate_key_file_written``
 from __future__ import annotations
 
 import datetime as dt
-
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,9 +33,9 @@ from typing import TYPE_CHECKING
 
 from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.keys.kek import (
-    Keyring,
     KeyInUseError,
     KeyMissingError,
+    Keyring,
     add_to_key_file,
     development_mode,
     key_file_is_default,
@@ -133,8 +132,7 @@ class KeyStatus:
 
 def key_status(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> KeyStatus:
     """KEK ids and data-key counts; with the keys verified against the store when they load."""
-    from cmdm_pipeline.protect.keys.kek import ProtectionError
-
+    from cmdm_pipeline.errors import ProtectionError
     from cmdm_pipeline.protect.keys.pairing import paired_store
 
     try:

@@ -15,8 +15,14 @@ import polars as pl
 
 from cmdm_pipeline.config import Lens, ProjectConfig
 from cmdm_pipeline.protect.keys.keystore import KeyStore
-from cmdm_pipeline.protect.lenses.build import (PublishedLens, build_lens, lens_folder, load_lens_keys, publish_files,
-                                         report_folder)
+from cmdm_pipeline.protect.lenses.build import (
+    PublishedLens,
+    build_lens,
+    lens_folder,
+    load_lens_keys,
+    publish_files,
+    report_folder,
+)
 from cmdm_pipeline.protect.lenses.keys import Generations, Publication, read_generations, record_publications
 from cmdm_pipeline.warehouse import Warehouse
 
