@@ -21,7 +21,7 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str = Field(description="Path of the warehouse DuckDB file.")
 
     @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["WarehouseResource"]:
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[WarehouseResource]:
         """Hold the warehouse's run lock for the whole run (in-process: the resource lives as long as the run),
         so a second run, from the command line or the UI, is refused at once."""
         with run_lock(Path(self.path), context.run.run_id if context.run else "without a run id"):

@@ -190,7 +190,7 @@ class Warehouse:
         if stored and name in _table_names(con):
             columns = self.at_rest.compared_columns(name, con.table(quote_identifier(name)).columns)
             if columns:
-                previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())
+                previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())  # noqa: S608 - identifiers are constants or quoted, values bound
         return self.at_rest.seal(name, frame, previous)
 
     def _record_versions(self, con: duckdb.DuckDBPyConnection, versions: Versions, types: dict[str, str]) -> None:
@@ -269,7 +269,7 @@ class Warehouse:
         """
         with self.connect(read_only=True) as con:
             if rows is None:
-                frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+                frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()  # noqa: S608 - identifiers are constants or quoted, values bound
             else:
                 con.register("__cmdm_rows", rows.to_arrow())
                 frame = con.sql(statement("warehouse/select_rows", table=name, rows="__cmdm_rows", keys=rows.columns)).pl()
@@ -314,7 +314,7 @@ class Warehouse:
         with self.connect(read_only=True) as con:
             rows = con.sql("SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall()
             recorded = (
-                con.sql(f"SELECT table_name, column_name FROM {ENCRYPTED_COLUMNS}").fetchall()
+                con.sql(f"SELECT table_name, column_name FROM {ENCRYPTED_COLUMNS}").fetchall()  # noqa: S608 - identifiers are constants or quoted, values bound
                 if ENCRYPTED_COLUMNS in _table_names(con) else []
             )
         stored: dict[str, dict[str, str]] = {}

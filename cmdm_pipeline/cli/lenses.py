@@ -166,7 +166,7 @@ def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def
     note = "" if revealed_pii(lens, config.customer_schema) else (
         f"(lens {name} reveals no personal data: its files are not encrypted and need no key)\n")
     print(
-        f"{note}open {path} with the key above (from a secret store, e.g. $LENS_KEY):\n"
+        f"{note}open {path} with the key above (from a secret store, e.g. $LENS_KEY):\n"  # noqa: S608 - identifiers are constants or quoted, values bound
         f"  DuckDB:  PRAGMA add_parquet_key('{name}', '<key>');\n"
         f"           SELECT * FROM read_parquet('{path}', encryption_config = {{footer_key: '{name}'}});\n"
         f"  pyarrow: pq.read_table(path, decryption_properties=pyarrow.parquet.encryption."

@@ -156,7 +156,7 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         f"\nwarehouse: {shown}",
         "  tables: golden_customers, customer_xref, match_review_queue, validated_customers, quarantined_records,",
         "          run_reconciliation, golden_customers_history, ... (docs/reference/tables.md)",
-        f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('SELECT master_id, party_type, city, "
+        f"  look:   python -c \"import duckdb; duckdb.connect('{shown}', read_only=True).sql('SELECT master_id, party_type, city, "  # noqa: S608 - identifiers are constants or quoted, values bound
         "country, record_count, source_systems FROM golden_customers LIMIT 5').show()\"",
         "          (inside the project environment: .uv/bin/uv run python -c ...; personal columns are ciphertext: read them"
         " through a lens)",

@@ -20,7 +20,7 @@ import json
 import random
 import re
 from collections.abc import Sequence
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from cmdm_pipeline.sample.generator import REFERENCE_DATE, write_csv
@@ -31,8 +31,8 @@ COLUMNS = (
     "OccurredAt", "LawfulBasis", "PolicyVersion", "EvidenceRef",
 )
 _EMAIL = re.compile(r"^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$")
-_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
-_END = datetime.combine(REFERENCE_DATE, time(0), tzinfo=timezone.utc)
+_START = datetime(2024, 1, 1, tzinfo=UTC)
+_END = datetime.combine(REFERENCE_DATE, time(0), tzinfo=UTC)
 _EVIDENCE = {"email": "web-form", "sms": "sms-keyword", "phone": "call-recording", "post": "paper-form", "any": "web-form"}
 
 

@@ -906,9 +906,9 @@ class World:
 
     def _personal_email(self, first: str, last: str, dob: date, spec: CountrySpec) -> str:
         """Returns an unused personal e-mail address at one of the country's common providers."""
-        f, l = slug(first) or "x", slug(last) or "x"
+        f, la = slug(first) or "x", slug(last) or "x"
         yy, nn = f"{dob.year % 100:02d}", str(between(self.rng, 1, 99))
-        local = pick(self.rng, PERSONAL_EMAIL_PATTERNS).format(f=f, l=l, i=f[0], j=l[0], nn=nn, yy=yy, year=dob.year)
+        local = pick(self.rng, PERSONAL_EMAIL_PATTERNS).format(f=f, l=la, i=f[0], j=la[0], nn=nn, yy=yy, year=dob.year)
         domain = pick(self.rng, spec.providers)
         email = f"{local}@{domain}"
         while email in self.emails:
@@ -918,11 +918,11 @@ class World:
 
     def _work_email(self, first: str, last: str, domain: str) -> str:
         """Returns an unused e-mail address at the employer's domain."""
-        f, l = slug(first) or "x", slug(last) or "x"
-        local = pick(self.rng, WORK_EMAIL_PATTERNS).format(f=f, l=l, i=f[0])
+        f, la = slug(first) or "x", slug(last) or "x"
+        local = pick(self.rng, WORK_EMAIL_PATTERNS).format(f=f, l=la, i=f[0])
         email = f"{local}@{domain}"
         while email in self.emails:
-            email = f"{f}.{l}{between(self.rng, 2, 9)}@{domain}"
+            email = f"{f}.{la}{between(self.rng, 2, 9)}@{domain}"
         self.emails.add(email)
         return email
 

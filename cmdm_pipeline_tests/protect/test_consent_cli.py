@@ -52,7 +52,7 @@ def test_a_customer_found_by_email_shows_each_purpose_and_channel_and_the_histor
 
 def test_by_master_id_and_phone_agree(project, capsys) -> None:  # type: ignore[no-untyped-def]
     xref = open_warehouse(project).read("customer_xref")
-    alan = xref.filter((xref["source_record_id"] == "2"))["master_id"][0]
+    alan = xref.filter(xref["source_record_id"] == "2")["master_id"][0]
     assert consent(project, "--phone", "0161 496 0000", "--country", "GB") == 0
     by_phone = capsys.readouterr().out
     assert consent(project, "--master-id", alan) == 0
