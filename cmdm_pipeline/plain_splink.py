@@ -157,7 +157,7 @@ def run_plain_splink(records: pl.DataFrame, schema: CustomerSchema, seed: int, s
         for threshold in thresholds:
             clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
                 predictions, threshold_match_probability=threshold)
-            assigned = con.sql(f'SELECT unique_id, cluster_id FROM "{clusters.physical_name}"').pl()
+            assigned = con.sql(f'SELECT unique_id, cluster_id FROM "{clusters.physical_name}"').pl()  # noqa: S608 - identifiers are constants or quoted, values bound
             clusters.drop_table_from_database_and_remove_from_cache()
             run.clusters.append((threshold, assigned.join(keys, on="unique_id").select(*KEY, "cluster_id")))
     finally:

@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import AtRest
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.run_lock import run_lock
 from cmdm_pipeline.warehouse import Warehouse
 
@@ -21,7 +21,7 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str = Field(description="Path of the warehouse DuckDB file.")
 
     @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["WarehouseResource"]:
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[WarehouseResource]:
         """Hold the warehouse's run lock for the whole run (in-process: the resource lives as long as the run),
         so a second run, from the command line or the UI, is refused at once."""
         with run_lock(Path(self.path), context.run.run_id if context.run else "without a run id"):
@@ -30,8 +30,3 @@ class WarehouseResource(dg.ConfigurableResource):
     def get(self, config: ProjectConfig) -> Warehouse:
         """The warehouse, encrypting personal columns at rest unless ``protection.encrypt`` is off."""
         return open_warehouse(config, Path(self.path))
-
-
-def open_warehouse(config: ProjectConfig, path: Path | None = None) -> Warehouse:
-    at_rest = AtRest(config) if config.protection.encrypt else None
-    return Warehouse(path or config.warehouse_path, at_rest, config.warehouse.memory_limit)

@@ -16,9 +16,10 @@ import polars as pl
 
 from cmdm_pipeline.config import Lens, ProjectConfig, Source
 from cmdm_pipeline.protect.audit import AUDIT, AUDIT_COLUMNS
-from cmdm_pipeline.protect.consent import CURRENT_COLUMNS, HISTORY_COLUMNS
-from cmdm_pipeline.protect.consent_events import QUARANTINE_COLUMNS as CONSENT_QUARANTINE_COLUMNS
-from cmdm_pipeline.protect.erasure import (
+from cmdm_pipeline.protect.consent.events import QUARANTINE_COLUMNS as CONSENT_QUARANTINE_COLUMNS
+from cmdm_pipeline.protect.consent.update import CURRENT_COLUMNS, HISTORY_COLUMNS
+from cmdm_pipeline.protect.erasure.requests import QUARANTINE_COLUMNS as ERASURE_QUARANTINE_COLUMNS
+from cmdm_pipeline.protect.erasure.subjects import (
     LOG,
     LOG_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -27,9 +28,8 @@ from cmdm_pipeline.protect.erasure import (
     TOMBSTONE_COLUMNS,
     TOMBSTONES,
 )
-from cmdm_pipeline.protect.erasure_requests import QUARANTINE_COLUMNS as ERASURE_QUARANTINE_COLUMNS
-from cmdm_pipeline.protect.lens_publication import REPORTS
-from cmdm_pipeline.protect.lenses import CONSENT_CHANNELS, treatments
+from cmdm_pipeline.protect.lenses.build import CONSENT_CHANNELS, treatments
+from cmdm_pipeline.protect.lenses.publication import REPORTS
 from cmdm_pipeline.protect.lookup import INDEX_COLUMNS, LOOKUP_INDEX
 from cmdm_pipeline.quality.report import REPORT_COLUMNS, SCORE_COLUMNS
 from cmdm_pipeline.stages.fields import DTYPES

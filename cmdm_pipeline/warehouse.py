@@ -4,30 +4,58 @@ Writes are atomic: every table an asset writes is swapped in inside one transact
 failed run leaves the previous tables whole. DuckDB allows one writing process per file,
 so BI tools should read published copies, not this file while the pipeline runs.
 
-With ``at_rest`` (the default when the config has ``protection.encrypt``), personal columns are
-encrypted on the way in and decrypted by :meth:`Warehouse.read`: stages see plaintext, the file
+With ``at_rest`` (a :class:`Sealing`; :func:`cmdm_pipeline.protect.keys.at_rest.open_warehouse` hands one in
+when the config has ``protection.encrypt``), personal columns are encrypted on the way in and decrypted by :meth:`Warehouse.read`: stages see plaintext, the file
 holds ciphertext. :meth:`Warehouse.query` returns what is stored (ciphertext BLOBs). Such a warehouse
 opens its key store before its first connection, and refuses a missing or different one
-(:mod:`cmdm_pipeline.protect.keystore_pairing`; the pairing lives in table ``cmdm_key_store``).
+(``cmdm_pipeline.protect.keys.pairing``; the pairing lives in table ``cmdm_key_store``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import polars as pl
 import pyarrow as pa
 
+from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.faults import crash_point
-from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, AtRest
-from cmdm_pipeline.protect.keys import ProtectionError
 from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.sql import quote_identifier, statement
+
+#: The table that records each encrypted column's plaintext type, per table.
+ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
+
+
+class Sealing(Protocol):
+    """The encryption the warehouse is handed (protection's ``AtRest``): the warehouse stores what it is given
+    and never imports protection, which sits on top of it."""
+
+    def open_keys(self) -> None:
+        """Open (and check) the key store; called before the warehouse's first connection."""
+
+    def plan(self, table: str) -> object | None:
+        """How ``table``'s personal columns are encrypted; None when it holds none."""
+
+    def seal(
+        self, table: str, frame: pl.DataFrame, previous: Sequence[pl.DataFrame] = ()
+    ) -> tuple[pl.DataFrame, dict[str, str]]:
+        """``frame`` with its personal columns encrypted, and their plaintext types."""
+
+    def compared_columns(self, table: str, stored: Sequence[str]) -> list[str]:
+        """The stored columns whose ciphertext ``seal`` may reuse."""
+
+    def bound_as(self, table: str) -> str | None:
+        """The name of the binding (associated data) ``table``'s ciphertext is sealed under."""
+
+    def open(self, table: str, stored: pl.DataFrame, types: dict[str, str]) -> pl.DataFrame:
+        """``stored`` with its encrypted columns decrypted to ``types``."""
 
 
 def write_table(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:
@@ -76,7 +104,7 @@ class Versions:
 class Warehouse:
     """A DuckDB warehouse file; tables in and out as Polars frames."""
 
-    def __init__(self, path: Path, at_rest: AtRest | None = None, memory_limit: str | None = None) -> None:
+    def __init__(self, path: Path, at_rest: Sealing | None = None, memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.at_rest = at_rest
         self.memory_limit = memory_limit
@@ -85,7 +113,7 @@ class Warehouse:
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.at_rest is not None:
             # The key store is opened, and checked against this warehouse, before anything is read or written:
-            # a missing or different store, or a wrong key, stops here (protect/keystore_pairing.py).
+            # a missing or different store, or a wrong key, stops here (protect/keys/pairing.py).
             self.at_rest.open_keys()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +190,7 @@ class Warehouse:
         if stored and name in _table_names(con):
             columns = self.at_rest.compared_columns(name, con.table(quote_identifier(name)).columns)
             if columns:
-                previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())
+                previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())  # noqa: S608 - identifiers are constants or quoted, values bound
         return self.at_rest.seal(name, frame, previous)
 
     def _record_versions(self, con: duckdb.DuckDBPyConnection, versions: Versions, types: dict[str, str]) -> None:
@@ -241,7 +269,7 @@ class Warehouse:
         """
         with self.connect(read_only=True) as con:
             if rows is None:
-                frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()
+                frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()  # noqa: S608 - identifiers are constants or quoted, values bound
             else:
                 con.register("__cmdm_rows", rows.to_arrow())
                 frame = con.sql(statement("warehouse/select_rows", table=name, rows="__cmdm_rows", keys=rows.columns)).pl()
@@ -286,7 +314,7 @@ class Warehouse:
         with self.connect(read_only=True) as con:
             rows = con.sql("SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall()
             recorded = (
-                con.sql(f"SELECT table_name, column_name FROM {ENCRYPTED_COLUMNS}").fetchall()
+                con.sql(f"SELECT table_name, column_name FROM {ENCRYPTED_COLUMNS}").fetchall()  # noqa: S608 - identifiers are constants or quoted, values bound
                 if ENCRYPTED_COLUMNS in _table_names(con) else []
             )
         stored: dict[str, dict[str, str]] = {}

@@ -12,13 +12,14 @@ import duckdb
 import polars as pl
 import pytest
 
-from cmdm_pipeline.backup import EXIT_OK, EXIT_REFUSED, BackupRefused, backup_command, backup_warehouse
+from cmdm_pipeline.backup import BackupRefused, backup_warehouse
+from cmdm_pipeline.cli.backup import EXIT_OK, EXIT_REFUSED, backup_command
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.erasure_apply import marker_path
-from cmdm_pipeline.protect.keys import DecryptionError
-from cmdm_pipeline.protect.keystore import INDEX_KEY_OWNER, keystore_path
-from cmdm_pipeline.protect.keystore_pairing import read_warehouse_side
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.erasure.apply import marker_path
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.kek import DecryptionError
+from cmdm_pipeline.protect.keys.keystore import INDEX_KEY_OWNER, keystore_path
+from cmdm_pipeline.protect.keys.pairing import read_warehouse_side
 
 pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
 

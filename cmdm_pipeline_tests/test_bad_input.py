@@ -22,7 +22,7 @@ import pytest
 from cmdm_pipeline.cli import EXIT_RUN_FAILED, main
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.stages.extract import SourceError, extract
 from cmdm_pipeline.stages.standardise import standardise
 from cmdm_pipeline.stages.validate import validate

@@ -15,7 +15,7 @@ import pytest
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.conftest import SCHEMA, csv_source
 
 pytestmark = pytest.mark.integration

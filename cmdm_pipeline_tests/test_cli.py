@@ -302,8 +302,8 @@ def keys_project(make_project, monkeypatch: pytest.MonkeyPatch):  # type: ignore
 def _data_keys(config, owners: list[str]) -> None:  # type: ignore[no-untyped-def]
     import polars as pl
 
-    from cmdm_pipeline.protect.keys import load_keyring
-    from cmdm_pipeline.protect.keystore import KeyStore
+    from cmdm_pipeline.protect.keys.kek import load_keyring
+    from cmdm_pipeline.protect.keys.keystore import KeyStore
 
     KeyStore.for_config(config, load_keyring(config)).keys_for_owners(pl.Series(owners))
 
@@ -381,7 +381,7 @@ def test_keys_with_a_wrong_or_unsafe_key_exit_2_and_write_nothing(keys_project, 
     monkeypatch.setenv("CMDM_KEK", base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("CMDM_KEK_ID", "prod")
     _data_keys(config, ["master/M1"])
-    from cmdm_pipeline.protect.keystore import keystore_path
+    from cmdm_pipeline.protect.keys.keystore import keystore_path
 
     store = keystore_path(config)  # with CMDM_KEK: outside the warehouse folder
     before = store.read_bytes()

@@ -71,7 +71,7 @@ def test_library_warnings_leave_the_terminal_and_ours_stay(capfd: pytest.Capture
             warnings.simplefilter("always")
             logging.getLogger("a_library.training").warning("Level Exact match not observed in dataset")  # any library but splink, which match_model quiets for good
             warnings.warn("You have called predict() without a threshold", UserWarning, stacklevel=1)
-            logging.getLogger("cmdm_pipeline.protect.keys").warning("created a DEVELOPMENT key")
+            logging.getLogger("cmdm_pipeline.protect.keys.kek").warning("created a DEVELOPMENT key")
     finally:
         run_log.removeHandler(catcher)
     err = capfd.readouterr().err

@@ -9,9 +9,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from cmdm_pipeline.cli import user_error_message
+from cmdm_pipeline.cli.run import user_error_message
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 

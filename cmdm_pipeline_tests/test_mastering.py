@@ -14,9 +14,9 @@ import yaml
 from cmdm_pipeline.assets.match import features
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.sample import generate
-from cmdm_pipeline.sample_consent import write_consent_events
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.sample.consent import write_consent_events
+from cmdm_pipeline.sample.generator import generate
 from cmdm_pipeline.stages.match_model import train_model
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 

@@ -16,7 +16,7 @@ from typing import Any
 import phonenumbers
 import pytest
 
-from cmdm_pipeline.sample import World, generate, main, parse_args
+from cmdm_pipeline.sample.generator import World, generate, main, parse_args
 
 REFERENCE_DATE = dt.date(2026, 6, 30)
 

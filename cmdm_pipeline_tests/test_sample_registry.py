@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from cmdm_pipeline.config import ProtectionConfig, load_config
-from cmdm_pipeline.sample import REFERENCE_DATE, fold_accents
-from cmdm_pipeline.sample_registry import (
+from cmdm_pipeline.sample.generator import REFERENCE_DATE, fold_accents
+from cmdm_pipeline.sample.registry import (
     MISSING,
     REGISTRY_ATTRIBUTES,
     REGISTRY_FILE,
@@ -111,7 +111,7 @@ def test_output_does_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
     # Some Faker providers draw from sets (it_IT towns); set order changes with PYTHONHASHSEED.
     for hash_seed in ("1", "2"):
         subprocess.run(
-            [sys.executable, "-m", "cmdm_pipeline.sample_registry", "--records", "300", "--seed", "3",
+            [sys.executable, "-m", "cmdm_pipeline.sample.registry", "--records", "300", "--seed", "3",
              "--out", str(tmp_path / hash_seed), "--emails"],
             check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed},
         )

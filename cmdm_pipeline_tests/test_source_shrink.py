@@ -3,15 +3,13 @@ night keep their master ids (issue 19, item 3)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 import yaml
 
 from cmdm_pipeline.cli import EXIT_OK, EXIT_RUN_FAILED, main
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import pytest
 
 from cmdm_pipeline.config import ProjectConfig, load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.protect.lens_publication import REPORTS
-from cmdm_pipeline.protect.lenses import LENS_TABLE, lens_folder, report_folder
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.lenses.build import LENS_TABLE, lens_folder, report_folder
+from cmdm_pipeline.protect.lenses.publication import REPORTS
 from cmdm_pipeline.tables import column_description, raw_columns, type_name
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, REPO_ROOT, csv_source

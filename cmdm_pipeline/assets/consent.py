@@ -7,18 +7,15 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.master import ID_LINEAGE, XREF
-from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.audit import append_audit, consent_events
-from cmdm_pipeline.protect.consent import subject_index, update_consent
-from cmdm_pipeline.protect.consent_events import parse_consent_events, read_consent_events
-from cmdm_pipeline.protect.erasure_apply import drop_erased_events
+from cmdm_pipeline.protect.consent.events import parse_consent_events, read_consent_events
+from cmdm_pipeline.protect.consent.update import subject_index, update_consent
+from cmdm_pipeline.protect.erasure.apply import drop_erased_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.schema import Kind
-from cmdm_pipeline.sql import quote_identifier
 from cmdm_pipeline.stages.extract import source_location
-from cmdm_pipeline.tables import CONSENT_CURRENT, CONSENT_HISTORY, CONSENT_QUARANTINE
+from cmdm_pipeline.tables import CONSENT_CURRENT, CONSENT_HISTORY, CONSENT_QUARANTINE, ID_LINEAGE, VALIDATED, XREF
 from cmdm_pipeline.warehouse import Warehouse
 
 _SHOWN_REASONS = 3

@@ -1,7 +1,7 @@
 """Erasure assets: requests processed at the start of every run, before anything is extracted.
 
 The step also records which source records the current golden versions drew on (``golden_history_sources``,
-see :mod:`cmdm_pipeline.protect.erasure_history`), and, with a PostgreSQL ``lenses_target``, deletes erased
+see :mod:`cmdm_pipeline.protect.erasure.history`), and, with a PostgreSQL ``lenses_target``, deletes erased
 subjects' lens rows there before anything else.
 """
 
@@ -13,8 +13,8 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.erasure import LOG, NOTIFICATIONS, QUARANTINE, TOMBSTONES
-from cmdm_pipeline.protect.erasure_apply import process_erasure
+from cmdm_pipeline.protect.erasure.apply import process_erasure
+from cmdm_pipeline.protect.erasure.subjects import LOG, NOTIFICATIONS, QUARANTINE, TOMBSTONES
 from cmdm_pipeline.resources import WarehouseResource
 
 _SHOWN_REASONS = 3

@@ -7,8 +7,8 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
-from cmdm_pipeline.protect.erasure import TOMBSTONES
-from cmdm_pipeline.protect.erasure_apply import drop_erased_rows
+from cmdm_pipeline.protect.erasure.apply import drop_erased_rows
+from cmdm_pipeline.protect.erasure.subjects import TOMBSTONES
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.extract import extract, source_location
 from cmdm_pipeline.tables import raw_table

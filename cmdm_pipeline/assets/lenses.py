@@ -11,15 +11,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from cmdm_pipeline.assets.consent import CONSENT_CURRENT
-from cmdm_pipeline.assets.master import GOLDEN
 from cmdm_pipeline.config import Lens, ProjectConfig
-from cmdm_pipeline.protect.keys import load_keyring
-from cmdm_pipeline.protect.keystore import KeyStore
-from cmdm_pipeline.protect.lens_publication import REPORTS, publish_lenses
-from cmdm_pipeline.protect.lenses import LENS_FOLDER, REPORT_FOLDER, column_treatments
+from cmdm_pipeline.protect.keys.kek import load_keyring
+from cmdm_pipeline.protect.keys.keystore import KeyStore
+from cmdm_pipeline.protect.lenses.build import LENS_FOLDER, REPORT_FOLDER, column_treatments
+from cmdm_pipeline.protect.lenses.publication import REPORTS, publish_lenses
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.tables import lens_schema, reports_schema
+from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN, lens_schema, reports_schema
 
 GROUP = "publish"
 PUBLISHED_REPORTS = "published_reports"

@@ -5,21 +5,28 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.match import CLUSTERS
-from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
-from cmdm_pipeline.protect.blind_index import row_digests
-from cmdm_pipeline.protect.erasure_history import record_history_sources
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.erasure.history import record_history_sources
+from cmdm_pipeline.protect.keys.at_rest import AtRest, plaintext_personal_columns, warehouse_keys
+from cmdm_pipeline.protect.keys.blind_index import version_digests
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, lookup_index
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.history import CURRENT_VERSION_COLUMNS, VERSION_DIGEST, value_columns, with_version_start
 from cmdm_pipeline.stages.master import KEY, LINEAGE_COLUMNS, assign_master_ids, highest_issued, sequence_row
 from cmdm_pipeline.stages.survivorship import build_golden_records
-from cmdm_pipeline.tables import ABSENT, ATTRIBUTE_LINEAGE, GOLDEN, HISTORY, ID_LINEAGE, ID_SEQUENCE, XREF
+from cmdm_pipeline.tables import (
+    ABSENT,
+    ATTRIBUTE_LINEAGE,
+    CLUSTERS,
+    GOLDEN,
+    HISTORY,
+    ID_LINEAGE,
+    ID_SEQUENCE,
+    VALIDATED,
+    XREF,
+)
 from cmdm_pipeline.warehouse import Versions, Warehouse
-
 
 
 def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -86,7 +93,7 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                                              on=["source_system", "source_record_id"])
         golden, lineage = build_golden_records(records, config.customer_schema, config.survivorship)
         # The index needs the index key even where tables are stored in plaintext.
-        keys = (store.at_rest or AtRest(config)).keys
+        keys = warehouse_keys(store, config)
         index = lookup_index(records, config.customer_schema, keys)
         del records  # the largest frame here; sealing the tables below needs the memory
         now = dt.datetime.now(dt.UTC)
@@ -131,16 +138,11 @@ def history_to_reseal(
     """The whole history, when a personal column of it is stored in plaintext (encryption was switched on
     since it was written): it is then sealed again, once, in the same transaction as the golden records.
     ``stored``, ``encrypted``: :meth:`Warehouse.column_types`."""
-    if store.at_rest is None or HISTORY not in stored:
+    if not isinstance(store.at_rest, AtRest) or HISTORY not in stored:
         return None
     if not plaintext_personal_columns(store.at_rest, {HISTORY: stored[HISTORY]}, encrypted):
         return None
     return store.read(HISTORY)
-
-
-def version_digests(golden: pl.DataFrame, columns: list[str], keys: KeyStore) -> pl.Series:
-    """Each golden record's keyed digest of its values: equal digests, same version."""
-    return row_digests(golden, ["master_id", *columns], f"{GOLDEN} version", keys, skip_nulls=True).alias(VERSION_DIGEST)
 
 
 def current_versions(

@@ -8,7 +8,6 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.validate import VALIDATED
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.schema import Kind
@@ -16,7 +15,7 @@ from cmdm_pipeline.stages.decisions import read_decisions
 from cmdm_pipeline.stages.match import KEY, MatchResult, match_records, record_hashes, reusable
 from cmdm_pipeline.stages.match_features import feature_inputs, matching_frame
 from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, train_model
-from cmdm_pipeline.tables import CLUSTERS, PAIRS, REVIEW
+from cmdm_pipeline.tables import CLUSTERS, PAIRS, REVIEW, VALIDATED
 from cmdm_pipeline.tables import MATCH_SUMMARY as SUMMARY
 
 RETRAIN_TAG = "cmdm/retrain"

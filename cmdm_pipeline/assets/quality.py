@@ -13,13 +13,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.extract import raw_table
-from cmdm_pipeline.assets.master import GOLDEN, XREF
-from cmdm_pipeline.assets.match import CLUSTERS, SUMMARY as MATCH_SUMMARY
-from cmdm_pipeline.assets.standardise import TABLE as STANDARDISED
-from cmdm_pipeline.assets.validate import QUARANTINED, VALIDATED
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.at_rest import AtRest, plaintext_personal_columns
+from cmdm_pipeline.protect.keys.at_rest import AtRest, plaintext_personal_columns
 from cmdm_pipeline.quality import checks
 from cmdm_pipeline.quality.docs import building_folder, docs_folder, publish
 from cmdm_pipeline.quality.expectations import SUITE_NAME
@@ -34,7 +29,18 @@ from cmdm_pipeline.quality.report import CLUSTER_SIZE_BUCKETS, MATCH_RATE, match
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import load_sql, quote_identifier
 from cmdm_pipeline.stages.reconcile import reconcile
-from cmdm_pipeline.tables import QUALITY_REPORT, SCORES
+from cmdm_pipeline.tables import (
+    CLUSTERS,
+    GOLDEN,
+    MATCH_SUMMARY,
+    QUALITY_REPORT,
+    QUARANTINED,
+    SCORES,
+    STANDARDISED,
+    VALIDATED,
+    XREF,
+    raw_table,
+)
 from cmdm_pipeline.warehouse import Warehouse
 
 TREND = "quality_trend"
@@ -167,7 +173,7 @@ def quality_checks(config: ProjectConfig) -> list[dg.AssetChecksDefinition]:
     )
     def _reconcile(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         store = warehouse.get(config)
-        rows_read = {s.name: int(store.query(f"SELECT count(*) AS n FROM {quote_identifier(raw_table(s))}")["n"][0])
+        rows_read = {s.name: int(store.query(f"SELECT count(*) AS n FROM {quote_identifier(raw_table(s))}")["n"][0])  # noqa: S608 - identifiers are constants or quoted, values bound
                      for s in config.sources}
         table = reconcile(context.run.run_id, rows_read, _select(store, VALIDATED, ["source_system"]),
                           _select(store, QUARANTINED, ["source_system"]), dt.datetime.now(dt.UTC))

@@ -7,14 +7,12 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.extract import raw_table
-from cmdm_pipeline.assets.master import ID_SEQUENCE
-from cmdm_pipeline.assets.validate import QUARANTINED, VALIDATED
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.erasure_apply import rows_erased
+from cmdm_pipeline.protect.erasure.apply import rows_erased
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import quote_identifier, statement
 from cmdm_pipeline.stages.reconcile import assert_balanced, reconcile, source_shrinkage
+from cmdm_pipeline.tables import ID_SEQUENCE, QUARANTINED, VALIDATED, raw_table
 from cmdm_pipeline.tables import RECONCILIATION as TABLE
 from cmdm_pipeline.warehouse import Warehouse
 
@@ -79,13 +77,13 @@ def run_reconciliation_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     )
     def _reconcile(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         store = warehouse.get(config)
-        stored = {s.name: store.query(f"SELECT count(*) AS n FROM {raw_table(s)}")["n"][0] for s in config.sources}
+        stored = {s.name: store.query(f"SELECT count(*) AS n FROM {raw_table(s)}")["n"][0] for s in config.sources}  # noqa: S608 - identifiers are constants or quoted, values bound
         columns = "SELECT source_system FROM {} WHERE run_id = $run_id"
         validated = store.query(columns.format(VALIDATED), {"run_id": context.run.run_id})
         quarantined = store.query(columns.format(QUARANTINED), {"run_id": context.run.run_id})
         table = reconcile(context.run.run_id, stored, validated, quarantined, dt.datetime.now(dt.UTC),
                           rows_erased(store, context.run.run_id))
-        if TABLE in store.tables() and "rows_erased" not in store.query(f"SELECT * FROM {TABLE} LIMIT 0").columns:
+        if TABLE in store.tables() and "rows_erased" not in store.query(f"SELECT * FROM {TABLE} LIMIT 0").columns:  # noqa: S608 - identifiers are constants or quoted, values bound
             # A warehouse from before erasure: earlier runs erased nothing.
             store.replace({TABLE: store.read(TABLE).with_columns(rows_erased=pl.lit(0, dtype=pl.Int64)).select(table.columns)})
         # Written before the check so a failing run leaves its evidence behind.

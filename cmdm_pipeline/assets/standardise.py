@@ -4,11 +4,11 @@
 import dagster as dg
 import polars as pl
 
-from cmdm_pipeline.assets.extract import raw_table
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.standardise import standardise
 from cmdm_pipeline.tables import STANDARDISED as TABLE
+from cmdm_pipeline.tables import raw_table
 
 
 def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:

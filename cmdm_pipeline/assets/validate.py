@@ -13,7 +13,6 @@ from cmdm_pipeline.stages.validate import validate, with_source_values
 from cmdm_pipeline.tables import QUARANTINED, STANDARDISED, VALIDATED
 
 
-
 def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="validate_customers",

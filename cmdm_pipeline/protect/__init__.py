@@ -1,1 +1,3 @@
-"""Protection: consent per purpose and channel, the audit log (and, from others, encryption and keys)."""
+"""Protection, one sub-package per concern: ``keys`` (key-encryption keys, the key store, encryption at rest,
+blind indexes, rotation), ``consent``, ``erasure``, ``lenses`` (the published views), ``audit`` (the audit log)
+and ``lookup`` (finding a customer by blind index)."""

@@ -21,8 +21,8 @@ import datetime as dt
 
 import polars as pl
 
-from cmdm_pipeline.protect.crypto import DIGEST_COLUMN
-from cmdm_pipeline.protect.digest import sha256_hex
+from cmdm_pipeline.protect.keys.crypto import DIGEST_COLUMN
+from cmdm_pipeline.protect.keys.digest import sha256_hex
 from cmdm_pipeline.stages.history import BOOKKEEPING_COLUMNS
 from cmdm_pipeline.warehouse import Warehouse
 

@@ -1,7 +1,7 @@
 """Finding a customer by e-mail, phone or national id without decrypting anything.
 
 ``customer_lookup_index`` holds, for every validated record, the blind index (keyed HMAC, see
-:mod:`.blind_index`) of each of its e-mails, phones and personal identifiers, with its master id.
+:mod:`.keys.blind_index`) of each of its e-mails, phones and personal identifiers, with its master id.
 A lookup computes the blind index of the value asked for and compares bytes: no stored value is
 decrypted, and the index reveals nothing without the key.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from cmdm_pipeline.protect.blind_index import IndexKind, blind_index
-from cmdm_pipeline.protect.keystore import KeyStore
+from cmdm_pipeline.protect.keys.blind_index import IndexKind, blind_index
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline.schema import CustomerSchema, Kind
 
 LOOKUP_INDEX = "customer_lookup_index"

@@ -16,9 +16,9 @@ import datetime as dt
 import html
 import re
 import shutil
-from urllib.parse import quote
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 #: The site every ephemeral GX context already has; pointed at our folder.
 SITE_NAME = "local_site"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import gettext
 import importlib
 import re
-from collections import Counter
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass

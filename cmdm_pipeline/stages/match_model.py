@@ -213,7 +213,7 @@ def _predictions_frame(predictions: Any, prior: float) -> pl.DataFrame:
         ["CAST(unique_id_l AS BIGINT) AS unique_id_l", "CAST(unique_id_r AS BIGINT) AS unique_id_r",
          f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", *gammas]
     )
-    return relation.query("predictions", f"SELECT {columns} FROM predictions").pl()
+    return relation.query("predictions", f"SELECT {columns} FROM predictions").pl()  # noqa: S608 - identifiers are constants or quoted, values bound
 
 
 def _kept_weight() -> float:

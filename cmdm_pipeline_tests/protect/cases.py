@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from cmdm_pipeline.protect.consent import HISTORY_COLUMNS
+from cmdm_pipeline.protect.consent.update import HISTORY_COLUMNS
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 LINEAGE_SCHEMA = {"run_id": pl.String(), "event": pl.String(), "master_id": pl.String(),

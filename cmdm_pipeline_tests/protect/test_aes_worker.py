@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cmdm_pipeline.protect import aes_worker, crypto
-from cmdm_pipeline.protect.crypto import decrypt_frame, encrypt_frame
-from cmdm_pipeline.protect.keys import DecryptionError, init_key_file, read_key_file
-from cmdm_pipeline.protect.keystore import KeyStore, master_owner
+from cmdm_pipeline.protect.keys import aes_worker, crypto
+from cmdm_pipeline.protect.keys.crypto import decrypt_frame, encrypt_frame
+from cmdm_pipeline.protect.keys.kek import DecryptionError, init_key_file, read_key_file
+from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner
 
 TABLE, COLUMNS = "golden_customers", ["first_name", "email"]
 ROWS = 500  # 1,000 values, a row's two values together: 40 batches of 25

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.assets.master import write_golden
-from cmdm_pipeline.protect.at_rest import ENCRYPTED_COLUMNS, plaintext_personal_columns
-from cmdm_pipeline.quality.checks import personal_data_encrypted_verdict
-from cmdm_pipeline.protect.keys import DecryptionError, ProtectionError
+from cmdm_pipeline.errors import ProtectionError
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse, plaintext_personal_columns
+from cmdm_pipeline.protect.keys.kek import DecryptionError
 from cmdm_pipeline.protect.lookup import lookup_index, probe
-from cmdm_pipeline.resources import open_warehouse
-from cmdm_pipeline.warehouse import Warehouse
+from cmdm_pipeline.quality.checks import personal_data_encrypted_verdict
+from cmdm_pipeline.warehouse import ENCRYPTED_COLUMNS, Warehouse
 
 GOLDEN = pl.DataFrame({
     "master_id": ["m1", "m2", "m3"],

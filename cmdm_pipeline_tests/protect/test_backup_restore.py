@@ -15,14 +15,17 @@ import yaml
 
 from cmdm_pipeline.backup import backup_warehouse
 from cmdm_pipeline.config import load_config
-from cmdm_pipeline.protect.erasure import TOMBSTONE_COLUMNS, UTC
-from cmdm_pipeline.protect.erasure_apply import rows_erased
-from cmdm_pipeline.protect.keystore import KeyStore
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.erasure.apply import rows_erased
+from cmdm_pipeline.protect.erasure.subjects import TOMBSTONE_COLUMNS, UTC
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.keystore import KeyStore
 from cmdm_pipeline_tests.conftest import SCHEMA, csv_source
 from cmdm_pipeline_tests.protect.test_consent_job import run
 from cmdm_pipeline_tests.protect.test_erasure_crash import (
-    LENSES, REQUEST, assert_nothing_of_the_canary, canary_master,
+    LENSES,
+    REQUEST,
+    assert_nothing_of_the_canary,
+    canary_master,
 )
 from cmdm_pipeline_tests.protect.test_erasure_job import CANARY_CSV, ERASURE
 

@@ -17,8 +17,8 @@ import pytest
 
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.protect.at_rest import AtRest
-from cmdm_pipeline.protect.lenses import load_lens_keys, read_encrypted_parquet
+from cmdm_pipeline.protect.keys.at_rest import AtRest
+from cmdm_pipeline.protect.lenses.build import load_lens_keys, read_encrypted_parquet
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from cmdm_pipeline.protect.consent import (
+from cmdm_pipeline.protect.consent.update import (
     at_ingest,
     consent_changes,
     follow_merges,

@@ -9,7 +9,7 @@ import yaml
 from cmdm_pipeline.cli import main
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, SCHEMA, csv_source
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_a_customer_found_by_email_shows_each_purpose_and_channel_and_the_histor
 
 def test_by_master_id_and_phone_agree(project, capsys) -> None:  # type: ignore[no-untyped-def]
     xref = open_warehouse(project).read("customer_xref")
-    alan = xref.filter((xref["source_record_id"] == "2"))["master_id"][0]
+    alan = xref.filter(xref["source_record_id"] == "2")["master_id"][0]
     assert consent(project, "--phone", "0161 496 0000", "--country", "GB") == 0
     by_phone = capsys.readouterr().out
     assert consent(project, "--master-id", alan) == 0

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import ConfigError
-from cmdm_pipeline.protect.consent import HISTORY_COLUMNS
-from cmdm_pipeline.protect.consent_events import ingest, parse_consent_events, read_consent_events
+from cmdm_pipeline.protect.consent.events import ingest, parse_consent_events, read_consent_events
+from cmdm_pipeline.protect.consent.update import HISTORY_COLUMNS
 from cmdm_pipeline.stages.extract import SourceError
 
 HEADER = "EventId,Email,Phone,System,RecordId,Purpose,Channel,Action,At,Basis,Policy,Evidence\n"

@@ -11,7 +11,7 @@ import pytest
 
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from cmdm_pipeline.protect.consent import replay, resolve, subject_index
+from cmdm_pipeline.protect.consent.update import replay, resolve, subject_index
 from cmdm_pipeline.schema import CustomerSchema
 from cmdm_pipeline_tests.conftest import SCHEMA
 from cmdm_pipeline_tests.protect.cases import T0, history, lineage

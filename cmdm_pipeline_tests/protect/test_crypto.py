@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmdm_pipeline.protect import aes_worker, crypto, sharing
-from cmdm_pipeline.protect.blind_index import blind_index, normalise
-from cmdm_pipeline.protect.crypto import (
+from cmdm_pipeline.errors import ProtectionError
+from cmdm_pipeline.protect.keys import aes_worker, crypto, sharing
+from cmdm_pipeline.protect.keys.blind_index import blind_index, normalise
+from cmdm_pipeline.protect.keys.crypto import (
     OVERHEAD,
     decrypt_column,
     decrypt_frame,
@@ -23,8 +24,8 @@ from cmdm_pipeline.protect.crypto import (
     encrypt_column,
     encrypt_frame,
 )
-from cmdm_pipeline.protect.keys import DecryptionError, KeyMissingError, ProtectionError, init_key_file, read_key_file
-from cmdm_pipeline.protect.keystore import KeyStore, master_owner, record_owner
+from cmdm_pipeline.protect.keys.kek import DecryptionError, KeyMissingError, init_key_file, read_key_file
+from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner, record_owner
 
 TABLE = "golden_customers"
 PII = ["first_name", "email", "date_of_birth"]
@@ -293,7 +294,7 @@ def test_blind_indexes_differ_by_kind_and_by_key(store: KeyStore, tmp_path: Path
 
 
 def test_blind_indexes_survive_rotation(store: KeyStore) -> None:
-    from cmdm_pipeline.protect.keys import new_kek_id, new_key
+    from cmdm_pipeline.protect.keys.kek import new_kek_id, new_key
 
     emails = pl.Series(["ada@example.org", "grace@example.org"])
     before = blind_index(emails, "email", store)

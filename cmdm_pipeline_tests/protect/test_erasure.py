@@ -10,16 +10,25 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.cli import main
-from cmdm_pipeline.protect.erasure import (
-    Known, contact_frame, erased_rows, index_requests, quarantine_subjects, resolve_request, tombstones_of,
+from cmdm_pipeline.protect.erasure.apply import open_keys
+from cmdm_pipeline.protect.erasure.rebuild import rebuild_duckdb_file, wal_path
+from cmdm_pipeline.protect.erasure.requests import (
+    REQUEST_COLUMNS,
+    read_requests,
+    read_source_requests,
+    record_request,
+    requests_file,
 )
-from cmdm_pipeline.protect.erasure_apply import open_keys
-from cmdm_pipeline.protect.erasure_requests import (
-    REQUEST_COLUMNS, parse_source_requests, read_requests, read_source_requests, record_request, requests_file,
+from cmdm_pipeline.protect.erasure.subjects import (
+    Known,
+    contact_frame,
+    erased_rows,
+    index_requests,
+    quarantine_subjects,
+    resolve_request,
+    tombstones_of,
 )
-from cmdm_pipeline.protect.rebuild import rebuild_duckdb_file, wal_path
 from cmdm_pipeline.stages.extract import SourceError, extract
-from cmdm_pipeline_tests.conftest import csv_source
 
 NOW = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 ERASURE = {"source": {"kind": "csv", "path": "erasure.csv", "columns": {
@@ -89,7 +98,7 @@ def _known(config, keys) -> Known:  # type: ignore[no-untyped-def]
                             "subject_phone": [None, "+441614960000", None], "subject_source_system": [None, None, None],
                             "subject_source_record_id": [None, None, None], "master_id": [None, "B", "B"]},
                            schema_overrides={"subject_source_system": pl.String, "subject_source_record_id": pl.String})
-    from cmdm_pipeline.protect.blind_index import blind_index
+    from cmdm_pipeline.protect.keys.blind_index import blind_index
 
     consent = consent.with_columns(blind_index(consent["subject_email"], "email", keys).alias("email_index"),
                                    blind_index(consent["subject_phone"], "phone", keys).alias("phone_index"))
@@ -199,7 +208,7 @@ def test_cmdm_erase_help_lists_every_option(capsys) -> None:  # type: ignore[no-
 
 
 def test_record_request_refuses_an_empty_request(project) -> None:  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.protect.erasure_requests import ErasureRequestError
+    from cmdm_pipeline.protect.erasure.requests import ErasureRequestError
 
     with pytest.raises(ErasureRequestError, match="name the subject"):
         record_request(project())
@@ -247,7 +256,7 @@ def test_quarantined_consent_rows_are_found_by_email_phone_or_record(make_projec
     assert ada.consent_quarantine_rows.rows() == [("r0", 1), ("r0", 2), ("r0", 3), ("r0", 4)]
     assert {"consent-quarantine/r0|2", "consent-quarantine/r0|3", "consent-quarantine/r0|4"} <= set(ada.owners())
     # Each way on its own: without the e-mail, row 1 goes; without the phones, rows 2 and 4; without the record, row 3.
-    from cmdm_pipeline.protect.erasure import quarantine_rows_of
+    from cmdm_pipeline.protect.erasure.subjects import quarantine_rows_of
 
     def found(**changes) -> list[int]:  # type: ignore[no-untyped-def]
         import dataclasses
@@ -261,7 +270,7 @@ def test_quarantined_consent_rows_are_found_by_email_phone_or_record(make_projec
 
 def test_steward_decisions_naming_the_subject_are_listed_and_their_audit_ids_found(project) -> None:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.protect.audit import steward_events
-    from cmdm_pipeline.protect.erasure_apply import notifications_of, steward_decisions
+    from cmdm_pipeline.protect.erasure.apply import notifications_of, steward_decisions
     from cmdm_pipeline.stages.decisions import read_decisions
 
     config = project(matching={"decisions": "decisions.csv"})
@@ -300,6 +309,6 @@ def dataclasses_replace(known: Known, **changes) -> Known:  # type: ignore[no-un
     ["record/crm/a/b", "consent-quarantine/r|x|12"],  # separators inside ids stay in the id
 ])
 def test_the_owners_of_an_interrupted_erasure_name_the_same_rows_again(owners: list[str]) -> None:
-    from cmdm_pipeline.protect.erasure import subject_of_owners
+    from cmdm_pipeline.protect.erasure.subjects import subject_of_owners
 
     assert sorted(subject_of_owners(owners).owners()) == sorted(owners)

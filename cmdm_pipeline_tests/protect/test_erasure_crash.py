@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from cmdm_pipeline.config import ProjectConfig, load_config
-from cmdm_pipeline.protect.erasure_apply import marker_path
-from cmdm_pipeline.protect.keystore import KeyStore, keystore_path
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.erasure.apply import marker_path
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path
 from cmdm_pipeline_tests.conftest import SCHEMA, csv_source
 from cmdm_pipeline_tests.crash import cmdm
 from cmdm_pipeline_tests.protect.test_consent_job import run

@@ -8,10 +8,10 @@ import json
 import polars as pl
 import pytest
 
-from cmdm_pipeline.protect.erasure_apply import process_erasure
-from cmdm_pipeline.protect.erasure_history import HISTORY_SOURCES, copied_versions, wholly_copied
-from cmdm_pipeline.protect.erasure_requests import record_request
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.erasure.apply import process_erasure
+from cmdm_pipeline.protect.erasure.history import HISTORY_SOURCES, copied_versions, wholly_copied
+from cmdm_pipeline.protect.erasure.requests import record_request
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline_tests.protect.cases import LINEAGE_SCHEMA
 
 UTC = pl.Datetime("us", "UTC")

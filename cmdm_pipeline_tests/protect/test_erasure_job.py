@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import load_config
-from cmdm_pipeline.protect.erasure_requests import record_request
-from cmdm_pipeline.protect.keystore import keystore_path
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.erasure.requests import record_request
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.keystore import keystore_path
 from cmdm_pipeline_tests.conftest import GOOD_CSV, csv_source
 from cmdm_pipeline_tests.protect.test_consent_job import run
 

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect import keys as keys_module
-from cmdm_pipeline.protect.crypto import decrypt_frame, encrypt_frame
-from cmdm_pipeline.protect.keys import (
+from cmdm_pipeline.protect.keys import kek as keys_module
+from cmdm_pipeline.protect.keys.crypto import decrypt_frame, encrypt_frame
+from cmdm_pipeline.protect.keys.kek import (
     KEK_ENV,
     NO_KEK,
     DecryptionError,
@@ -33,8 +33,8 @@ from cmdm_pipeline.protect.keys import (
     new_key,
     read_key_file,
 )
-from cmdm_pipeline.protect.keystore import KeyStore, keystore_path, master_owner
-from cmdm_pipeline.protect.rotation import retire, rotate
+from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path, master_owner
+from cmdm_pipeline.protect.keys.rotation import retire, rotate
 from cmdm_pipeline_tests.conftest import KEK_ENV_NAMES
 
 pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
@@ -109,7 +109,7 @@ def test_no_key_is_a_clear_error_and_creates_nothing(project: ProjectConfig) -> 
 
 
 def test_the_first_run_creates_a_dev_key_loudly(project: ProjectConfig, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="cmdm_pipeline.protect.keys"):
+    with caplog.at_level(logging.WARNING, logger="cmdm_pipeline.protect.keys.kek"):
         keyring = load_keyring(project, create_dev_key=True)
     path = key_file_path(project)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and keyring.key_file == path
@@ -227,7 +227,7 @@ def test_a_failed_rotation_leaves_the_old_wrapping(project: ProjectConfig, monke
     def disk_full(*_: object) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("cmdm_pipeline.protect.rotation.add_to_key_file", disk_full)
+    monkeypatch.setattr("cmdm_pipeline.protect.keys.rotation.add_to_key_file", disk_full)
     with pytest.raises(OSError, match="No space left"):
         rotate(project)
     assert keystore_path(project).read_bytes() == store_before

@@ -13,23 +13,23 @@ import duckdb
 import polars as pl
 import pytest
 
+from cmdm_pipeline.cli.keys import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, keys_command
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.blind_index import blind_index
-from cmdm_pipeline.protect.erasure import record_digest_key
-from cmdm_pipeline.protect.keys import (
+from cmdm_pipeline.errors import ProtectionError
+from cmdm_pipeline.protect.erasure.subjects import record_digest_key
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.blind_index import blind_index
+from cmdm_pipeline.protect.keys.kek import (
     KEK_ENV,
     KeyMissingError,
     KeyStoreExistsError,
     KeyStoreMismatchError,
     KeyStoreMissingError,
-    ProtectionError,
     load_keyring,
     new_key,
 )
-from cmdm_pipeline.protect.keys_cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, keys_command
-from cmdm_pipeline.protect.keystore import KeyStore, keystore_path
-from cmdm_pipeline.protect.keystore_pairing import KEY_STORE_TABLE, new_store, read_warehouse_side
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path
+from cmdm_pipeline.protect.keys.pairing import KEY_STORE_TABLE, new_store, read_warehouse_side
 
 pytestmark = pytest.mark.usefixtures("no_kek_in_environment")
 

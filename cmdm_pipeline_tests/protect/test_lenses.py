@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cmdm_pipeline.config import ConfigError, Lens
-from cmdm_pipeline.protect import lenses as lens_module
-from cmdm_pipeline.protect.lenses import (
+from cmdm_pipeline.protect.lenses import build as lens_module
+from cmdm_pipeline.protect.lenses.build import (
     CONSENT_CHANNELS,
     LensKeys,
     build_lens,

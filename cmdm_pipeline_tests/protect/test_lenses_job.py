@@ -16,7 +16,7 @@ import pytest
 from cmdm_pipeline.cli import main
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.protect.keystore import keystore_path
+from cmdm_pipeline.protect.keys.keystore import keystore_path
 from cmdm_pipeline_tests.conftest import GOOD_CSV
 
 pytestmark = pytest.mark.integration
@@ -155,7 +155,7 @@ def _service_names(folder: Path, key: str) -> list[str]:
 
 
 def load_store(config):  # type: ignore[no-untyped-def]
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 
     return open_warehouse(config)
 

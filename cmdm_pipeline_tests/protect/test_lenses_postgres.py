@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import Lens, LensesTarget
-from cmdm_pipeline.protect.lens_postgres import erase_masters, lens_role, lens_schema, publish_postgres
-from cmdm_pipeline.protect.lenses import build_lens, tokenise
+from cmdm_pipeline.protect.lenses.build import build_lens, tokenise
+from cmdm_pipeline.protect.lenses.postgres import erase_masters, lens_role, lens_schema, publish_postgres
 from cmdm_pipeline_tests.protect.test_lenses import CONSENT, CUSTOMER_SCHEMA, GOLDEN, KEY
 
 PG_URL = os.environ.get("CMDM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -184,11 +184,12 @@ def test_the_erasure_step_removes_the_subject_from_postgresql_before_anything_el
 
     import psycopg
 
-    from cmdm_pipeline.protect.erasure_apply import process_erasure
-    from cmdm_pipeline.protect.erasure_requests import record_request
-    from cmdm_pipeline.resources import open_warehouse
+    from cmdm_pipeline.protect.erasure.apply import process_erasure
+    from cmdm_pipeline.protect.erasure.requests import record_request
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse
     from cmdm_pipeline_tests.conftest import GOOD_CSV
-    from cmdm_pipeline_tests.protect.test_lenses_job import CONSENT as JOB_CONSENT, EVENTS, LENSES, run
+    from cmdm_pipeline_tests.protect.test_lenses_job import CONSENT as JOB_CONSENT
+    from cmdm_pipeline_tests.protect.test_lenses_job import EVENTS, LENSES, run
 
     config = make_project(files={"crm.csv": GOOD_CSV, "consent.csv": EVENTS}, consent=JOB_CONSENT, lenses=LENSES,
                           lenses_target=target.model_dump())
@@ -216,7 +217,7 @@ def test_a_bi_view_on_a_lens_survives_the_next_publications(target: LensesTarget
     changed; the view dropped: rebuilt. A removed lens's table is emptied, not dropped, while a view needs it."""
     import psycopg
 
-    from cmdm_pipeline.protect.lenses import LensError
+    from cmdm_pipeline.protect.lenses.build import LensError
 
     built = [(SERVICE, build_lens(GOLDEN, None, SERVICE, CUSTOMER_SCHEMA, KEY))]
     publish_postgres(built, target)
@@ -254,7 +255,7 @@ def test_a_bi_view_on_a_lens_survives_the_next_publications(target: LensesTarget
 def test_an_existing_lens_role_with_more_than_login_is_refused(target: LensesTarget, attribute: str) -> None:
     import psycopg
 
-    from cmdm_pipeline.protect.lenses import LensError
+    from cmdm_pipeline.protect.lenses.build import LensError
 
     role = lens_role(target, "service")
     with psycopg.connect(PG_URL, autocommit=True) as admin:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from cmdm_pipeline.protect.keys import KeyStoreMissingError
-from cmdm_pipeline.protect.keystore import keystore_path
-from cmdm_pipeline.protect.keystore_pairing import new_store
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.kek import KeyStoreMissingError
+from cmdm_pipeline.protect.keys.keystore import keystore_path
+from cmdm_pipeline.protect.keys.pairing import new_store
 from cmdm_pipeline_tests.conftest import csv_source
 from cmdm_pipeline_tests.protect.test_consent_job import run
 from cmdm_pipeline_tests.protect.test_erasure_job import CANARY_CSV, ERASURE, SHOP, SHOP_ROWS, scan

@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.keys import key_file_ids, key_file_path, load_keyring
-from cmdm_pipeline.protect.keystore import KeyStore, keystore_path
-from cmdm_pipeline.protect.keystore_pairing import read_warehouse_side
-from cmdm_pipeline.resources import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.kek import key_file_ids, key_file_path, load_keyring
+from cmdm_pipeline.protect.keys.keystore import KeyStore, keystore_path
+from cmdm_pipeline.protect.keys.pairing import read_warehouse_side
 from cmdm_pipeline_tests.crash import cmdm
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_kek_in_environment")]

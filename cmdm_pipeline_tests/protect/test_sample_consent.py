@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cmdm_pipeline.config import load_config
-from cmdm_pipeline.protect.consent_events import parse_consent_events, read_consent_events
-from cmdm_pipeline.sample_consent import FILE_NAME, write_consent_events
+from cmdm_pipeline.protect.consent.events import parse_consent_events, read_consent_events
+from cmdm_pipeline.sample.consent import FILE_NAME, write_consent_events
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "data" / "sample"

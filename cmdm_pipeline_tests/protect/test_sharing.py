@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from cmdm_pipeline.protect import aes_worker, sharing
+from cmdm_pipeline.protect.keys import aes_worker, sharing
 
 
 def queued(count: int, begun: int, monkeypatch: pytest.MonkeyPatch) -> list[sharing.Batch]:

@@ -16,11 +16,17 @@ import yaml
 from cmdm_pipeline.assets.quality import ACCEPT_DRIFT_TAG
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.quality.expectations import SUITE_NAME
-from cmdm_pipeline.quality.measure import QualityInputs, golden_columns, measure_quality, presence_only_columns, record_columns
-from cmdm_pipeline.sample import generate
+from cmdm_pipeline.quality.measure import (
+    QualityInputs,
+    golden_columns,
+    measure_quality,
+    presence_only_columns,
+    record_columns,
+)
+from cmdm_pipeline.sample.generator import generate
 from cmdm_pipeline.stages.validate import rule_failures
-from cmdm_pipeline.resources import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse
 from cmdm_pipeline_tests.conftest import REPO_ROOT
 

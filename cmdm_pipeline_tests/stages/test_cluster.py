@@ -92,7 +92,7 @@ def test_moving_records_ends_and_never_swaps_back_and_forth() -> None:
     labels = settled[0]
 
     def inside(labels: tuple[int, ...]) -> float:
-        return sum(w for l, r, w in rows.select("l", "r", "w").iter_rows() if labels[l] == labels[r])
+        return sum(w for left, right, w in rows.select("l", "r", "w").iter_rows() if labels[left] == labels[right])
 
     assert inside(labels) >= inside((0, 0, 2, 2))  # every move raised the weight inside clusters
 

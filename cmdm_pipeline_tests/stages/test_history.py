@@ -20,7 +20,7 @@ def golden(**emails: str | None) -> pl.DataFrame:
 
 def digested(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with (again) a digest of its values; any will do here, the pipeline's is keyed
-    (see assets.master.version_digests)."""
+    (see protect.blind_index.version_digests)."""
     return frame.drop(VERSION_DIGEST, strict=False).with_columns(pl.struct(value_columns(frame)).hash().alias(VERSION_DIGEST))
 
 

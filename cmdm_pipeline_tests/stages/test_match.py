@@ -14,11 +14,11 @@ import pytest
 from splink.internals.exceptions import SplinkException
 
 from cmdm_pipeline.config import MatchingConfig, load_config
+from cmdm_pipeline.scratch import PREFIX
 from cmdm_pipeline.stages.decisions import DECISION_COLUMNS
 from cmdm_pipeline.stages.match import match_records, node_pairs, rule_links, stored_pairs
 from cmdm_pipeline.stages.match_features import matching_frame
 from cmdm_pipeline.stages.match_model import _scratch_db, score_new_pairs, score_pairs, train_model
-from cmdm_pipeline.scratch import PREFIX
 from cmdm_pipeline_tests.conftest import GOOD_CSV, REPO_ROOT
 from cmdm_pipeline_tests.crash import cmdm
 

@@ -9,7 +9,6 @@ import pytest
 
 from cmdm_pipeline.config import SurvivorshipConfig
 from cmdm_pipeline.schema import CustomerSchema
-
 from cmdm_pipeline.stages.survivorship import build_golden_records
 
 SCHEMA = CustomerSchema.model_validate({"attributes": {

@@ -1,0 +1,1 @@
+"""The right to erasure: requests (``requests``), finding a subject's rows and tombstones (``subjects``), applying an erasure (``apply``), values left in other masters' history (``history``), and rewriting the DuckDB file without the deleted bytes (``rebuild``)."""

@@ -1,0 +1,1 @@
+"""Keys and encryption: key-encryption keys (``kek``), the per-owner data keys of the key store (``keystore``, paired with its warehouse by ``pairing``), AES-GCM column encryption (``crypto`` with ``aes_worker`` and ``sharing``), sealing of warehouse tables (``at_rest``), blind indexes and keyed digests (``blind_index``, ``digest``), and KEK rotation (``rotation``)."""

@@ -1,0 +1,76 @@
+"""Publish what BI reads from the warehouse as it is now: every configured lens (files, PostgreSQL
+schemas, audit) and the report tables BI needs beside them (:data:`REPORTS`, as Parquet).
+
+The publish step calls it at the end of a run; erasure calls it too, once the subject's rows are deleted,
+so lens and report files are replaced by a publication without the subject (never just removed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from cmdm_pipeline.config import Lens, ProjectConfig
+from cmdm_pipeline.protect.keys.keystore import KeyStore
+from cmdm_pipeline.protect.lenses.build import (
+    PublishedLens,
+    build_lens,
+    lens_folder,
+    load_lens_keys,
+    publish_files,
+    report_folder,
+)
+from cmdm_pipeline.protect.lenses.keys import Generations, Publication, read_generations, record_publications
+from cmdm_pipeline.warehouse import Warehouse
+
+GOLDEN, CONSENT_CURRENT = "golden_customers", "consent_current"
+#: Tables published for BI as they are: counts, quality metrics, and the review queue's record ids, scores and
+#: comparison levels (never an attribute value; erasure deletes a subject's rows there and republishes).
+REPORTS = ("quality_report", "run_reconciliation", "match_review_queue")
+
+
+@dataclass(frozen=True)
+class LensPublication:
+    built: list[tuple[Lens, pl.DataFrame]]
+    published: list[PublishedLens]
+    schemas: dict[str, str]  # lens -> "schema (role role)" in PostgreSQL
+    generations: Generations
+    old_keys_destroyed: int
+    reports: dict[str, tuple[Path, int]]  # table -> (Parquet file, rows)
+
+
+def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore, run_id: str,
+                   now: dt.datetime) -> LensPublication:
+    """Build every lens from ``golden_customers`` (and ``consent_current``) and publish it with the
+    :data:`REPORTS` the warehouse holds, all files or none."""
+    generations = read_generations(store)
+    keys = load_lens_keys(key_store, [lens.name for lens in config.lenses], generations=generations.latest)
+    built = []
+    if config.lenses:
+        golden = store.read(GOLDEN)
+        consent = store.read(CONSENT_CURRENT) if config.consent else None
+        built = [(lens, build_lens(golden, consent, lens, config.customer_schema, keys[lens.name].token))
+                 for lens in config.lenses]
+    tables = set(store.tables())
+    reports = {name: store.read(name) for name in REPORTS if name in tables}
+    published = publish_files(built, lens_folder(config), keys, config.customer_schema, reports)
+    folder = report_folder(lens_folder(config))
+    schemas = {}
+    if config.lenses_target is not None:
+        from cmdm_pipeline.protect.lenses.postgres import publish_postgres
+
+        schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
+    retired = record_publications(store, key_store, _publications(built, published, schemas), generations,
+                                  run_id, now) if published else 0
+    return LensPublication(built, published, schemas, generations, retired,
+                           {name: (folder / f"{name}.parquet", frame.height) for name, frame in reports.items()})
+
+
+def _publications(built: list[tuple[Lens, pl.DataFrame]], published: list[PublishedLens],
+                  schemas: dict[str, str]) -> list[Publication]:
+    frames = {lens.name: frame for lens, frame in built}
+    return [Publication(p.name, p.rows, frames[p.name].columns,
+                        [*p.files, *(["postgresql"] if p.name in schemas else [])], p.encrypted) for p in published]
