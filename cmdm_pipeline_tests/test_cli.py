@@ -39,14 +39,19 @@ def test_failed_run_exits_1_with_the_reason(make_project, capsys: pytest.Capture
 
 
 @pytest.mark.integration
-def test_a_blocking_check_that_fails_exits_1_and_says_why(make_project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_blocking_check_that_fails_exits_1_and_says_why(make_project, capfd: pytest.CaptureFixture[str]) -> None:
     config = make_project(
         files={"crm.csv": GOOD_CSV + "4,,,x@example.org,,,GB,\n"}, quality={"max_quarantine_rate": 0.1}
     )
     assert main(["run", "--quiet", "--config", str(config.base_dir / "cmdm.yaml")]) == EXIT_RUN_FAILED
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "check quarantine_rate_within_limit on validated_customers failed: " in err
     assert "crm" in err.split("check quarantine_rate_within_limit", 1)[1]
+    # Quiet: the reasons once, in cmdm's words; no Dagster event lines, no stack traces (the one other line is
+    # the warning that a development key was just created, which --quiet keeps on purpose).
+    others = [line for line in err.splitlines() if line.strip() and not line.startswith("cmdm: ")]
+    assert len(others) == 1 and others[0].startswith("!!! created a DEVELOPMENT key"), others
+    assert err.count("quarantine_rate_within_limit") == 1
 
 
 def test_invalid_config_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]

@@ -35,8 +35,9 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     except dg.DagsterInvalidDefinitionError as exc:  # e.g. a cron expression Dagster cannot read
         print(f"cmdm: {config.base_dir}: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # Dagster's own event stream is DEBUG detail; the assets' INFO lines are the progress. Quiet: errors only.
-    level = "ERROR" if quiet else "INFO"
+    # Dagster's own event stream is DEBUG detail; the assets' INFO lines are the progress. Quiet: nothing from
+    # the run's log, as the errors (a failed step, a failed check) are printed below once, without stack traces.
+    level = "CRITICAL" if quiet else "INFO"
     logging.getLogger("dagster").setLevel(level)
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     from cmdm_pipeline.assets.reconcile import ACCEPT_SHRINK_TAG
@@ -58,6 +59,8 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data is not None:
+                if _failed_check(event.step_failure_data.error):
+                    continue  # said below, with the check's own description
                 message = user_error_message(event.step_failure_data.error)
                 print(f"cmdm: step {event.step_key} failed: {message}", file=sys.stderr)
         for check in result.get_asset_check_evaluations():
@@ -68,6 +71,10 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
         return EXIT_RUN_FAILED
     print(_summary(config, result.run_id, elapsed, config_path))
     return EXIT_OK
+
+
+def _failed_check(error) -> bool:  # type: ignore[no-untyped-def]
+    return error is not None and error.cls_name == "DagsterAssetCheckFailedError"
 
 
 def user_error_message(error) -> str:  # type: ignore[no-untyped-def]
