@@ -11,7 +11,6 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-import yaml
 
 from cmdm_pipeline.backup import backup_warehouse
 from cmdm_pipeline.config import load_config
@@ -19,15 +18,13 @@ from cmdm_pipeline.protect.erasure.apply import rows_erased
 from cmdm_pipeline.protect.erasure.subjects import TOMBSTONE_COLUMNS, UTC
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.protect.keys.keystore import KeyStore
-from cmdm_pipeline_tests.conftest import SCHEMA, csv_source
 from cmdm_pipeline_tests.protect.test_consent_job import run
 from cmdm_pipeline_tests.protect.test_erasure_crash import (
-    LENSES,
     REQUEST,
     assert_nothing_of_the_canary,
     canary_master,
+    canary_project,
 )
-from cmdm_pipeline_tests.protect.test_erasure_job import CANARY_CSV, ERASURE
 
 STONES = pl.DataFrame(
     {"tombstone": [b"\x01" * 32, b"\x02" * 32], "kind": ["record", "email"], "request_id": ["T-1", "T-1"],
@@ -54,12 +51,7 @@ def test_the_key_store_keeps_tombstones_once_across_a_rebuild_also_when_made_bef
 def test_a_backup_from_before_an_erasure_restored_is_erased_again_and_stays_erased(tmp_path: Path) -> None:
     root = tmp_path / "project"
     root.mkdir()
-    (root / "crm.csv").write_text(CANARY_CSV, encoding="utf-8")
-    (root / "erasure.csv").write_text(REQUEST.splitlines()[0] + "\n", encoding="utf-8")
-    document = {"warehouse": {"path": "warehouse/cmdm.duckdb"}, "schema": SCHEMA, "sources": [csv_source()],
-                "erasure": ERASURE, "lenses": LENSES,
-                "quality": {"max_match_rate_drift": 1, "max_cluster_size_drift": 1, "max_quarantine_rate": 1}}
-    (root / "cmdm.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    canary_project(root)
     config = load_config(root / "cmdm.yaml")
     run(root)
     master = canary_master(config)

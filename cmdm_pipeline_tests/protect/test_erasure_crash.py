@@ -39,14 +39,19 @@ CANARY_KEYS = 2
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny encrypted project after one run: six customers (the canary is crm 7), two lenses, no request yet."""
-    root = tmp_path_factory.mktemp("ingested")
+    root = canary_project(tmp_path_factory.mktemp("ingested"))
+    run(root)
+    return root
+
+
+def canary_project(root: Path) -> Path:
+    """Write the tiny encrypted project (the canary is crm 7, two lenses, an empty request file) into ``root``."""
     (root / "crm.csv").write_text(CANARY_CSV, encoding="utf-8")
     (root / "erasure.csv").write_text(REQUEST.splitlines()[0] + "\n", encoding="utf-8")
     document = {"warehouse": {"path": "warehouse/cmdm.duckdb"}, "schema": SCHEMA, "sources": [csv_source()],
                 "erasure": ERASURE, "lenses": LENSES,
                 "quality": {"max_match_rate_drift": 1, "max_cluster_size_drift": 1, "max_quarantine_rate": 1}}
     (root / "cmdm.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    run(root)
     return root
 
 
