@@ -16,7 +16,8 @@ from typing import Any
 import phonenumbers
 import pytest
 
-from cmdm_pipeline.sample.generator import World, generate, main, parse_args
+from cmdm_pipeline.sample.generator import generate, main, parse_args
+from cmdm_pipeline.sample.world import World
 
 REFERENCE_DATE = dt.date(2026, 6, 30)
 

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from cmdm_pipeline.config import ProtectionConfig, load_config
-from cmdm_pipeline.sample.generator import REFERENCE_DATE, fold_accents
+from cmdm_pipeline.sample.common import REFERENCE_DATE
+from cmdm_pipeline.sample.noise import fold_accents
 from cmdm_pipeline.sample.registry import (
     MISSING,
     REGISTRY_ATTRIBUTES,

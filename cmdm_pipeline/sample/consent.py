@@ -9,7 +9,7 @@ source, an exact copy) and one subject nobody has::
     uv run python -m cmdm_pipeline.sample.consent --sample data/sample --seed 42
 
 Same files and seed, same bytes: one ``random.Random`` seeded from the seed, times anchored to
-:data:`cmdm_pipeline.sample.generator.REFERENCE_DATE`.
+:data:`cmdm_pipeline.sample.common.REFERENCE_DATE`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
-from cmdm_pipeline.sample.generator import REFERENCE_DATE, write_csv
+from cmdm_pipeline.sample.common import REFERENCE_DATE
+from cmdm_pipeline.sample.generator import write_csv
 
 FILE_NAME = "consent_events.csv"
 COLUMNS = (

@@ -29,7 +29,7 @@ names the true person of each row, in the format of :mod:`cmdm_pipeline.sample.g
 
 The same ``--records``, ``--seed`` and ``--emails`` always give byte-identical files: every random
 choice comes from ``random.Random`` instances seeded from the seed, Faker instances are seeded
-with ``seed_instance``, and dates are anchored to :data:`cmdm_pipeline.sample.REFERENCE_DATE`.
+with ``seed_instance``, and dates are anchored to :data:`cmdm_pipeline.sample.common.REFERENCE_DATE`.
 We never tune these rates to make a matcher look good: they say how registries go wrong.
 """
 
@@ -49,20 +49,10 @@ from typing import Any
 from faker import Faker
 from nicknames import NickNamer
 
-from cmdm_pipeline.sample.generator import (
-    KEYBOARD_NEIGHBOURS,
-    NICKNAMES,
-    PERSONAL_EMAIL_PATTERNS,
-    REFERENCE_DATE,
-    TRUTH_COLUMNS,
-    TRUTH_FILE,
-    Weighted,
-    between,
-    fold_accents,
-    pick,
-    slug,
-    write_csv,
-)
+from cmdm_pipeline.sample.common import REFERENCE_DATE, Weighted, between, pick
+from cmdm_pipeline.sample.generator import TRUTH_COLUMNS, TRUTH_FILE, write_csv
+from cmdm_pipeline.sample.noise import KEYBOARD_NEIGHBOURS, NICKNAMES, fold_accents, slug
+from cmdm_pipeline.sample.world import PERSONAL_EMAIL_PATTERNS
 
 SOURCE = "registry"
 REGISTRY_FILE = "registry.csv"
