@@ -27,7 +27,7 @@ from cmdm_pipeline.stages.extract import SourceError, extract
 from cmdm_pipeline.stages.standardise import standardise
 from cmdm_pipeline.stages.validate import validate
 from cmdm_pipeline_tests.conftest import GOOD_CSV, NOW, csv_source
-from cmdm_pipeline_tests.test_databases import MYSQL_URL, PG_URL, _unreachable
+from cmdm_pipeline_tests.test_databases import MYSQL_URL, PG_URL, _unreachable, pg_admin
 
 HEADER, ADA, ALAN, GRACE = GOOD_CSV.splitlines()
 ROW4 = '4,Ann,Other,ann@example.org,,"SW1A 1AA",GB,01/01/1990'  # a quoted field: an open quote ends at its "
@@ -261,14 +261,8 @@ def _server_source(kind: str, url: str, query: str) -> dict[str, Any]:
 
 @pytest.mark.database
 def test_postgresql_query_runs_read_only(make_project) -> None:
-    import psycopg
-
     sequence = f"cmdm_seq_{uuid.uuid4().hex[:8]}"
-    try:
-        con = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
-    except psycopg.OperationalError as exc:
-        _unreachable("PostgreSQL", exc)
-    with con:
+    with pg_admin() as con:
         con.execute(f"CREATE SEQUENCE {sequence}")
         try:
             # nextval() writes: the read-only transaction refuses what the statement check cannot see.
@@ -320,14 +314,8 @@ def test_a_value_the_database_cannot_convert_is_not_in_the_error(kind: str, make
             con.execute("CREATE TABLE t AS SELECT $1 AS Email", [canary])
         source = csv_source(kind="duckdb", path=path.name, query=VALUE_ERROR_QUERY, columns={})
     else:
-        import psycopg
-
         table = f"cmdm_t_{uuid.uuid4().hex[:8]}"
-        try:
-            con = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
-        except psycopg.OperationalError as exc:
-            _unreachable("PostgreSQL", exc)
-        with con:
+        with pg_admin() as con:
             con.execute(f'CREATE TABLE {table} AS SELECT %s::text AS "Email"', [canary])
         source = _server_source("postgresql", PG_URL, VALUE_ERROR_QUERY.replace("Email", '"Email"').replace(" t", f" {table}"))
         source["id_column"] = "Id"
@@ -338,5 +326,5 @@ def test_a_value_the_database_cannot_convert_is_not_in_the_error(kind: str, make
         assert canary not in str(failed.value) and "zebulon" not in str(failed.value)
     finally:
         if kind == "postgresql":
-            with psycopg.connect(PG_URL, autocommit=True) as con:
+            with pg_admin() as con:
                 con.execute(f"DROP TABLE {table}")

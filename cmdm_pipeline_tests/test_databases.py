@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import polars as pl
 import pytest
@@ -37,16 +38,20 @@ def _unreachable(server: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def pg_table() -> Iterator[str]:
+def pg_admin() -> Any:
+    """An autocommit connection to the test PostgreSQL as its superuser (skips, or fails on CI, without it)."""
     import psycopg
 
-    name = f"cmdm_src_{uuid.uuid4().hex[:8]}"
     try:
-        con = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
+        return psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
     except psycopg.OperationalError as exc:
         _unreachable("PostgreSQL", exc)
-    with con:
+
+
+@pytest.fixture
+def pg_table() -> Iterator[str]:
+    name = f"cmdm_src_{uuid.uuid4().hex[:8]}"
+    with pg_admin() as con:
         con.execute(f'CREATE TABLE {name} (id integer primary key, "first" text, "last" text, email text, born date, score integer)')
         with con.cursor() as cur:
             cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s, %s, %s, %s)", ROWS)

@@ -9,6 +9,7 @@ command line or the config is wrong, or no (or a wrong) key-encryption key; 130 
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import sys
 import textwrap
@@ -145,30 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             from cmdm_pipeline.cli.run import run
 
             return run(args.config, quiet=args.quiet, accept_shrink=args.accept_shrink)
-        if args.command == "keys":
-            from cmdm_pipeline.cli.keys import keys_command
-
-            return keys_command(args)
-        if args.command == "backup":
-            from cmdm_pipeline.cli.backup import backup_command
-
-            return backup_command(args)
-        if args.command == "consent":
-            from cmdm_pipeline.cli.consent import consent_command
-
-            return consent_command(args)
-        if args.command == "lookup":
-            from cmdm_pipeline.cli.lookup import lookup_command
-
-            return lookup_command(args)
-        if args.command == "lenses":
-            from cmdm_pipeline.cli.lenses import lenses_command
-
-            return lenses_command(args)
-        if args.command == "erase":
-            from cmdm_pipeline.cli.erase import erase_command
-
-            return erase_command(args)
+        if args.command != "report":
+            # Each other command is the module of its name, with `<name>_command(args)`; imported on use
+            # so `cmdm --help` does not load Dagster, Splink or the crypto stack.
+            module = importlib.import_module(f"cmdm_pipeline.cli.{args.command}")
+            return getattr(module, f"{args.command}_command")(args)  # type: ignore[no-any-return]
         from cmdm_pipeline.cli.report import report
 
         return report(args.config, run_id=args.run, stage=args.stage, top=args.top)

@@ -8,7 +8,6 @@ table is named uniquely per test and dropped afterwards.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -20,8 +19,7 @@ from cmdm_pipeline.config import Lens, LensesTarget
 from cmdm_pipeline.protect.lenses.build import build_lens, tokenise
 from cmdm_pipeline.protect.lenses.postgres import erase_masters, lens_role, lens_schema, publish_postgres
 from cmdm_pipeline_tests.protect.test_lenses import CONSENT, CUSTOMER_SCHEMA, GOLDEN, KEY
-
-PG_URL = os.environ.get("CMDM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from cmdm_pipeline_tests.test_databases import PG_URL, pg_admin
 
 pytestmark = pytest.mark.database
 
@@ -40,19 +38,11 @@ def _as(role: str) -> str:
 
 @pytest.fixture
 def target() -> Iterator[LensesTarget]:
-    import psycopg
 
     tag = uuid.uuid4().hex[:8]
     publisher = f"t{tag}_publisher"
     target = LensesTarget(url=_as(publisher), schema_prefix=f"t{tag}_lens_", role_prefix=f"t{tag}_role_")
-    try:
-        admin = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL test server not reachable ({type(exc).__name__}); this test needs it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " and CI provides it")
-        pytest.skip(message)
-    with admin:
+    with pg_admin() as admin:
         database = admin.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         # Exactly what docs/operations/bi-access.md tells an administrator to run (a password aside).
         admin.execute(f"CREATE ROLE {publisher} LOGIN CREATEROLE")
