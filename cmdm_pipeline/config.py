@@ -640,6 +640,46 @@ class ErasureConfig(Model):
     )
 
 
+WebRole = Literal["steward", "viewer", "api"]
+
+
+class WebUser(Model):
+    """A person (or a system) who may use `cmdm serve`; secrets are stored as hashes only."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$", description="Login name; audited as `web:<name>`.")
+    role: WebRole = Field(description="steward: works the review queue and masters; viewer: reads them; api: the "
+                          "HTTP API by bearer token.")
+    password_hash: str | None = Field(
+        None, description="argon2 hash of the password (`cmdm serve --hash-password` prints one); people log in with it.")
+    token_hash: str | None = Field(
+        None, description="SHA-256 (hex) of an API client's bearer token (`cmdm serve --new-token` prints both).")
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebUser:
+        if self.password_hash is None and self.token_hash is None:
+            raise ValueError(f"web.users({self.name}): needs password_hash (a person) or token_hash (an API client)")
+        return self
+
+
+class WebConfig(Model):
+    """The steward workbench and resolve API (`cmdm serve`, docs/operations/workbench.md)."""
+
+    users: list[WebUser] = Field(default_factory=list, description="Who may log in or call the API, with their role.")
+    role_lenses: dict[WebRole, str] = Field(
+        default_factory=dict,
+        description="Role -> the lens whose column treatments (reveal, mask, tokenise) that role sees personal values "
+        "through; a role without a lens sees no personal value.")
+    trusted_user_header: str | None = Field(
+        None, description="Header a trusted reverse proxy sets to the logged-in user's name (e.g. X-Forwarded-User); "
+        "null: users log in with their password.")
+    base_url: str = Field("http://127.0.0.1:8000", description="Where `cmdm serve` is reached; the Dagster UI links "
+                          "Data Docs and match charts there.")
+    session_minutes: int = Field(480, ge=1, description="A login expires after this many minutes.")
+    decision_store: Path | None = Field(
+        None, description="SQLite file the workbench keeps decisions and reveals in (the next run reads it). "
+        "Default: <warehouse folder>/steward/decisions.sqlite.")
+
+
 class ProjectConfig(Model):
     """The whole of ``cmdm.yaml``."""
 
@@ -677,9 +717,22 @@ class ProjectConfig(Model):
     lenses_target: LensesTarget | None = Field(
         None, description="PostgreSQL database each lens is also published into, one schema and role per lens."
     )
+    web: WebConfig = Field(default_factory=WebConfig, description="The steward workbench and resolve API (`cmdm serve`).")
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _web_checks(self) -> ProjectConfig:
+        names = [user.name for user in self.web.users]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"web.users: names must be unique; repeated: {', '.join(twice)}")
+        lenses = {lens.name for lens in self.lenses}
+        for role, lens in self.web.role_lenses.items():
+            if lens not in lenses:
+                raise ValueError(f"web.role_lenses.{role}: no lens named {lens!r} (lenses: {', '.join(sorted(lenses))})")
+        return self
 
     @model_validator(mode="after")
     def _lens_checks(self) -> ProjectConfig:
@@ -785,6 +838,12 @@ class ProjectConfig(Model):
     @property
     def warehouse_path(self) -> Path:
         return self.resolve(self.warehouse.path)
+
+    @property
+    def decision_store_path(self) -> Path:
+        """The workbench's decision store (``web.decision_store``, default beside the warehouse)."""
+        configured = self.web.decision_store
+        return self.resolve(configured) if configured else self.warehouse_path.parent / "steward" / "decisions.sqlite"
 
     def source(self, name: str) -> Source:
         for source in self.sources:

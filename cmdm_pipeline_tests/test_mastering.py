@@ -56,7 +56,8 @@ def test_matching_and_mastering_across_runs(project: Path) -> None:
         for e in first.get_asset_materialization_events() if e.asset_key.to_user_string() == "match_model"
     )
     assert model_meta["trained_this_run"].value is True
-    charts = Path(model_meta["match_weights_chart"].value)
+    assert model_meta["match_weights_chart"].value.endswith("/match/charts/match_weights.html")  # served by `cmdm serve`
+    charts = Path(model_meta["charts_folder"].value) / "match_weights.html"
     assert charts.is_file() and "<script src=" not in charts.read_text()[:5000]
 
     validated = store.read("validated_customers")

@@ -1,4 +1,5 @@
-"""``audit_log``: master events derived from the history tables, and steward decisions, appended once each."""
+"""``audit_log``: master events derived from the history tables, steward decisions (the CSV import's and the
+workbench's) and the workbench's reveals of personal values, appended once each."""
 
 # No `from __future__ import annotations`: Dagster reads the context parameter's type hint.
 
@@ -8,7 +9,8 @@ import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
-from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events
+from cmdm_pipeline.decision_store import read_decision_history, read_reveals
+from cmdm_pipeline.protect.audit import AUDIT, append_audit, master_events, steward_events, workbench_events
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.sql import statement
 from cmdm_pipeline.stages.decisions import read_decisions
@@ -30,9 +32,12 @@ def audit_log_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
         decisions = read_decisions(config.resolve(config.matching.decisions) if config.matching.decisions else None)
         versions, runs = _versions(store)
+        xref = store.read(XREF)
         rows = pl.concat([
             master_events(versions, store.read(ID_LINEAGE)).with_columns(pl.lit(None, dtype=pl.String).alias("audit_id")),
-            steward_events(decisions, store.read(XREF), run_id, now),
+            steward_events(decisions, xref, run_id, now),
+            workbench_events(read_decision_history(config.decision_store_path), read_reveals(config.decision_store_path),
+                             xref, run_id, now),
         ], how="diagonal_relaxed")
         audited = runs.with_columns(pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("audited_at"))
         added = append_audit(store, rows, append={AUDITED_RUNS: (audited, "run_id")})

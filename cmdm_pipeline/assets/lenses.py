@@ -47,7 +47,8 @@ def lens_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
         metadata={"dagster/column_schema": reports_schema(config)},
         description=f"One row per row of {', '.join(REPORTS)}: those tables as Parquet files in {REPORT_FOLDER}/ "
         "in the warehouse folder, for BI tools that must never open the warehouse; counts, quality metrics and "
-        "record ids, no attribute values; rewritten with the lenses, all files or none.",
+        "record ids, no attribute values; rewritten with the lenses, all files or none. The same step publishes the "
+        "workbench snapshot (`cmdm serve` reads it, never the warehouse): web/ in the warehouse folder, encrypted.",
     )]
 
     @dg.multi_asset(name="publish_for_bi", specs=specs, can_subset=False)
@@ -74,6 +75,7 @@ def lens_assets(config: ProjectConfig) -> list[dg.AssetsDefinition]:
             "dagster/row_count": sum(rows for _, rows in done.reports.values()),
             "rows_by_report": dg.MetadataValue.json({name: rows for name, (_, rows) in done.reports.items()}),
             "files": dg.MetadataValue.json({name: str(path) for name, (path, _) in done.reports.items()}),
+            "workbench_snapshot": dg.MetadataValue.path(str(done.snapshot)) if done.snapshot else "",
             "seconds": round(time.perf_counter() - started, 3),
         })
 

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -11,10 +10,10 @@ import polars as pl
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.schema import Kind
-from cmdm_pipeline.stages.decisions import read_decisions
+from cmdm_pipeline.stages.decisions import steward_decisions
 from cmdm_pipeline.stages.match import KEY, MatchResult, match_records, record_hashes, reusable
 from cmdm_pipeline.stages.match_features import feature_inputs, matching_frame
-from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, train_model
+from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, latest_model, model_dir, train_model
 from cmdm_pipeline.tables import CLUSTERS, PAIRS, REVIEW, VALIDATED
 from cmdm_pipeline.tables import MATCH_SUMMARY as SUMMARY
 
@@ -23,15 +22,6 @@ FULL_REBUILD_TAG = "cmdm/full_rebuild"
 MODEL = "match_model"  # a file, not a table
 #: Models saved before thresholds and the prior came from the data are trained again, once.
 MODEL_FORMAT_KEY, MODEL_FORMAT = "cmdm_model_format", 2
-
-
-def model_dir(config: ProjectConfig) -> Path:
-    return config.warehouse_path.parent / "models"
-
-
-def latest_model(config: ProjectConfig) -> Path | None:
-    models = sorted(model_dir(config).glob("match_model_v*.json"), key=lambda p: int(p.stem.rsplit("v", 1)[1]))
-    return models[-1] if models else None
 
 
 def features(store, config: ProjectConfig) -> pl.DataFrame:  # type: ignore[no-untyped-def]
@@ -52,7 +42,7 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         ),
     )
     def _model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        existing = latest_model(config)
+        existing = latest_model(config.warehouse_path)
         saved = json.loads(existing.read_text()) if existing else {}
         asked = config.matching.retrain or context.run.tags.get(RETRAIN_TAG, "").lower() == "true"
         outdated = existing is not None and saved.get(MODEL_FORMAT_KEY) != MODEL_FORMAT
@@ -71,7 +61,7 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             return dg.MaterializeResult(metadata={"trained_this_run": False, "records": frame.height})
         trained = train_model(frame, config.customer_schema, config.matching, version, charts_dir=charts)
         trained.settings[MODEL_FORMAT_KEY] = MODEL_FORMAT
-        path = model_dir(config) / f"match_model_v{version}.json"
+        path = model_dir(config.warehouse_path) / f"match_model_v{version}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".tmp").write_text(json.dumps(trained.settings, indent=1))
         path.with_suffix(".tmp").replace(path)  # atomic: a half-written model is never read
@@ -85,8 +75,10 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                 "em_rules_skipped": dg.MetadataValue.json(trained.settings["cmdm_em_rules_skipped"]),
                 "seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in trained.seconds.items()}),
                 "model": dg.MetadataValue.path(str(path)),
-                "match_weights_chart": dg.MetadataValue.path(str(charts / "match_weights.html")),
-                "m_u_parameters_chart": dg.MetadataValue.path(str(charts / "m_u_parameters.html")),
+                # Served by the workbench (`cmdm serve`): a browser refuses file:// links from the Dagster UI.
+                "match_weights_chart": dg.MetadataValue.url(f"{config.web.base_url.rstrip('/')}/match/charts/match_weights.html"),
+                "m_u_parameters_chart": dg.MetadataValue.url(f"{config.web.base_url.rstrip('/')}/match/charts/m_u_parameters.html"),
+                "charts_folder": dg.MetadataValue.path(str(charts)),
             }
         )
 
@@ -152,11 +144,12 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     def _match(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         store = warehouse.get(config)
         matching = config.matching
-        path = latest_model(config)
+        path = latest_model(config.warehouse_path)
         frame = features(store, config)
         model = json.loads(path.read_text()) if path and frame.height >= 2 else None
         version = model[MODEL_VERSION_KEY] if model else None
-        decisions = read_decisions(config.resolve(matching.decisions) if matching.decisions else None)
+        decisions = steward_decisions(config.resolve(matching.decisions) if matching.decisions else None,
+                                      config.decision_store_path)
         if model is None:
             result = _singletons(frame)
         else:

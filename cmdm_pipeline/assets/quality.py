@@ -97,7 +97,9 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          f"results in {outcome.suite.seconds:.1f}s; Data Docs {index}")
         yield dg.MaterializeResult(asset_key=QUALITY_REPORT, metadata={
             "dagster/row_count": rows.height,
-            "data_docs": dg.MetadataValue.path(str(index)),  # a browser refuses file:// links from a web page
+            # A browser refuses file:// links from a web page: the workbench (`cmdm serve`) serves the site.
+            "data_docs": dg.MetadataValue.url(f"{config.web.base_url.rstrip('/')}/quality/data-docs/index.html"),
+            "data_docs_folder": dg.MetadataValue.path(str(index.parent)),
             "suite": SUITE_NAME,
             "expectations": outcome.suite.counts["rule"].n_unique(),
             "gx_seconds": round(outcome.suite.seconds, 2),

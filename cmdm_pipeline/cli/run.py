@@ -171,5 +171,7 @@ def _summary(config, run_id: str, elapsed: float, config_path: str | None = None
         f"Find:       .uv/bin/uv run cmdm lookup --email ADDRESS [--lens NAME]{suffix}",
         f"Dagster UI: {ui_home}.uv/bin/uv run dagster dev -w workspace.yaml   (then open http://127.0.0.1:3000)",
         f"Quality:    .uv/bin/uv run cmdm report{suffix}",
+        f"Workbench:  .uv/bin/uv run cmdm serve{suffix}   (review queue, masters, resolve API; then open "
+        f"{config.web.base_url})",
     ]
     return "\n".join(lines)

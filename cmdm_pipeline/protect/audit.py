@@ -29,7 +29,7 @@ from cmdm_pipeline.warehouse import Warehouse
 AUDIT = "audit_log"
 ACTIONS = (
     "master_created", "master_merged", "master_split", "master_updated",
-    "consent_changed", "steward_decision", "erased", "key_rotated", "lens_published", "lens_key_rotated",
+    "consent_changed", "steward_decision", "steward_decision_undone", "personal_data_viewed", "erased", "key_rotated", "lens_published", "lens_key_rotated",
 )
 UTC = pl.Datetime("us", "UTC")
 
@@ -160,6 +160,52 @@ def steward_events(decisions: pl.DataFrame, xref: pl.DataFrame, run_id: str, now
                   pl.concat_list("source_system_l", "source_system_r").alias("source_systems"))
         .struct.json_encode().alias("detail"),
     )
+
+
+def workbench_events(decisions: pl.DataFrame, reveals: pl.DataFrame, xref: pl.DataFrame, run_id: str,
+                     now: dt.datetime) -> pl.DataFrame:
+    """What people did in the workbench (:mod:`cmdm_pipeline.decision_store`), each logged once: every
+    decision (``steward_decision``, in force or not, keyed like a decision of the CSV import), every undo
+    (``steward_decision_undone``) and every page that showed personal values in clear
+    (``personal_data_viewed``: the columns' names and record keys). The actor is ``web:<user>``."""
+    masters = xref.select("source_system", "source_record_id", "master_id")
+    with_masters = decisions.join(
+        masters.rename({"source_system": "source_system_l", "source_record_id": "source_record_id_l"}),
+        on=["source_system_l", "source_record_id_l"], how="left",
+    ).join(
+        masters.rename({"source_system": "source_system_r", "source_record_id": "source_record_id_r",
+                        "master_id": "related_master_id"}),
+        on=["source_system_r", "source_record_id_r"], how="left",
+    ).with_columns(decision_audit_ids(decisions).alias("audit_id"))
+    detail = pl.struct("decision", "action", "batch", pl.coalesce("related_master_id", "master_r").alias("related_master_id"),
+                       pl.concat_list("source_system_l", "source_system_r").alias("source_systems")).struct.json_encode()
+    made = with_masters.select(
+        "audit_id", _time("decided_at", now), pl.lit(run_id).alias("run_id"), pl.col("decided_by").alias("actor"),
+        pl.lit("steward_decision").alias("action"), pl.coalesce("master_id", "master_l").alias("master_id"),
+        detail.alias("detail"),
+    )
+    undone = with_masters.filter(pl.col("undone_at").is_not_null()).select(
+        sha256_hex(pl.select(pl.concat_str(pl.lit("undone|"), with_masters.filter(pl.col("undone_at").is_not_null())
+                                           ["audit_id"])).to_series()).alias("audit_id"),
+        _time("undone_at", now), pl.lit(run_id).alias("run_id"), pl.col("undone_by").alias("actor"),
+        pl.lit("steward_decision_undone").alias("action"), pl.coalesce("master_id", "master_l").alias("master_id"),
+        pl.struct("batch", pl.col("audit_id").alias("decision_audit_id")).struct.json_encode().alias("detail"),
+    )
+    viewed = reveals.select(
+        sha256_hex(pl.select(pl.concat_str(pl.lit("viewed|"), pl.lit(reveals["viewed_by"]), pl.lit("|"),
+                                           pl.lit(reveals["viewed_at"]), pl.lit("|"),
+                                           pl.lit(reveals["reveal_id"].cast(pl.String)))).to_series()).alias("audit_id"),
+        _time("viewed_at", now), pl.lit(run_id).alias("run_id"), pl.col("viewed_by").alias("actor"),
+        pl.lit("personal_data_viewed").alias("action"), "master_id",
+        pl.struct("page", pl.col("columns").str.json_decode(pl.List(pl.String)),
+                  pl.col("records").str.json_decode(pl.List(pl.String))).struct.json_encode().alias("detail"),
+    )
+    return pl.concat([made, undone, viewed], how="vertical_relaxed")
+
+
+def _time(column: str, now: dt.datetime) -> pl.Expr:
+    return pl.coalesce(pl.col(column).str.to_datetime(strict=False, time_zone="UTC", time_unit="us"),
+                       pl.lit(now, dtype=UTC)).alias("event_time")
 
 
 def consent_events(changes: pl.DataFrame, run_id: str, now: dt.datetime) -> pl.DataFrame:

@@ -1,7 +1,8 @@
 """Steward decisions: source record pairs judged ``same`` or ``different``, which win over the model.
 
-They come from a CSV file (``matching.decisions``); the latest decision on a pair wins. ``same`` becomes
-a must-link and ``different`` a cannot-link when records are clustered.
+They come from the workbench's decision store (`cmdm serve`) and from a CSV file (``matching.decisions``,
+an import); the latest decision on a pair wins, whichever its origin. ``same`` becomes a must-link and
+``different`` a cannot-link when records are clustered.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+
+from cmdm_pipeline.decision_store import read_store_decisions
 
 KEY = ["source_system", "source_record_id"]
 
@@ -50,7 +53,20 @@ def read_decisions(path: Path | None) -> pl.DataFrame:
     bad = frame.with_row_index("row", offset=2).filter(~pl.col("decision").is_in(["same", "different"]))
     if bad.height:
         raise DecisionsError(f"{path}: row {bad['row'][0]}, column decision: expected `same` or `different`")
-    # The latest decision on a pair wins (pairs are unordered).
+    return latest_decisions(frame)
+
+
+def steward_decisions(csv_path: Path | None, store_path: Path) -> pl.DataFrame:
+    """The decisions in force: the CSV import's and the workbench store's, the latest per pair."""
+    csv = read_decisions(csv_path)
+    store = read_store_decisions(store_path)
+    if not store.height:
+        return csv
+    return latest_decisions(pl.concat([csv, store.select(list(DECISION_COLUMNS))]))
+
+
+def latest_decisions(frame: pl.DataFrame) -> pl.DataFrame:
+    """One decision per unordered pair, the latest (``decided_at``; of equal times, the later row)."""
     ordered = frame.with_columns(
         (record_key("source_system_l", "source_record_id_l") <= record_key("source_system_r", "source_record_id_r"))
         .alias("__in_order")

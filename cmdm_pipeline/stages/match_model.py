@@ -279,3 +279,13 @@ def score_groups(
             table = tf_linker.table_management.compute_tf_table(column.unquote().name)
             linker.table_management.register_term_frequency_lookup(table, column.unquote().name)
         return _predictions_frame(linker.inference.predict(), prior_weight(model))
+
+
+def model_dir(warehouse_path: Path) -> Path:
+    """Where the versioned model files live: ``<warehouse folder>/models/match_model_v<N>.json``."""
+    return warehouse_path.parent / "models"
+
+
+def latest_model(warehouse_path: Path) -> Path | None:
+    models = sorted(model_dir(warehouse_path).glob("match_model_v*.json"), key=lambda p: int(p.stem.rsplit("v", 1)[1]))
+    return models[-1] if models else None

@@ -147,7 +147,8 @@ def test_gx_counts_agree_with_the_pandera_gate(project) -> None:  # type: ignore
 def test_data_docs_linked_from_metadata_open_and_hold_no_personal_data(project) -> None:  # type: ignore[no-untyped-def]
     root, _, second = project
     found = metadata(second)
-    index = Path(str(found["quality_report"]["data_docs"]).removeprefix("file://"))
+    assert str(found["quality_report"]["data_docs"]) == "http://127.0.0.1:8000/quality/data-docs/index.html"  # `cmdm serve`
+    index = Path(str(found["quality_report"]["data_docs_folder"]).removeprefix("file://")) / "index.html"
     html = index.read_text(encoding="utf-8")
     assert index.name == "index.html" and html.lstrip().lower().startswith("<!doctype html") and SUITE_NAME in html
     pages = [p.read_text(encoding="utf-8", errors="replace") for p in index.parent.rglob("*.html")]

@@ -49,6 +49,7 @@ import duckdb
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig, Source
+from cmdm_pipeline.decision_store import forget, read_decision_history
 from cmdm_pipeline.faults import crash_point
 from cmdm_pipeline.protect.audit import AUDIT, audit_rows, decision_audit_ids, pipeline_actor
 from cmdm_pipeline.protect.erasure.history import (
@@ -198,6 +199,8 @@ def _finish(store: Warehouse, config: ProjectConfig, owners: list[str], run_id: 
         keys.keep_tombstones(store.read(TOMBSTONES))
     keys.destroy(owners, compact=False)
     crash_point("erasure.keys_destroyed")
+    forget(config.decision_store_path, [o.removeprefix("record/").replace("/", ":", 1) for o in owners if o.startswith("record/")],
+           [o.removeprefix("master/") for o in owners if o.startswith("master/")])
     keys.compact()
     seconds["destroy_keys"] = time.perf_counter() - timer
     seconds["rebuild_warehouse"] = rebuild_duckdb_file(store.path)
@@ -328,8 +331,19 @@ _PAIR = ["source_system_l", "source_record_id_l", "source_system_r", "source_rec
 
 
 def steward_decisions(config: ProjectConfig) -> pl.DataFrame:
-    """Every row of the steward decisions file, superseded decisions included (each was logged while in
-    force), normalised as matching normalises them: pair keys and each decision's audit id."""
+    """Every row of the steward decisions file and of the workbench's store, superseded and undone decisions
+    included (each was logged), normalised as matching normalises them: pair keys, each decision's audit id,
+    and whether the workbench's store holds it (erasure deletes those itself; the file's a steward must)."""
+    return pl.concat([_file_decisions(config).with_columns(pl.lit(False).alias("in_store")),
+                      _store_decisions(config).with_columns(pl.lit(True).alias("in_store"))])
+
+
+def _store_decisions(config: ProjectConfig) -> pl.DataFrame:
+    rows = read_decision_history(config.decision_store_path)
+    return rows.select(*_PAIR, decision_audit_ids(rows))
+
+
+def _file_decisions(config: ProjectConfig) -> pl.DataFrame:
     from cmdm_pipeline.stages.decisions import DECISION_COLUMNS, read_decisions
 
     path = config.resolve(config.matching.decisions) if config.matching.decisions else None

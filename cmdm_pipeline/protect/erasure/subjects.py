@@ -108,7 +108,7 @@ SUPPRESSED_COLUMNS: dict[str, pl.DataType] = {
 _KEYS = {"source_system": pl.String(), "source_record_id": pl.String()}
 _ROWS = {"source_system": pl.String(), "source_row_number": pl.Int64()}
 _DECISION_KEYS = {"source_system_l": pl.String(), "source_record_id_l": pl.String(), "source_system_r": pl.String(),
-                  "source_record_id_r": pl.String(), "audit_id": pl.String()}
+                  "source_record_id_r": pl.String(), "audit_id": pl.String(), "in_store": pl.Boolean()}
 _QUARANTINE_SUBJECT = {"subject_source_system": pl.String(), "subject_source_record_id": pl.String(),
                        "email_index": pl.Binary(), "phone_index": pl.Binary()}
 
@@ -431,16 +431,17 @@ def quarantine_subjects(quarantine: pl.DataFrame, config: ProjectConfig, keys: K
 
 
 def decisions_of(records: pl.DataFrame, decisions: pl.DataFrame) -> tuple[list[str], list[str]]:
-    """("system:id" of the subject's records the steward decisions name, those decisions' audit ids)."""
+    """("system:id" of the subject's records the decisions file names, for a steward to delete there; the audit
+    ids of every decision naming them, the workbench's too: the workbench's store is purged by erasure itself)."""
     if decisions.is_empty() or records.is_empty():
         return [], []
     named = []
     for side in ("l", "r"):
         keys = records.rename({"source_system": f"source_system_{side}", "source_record_id": f"source_record_id_{side}"})
         named.append(decisions.join(keys, on=list(keys.columns), how="inner").select(
-            pl.concat_str(keys.columns, separator=":").alias("record"), "audit_id"))
+            pl.concat_str(keys.columns, separator=":").alias("record"), "audit_id", "in_store"))
     found = pl.concat(named)
-    return sorted(set(found["record"])), sorted(set(found["audit_id"]))
+    return sorted(set(found.filter(~pl.col("in_store"))["record"])), sorted(set(found["audit_id"]))
 
 
 # --- tombstones -------------------------------------------------------------------------------------

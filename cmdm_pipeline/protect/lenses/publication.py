@@ -8,6 +8,7 @@ so lens and report files are replaced by a publication without the subject (neve
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,12 @@ from cmdm_pipeline.protect.lenses.build import (
     load_lens_keys,
     publish_files,
     report_folder,
+    token_key,
 )
 from cmdm_pipeline.protect.lenses.keys import Generations, Publication, read_generations, record_publications
+from cmdm_pipeline.stages.match_model import latest_model
 from cmdm_pipeline.warehouse import Warehouse
+from cmdm_pipeline.web.snapshot import SNAPSHOT_TABLES, publish_snapshot, snapshot_folder
 
 GOLDEN, CONSENT_CURRENT = "golden_customers", "consent_current"
 #: Tables published for BI as they are: counts, quality metrics, and the review queue's record ids, scores and
@@ -40,6 +44,7 @@ class LensPublication:
     generations: Generations
     old_keys_destroyed: int
     reports: dict[str, tuple[Path, int]]  # table -> (Parquet file, rows)
+    snapshot: Path | None  # the workbench snapshot's manifest (None: no keyring to encrypt it with)
 
 
 def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore, run_id: str,
@@ -65,8 +70,23 @@ def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore,
         schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
     retired = record_publications(store, key_store, _publications(built, published, schemas), generations,
                                   run_id, now) if published else 0
+    snapshot = _publish_snapshot(store, config, key_store, tables, run_id, now)
     return LensPublication(built, published, schemas, generations, retired,
-                           {name: (folder / f"{name}.parquet", frame.height) for name, frame in reports.items()})
+                           {name: (folder / f"{name}.parquet", frame.height) for name, frame in reports.items()},
+                           snapshot)
+
+
+def _publish_snapshot(store: Warehouse, config: ProjectConfig, key_store: KeyStore, tables: set[str], run_id: str,
+                      now: dt.datetime) -> Path | None:
+    """What `cmdm serve` reads (:mod:`cmdm_pipeline.web.snapshot`), so the web app never opens the warehouse."""
+    if key_store.keyring is None:
+        return None
+    frames = {name: store.read(name) for name in SNAPSHOT_TABLES if name in tables}
+    latest = latest_model(config.warehouse_path)
+    model = json.loads(latest.read_text(encoding="utf-8")) if latest else None
+    token_keys = {lens.name: token_key(key_store, lens.name) for lens in config.lenses}
+    return publish_snapshot(frames, model, snapshot_folder(config.warehouse_path), key_store.keyring, run_id, now,
+                            token_keys)
 
 
 def _publications(built: list[tuple[Lens, pl.DataFrame]], published: list[PublishedLens],
