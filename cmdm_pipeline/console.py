@@ -1,17 +1,21 @@
-"""What the `cmdm` commands show on the terminal: tables, and library chatter kept off it.
+"""What the `cmdm` commands show on the terminal: tables, the run's own lines, and library chatter kept off it.
 
 Tables are rich tables on a terminal and plain aligned columns otherwise (pipes, files, tests), so a
 script can split them on whitespace. Warnings and log lines of the libraries (Splink, Great
 Expectations, DuckDB, Python's ``warnings``) go to the Dagster run log at DEBUG, not to the terminal.
+A run's log reaches the terminal through :func:`terminal_logger`: one line per message, "time  step  text";
+a failed step as its reason, without Dagster's stack trace (the run log in the Dagster UI keeps it), and
+the steps a failure leaves unrun counted once instead of one error line each.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 #: Records re-sent here during a step reach its run log (the tree `dagster.get_dagster_logger` logs to).
 _RUN_LOG = logging.getLogger("dagster.builtin.cmdm.library")
@@ -32,6 +36,62 @@ class _LibraryLogsToRunLog(logging.Handler):
         moved.name, moved.msg, moved.args = _RUN_LOG.name, f"{record.name}: {record.getMessage()}", None
         moved.levelno, moved.levelname, moved.exc_info, moved.exc_text = logging.DEBUG, "DEBUG", None, None
         _RUN_LOG.handle(moved)  # handle(), not debug(): the console's INFO level must not drop it before the run log
+
+
+_NOT_RUN = "Dependencies for step "  # Dagster's error line for each step a failure leaves unrun
+
+
+def root_cause(error: Any) -> str:
+    """The message of the error our code raised, under Dagster's wrapping errors (a SerializableErrorInfo)."""
+    if error is None:
+        return "unknown error"
+    while error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()
+
+
+class _TerminalLines(logging.Handler):
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+        self.not_run = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        text = str(meta.get("orig_message") or record.getMessage())
+        event = meta.get("dagster_event")
+        if event is not None and event.is_step_failure and event.step_failure_data is not None:
+            text = f"failed: {root_cause(event.step_failure_data.error)}"
+        elif event is not None and event.is_run_failure:
+            return  # `cmdm run` says it once, with the failed steps and checks
+        elif record.levelno >= logging.ERROR and text.startswith(_NOT_RUN):
+            self.not_run += 1
+            if self.not_run == 1:
+                text = "later steps are not run (they need the failed one)"
+            else:
+                return
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname}  "
+        when = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        step = meta.get("step_key") or "run"
+        stream = self.stream or sys.stderr
+        stream.write(f"{when}  {step:<32} {level}{first}\n")
+        stream.flush()
+
+
+def terminal_logger(stream: TextIO | None = None):  # type: ignore[no-untyped-def]
+    """A Dagster logger definition writing a run's log as short lines (see the module docstring)."""
+    import dagster as dg
+
+    @dg.logger({"log_level": dg.Field(str, is_required=False, default_value="INFO")},
+               description="The run's log as one line per message, for the terminal.")
+    def _terminal(init_context: dg.InitLoggerContext) -> logging.Logger:
+        level = init_context.logger_config["log_level"]
+        logger = logging.Logger("cmdm.terminal", level=level)
+        logger.addHandler(_TerminalLines(stream))
+        return logger
+
+    return _terminal
 
 
 @contextmanager

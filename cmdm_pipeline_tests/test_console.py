@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -99,7 +100,8 @@ def test_run_shows_no_library_warning_quiet_shows_only_the_summary_and_the_ui_se
     library = [line for line in lines if any(word in line for word in ("Level ", "predict()", "Warning", "warn("))]
     assert library == []
     # Every line is ours: the config line, the assets' own progress, a step's progress, the dev-key notice.
-    assert all(line.startswith(("cmdm: ", "!!! ")) or " - dagster - " in line for line in lines), lines
+    ours = re.compile(r"^\d\d:\d\d:\d\d  \S+ +\S")  # the run's log: time, step, message
+    assert all(line.startswith(("cmdm: ", "!!! ")) or ours.match(line) for line in lines), lines
     assert any("matching: training on 3 records: " in line for line in lines)
     home = project / ".dagster"
     assert f"DAGSTER_HOME={home} .uv/bin/uv run dagster dev" in first.stdout
@@ -118,3 +120,36 @@ def test_run_shows_no_library_warning_quiet_shows_only_the_summary_and_the_ui_se
     assert reader.returncode == 0, reader.stderr[-2000:]
     runs, latest = reader.stdout.split()
     assert runs == "2" and latest in quiet.stdout
+
+
+def test_a_failed_run_shows_each_failure_once_by_its_reason_without_stack_traces() -> None:
+    import dagster as dg
+
+    from cmdm_pipeline.console import terminal_logger
+
+    @dg.op
+    def read_source(context) -> int:  # type: ignore[no-untyped-def]  # no annotation: this module's are strings
+        context.log.info("read 3 rows")
+        raise ValueError("source 'pos' (pos.csv): file not found")
+
+    @dg.op
+    def standardise(rows: int) -> int:
+        return rows
+
+    @dg.op
+    def validate(rows: int) -> int:
+        return rows
+
+    @dg.job(logger_defs={"console": terminal_logger(shown := io.StringIO())})
+    def job() -> None:
+        validate(standardise(read_source()))
+
+    result = job.execute_in_process(raise_on_error=False, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    assert not result.success
+    lines = shown.getvalue().splitlines()
+    failed = [line for line in lines if "ERROR" in line]
+    assert len(failed) == 2, lines
+    assert "read_source" in failed[0] and "failed: ValueError: source 'pos' (pos.csv): file not found" in failed[0]
+    assert "later steps are not run" in failed[1]
+    assert any(line.split()[1:] == ["read_source", "read", "3", "rows"] for line in lines)
+    assert "Traceback" not in shown.getvalue() and "Stack Trace" not in shown.getvalue()

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from cmdm_pipeline.cli.run import user_error_message
+from cmdm_pipeline.console import root_cause as user_error_message
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.warehouse import Warehouse

@@ -28,10 +28,11 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
 
     import dagster as dg
 
+    from cmdm_pipeline.console import root_cause, terminal_logger
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 
     try:
-        job = build_definitions(config).resolve_job_def(JOB_NAME)
+        job = build_definitions(config).resolve_job_def(JOB_NAME).with_logger_defs({"console": terminal_logger()})
     except dg.DagsterInvalidDefinitionError as exc:  # e.g. a cron expression Dagster cannot read
         print(f"cmdm: {config.base_dir}: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -61,7 +62,7 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
             if event.is_step_failure and event.step_failure_data is not None:
                 if _failed_check(event.step_failure_data.error):
                     continue  # said below, with the check's own description
-                message = user_error_message(event.step_failure_data.error)
+                message = root_cause(event.step_failure_data.error)
                 print(f"cmdm: step {event.step_key} failed: {message}", file=sys.stderr)
         for check in result.get_asset_check_evaluations():
             if not check.passed and check.blocking:
@@ -73,20 +74,11 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     return EXIT_OK
 
 
-def _failed_check(error) -> bool:  # type: ignore[no-untyped-def]
+def _failed_check(error) -> bool:
     return error is not None and error.cls_name == "DagsterAssetCheckFailedError"
 
 
-def user_error_message(error) -> str:  # type: ignore[no-untyped-def]
-    """The message of the error our code raised, under Dagster's wrapping errors."""
-    if error is None:
-        return "unknown error"
-    while error.cause is not None:
-        error = error.cause
-    return str(error.message).strip()
-
-
-def _instance(dg, project: Path):  # type: ignore[no-untyped-def]
+def _instance(dg, project: Path):
     """The instance in $DAGSTER_HOME, else the project's own (``dagster_home``), which the docs start the UI on."""
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
@@ -111,7 +103,7 @@ def _progress(quiet: bool, message: str) -> None:
         print(f"cmdm: {message}", file=sys.stderr)
 
 
-def _summary(config, run_id: str, elapsed: float, config_path: str | None = None) -> str:  # type: ignore[no-untyped-def]
+def _summary(config, run_id: str, elapsed: float, config_path: str | None = None) -> str:
     from cmdm_pipeline.console import table
     from cmdm_pipeline.warehouse import Warehouse
 
