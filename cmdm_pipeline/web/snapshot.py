@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,10 @@ class Snapshot:
         return self.con.sql(f'SELECT * FROM "{table}"').pl()  # noqa: S608 - table names are constants
 
 
-def publish_snapshot(frames: Mapping[str, pl.DataFrame], model: dict[str, Any] | None, folder: Path,
+def publish_snapshot(frames: Mapping[str, pl.DataFrame | Callable[[], pl.DataFrame]], model: dict[str, Any] | None, folder: Path,
                      keyring: Keyring, run_id: str, now: dt.datetime, token_keys: Mapping[str, bytes] | None = None) -> Path:
-    """Write ``frames`` (table -> rows) and the match model as a new publication; returns the manifest.
+    """Write ``frames`` (table -> rows, or a function reading them: then one table is in memory at a time) and
+    the match model as a new publication; returns the manifest.
 
     ``token_keys`` (lens -> key) go in the manifest wrapped like the file key, so the workbench tokenises
     a value as that lens's published files do."""
@@ -76,9 +77,13 @@ def publish_snapshot(frames: Mapping[str, pl.DataFrame], model: dict[str, Any] |
     try:
         building.mkdir()
         properties = pqe.create_encryption_properties(file_key)
-        for table, frame in frames.items():
+        rows = {}
+        for table, source in frames.items():
+            frame = source() if callable(source) else source
             pq.write_table(frame.to_arrow(), building / f"{table}.parquet", compression="zstd",
                            encryption_properties=properties)
+            rows[table] = frame.height
+            del frame
         if model is not None:
             pq.write_table(pl.DataFrame({"model": [json.dumps(model)]}).to_arrow(), building / "match_model.parquet",
                            encryption_properties=properties)
@@ -88,7 +93,7 @@ def publish_snapshot(frames: Mapping[str, pl.DataFrame], model: dict[str, Any] |
         raise
     manifest = {
         "publication": publication, "run_id": run_id, "published_at": now.isoformat(),
-        "tables": {table: frame.height for table, frame in frames.items()}, "model": model is not None,
+        "tables": rows, "model": model is not None,
         "key": _wrapped(keyring, _KEY_OWNER, file_key, key_id),
         "token_keys": {lens: _wrapped(keyring, f"{_KEY_OWNER}/token/{lens}", key, secrets.token_bytes(16))
                        for lens, key in (token_keys or {}).items()},

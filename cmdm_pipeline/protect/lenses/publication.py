@@ -8,6 +8,7 @@ so lens and report files are replaced by a publication without the subject (neve
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def _publish_snapshot(store: Warehouse, config: ProjectConfig, key_store: KeySto
     """What `cmdm serve` reads (:mod:`cmdm_pipeline.web.snapshot`), so the web app never opens the warehouse."""
     if key_store.keyring is None:
         return None
-    frames = {name: store.read(name) for name in SNAPSHOT_TABLES if name in tables}
+    frames = {name: functools.partial(store.read, name) for name in SNAPSHOT_TABLES if name in tables}
     latest = latest_model(config.warehouse_path)
     model = json.loads(latest.read_text(encoding="utf-8")) if latest else None
     token_keys = {lens.name: token_key(key_store, lens.name) for lens in config.lenses}
