@@ -107,6 +107,7 @@ def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) ->
     b = both.join(predicted, on=cluster).join(actual, on="entity")
     b_precision = float((b["n"] * b["n"] / b["c"]).sum() / frame.height)
     b_recall = float((b["n"] * b["n"] / b["e"]).sum() / frame.height)
+    largest = predicted["c"].max()  # an int, or None without records
     return {
         "pair_precision": precision,
         "pair_recall": recall,
@@ -114,7 +115,7 @@ def score_clusters(assigned: pl.DataFrame, truth: pl.DataFrame, cluster: str) ->
         "b3_precision": b_precision,
         "b3_recall": b_recall,
         "b3_f1": 2 * b_precision * b_recall / max(b_precision + b_recall, 1e-12),
-        "largest_cluster": int(predicted["c"].max() or 0),
+        "largest_cluster": largest if isinstance(largest, int) else 0,
     }
 
 
@@ -215,11 +216,11 @@ def run_pipeline(config: ProjectConfig) -> PipelineRun:
         if event.event_type_value == "STEP_SUCCESS"
     }
     steps = [entry for entry in instance.all_logs(result.run_id) if entry.is_dagster_event]
-    started = {e.step_key: e.timestamp for e in steps if e.dagster_event.event_type_value == "STEP_START"}
+    started = {e.step_key: e.timestamp for e in steps if e.get_dagster_event().event_type_value == "STEP_START"}
     peaks = {
         str(e.step_key): sampler.peak_between(started[e.step_key], e.timestamp) / 1e9
         for e in steps
-        if e.dagster_event.event_type_value == "STEP_SUCCESS" and e.step_key in started
+        if e.get_dagster_event().event_type_value == "STEP_SUCCESS" and e.step_key in started
     }
     sampled = max((rss for _, rss in sampler.samples), default=0)
     peak = sampled / 1e9 if sampled else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9

@@ -51,7 +51,7 @@ class FromColumn(Model):
 
 SourceKind = Literal["csv", "parquet", "jsonl", "duckdb", "sqlite", "postgresql", "mysql"]
 FILE_KINDS = ("csv", "parquet", "jsonl")
-DATABASE_KINDS = ("duckdb", "sqlite", "postgresql", "mysql")
+DATABASE_KINDS: tuple[SourceKind, ...] = ("duckdb", "sqlite", "postgresql", "mysql")
 
 
 class Source(Model):
@@ -59,26 +59,26 @@ class Source(Model):
 
     name: str = Field(description="Short lower_snake_case name; becomes `source_system`.")
     kind: SourceKind = Field(description="File format or database type.")
-    path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
+    path: Path | None = Field(default=None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
     url: str | None = Field(
-        None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable."
+        default=None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable."
     )
-    table: str | None = Field(None, description="Database table to read.")
-    query: str | None = Field(None, description="Database query to read (instead of `table`).")
+    table: str | None = Field(default=None, description="Database table to read.")
+    query: str | None = Field(default=None, description="Database query to read (instead of `table`).")
     id_column: str = Field(description="Source column holding the record's id in that system.")
     columns: dict[str, str] = Field(description="Source column -> schema attribute.")
     trust_rank: int = Field(ge=1, description="1 is the most trusted source; used by survivorship.")
     record_type: RecordType | FromColumn = Field(description="lead, contact or customer, or read per row.")
     party_type: PartyType | FromColumn = Field(description="person or organisation, or read per row.")
     default_country: str | None = Field(
-        None, description="ISO alpha-2 country assumed for phones and postcodes when a row has none."
+        default=None, description="ISO alpha-2 country assumed for phones and postcodes when a row has none."
     )
     date_formats: list[str] = Field(
         default_factory=lambda: ["%Y-%m-%d"],
         description="strftime formats tried for dates; a value two formats read differently is ambiguous.",
     )
-    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
-    encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: field separator.")
+    encoding: str = Field(default="utf-8", description="csv/jsonl: text encoding of the file.")
 
     @field_validator("name")
     @classmethod
@@ -138,16 +138,16 @@ class Source(Model):
 class InputChecks(Model):
     """Checks on raw values that every source gets, before the schema's own rules."""
 
-    max_field_length: int = Field(1000, ge=1, description="Longer source values are oversized.")
-    oversized: Severity = Field(Severity.reject, description="Severity of an oversized value.")
+    max_field_length: int = Field(default=1000, ge=1, description="Longer source values are oversized.")
+    oversized: Severity = Field(default=Severity.reject, description="Severity of an oversized value.")
     control_characters: Severity = Field(
-        Severity.reject, description="Severity of NUL or other control characters in a value."
+        default=Severity.reject, description="Severity of NUL or other control characters in a value."
     )
     formula_like: Severity = Field(
-        Severity.reject, description="Severity of a value that a spreadsheet would run as a formula."
+        default=Severity.reject, description="Severity of a value that a spreadsheet would run as a formula."
     )
     format_characters: Severity = Field(
-        Severity.warn, description="Severity of invisible format characters (bidi, zero-width), which are removed."
+        default=Severity.warn, description="Severity of invisible format characters (bidi, zero-width), which are removed."
     )
 
 
@@ -165,7 +165,7 @@ class MatchingConfig(Model):
     """How records are matched and clustered. Thresholds and the prior come from the model and the data."""
 
     review_budget: float = Field(
-        0.01, ge=0, le=1,
+        default=0.01, ge=0, le=1,
         description="Records the review queue may show per run, as a share of all records (0.01: 1 in 100). "
         "The doubtful decisions that change the most records are queued; the model decides the rest.",
     )
@@ -175,7 +175,7 @@ class MatchingConfig(Model):
         "`same` (e.g. [[national_id]]); a value shared by more than 25 records links nothing.",
     )
     blocking_rules: list[str] | None = Field(
-        None, description="SQL blocking rules (l./r. columns); default: generated from the schema."
+        default=None, description="SQL blocking rules (l./r. columns); default: generated from the schema."
     )
     comparisons: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -185,21 +185,21 @@ class MatchingConfig(Model):
     )
     memory_limit: str = Field(
         # 2GB, not 3GB: at 1M records training and scoring took as long (72 s, 82-85 s) and peaked 0.35-0.7 GB lower.
-        "2GB", description="DuckDB memory limit of Splink's scratch database; beyond it, pairs spill to disk."
+        default="2GB", description="DuckDB memory limit of Splink's scratch database; beyond it, pairs spill to disk."
     )
-    u_max_pairs: float = Field(2e6, gt=0, description="Record pairs sampled to estimate u.")
+    u_max_pairs: float = Field(default=2e6, gt=0, description="Record pairs sampled to estimate u.")
     em_max_pairs: float | None = Field(
         # At 1M records 5M pairs gave the same match weights (within 0.15 bits) and took training from
         # 105-107 s to 78-88 s. 2M was faster still, but fitted a rare level's m to ~0.
-        5e6, gt=0, description="Blocked pairs sampled per EM training rule (Splink's max_pairs); null: every pair."
+        default=5e6, gt=0, description="Blocked pairs sampled per EM training rule (Splink's max_pairs); null: every pair."
     )
-    seed: int = Field(42, description="Seed of the u sampling, so training is repeatable.")
-    retrain: bool = Field(False, description="Train a new model on the next run even if one exists.")
+    seed: int = Field(default=42, description="Seed of the u sampling, so training is repeatable.")
+    retrain: bool = Field(default=False, description="Train a new model on the next run even if one exists.")
     full_rebuild: bool = Field(
-        False, description="Score every record again instead of only new or changed ones (also: run tag cmdm/full_rebuild=true)."
+        default=False, description="Score every record again instead of only new or changed ones (also: run tag cmdm/full_rebuild=true)."
     )
     decisions: Path | None = Field(
-        Path("data/decisions/match_decisions.csv"),
+        default=Path("data/decisions/match_decisions.csv"),
         description="Steward decisions (CSV): source records judged `same` or `different`.",
     )
 
@@ -229,24 +229,24 @@ SurvivorshipRule = Literal["trust_rank", "most_recent", "most_frequent", "most_c
 class SurvivorshipConfig(Model):
     """Which record's value each golden-record attribute takes."""
 
-    default: SurvivorshipRule = Field("trust_rank", description="Rule for attributes not listed.")
+    default: SurvivorshipRule = Field(default="trust_rank", description="Rule for attributes not listed.")
     attributes: dict[str, SurvivorshipRule] = Field(default_factory=dict, description="Rule per attribute.")
     recency_attribute: str | None = Field(
-        None, description="Date attribute that says how recent a record is (else its ingestion time)."
+        default=None, description="Date attribute that says how recent a record is (else its ingestion time)."
     )
     customer_provided_sources: list[str] = Field(
         default_factory=list, description="Sources the customer fills in themselves (self-service)."
     )
     survey_score_attribute: str | None = Field(
-        None, description="Number attribute holding a survey (NPS) score; golden records get the latest."
+        default=None, description="Number attribute holding a survey (NPS) score; golden records get the latest."
     )
-    survey_date_attribute: str | None = Field(None, description="Date attribute saying when the score was given.")
+    survey_date_attribute: str | None = Field(default=None, description="Date attribute saying when the score was given.")
 
 
 class WarehouseConfig(Model):
-    path: Path = Field(Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
+    path: Path = Field(default=Path("data/warehouse/cmdm.duckdb"), description="The warehouse DuckDB file.")
     memory_limit: str = Field(
-        "2GB", description="DuckDB memory of the warehouse connections (DuckDB's own default is 80% of RAM); "
+        default="2GB", description="DuckDB memory of the warehouse connections (DuckDB's own default is 80% of RAM); "
         "large writes spill to the file instead."
     )
 
@@ -255,7 +255,7 @@ class QualityConfig(Model):
     """Limits of the blocking quality checks: a run that breaks one stops before it publishes."""
 
     max_quarantine_rate: float = Field(
-        0.5, ge=0, le=1,
+        default=0.5, ge=0, le=1,
         description="Largest share of a source's rows that may be quarantined in one run; above it the run "
         "stops before matching (a source whose format changed should not empty the master).",
     )
@@ -263,18 +263,18 @@ class QualityConfig(Model):
         default_factory=dict, description="Limits per source that replace `max_quarantine_rate`, e.g. {survey: 0.2}."
     )
     max_shrink: float = Field(
-        0.3, ge=0, le=1,
+        default=0.3, ge=0, le=1,
         description="Largest share by which a source's rows read may fall since the last good run (the last "
         "that assigned master ids); above it, or at 0 rows, the run stops before matching, naming the source "
         "and both counts (`cmdm run --accept-shrink SOURCE`, or run tag cmdm/accept_shrink=SOURCE, accepts it).",
     )
     max_match_rate_drift: float = Field(
-        0.1, ge=0, le=1,
+        default=0.1, ge=0, le=1,
         description="Largest change of the match rate (share of records linked to another record) since the "
         "previous run; above it the run stops before mastering (run tag cmdm/accept_drift=true accepts it).",
     )
     max_cluster_size_drift: float = Field(
-        0.1, ge=0, le=1,
+        default=0.1, ge=0, le=1,
         description="Largest change of the cluster-size distribution since the previous run, as total variation "
         "distance (0 same, 1 disjoint); above it the run stops before mastering.",
     )
@@ -292,18 +292,18 @@ class ProtectionConfig(Model):
     """Where the encryption keys live (docs/concepts/encryption.md). Key material never goes in cmdm.yaml."""
 
     key_file: Path | None = Field(
-        None,
+        default=None,
         description="JSON file of key-encryption keys, mode 0600, outside the repository; used when CMDM_KEK "
         "is not set. Default: <warehouse folder>/keys/dev.kek.json, a development key created by "
         "`cmdm keys init` or the first run. Set explicitly, a missing file is an error, never created.",
     )
     keystore: Path | None = Field(
-        None, description="DuckDB file of the wrapped data keys. Default: <warehouse folder>/keys/keystore.duckdb "
+        default=None, description="DuckDB file of the wrapped data keys. Default: <warehouse folder>/keys/keystore.duckdb "
         "with the development key file; with CMDM_KEK or protection.key_file, <warehouse folder>-keys/keystore.duckdb, "
         "outside the warehouse folder, so a copy of that folder holds no keys."
     )
     encrypt: bool = Field(
-        True,
+        default=True,
         description="Store every `pii: true` attribute encrypted in every table the pipeline writes. Turn off "
         "only for a control run (the canary test does) or to compare speed: the warehouse then holds plaintext.",
     )
@@ -316,10 +316,10 @@ _CRON = re.compile(r"^\s*[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4}\s*$")
 class NightlySchedule(Model):
     """The `nightly_consolidation` schedule of `cmdm_job` (needs the Dagster daemon)."""
 
-    cron: str = Field("0 2 * * *", description="Cron expression (5 fields) of when the job runs.")
-    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Europe/Berlin.")
+    cron: str = Field(default="0 2 * * *", description="Cron expression (5 fields) of when the job runs.")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron expression is read in, e.g. Europe/Berlin.")
     running: bool = Field(
-        False, description="Start as RUNNING when the daemon first sees it; else turn it on in the UI."
+        default=False, description="Start as RUNNING when the daemon first sees it; else turn it on in the UI."
     )
 
     @field_validator("cron")
@@ -344,24 +344,24 @@ class NightlySchedule(Model):
 class LandingSensor(Model):
     """The `landing_files` sensor: start `cmdm_job` when files in a landing folder are new or changed."""
 
-    folder: Path | None = Field(None, description="Folder to watch; unset: the sensor skips, saying so.")
-    pattern: str = Field("*", description="Glob on file names in the folder, e.g. '*.csv'.")
+    folder: Path | None = Field(default=None, description="Folder to watch; unset: the sensor skips, saying so.")
+    pattern: str = Field(default="*", description="Glob on file names in the folder, e.g. '*.csv'.")
     settle_seconds: int = Field(
-        30, ge=0, description="Wait until no file changed for this long, so a batch still being copied is one run."
+        default=30, ge=0, description="Wait until no file changed for this long, so a batch still being copied is one run."
     )
-    interval_seconds: int = Field(60, ge=5, description="Seconds between two looks at the folder.")
+    interval_seconds: int = Field(default=60, ge=5, description="Seconds between two looks at the folder.")
     running: bool = Field(
-        False, description="Start as RUNNING when the daemon first sees it; else turn it on in the UI."
+        default=False, description="Start as RUNNING when the daemon first sees it; else turn it on in the UI."
     )
 
 
 class ExtractRetry(Model):
     """Retries of the extract step of flaky sources (a database restarting, a file locked by a writer)."""
 
-    max_retries: int = Field(2, ge=0, description="Attempts after the first one; 0 turns retries off.")
-    delay_seconds: float = Field(5.0, ge=0, description="Wait before the first retry.")
+    max_retries: int = Field(default=2, ge=0, description="Attempts after the first one; 0 turns retries off.")
+    delay_seconds: float = Field(default=5.0, ge=0, description="Wait before the first retry.")
     backoff: Literal["constant", "linear", "exponential"] = Field(
-        "exponential", description="How the wait grows between retries."
+        default="exponential", description="How the wait grows between retries."
     )
     source_kinds: list[SourceKind] = Field(
         default_factory=lambda: list(DATABASE_KINDS),
@@ -393,10 +393,10 @@ class MappedSource(Model):
     readers, and how its columns map to the fields of what it holds."""
 
     kind: SourceKind = Field(description="File format or database type, as for customer sources.")
-    path: Path | None = Field(None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
-    url: str | None = Field(None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable.")
-    table: str | None = Field(None, description="Database table to read.")
-    query: str | None = Field(None, description="Database query to read (instead of `table`).")
+    path: Path | None = Field(default=None, description="File (csv, parquet, jsonl) or database file (duckdb, sqlite).")
+    url: str | None = Field(default=None, description="postgresql/mysql connection URL; `${VAR}` reads an environment variable.")
+    table: str | None = Field(default=None, description="Database table to read.")
+    query: str | None = Field(default=None, description="Database query to read (instead of `table`).")
     columns: dict[str, str]
     timestamp_formats: list[str] = Field(
         min_length=1,
@@ -406,10 +406,10 @@ class MappedSource(Model):
         "offset is read as UTC.",
     )
     default_country: str | None = Field(
-        None, description="ISO alpha-2 country used to read phone numbers written without a + country code."
+        default=None, description="ISO alpha-2 country used to read phone numbers written without a + country code."
     )
-    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator.")
-    encoding: str = Field("utf-8", description="csv/jsonl: text encoding of the file.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv: field separator.")
+    encoding: str = Field(default="utf-8", description="csv/jsonl: text encoding of the file.")
 
     #: The name of this source in messages and in ``Source.name``, and the field used as its id column.
     source_name: ClassVar[str]
@@ -443,6 +443,11 @@ class MappedSource(Model):
         )
 
 
+def _action_spellings() -> dict[str, Literal["granted", "withdrawn"]]:
+    return {"granted": "granted", "grant": "granted", "opt-in": "granted",
+            "withdrawn": "withdrawn", "withdraw": "withdrawn", "opt-out": "withdrawn"}
+
+
 class ConsentSource(MappedSource):
     """Where consent events are read from (any source kind), and how their columns map to consent fields."""
 
@@ -453,8 +458,7 @@ class ConsentSource(MappedSource):
         "email, phone, or source_system + source_record_id."
     )
     action_values: dict[str, Literal["granted", "withdrawn"]] = Field(
-        default_factory=lambda: {"granted": "granted", "grant": "granted", "opt-in": "granted",
-                                 "withdrawn": "withdrawn", "withdraw": "withdrawn", "opt-out": "withdrawn"},
+        default_factory=_action_spellings,
         description="Source spelling of an action (case-insensitive) -> granted | withdrawn; others are quarantined.",
     )
 
@@ -478,7 +482,7 @@ class ConsentConfig(Model):
         description="Channels consent is given for; events naming another channel are quarantined.",
     )
     all_channels: str | None = Field(
-        "any", description="Channel value meaning every channel of `channels` (null: no such value)."
+        default="any", description="Channel value meaning every channel of `channels` (null: no such value)."
     )
     lawful_bases: list[str] = Field(
         default_factory=lambda: list(GDPR_LAWFUL_BASES),
@@ -524,7 +528,7 @@ class Lens(Model):
         "lens needs no consent (e.g. finance under contract). Required, so that null is a decision."
     )
     channel: str | None = Field(
-        None, description="Consent channel the grant must cover (one of consent.channels); null: any channel, and "
+        default=None, description="Consent channel the grant must cover (one of consent.channels); null: any channel, and "
         "the lens gets a column `consent_channels` listing the channels granted."
     )
     columns: dict[str, LensTreatment] = Field(
@@ -538,7 +542,7 @@ class Lens(Model):
         "party_type: [person]}. Only party_type, record_type and non-personal attributes that are not numbers or dates.",
     )
     formats: list[LensFormat] | None = Field(
-        None, description="Files to publish: duckdb, parquet, csv. Default: [duckdb, parquet], or [parquet] "
+        default=None, description="Files to publish: duckdb, parquet, csv. Default: [duckdb, parquet], or [parquet] "
         "(encrypted with the lens's key) for a lens that reveals personal data, which allows only parquet."
     )
 
@@ -566,8 +570,8 @@ class LensesTarget(Model):
 
     url: str = Field(description="postgresql:// URL of a user that may create schemas and roles; `${VAR}` reads "
                      "an environment variable. Never a password in cmdm.yaml.")
-    schema_prefix: str = Field("lens_", description="Each lens's schema is <schema_prefix><lens>.")
-    role_prefix: str = Field("cmdm_lens_", description="Each lens's role is <role_prefix><lens> (LOGIN; set its "
+    schema_prefix: str = Field(default="lens_", description="Each lens's schema is <schema_prefix><lens>.")
+    role_prefix: str = Field(default="cmdm_lens_", description="Each lens's role is <role_prefix><lens> (LOGIN; set its "
                              "password or other authentication once, as a database administrator).")
 
     @field_validator("url")
@@ -628,14 +632,14 @@ class ErasureConfig(Model):
     """The right to erasure: where requests come from, and what stops erased records coming back (docs/concepts/erasure.md)."""
 
     source: ErasureSource | None = Field(
-        None, description="An erasure-requests source read every run; null: only requests recorded by `cmdm erase`."
+        default=None, description="An erasure-requests source read every run; null: only requests recorded by `cmdm erase`."
     )
     requests_file: Path | None = Field(
-        None, description="CSV file `cmdm erase` appends requests to (blind indexes and ids, never e-mails or phones). "
+        default=None, description="CSV file `cmdm erase` appends requests to (blind indexes and ids, never e-mails or phones). "
         "Default: <warehouse folder>/erasure/requests.csv."
     )
     tombstone_contacts: bool = Field(
-        True, description="Besides the erased source records, tombstone the subject's own e-mails and phones (blind "
+        default=True, description="Besides the erased source records, tombstone the subject's own e-mails and phones (blind "
         "indexes; only those no other customer's record holds), so a source that re-keys them cannot bring them back.",
     )
 
@@ -650,9 +654,9 @@ class WebUser(Model):
     role: WebRole = Field(description="steward: works the review queue and masters; viewer: reads them; api: the "
                           "HTTP API by bearer token.")
     password_hash: str | None = Field(
-        None, description="argon2 hash of the password (`cmdm serve --hash-password` prints one); people log in with it.")
+        default=None, description="argon2 hash of the password (`cmdm serve --hash-password` prints one); people log in with it.")
     token_hash: str | None = Field(
-        None, description="SHA-256 (hex) of an API client's bearer token (`cmdm serve --new-token` prints both).")
+        default=None, description="SHA-256 (hex) of an API client's bearer token (`cmdm serve --new-token` prints both).")
 
     @model_validator(mode="after")
     def _secret(self) -> WebUser:
@@ -670,13 +674,13 @@ class WebConfig(Model):
         description="Role -> the lens whose column treatments (reveal, mask, tokenise) that role sees personal values "
         "through; a role without a lens sees no personal value.")
     trusted_user_header: str | None = Field(
-        None, description="Header a trusted reverse proxy sets to the logged-in user's name (e.g. X-Forwarded-User); "
+        default=None, description="Header a trusted reverse proxy sets to the logged-in user's name (e.g. X-Forwarded-User); "
         "null: users log in with their password.")
-    base_url: str = Field("http://127.0.0.1:8000", description="Where `cmdm serve` is reached; the Dagster UI links "
+    base_url: str = Field(default="http://127.0.0.1:8000", description="Where `cmdm serve` is reached; the Dagster UI links "
                           "Data Docs and match charts there.")
-    session_minutes: int = Field(480, ge=1, description="A login expires after this many minutes.")
+    session_minutes: int = Field(default=480, ge=1, description="A login expires after this many minutes.")
     decision_store: Path | None = Field(
-        None, description="SQLite file the workbench keeps decisions and reveals in (the next run reads it). "
+        default=None, description="SQLite file the workbench keeps decisions and reveals in (the next run reads it). "
         "Default: <warehouse folder>/steward/decisions.sqlite.")
 
 
@@ -703,7 +707,7 @@ class ProjectConfig(Model):
         default_factory=QualityConfig, description="Limits of the blocking quality checks."
     )
     consent: ConsentConfig | None = Field(
-        None, description="Consent events and their vocabulary; without it no consent tables are built."
+        default=None, description="Consent events and their vocabulary; without it no consent tables are built."
     )
     protection: ProtectionConfig = Field(
         default_factory=ProtectionConfig, description="Key file and key store of the encryption at rest."
@@ -715,10 +719,10 @@ class ProjectConfig(Model):
         default_factory=list, description="Purpose lenses published each run for BI tools (docs/concepts/lenses.md)."
     )
     lenses_target: LensesTarget | None = Field(
-        None, description="PostgreSQL database each lens is also published into, one schema and role per lens."
+        default=None, description="PostgreSQL database each lens is also published into, one schema and role per lens."
     )
     web: WebConfig = Field(default_factory=WebConfig, description="The steward workbench and resolve API (`cmdm serve`).")
-    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are read from.")
+    base_dir: Path = Field(default=Path("."), exclude=True, description="Folder relative paths are read from.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

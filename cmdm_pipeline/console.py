@@ -79,7 +79,7 @@ class _TerminalLines(logging.Handler):
         stream.flush()
 
 
-def terminal_logger(stream: TextIO | None = None):  # type: ignore[no-untyped-def]
+def terminal_logger(stream: TextIO | None = None):
     """A Dagster logger definition writing a run's log as short lines (see the module docstring)."""
     import dagster as dg
 

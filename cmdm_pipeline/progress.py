@@ -35,8 +35,9 @@ class LogDisplay:
 
     def start(self, name: str, total: int | None) -> Any:
         log.info("%s: started%s", name, f" ({total:,} to do)" if total is not None else "")
-        handle = [name, total, time.perf_counter()]
-        self._last[id(handle)] = handle[2]
+        started = time.perf_counter()
+        handle = [name, total, started]
+        self._last[id(handle)] = started
         return handle
 
     def update(self, handle: Any, done: int) -> None:
@@ -120,7 +121,11 @@ def step(name: str, total: int | None = None) -> Iterator[Callable[[int], None]]
     ``total``: how much there is to do, in the unit ``advance`` counts (None: unknown)."""
     display = _display
     if display is None:
-        yield lambda n=1: None
+
+        def ignore(n: int = 1) -> None:
+            """Nothing shows progress."""
+
+        yield ignore
         return
     started = time.perf_counter()
     handle = display.start(name, total)

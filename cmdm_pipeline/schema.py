@@ -71,8 +71,8 @@ Bound = Annotated[
 
 
 class RangeSpec(Model):
-    min: Bound | None = Field(None, description="Smallest allowed value (inclusive).")
-    max: Bound | None = Field(None, description="Largest allowed value (inclusive).")
+    min: Bound | None = Field(default=None, description="Smallest allowed value (inclusive).")
+    max: Bound | None = Field(default=None, description="Largest allowed value (inclusive).")
 
     @model_validator(mode="after")
     def _one_bound(self) -> RangeSpec:
@@ -82,8 +82,8 @@ class RangeSpec(Model):
 
 
 class LengthSpec(Model):
-    min: int | None = Field(None, ge=0, description="Fewest characters allowed.")
-    max: int | None = Field(None, ge=1, description="Most characters allowed.")
+    min: int | None = Field(default=None, ge=0, description="Fewest characters allowed.")
+    max: int | None = Field(default=None, ge=1, description="Most characters allowed.")
 
     @model_validator(mode="after")
     def _one_bound(self) -> LengthSpec:
@@ -103,15 +103,15 @@ class Rule(Model):
     names that must hold for a row (NULL counts as a failure).
     """
 
-    required: Literal[True] | None = Field(None, description="The value must be present.")
-    pattern: str | None = Field(None, description="Regular expression the whole value must match.")
-    allowed: list[str] | None = Field(None, description="The only values allowed.")
-    range: RangeSpec | None = Field(None, description="Inclusive bounds for numbers or dates.")
-    length: LengthSpec | None = Field(None, description="Bounds on the number of characters.")
-    expression: str | None = Field(None, description="Cross-field SQL boolean expression.")
-    severity: Severity = Field(Severity.reject, description="What happens to a row that fails.")
-    name: str | None = Field(None, description="Rule id; derived from attribute and type if absent.")
-    description: str | None = Field(None, description="Readable reason shown for failing rows.")
+    required: Literal[True] | None = Field(default=None, description="The value must be present.")
+    pattern: str | None = Field(default=None, description="Regular expression the whole value must match.")
+    allowed: list[str] | None = Field(default=None, description="The only values allowed.")
+    range: RangeSpec | None = Field(default=None, description="Inclusive bounds for numbers or dates.")
+    length: LengthSpec | None = Field(default=None, description="Bounds on the number of characters.")
+    expression: str | None = Field(default=None, description="Cross-field SQL boolean expression.")
+    severity: Severity = Field(default=Severity.reject, description="What happens to a row that fails.")
+    name: str | None = Field(default=None, description="Rule id; derived from attribute and type if absent.")
+    description: str | None = Field(default=None, description="Readable reason shown for failing rows.")
 
     @model_validator(mode="after")
     def _exactly_one_type(self) -> Rule:
@@ -139,11 +139,11 @@ class Attribute(Model):
     """One attribute of the canonical customer schema."""
 
     kind: Kind = Field(description="What the attribute holds; picks standardisation and matching.")
-    description: str = Field("", description="What the attribute means to the business.")
-    pii: bool = Field(False, description="Personal data: encrypted at rest, hidden from logs and reports.")
+    description: str = Field(default="", description="What the attribute means to the business.")
+    pii: bool = Field(default=False, description="Personal data: encrypted at rest, hidden from logs and reports.")
     rules: list[Rule] = Field(default_factory=list, description="Rules a value must follow.")
     invalid: Severity = Field(
-        Severity.warn,
+        default=Severity.warn,
         description="Severity when a value cannot be standardised (bad email, phone, date...).",
     )
     values: dict[str, str] = Field(
@@ -151,15 +151,15 @@ class Attribute(Model):
         description="category: spellings (case-insensitive) mapped to the canonical value.",
     )
     match: bool | None = Field(
-        None,
+        default=None,
         description="Compare this attribute when matching; default: yes for names, e-mails, phones, "
         "addresses, postcodes, cities and identifiers, no for other kinds.",
     )
     name_part: Literal["given", "middle", "family"] | None = Field(
-        None, description="person_name: which part of the name it is (matching compares swapped names)."
+        default=None, description="person_name: which part of the name it is (matching compares swapped names)."
     )
     validator: str | None = Field(
-        None, description="identifier: a python-stdnum module (e.g. `iban`, `eu.vat`) that checks it."
+        default=None, description="identifier: a python-stdnum module (e.g. `iban`, `eu.vat`) that checks it."
     )
 
     @property

@@ -98,4 +98,4 @@ def check_expression(sql: str, columns: Collection[str] | None, prefixes: Collec
         raise SqlCheckError(f"names column(s) {', '.join(sorted(set(unqualified)))} without "
                             f"{' or '.join(f'{p}.' for p in sorted(prefixes))}")
     if unknown:
-        raise SqlCheckError(f"names unknown column(s) {', '.join(sorted(set(unknown)))}; known: {', '.join(sorted(columns))}")
+        raise SqlCheckError(f"names unknown column(s) {', '.join(sorted(set(unknown)))}; known: {', '.join(sorted(columns or ()))}")

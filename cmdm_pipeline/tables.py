@@ -9,10 +9,11 @@ published files (each lens, the reports) declare their columns too: :func:`lens_
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import dagster as dg
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from cmdm_pipeline.config import Lens, ProjectConfig, Source
 from cmdm_pipeline.protect.audit import AUDIT, AUDIT_COLUMNS
@@ -64,8 +65,9 @@ CONSENT_QUARANTINE = "consent_quarantine"
 #: The asset groups, in the order the data flows through them.
 GROUPS = ("ingest", "standardise", "validate", "match", "master", "govern", "publish")
 
-#: A type the data decides, not the code: written in words.
-Columns = dict[str, pl.DataType | str]
+#: A type the data decides, not the code: written in words. A Mapping (read-only, so covariant): the stages'
+#: ``dict[str, pl.DataType]`` column tables are Columns as they are.
+Columns = Mapping[str, pl.DataType | str]
 
 UTC = pl.Datetime("us", "UTC")
 _KEYS = {"source_system": pl.String(), "source_record_id": pl.String()}
@@ -272,7 +274,7 @@ def table_columns(config: ProjectConfig) -> dict[str, Columns]:
     return tables
 
 
-def type_name(dtype: pl.DataType | str) -> str:
+def type_name(dtype: pl.DataType | DataTypeClass | str) -> str:
     """A column type as the Catalog and the docs show it: ``Datetime(UTC)``, ``List(String)``."""
     if isinstance(dtype, str):
         return dtype

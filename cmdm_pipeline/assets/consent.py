@@ -47,7 +47,7 @@ def consent_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          "naming row and column, with the row as read."),
         ],
     )
-    def _consent(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def _consent(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         run_id, now = context.run.run_id, dt.datetime.now(dt.UTC)
         raw = read_consent_events(config)

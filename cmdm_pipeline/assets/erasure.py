@@ -39,7 +39,7 @@ def erasure_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                          "naming row and column, never the value."),
         ],
     )
-    def _erasure(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def _erasure(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         outcome = process_erasure(store, config, context.run.run_id, dt.datetime.now(dt.UTC))
         statuses = dict(outcome.log.group_by("status").len().sort("status").iter_rows())

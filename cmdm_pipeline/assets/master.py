@@ -42,7 +42,7 @@ def master_id_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                                      "the master_id it keeps (so it gets it back when it returns), first and last seen."),
         ],
     )
-    def _ids(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def _ids(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         clusters = store.read(CLUSTERS)
         tables = store.tables()
@@ -87,7 +87,7 @@ def golden_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                                      "(keyed HMAC) and the record's master_id. `cmdm lookup` finds customers with it."),
         ],
     )
-    def _golden(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def _golden(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         records = store.read(VALIDATED).join(store.read(XREF).select("source_system", "source_record_id", "master_id"),
                                              on=["source_system", "source_record_id"])

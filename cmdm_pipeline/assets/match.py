@@ -24,7 +24,7 @@ MODEL = "match_model"  # a file, not a table
 MODEL_FORMAT_KEY, MODEL_FORMAT = "cmdm_model_format", 2
 
 
-def features(store, config: ProjectConfig) -> pl.DataFrame:  # type: ignore[no-untyped-def]
+def features(store, config: ProjectConfig) -> pl.DataFrame:
     """Matching features of the validated records, in key order so unique ids are stable."""
     records = store.read(VALIDATED, feature_inputs(config.customer_schema)).sort(KEY)
     return matching_frame(records, config.customer_schema)
@@ -52,7 +52,7 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
             context.log.info(f"reusing match model v{version} ({existing.name}); tag {RETRAIN_TAG}=true retrains")
             return dg.MaterializeResult(metadata={"version": version, "trained_this_run": False,
                                                   "model": dg.MetadataValue.path(str(existing))})
-        if outdated:
+        if outdated and existing is not None:
             context.log.info(f"{existing.name} was saved by an earlier cmdm_pipeline: training a calibrated model")
         version = 1 if existing is None else int(existing.stem.rsplit("v", 1)[1]) + 1
         frame = features(warehouse.get(config), config)
@@ -85,7 +85,7 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     return _model
 
 
-def _previous(store, model: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # type: ignore[no-untyped-def]
+def _previous(store, model: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """Last run's pairs and record hashes, when they were scored by this same model."""
     tables = store.tables()
     if PAIRS not in tables or CLUSTERS not in tables:
@@ -141,7 +141,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
                                      "recall, and the review queue's counts."),
         ],
     )
-    def _match(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def _match(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         matching = config.matching
         path = latest_model(config.warehouse_path)
@@ -165,6 +165,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         store.replace({PAIRS: pairs, REVIEW: queue, CLUSTERS: members,
                        SUMMARY: _summary_row(result, context.run.run_id, version, matching.review_budget)})
         sizes = members.group_by("cluster").agg(pl.len().alias("size"))
+        largest = sizes["size"].max()  # an int, or None without clusters
         s = result.summary
         context.log.info(
             f"matching ({s['mode']}): {pairs.height} pairs, prior {result.prior:.3g}, link threshold "
@@ -181,10 +182,10 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             "decided_automatically": result.queue.decided_automatically})
         yield dg.MaterializeResult(asset_key=CLUSTERS, metadata={
             "dagster/row_count": members.height, "clusters": sizes.height,
-            "largest_cluster": int(sizes["size"].max() or 0),
+            "largest_cluster": largest if isinstance(largest, int) else 0,
             "singletons": sizes.filter(pl.col("size") == 1).height,
             # Share of records that matched at least one other record.
-            "match_rate": round(sizes.filter(pl.col("size") > 1)["size"].sum() / max(members.height, 1), 4),
+            "match_rate": round(float(sizes.filter(pl.col("size") > 1)["size"].sum()) / max(members.height, 1), 4),
             "cluster_size_distribution": dg.MetadataValue.json(
                 {str(k): v for k, v in sizes.group_by("size").len().sort("size").iter_rows()}),
             **estimates, "steward_decisions": decisions.height})

@@ -3,6 +3,7 @@ stops a run before matching when a source yields nothing, shrank too much, or we
 
 
 import datetime as dt
+from collections.abc import Mapping
 
 import dagster as dg
 import polars as pl
@@ -19,7 +20,7 @@ from cmdm_pipeline.warehouse import Warehouse
 ACCEPT_SHRINK_TAG = "cmdm/accept_shrink"  # comma-separated source names
 
 
-def accepted_shrinkage(tags: dict[str, str]) -> list[str]:
+def accepted_shrinkage(tags: Mapping[str, str]) -> list[str]:
     """The sources a run's tag lets shrink or vanish (``cmdm run --accept-shrink SOURCE`` sets it)."""
     return [name.strip() for name in tags.get(ACCEPT_SHRINK_TAG, "").split(",") if name.strip()]
 
@@ -56,9 +57,9 @@ def source_shrink_check(config: ProjectConfig) -> dg.AssetChecksDefinition:
         now, before = rows_read(store, config, run_id), last_good_counts(store, run_id)
         accepted = accepted_shrinkage(context.run.tags)
         problems = source_shrinkage(now, before, config.retired_sources, config.quality.max_shrink, accepted)
-        metadata = {"rows_read": dg.MetadataValue.json(now),
-                    "rows_read_last_good_run": dg.MetadataValue.json(before or {}),
-                    "accepted": ", ".join(accepted) or "none"}
+        metadata: dict[str, dg.MetadataValue | str] = {
+            "rows_read": dg.MetadataValue.json(now), "rows_read_last_good_run": dg.MetadataValue.json(before or {}),
+            "accepted": ", ".join(accepted) or "none"}
         if problems:
             return dg.AssetCheckResult(passed=False, description="; ".join(problems), metadata=metadata)
         return dg.AssetCheckResult(passed=True, description=f"{len(now)} source(s) within quality.max_shrink "

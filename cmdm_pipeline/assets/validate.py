@@ -27,7 +27,7 @@ def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def _validate(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def _validate(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         today = dt.datetime.now(dt.UTC).date()
         # The row as read (source_values, the largest column) is decrypted only for the rows quarantined.

@@ -20,7 +20,7 @@ EXIT_CODES = (
 
 
 def add_backup_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
     wrap: Callable[[str], str],

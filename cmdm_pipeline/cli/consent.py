@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from cmdm_pipeline.cli.lookup import fail, reading_warehouse
+
+if TYPE_CHECKING:
+    from cmdm_pipeline.protect.keys.blind_index import IndexKind
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = (
@@ -21,7 +25,7 @@ _HISTORY = ["occurred_at", "event_id", "purpose", "channel", "action", "lawful_b
 
 
 def add_consent_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
     wrap: Callable[[str], str],
@@ -59,7 +63,7 @@ def consent_command(args: argparse.Namespace) -> int:
     return reading_warehouse(config, lambda: _consent(config, args))
 
 
-def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _consent(config, args: argparse.Namespace) -> int:
     from cmdm_pipeline.protect.keys.at_rest import open_warehouse, warehouse_keys
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
     from cmdm_pipeline.tables import CONSENT_CURRENT, CONSENT_HISTORY
@@ -77,7 +81,8 @@ def _consent(config, args: argparse.Namespace) -> int:  # type: ignore[no-untype
     else:
         if LOOKUP_INDEX not in tables:
             return fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOTHING)
-        kind, value = ("email", args.email) if args.email is not None else ("phone", args.phone)
+        kind: IndexKind = "email" if args.email is not None else "phone"
+        value = args.email if args.email is not None else args.phone
         keys = warehouse_keys(store, config)
         found = find_masters(store, kind, value, keys, country=args.country.upper() if args.country else None)
         if found is None:

@@ -28,7 +28,7 @@ def _record(text: str) -> tuple[str, str]:
 
 
 def add_erase_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
     wrap: Callable[[str], str],
@@ -85,7 +85,7 @@ def erase_command(args: argparse.Namespace) -> int:
     return _print_log(config) if args.log else EXIT_OK
 
 
-def _record_request(config, args: argparse.Namespace) -> str:  # type: ignore[no-untyped-def]
+def _record_request(config, args: argparse.Namespace) -> str:
     import polars as pl
 
     from cmdm_pipeline.protect.erasure.apply import open_keys
@@ -113,7 +113,7 @@ def _record_request(config, args: argparse.Namespace) -> str:  # type: ignore[no
                           master_id=args.master_id, record=args.record)
 
 
-def _print_log(config) -> int:  # type: ignore[no-untyped-def]
+def _print_log(config) -> int:
     import duckdb
 
     from cmdm_pipeline.protect.erasure.subjects import LOG

@@ -61,7 +61,7 @@ _ACTIONS = {
 
 
 def add_keys_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
     wrap: Callable[[str], str],
@@ -136,7 +136,7 @@ def keys_command(args: argparse.Namespace, environ: Mapping[str, str] | None = N
         return EXIT_USAGE
 
 
-def _init(config, args, environ) -> int:  # type: ignore[no-untyped-def]
+def _init(config, args, environ) -> int:
     from cmdm_pipeline.protect.keys.kek import (
         KEK_ENV,
         env_mode,
@@ -160,7 +160,7 @@ def _init(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-def _status(config, args, environ) -> int:  # type: ignore[no-untyped-def]
+def _status(config, args, environ) -> int:
     from cmdm_pipeline.protect.keys.rotation import key_status
 
     status = key_status(config, environ)
@@ -188,7 +188,7 @@ def _status(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
+def _rotate(config, args, environ) -> int:
     import getpass
 
     import duckdb
@@ -217,7 +217,7 @@ def _rotate(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-def _retire(config, args, environ) -> int:  # type: ignore[no-untyped-def]
+def _retire(config, args, environ) -> int:
     from cmdm_pipeline.protect.keys.kek import PREVIOUS_KEK_ENV
     from cmdm_pipeline.protect.keys.rotation import retire
 
@@ -230,7 +230,7 @@ def _retire(config, args, environ) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-def _new_store(config, args, environ) -> int:  # type: ignore[no-untyped-def]
+def _new_store(config, args, environ) -> int:
     from cmdm_pipeline.protect.keys.pairing import new_store
 
     result = new_store(config, environ)

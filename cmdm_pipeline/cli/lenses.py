@@ -24,7 +24,7 @@ EXIT_CODES = (
 
 
 def add_lenses_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
     wrap: Callable[[str], str],
@@ -103,7 +103,7 @@ def lenses_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def _list(config) -> int:  # type: ignore[no-untyped-def]
+def _list(config) -> int:
     from cmdm_pipeline.console import table
     from cmdm_pipeline.protect.lenses.build import (
         column_treatments,
@@ -139,7 +139,7 @@ def _list(config) -> int:  # type: ignore[no-untyped-def]
     return EXIT_OK
 
 
-def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def]
+def _key(config, name: str, rotate: bool) -> int:
     from cmdm_pipeline.protect.keys.kek import load_keyring
     from cmdm_pipeline.protect.keys.keystore import KeyStore
     from cmdm_pipeline.protect.lenses.build import (
@@ -176,7 +176,7 @@ def _key(config, name: str, rotate: bool) -> int:  # type: ignore[no-untyped-def
     return EXIT_OK
 
 
-def _rotate(config, key_store, name: str) -> int:  # type: ignore[no-untyped-def]
+def _rotate(config, key_store, name: str) -> int:
     import getpass
 
     from cmdm_pipeline.protect.lenses.keys import rotate_lens_key

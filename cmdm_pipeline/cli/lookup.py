@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from cmdm_pipeline.protect.keys.blind_index import IndexKind
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = (
@@ -17,7 +21,7 @@ EXIT_CODES = (
 
 
 def add_lookup_parser(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
     wrap: Callable[[str], str],
@@ -58,7 +62,7 @@ def lookup_command(args: argparse.Namespace) -> int:
     return reading_warehouse(config, lambda: _lookup(config, args, lens))
 
 
-def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[no-untyped-def]
+def reading_warehouse(config, read: Callable[[], int]) -> int:
     """``read()``, with the errors of reading the warehouse as messages and exit codes: no warehouse yet or
     one in use (1), a key or lens problem (2)."""
     import duckdb
@@ -78,14 +82,15 @@ def reading_warehouse(config, read: Callable[[], int]) -> int:  # type: ignore[n
         return fail(str(exc), EXIT_USAGE)
 
 
-def _lookup(config, args: argparse.Namespace, lens) -> int:  # type: ignore[no-untyped-def]
+def _lookup(config, args: argparse.Namespace, lens) -> int:
     from cmdm_pipeline.protect.keys.at_rest import open_warehouse, warehouse_keys
     from cmdm_pipeline.protect.lenses.build import build_lens, load_lens_keys
     from cmdm_pipeline.protect.lookup import LOOKUP_INDEX, find_masters
     from cmdm_pipeline.tables import CONSENT_CURRENT, GOLDEN
 
-    kind, value = next((k, v) for k, v in (("email", args.email), ("phone", args.phone),
-                                           ("national_id", args.national_id)) if v is not None)
+    given: list[tuple[IndexKind, str | None]] = [("email", args.email), ("phone", args.phone),
+                                                 ("national_id", args.national_id)]
+    kind, value = next((k, v) for k, v in given if v is not None)
     store = open_warehouse(config)
     if LOOKUP_INDEX not in store.tables():
         return fail(f"no {LOOKUP_INDEX} in {config.warehouse_path} yet: run `cmdm run` first", EXIT_NOT_FOUND)

@@ -59,7 +59,7 @@ def probe(value: str, kind: IndexKind, keys: KeyStore, country: str | None = Non
     return blind_index(pl.Series("value", [value], dtype=pl.String), kind, keys, country=country)[0]
 
 
-def find_masters(store, kind: IndexKind, value: str, keys: KeyStore, country: str | None = None) -> pl.Series | None:  # type: ignore[no-untyped-def]
+def find_masters(store, kind: IndexKind, value: str, keys: KeyStore, country: str | None = None) -> pl.Series | None:
     """Master ids holding ``value`` in any of their records (sorted); None when it normalises to nothing."""
     from cmdm_pipeline.sql import statement
 

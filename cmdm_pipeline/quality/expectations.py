@@ -86,6 +86,7 @@ def rule_expectations(schema: CustomerSchema, today: dt.date) -> list[RuleExpect
             continue
         # Pattern, set and length rules read the value as text, as the gate does (`compiled.text`).
         as_text = attribute if DTYPES[schema.attributes[attribute].kind] == pl.String() else text_column(attribute)
+        spec: tuple[str, str, dict[str, Any]]  # column, expectation, its arguments
         if rule.required:
             spec = (attribute, "ExpectColumnValuesToNotBeNull", {})
         elif rule.pattern is not None:

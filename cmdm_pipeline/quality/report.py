@@ -8,10 +8,14 @@ something (rules, completeness, quarantine, duplicates). Counts only: no values 
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from cmdm_pipeline.stages.validate import CompiledRule
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 REPORT_COLUMNS: dict[str, pl.DataType] = {
     "run_id": pl.String(),
@@ -152,7 +156,7 @@ def match_rows(clusters: pl.DataFrame) -> pl.DataFrame:
     linked = _with_all_sources(linked.sort("source_system"), [], ["rows_evaluated", "linked"]).with_columns(
         _share("linked", "rows_evaluated").alias("value"))
     sizes = clusters.group_by("cluster").agg(pl.len().alias("size"))
-    bucket = pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
+    bucket: Then | ChainedThen = pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
     for low, high, metric in CLUSTER_SIZE_BUCKETS:
         bucket = bucket.when(pl.col("size") >= low if high is None else pl.col("size").is_between(low, high)).then(
             pl.lit(metric))

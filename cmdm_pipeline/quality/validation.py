@@ -76,7 +76,8 @@ def run_suite(
     # GX draws a progress bar per batch on stderr; the run's log says enough.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
-        context.update_data_docs_site(SITE_NAME, site_config(docs_dir))
+        # GX's DataDocsSiteConfigTypedDict is incomplete (no show_how_to_buttons, which SiteBuilder takes).
+        context.update_data_docs_site(SITE_NAME, site_config(docs_dir))  # type: ignore[arg-type]
     datasource = context.data_sources.add_pandas("cmdm_warehouse")
     suite = context.suites.add(build_suite(expectations))
     definitions = {}
@@ -109,9 +110,11 @@ def run_suite(
 def _counts(result: ExpectationSuiteValidationResult, batch: Batch, by_rule: dict[str, RuleExpectation]) -> list[dict[str, Any]]:
     rows = []
     for outcome in result.results:
+        where = f"{batch.stage}/{batch.source_system or 'all sources'}"
+        if outcome.expectation_config is None:  # GX sets it on every result of a suite run
+            raise QualityError(f"{where}: GX returned a result without its expectation")
         rule_id = outcome.expectation_config.meta["rule"]
         spec = by_rule[rule_id]
-        where = f"{batch.stage}/{batch.source_system or 'all sources'}"
         if _raised(outcome.exception_info or {}):
             # GX's message may quote data; the rule and the expectation type say where to look.
             raise QualityError(f"{where}: GX could not evaluate rule {rule_id!r} ({spec.expectation} on {spec.column!r})")

@@ -91,6 +91,8 @@ class PhoneFactory:
         wanted = min(40, 3 + int(self.persons * COUNTRIES[region].weight) // 1500)
         example_type = PhoneNumberType.MOBILE if kind == "mobile" else PhoneNumberType.FIXED_LINE
         example = phonenumbers.example_number_for_type(region, example_type)
+        if example is None:
+            raise RuntimeError(f"phonenumbers has no {kind} example number for {region}")
         digits = str(example.national_number)
         tail = 5 if len(digits) >= 9 else 4
         base = digits[:-tail]
@@ -111,6 +113,8 @@ class PhoneFactory:
         self, example: phonenumbers.PhoneNumber, region: str, prefix: str, tail: int, kind: str
     ) -> PhoneStem | None:
         """Returns the stem if numbers under it are valid, of the right kind, and laid out alike."""
+        if example.country_code is None:  # an example number always has one; phonenumbers types it optional
+            return None
         probe = PhoneStem(example.country_code, bool(example.italian_leading_zero), prefix, tail, ("", "", ""))
         randoms = [str(between(self.rng, 0, 10**tail - 1)).zfill(tail) for _ in range(6)]
         numbers = [self._number(probe, suffix) for suffix in ("0" * tail, "9" * tail, *randoms)]

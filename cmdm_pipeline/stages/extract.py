@@ -202,6 +202,7 @@ def _records_line_by_line(text: str, delimiter: str) -> Iterator[tuple[int, list
             return
         except csv.Error:
             fields = None
+        records: list[tuple[int, list[str], str | None]]
         if fields is not None and (len(lines.record) == 1 or width is None or len(fields) == width):
             records = [(first, fields, None)]
         else:
@@ -257,9 +258,9 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     try:
         text = data.decode(source.encoding)
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        line_number = data[: exc.start].count(b"\n") + 1
         raise _fail(
-            source, config, f"bytes on line {line} are not valid {source.encoding} ({exc.reason}); set `encoding`"
+            source, config, f"bytes on line {line_number} are not valid {source.encoding} ({exc.reason}); set `encoding`"
         ) from None
     records: list[dict[str, str | None]] = []
     errors: list[str | None] = []
@@ -431,7 +432,7 @@ def _read_duckdb(source: Source, config: ProjectConfig) -> pl.DataFrame:
     query = _database_query(source, config, _ansi_quote)
     # Config SQL runs sandboxed: no file but the database itself (COPY ... TO, read_csv, ATTACH and
     # extensions fail), and the query cannot switch that back on.
-    sandbox = {"enable_external_access": False, "lock_configuration": True}
+    sandbox: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False, "lock_configuration": True}
     try:
         with duckdb.connect(str(path), read_only=True, config=sandbox) as con:
             frame = con.sql(query).pl()

@@ -113,11 +113,12 @@ def _each_domain_checked_once() -> Iterator[None]:
     domain. Raised errors are not kept: an invalid domain is checked again, and fails again."""
     module = importlib.import_module("email_validator.validate_email")
     checked = module.validate_email_domain_name  # AttributeError here if email-validator renames it
-    module.validate_email_domain_name = lru_cache(maxsize=None)(checked)
+    # The module imports the function without re-exporting it, so mypy does not let us assign it there.
+    module.validate_email_domain_name = lru_cache(maxsize=None)(checked)  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        module.validate_email_domain_name = checked
+        module.validate_email_domain_name = checked  # type: ignore[attr-defined]
 
 
 def phone(values: pl.Series, *, country: pl.Series, **_: object) -> Standardised:

@@ -256,7 +256,8 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
 
     queue = _queue(clustering.merges, nearest_other(labels, weighted), labels, ids, scored, prior, matching, n)
     expected = float(with_p["p"].sum())
-    est_precision = float(within["p"].mean()) if within.height else 1.0
+    mean_p = within["p"].mean()  # p is Float64: a float, or None when no pair is within a cluster
+    est_precision = mean_p if isinstance(mean_p, float) else 1.0
     est_recall = float(within["p"].sum()) / expected if expected else 1.0
     stored = stored_pairs(scored, ids).with_columns(
         (pl.col("evidence") + prior).alias("match_weight"), probability.alias("match_probability"))

@@ -32,7 +32,7 @@ def fold(column: pl.Expr) -> pl.Expr:
     )
 
 
-def _fold_series(values: pl.Series, anyascii) -> pl.Series:  # type: ignore[no-untyped-def]
+def _fold_series(values: pl.Series, anyascii) -> pl.Series:
     # Transliteration is a per-string library call: do it once per distinct value.
     distinct = values.drop_nulls().unique()
     mapping = {v: anyascii(v) for v in distinct.to_list()}
@@ -40,7 +40,7 @@ def _fold_series(values: pl.Series, anyascii) -> pl.Series:  # type: ignore[no-u
 
 
 @cache
-def _nicknamer():  # type: ignore[no-untyped-def]
+def _nicknamer():
     from nicknames import NickNamer
 
     return NickNamer()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -31,6 +31,9 @@ from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.stages.match_calibration import candidate_pairs, decontaminated, match_rate
 from cmdm_pipeline.stages.match_features import PHONES
 from cmdm_pipeline.stages.match_settings import build_settings, training_rules
+
+if TYPE_CHECKING:
+    from splink.internals.charts import SplinkChart
 
 MODEL_VERSION_KEY = "cmdm_model_version"  # our keys in the saved model start with cmdm_
 log = logging.getLogger(__name__)
@@ -165,7 +168,7 @@ def save_charts(model: dict[str, Any], charts_dir: Path, matching: MatchingConfi
         # The charts read only the model; Splink wants a table to build a linker on.
         empty = db_api.register(pl.DataFrame({"unique_id": [0]}).to_arrow(), table_name="cmdm_no_records")
         linker = Linker(empty, settings, log_level=logging.WARNING, validate_settings=False)
-        charts = {"match_weights": linker.visualisations.match_weights_chart(),
+        charts: dict[str, SplinkChart[Any]] = {"match_weights": linker.visualisations.match_weights_chart(),
                   "m_u_parameters": linker.visualisations.m_u_parameters_chart()}
     # Saved outside the scratch: the charts hold only the model, and are reports with the usual file modes.
     for name, chart in charts.items():

@@ -11,11 +11,17 @@ counts once against names that differ. Settings are plain data (Splink's DuckDB 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cmdm_pipeline.config import MatchingConfig
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.stages.match_features import PHONES, family_name_attributes, given_name_attributes
+
+if TYPE_CHECKING:
+    from splink.internals.comparison_level_creator import ComparisonLevelCreator
+
+    #: What Splink's CustomComparison takes as levels.
+    Levels = list[ComparisonLevelCreator | dict[str, Any]]
 
 HOME = "home"  # the comparison of address and phones
 ADDRESS = "address"  # the address comparison where no phones are compared
@@ -83,7 +89,7 @@ def _home_comparison(schema: CustomerSchema) -> Any | None:
     no_address = " AND ".join(f"({c}_l IS NULL OR {c}_r IS NULL)" for c in parts) or "TRUE"
     no_phone = f"({PHONES}_l IS NULL OR {PHONES}_r IS NULL)" if phones else "TRUE"
     address = [lvl.create_level_dict("duckdb") for lvl in _address_levels(schema)]
-    levels = [cll.CustomLevel(f"{no_address} AND {no_phone}").configure(
+    levels: Levels = [cll.CustomLevel(f"{no_address} AND {no_phone}").configure(
         is_null_level=True, label_for_charts="no address or phone to compare")]
     if phones:
         phone = f"list_has_any({PHONES}_l, {PHONES}_r)"
@@ -105,7 +111,7 @@ def _name_comparison(schema: CustomerSchema, name: str) -> Any:
 
     part = schema.attributes[name].name_part
     families = family_name_attributes(schema)
-    levels = [cll.NullLevel(name), cll.ExactMatchLevel(name).configure(tf_adjustment_column=name)]
+    levels: Levels = [cll.NullLevel(name), cll.ExactMatchLevel(name).configure(tf_adjustment_column=name)]
     if part == "given":
         if families and schema.attributes[families[0]].use_in_matching:
             levels.append(cll.ColumnsReversedLevel(name, families[0], symmetrical=True))
@@ -155,7 +161,7 @@ def _exact_comparison(name: str, *near: Any, frequencies: bool = True) -> Any:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
-    exact = cll.ExactMatchLevel(name)
+    exact: ComparisonLevelCreator = cll.ExactMatchLevel(name)
     if frequencies:
         exact = exact.configure(tf_adjustment_column=name)
     return cl.CustomComparison(output_column_name=name,
@@ -262,8 +268,9 @@ def build_settings(schema: CustomerSchema, matching: MatchingConfig) -> dict[str
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
         comparisons=[*generated, *overrides.values()],
+        # Splink takes SQL strings here too (to_blocking_rule_creator wraps them); its annotation omits str.
         blocking_rules_to_generate_predictions=[
-            f"({rule}) AND l.party_type = r.party_type"
+            f"({rule}) AND l.party_type = r.party_type"  # type: ignore[misc]
             for rule in (matching.blocking_rules or default_blocking_rules(schema))
         ],
         retain_intermediate_calculation_columns=False,

@@ -68,7 +68,7 @@ def _issue(rows: pl.DataFrame, rule: str, reason: pl.Expr) -> pl.DataFrame:
 
 def parse_consent_events(raw: pl.DataFrame, consent: ConsentConfig, source_names: list[str]) -> ParsedEvents:
     """Type and check each row; ``valid`` holds rows without problems, ``issues`` says what is wrong with the rest."""
-    column = {field: col for col, field in consent.source.columns.items()}
+    column: dict[str, str] = {field: col for col, field in consent.source.columns.items()}
     typed = _typed(raw, consent, column)
     parsed = typed.filter(pl.col("__parse_error").is_null())
     issues = [

@@ -109,7 +109,7 @@ def read_source_requests(config: ProjectConfig) -> pl.DataFrame:
 
 def parse_source_requests(raw: pl.DataFrame, spec: ErasureSource, source_names: list[str]) -> Requests:
     """Type and check each row of the requests source."""
-    column = {field: col for col, field in spec.columns.items()}
+    column: dict[str, str] = {field: col for col, field in spec.columns.items()}
 
     def text(field: str) -> pl.Series:
         if field not in column:

@@ -284,11 +284,13 @@ def resolve_request(request: dict[str, object], known: Known) -> Subject:
     emails = own.filter(pl.col("kind") == "email")
     own_emails = sorted({*emails["value"].drop_nulls().to_list(), *([request["email"]] if request.get("email") else [])})
     phones = own.filter(pl.col("kind") == "phone")
+    requested_phone = request.get("phone")
     subject = Subject(
         request_id, "erased", resolved_by, len(masters), sorted(family), records, unkeyed,
         emails["index"].unique().to_list(), phones["index"].unique().to_list(),
         [str(e).lower() for e in own_emails],
-        own_phones=sorted({*phones["value"].drop_nulls().to_list(), *([request["phone"]] if request.get("phone") else [])}),
+        own_phones=sorted({*phones["value"].drop_nulls().to_list(),
+                           *([requested_phone] if isinstance(requested_phone, str) and requested_phone else [])}),
     )
     return _with_copies(subject, known)
 
@@ -369,7 +371,7 @@ def quarantine_rows_of(subject: Subject, quarantine: pl.DataFrame) -> pl.DataFra
                                  | pl.col("phone_index").is_in(subject.own_phone_index))
     by_text = quarantine.filter(text_mentions(quarantine["source_values"], subject.own_emails, subject.own_phones))
     found = pl.concat([f.select("run_id", "source_row_number") for f in (by_record, by_index, by_text)]).unique()
-    return found.sort("run_id", "source_row_number").cast(empty.schema)  # type: ignore[arg-type]
+    return found.sort("run_id", "source_row_number").cast(empty.schema)
 
 
 def text_mentions(text: pl.Series, emails: list[str], phones: list[str]) -> pl.Series:
@@ -415,8 +417,8 @@ def consent_subjects(raw: pl.DataFrame, config: ProjectConfig, keys: KeyStore) -
     return pl.DataFrame({
         "subject_source_system": text("source_system").str.to_lowercase(),
         "subject_source_record_id": record,
-        "email_index": blind_index(email(text("email")).value, "email", keys),  # type: ignore[arg-type]
-        "phone_index": blind_index(phone(text("phone"), country=country).value, "phone", keys),  # type: ignore[arg-type]
+        "email_index": blind_index(email(text("email")).value, "email", keys),
+        "phone_index": blind_index(phone(text("phone"), country=country).value, "phone", keys),
     }, schema=_QUARANTINE_SUBJECT)
 
 

@@ -102,7 +102,7 @@ def pick(items: Sequence[T], index: list[int]) -> Sequence[T]:
     """``[items[i] for i in index]``, in C."""
     if len(index) < 2:
         return [items[i] for i in index]
-    return operator.itemgetter(*index)(items)  # type: ignore[no-any-return]
+    return operator.itemgetter(*index)(items)
 
 
 def random_nonces(count: int) -> list[bytes]:
@@ -161,14 +161,14 @@ def _split(joined: bytes, width: int) -> list[bytes]:
 
 
 _POOL: ProcessPoolExecutor | None = None
-_POOL_OF: weakref.WeakKeyDictionary[Future, ProcessPoolExecutor] = weakref.WeakKeyDictionary()  # type: ignore[type-arg]
+_POOL_OF: weakref.WeakKeyDictionary[Future, ProcessPoolExecutor] = weakref.WeakKeyDictionary()
 _FAILURES = 0
 #: Workers that may fail in one process before it stops starting new ones: one killed (say, for memory) is
 #: replaced, one that cannot start stops costing a spawn per call.
 MAX_FAILURES = 3
 
 
-def submit(function, *args) -> Future | None:  # type: ignore[no-untyped-def, type-arg]
+def submit(function, *args) -> Future | None:
     """``function(*args)`` in the worker process, or None when there is no second core or no worker."""
     global _POOL
     if (os.cpu_count() or 1) < 2 or _FAILURES >= MAX_FAILURES:
@@ -195,7 +195,7 @@ def shutdown() -> None:
     _POOL = None
 
 
-def worker_failed(error: BaseException, future: Future) -> None:  # type: ignore[type-arg]
+def worker_failed(error: BaseException, future: Future) -> None:
     """The worker could not run the batch sent as ``future``: drop that worker (its pending batches are
     cancelled: callers do them themselves) and the next :func:`submit` starts a new one. A failure of a
     worker already replaced (a batch of an earlier pass, reported late) changes nothing."""

@@ -146,7 +146,7 @@ class AtRest:
         if plan.incremental:
             # Rows written before version digests existed (tests, an old history) get a digest made here.
             given = plan.digest is not None and plan.digest in frame.columns
-            digest = plan.digest if given else DIGEST_COLUMN
+            digest = plan.digest if given and plan.digest is not None else DIGEST_COLUMN
             sealed = encrypt_changed(frame, previous, columns, table, plan.owner, plan.record_id, self.keys,
                                      digest, bound_as=plan.bound_as, given=given)
             return sealed.frame, types

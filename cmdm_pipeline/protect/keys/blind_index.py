@@ -116,8 +116,8 @@ def keyed_digests(messages: pl.Series, key: bytes) -> pl.Series:
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
     present = messages.is_not_null()
-    data = messages.filter(present)
-    data = (data if data.dtype == pl.Binary else data.cast(pl.String).cast(pl.Binary)).to_list()
+    kept = messages.filter(present)
+    data = (kept if kept.dtype == pl.Binary else kept.cast(pl.String).cast(pl.Binary)).to_list()
     new_inner, new_outer = inner.copy, outer.copy
 
     def mac(message: bytes) -> bytes:

@@ -158,12 +158,15 @@ def _overlapped(
     prepares a pass. Only two passes are alive at once.
     """
     done, extras = [], []
+    current: P | None
+    ahead: P | None
     current = ahead = start(parts[0])
     try:
         for i, part in enumerate(parts):
             ahead = start(parts[i + 1]) if i + 1 < len(parts) else None
             if meanwhile:
                 extras.append(meanwhile(part))
+            assert current is not None  # None only once the last part is finished
             done.append(finish(current))
             current = ahead  # the finished pass's working copies go
     except BaseException:

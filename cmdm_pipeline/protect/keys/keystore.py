@@ -221,7 +221,7 @@ class KeyStore:
         """The blind-index root key as stored (id, KEK id, nonce, wrapped key), None before it exists."""
         with self._connect() as con:
             found = con.execute(statement("keys/select_index_key"), {"owner": INDEX_KEY_OWNER}).fetchall()
-        return tuple(found[0]) if found else None  # type: ignore[return-value]
+        return tuple(found[0]) if found else None
 
     def put_index_key(self, row: tuple[bytes, str, bytes, bytes]) -> None:
         """Store the blind-index root key as it was wrapped elsewhere (a new store, after a lost one)."""
@@ -464,8 +464,8 @@ class KeyStore:
 
     def kept_tombstones(self) -> pl.DataFrame:
         """Every erasure tombstone copied here (``created_at`` in UTC); empty without a store."""
-        schema = {"tombstone": pl.Binary, "kind": pl.String, "request_id": pl.String, "created_at": pl.Datetime("us"),
-                  "run_id": pl.String}
+        schema = {"tombstone": pl.Binary(), "kind": pl.String(), "request_id": pl.String(),
+                  "created_at": pl.Datetime("us"), "run_id": pl.String()}
         if not self.path.exists():
             kept = pl.DataFrame(schema=schema)
         else:
@@ -525,7 +525,7 @@ class KeyStore:
             counts = con.sql(statement("keys/count_keys_per_kek")).pl()
             keks = con.sql(statement("keys/select_keks")).fetchall()
         live = {k: int(n) for k, n in zip(counts["kek_id"], counts["live"], strict=True) if k is not None and n}
-        return StoreStatus(self.path, True, live, int(counts["destroyed"].sum()), [tuple(row) for row in keks])  # type: ignore[misc]
+        return StoreStatus(self.path, True, live, int(counts["destroyed"].sum()), [tuple(row) for row in keks])
 
 
 def _merge(size: int, *parts: tuple[pl.Series, list[bytes]]) -> list[bytes]:

@@ -91,7 +91,7 @@ def read_warehouse_side(path: Path) -> WarehouseSide:
     if len(rows) > 1:
         raise ProtectionError(f"{path}: table {KEY_STORE_TABLE} has {len(rows)} rows, one expected")
     store_id, *index_key = rows[0] if rows else (None, None)
-    return WarehouseSide(path, tables, store_id, tuple(index_key) if rows and index_key[0] is not None else None,  # type: ignore[arg-type]
+    return WarehouseSide(path, tables, store_id, tuple(index_key) if rows and index_key[0] is not None else None,
                          int(tombstones))
 
 

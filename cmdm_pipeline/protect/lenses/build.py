@@ -283,8 +283,8 @@ def publish_files(
     keep = {target for _, target in staged}
     for path in [*folder.iterdir(), *(report_folder(folder).iterdir() if report_folder(folder).is_dir() else [])]:
         stale_output = path.suffix in _EXTENSIONS.values() and path not in keep
-        leftover = path.name.startswith(".") and ".tmp" in path.name  # of a run that died mid-write
-        if path.is_file() and (stale_output or leftover):
+        half_written = path.name.startswith(".") and ".tmp" in path.name  # of a run that died mid-write
+        if path.is_file() and (stale_output or half_written):
             path.unlink()
     return published
 

@@ -74,7 +74,7 @@ def read_generations(store: Warehouse) -> Generations:
 
     def highest(event: str) -> dict[str, int]:
         found = events.filter(pl.col("event") == event).group_by("lens").agg(pl.col("generation").max())
-        return dict(found.iter_rows())  # type: ignore[arg-type]
+        return dict(found.iter_rows())
 
     return Generations(highest("created"), highest("published"))
 
