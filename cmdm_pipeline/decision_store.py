@@ -121,20 +121,28 @@ class DecisionStore:
 
     def decide(self, pairs: Sequence[tuple[RecordKey, RecordKey]], decision: Decision, user: str,
                reason: str | None = None, action: Action = "pair",
-               masters: tuple[str | None, str | None] = (None, None)) -> str:
-        """Store one decision per pair (one batch; the pair is kept in key order); returns the batch id."""
+               masters: tuple[str | None, str | None] | list[tuple[str | None, str | None]] = (None, None)) -> str:
+        """Store one decision per pair (one batch; the pair is kept in key order); returns the batch id.
+
+        ``masters``: the masters the steward saw the two records under (one pair of ids for every pair, or a list
+        of one per pair), kept with the decision so the accuracy page can judge the master the steward judged."""
         if decision not in DECISIONS:
             raise DecisionStoreError(f"decision: expected one of {', '.join(DECISIONS)}")
         if not pairs:
             raise DecisionStoreError("records: a decision needs at least one pair of records")
+        per_pair = masters if isinstance(masters, list) else [masters] * len(pairs)
+        if len(per_pair) != len(pairs):
+            raise DecisionStoreError("masters: one pair of master ids per pair of records")
         batch, at = uuid.uuid4().hex, _now()
         rows = []
-        for left, right in pairs:
+        # A few pairs per call (a click): a loop is clearer than a frame here.
+        for (left, right), (master_left, master_right) in zip(pairs, per_pair, strict=True):
             if left == right:
                 raise DecisionStoreError("records: a record cannot be judged against itself")
-            low, high = sorted((left, right), key=lambda k: (k.source_system, k.source_record_id))
-            rows.append((batch, action, low.source_system, low.source_record_id, high.source_system,
-                         high.source_record_id, decision, reason, masters[0], masters[1], actor(user), at))
+            if (left.source_system, left.source_record_id) > (right.source_system, right.source_record_id):
+                left, right, master_left, master_right = right, left, master_right, master_left
+            rows.append((batch, action, left.source_system, left.source_record_id, right.source_system,
+                         right.source_record_id, decision, reason, master_left, master_right, actor(user), at))
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             con.executemany(

@@ -114,3 +114,13 @@ def test_erasure_forgets_decisions_and_reveals_naming_the_subject_and_keeps_the_
     assert read_decision_history(store.path).select("decision", "master_l").rows() == [("different", None)]
     assert read_reveals(store.path)["master_id"].to_list() == ["M2"]
     assert forget(store.path, [str(A)], ["M9"]) == 0  # a redo after a crash changes nothing
+
+
+def test_the_masters_the_steward_saw_stay_with_their_records_when_the_pair_is_put_in_key_order(tmp_path: Path) -> None:
+    store = DecisionStore(tmp_path / "d.sqlite")
+    store.decide([(B, A)], "same", "ada", masters=("M_shop", "M_crm"))
+    store.decide([(C, B), (A, C)], "different", "ada", action="split", masters=[("M_erp", "M_shop"), ("M_crm", "M_erp")])
+    rows = read_decision_history(store.path).select("source_system_l", "master_l", "source_system_r", "master_r").rows()
+    assert rows == [("crm", "M_crm", "shop", "M_shop"), ("erp", "M_erp", "shop", "M_shop"), ("crm", "M_crm", "erp", "M_erp")]
+    with pytest.raises(DecisionStoreError, match="masters"):
+        store.decide([(A, B), (A, C)], "same", "ada", masters=[("M1", "M2")])

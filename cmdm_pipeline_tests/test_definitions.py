@@ -24,7 +24,7 @@ def test_asset_graph_of_the_shipped_config() -> None:
         "customer_xref", "customer_xref_absent", "master_id_lineage", "golden_customers", "golden_attribute_lineage", "golden_customers_history", "customer_lookup_index",
         "quality_report", "golden_quality_scores",
         "consent_history", "consent_current", "consent_quarantine", "audit_log",
-        "lens_finance", "lens_marketing", "lens_service", "published_reports",
+        "lens_finance", "lens_marketing", "lens_service", "lens_stewardship", "published_reports",
         "erasure_log", "erasure_notifications", "erasure_tombstones", "erasure_quarantine",
     }
     parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}

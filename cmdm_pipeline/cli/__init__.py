@@ -1,5 +1,5 @@
 """The ``cmdm`` command: the parser and ``main``; one module per command (``run``, ``report``, ``keys``,
-``lenses``, ``erase``, ``lookup``, ``consent``, ``backup``), each with its parser and handler.
+``lenses``, ``erase``, ``lookup``, ``consent``, ``backup``, ``serve``), each with its parser and handler.
 
 Exit codes: 0 success; 1 the run failed (a source could not be read, counts did not
 reconcile...), there is nothing to report yet, or `keys` refused (nothing changed); 2 the
@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     from cmdm_pipeline.cli.consent import add_consent_parser
 
     add_consent_parser(commands, formatter, _CONFIG_HELP, _wrap)
+    from cmdm_pipeline.cli.serve import add_serve_parser
+
+    add_serve_parser(commands, formatter, _CONFIG_HELP, _wrap)
     return parser
 
 
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_config_after_command(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help(sys.stderr)
-        names = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+        names = ", ".join(str(name) for name in parser._subparsers._group_actions[0].choices or ())  # type: ignore[union-attr]
         parser.exit(EXIT_USAGE, f"\ncmdm: error: no COMMAND given; choose one of: {names}\n")
     try:
         if args.command == "run":
@@ -150,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             # Each other command is the module of its name, with `<name>_command(args)`; imported on use
             # so `cmdm --help` does not load Dagster, Splink or the crypto stack.
             module = importlib.import_module(f"cmdm_pipeline.cli.{args.command}")
-            return getattr(module, f"{args.command}_command")(args)  # type: ignore[no-any-return]
+            code: int = getattr(module, f"{args.command}_command")(args)
+            return code
         from cmdm_pipeline.cli.report import report
 
         return report(args.config, run_id=args.run, stage=args.stage, top=args.top)

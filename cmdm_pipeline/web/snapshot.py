@@ -31,7 +31,7 @@ from cmdm_pipeline.protect.lenses.build import read_encrypted_parquet
 #: Warehouse tables the workbench reads, under the same names.
 SNAPSHOT_TABLES = (
     "validated_customers", "customer_xref", "match_review_queue", "match_pairs", "golden_customers",
-    "golden_attribute_lineage", "golden_customers_history", "master_id_lineage", "consent_current",
+    "golden_attribute_lineage", "golden_customers_history", "master_id_lineage", "consent_current", "match_summary",
 )
 FOLDER = "web"
 MANIFEST = "manifest.json"
@@ -121,7 +121,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         raise SnapshotMissingError(f"{path}: no workbench snapshot yet; run the pipeline first (`cmdm run`)")
-    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return manifest
 
 
 def load_snapshot(folder: Path, keyring: Keyring) -> Snapshot:

@@ -1,0 +1,161 @@
+"""The model's blocking rules as exact-key look-ups: which records would the batch pair with one new record?
+
+The batch pairs records by Splink's blocking rules, equi-joins such as ``l.first_name = r.first_name AND
+substr(l.last_name, 1, 3) = substr(r.last_name, 1, 3) AND l.party_type = r.party_type``. For one record
+against all of them a join is wasted work: per rule, each record's side of the equalities is hashed
+once (DuckDB's 64-bit ``hash``), sorted, and the new record's side is looked up with
+:func:`numpy.searchsorted`. A rule's conditions on one side only (``l.party_type = 'organisation'``)
+decide which records enter its index, and whether the new record looks it up at all; conditions on
+both sides that are not equalities (``levenshtein(l.x, r.x) <= 1``) are checked per pair afterwards
+(:attr:`Lookup.pair_check`). A record can be either side of a pair, so a rule that is not symmetric is
+looked up both ways round.
+
+A hash collision (about one in 2^64 per look-up) would add a pair no rule makes; it is scored like any
+other and changes nothing the batch found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlglot
+from sqlglot import exp
+
+DIALECT = "duckdb"
+
+
+class BlockingRuleError(ValueError):
+    """A blocking rule with no equality between the two records' values: nothing to look records up by."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One rule, one way round: the records' side (hashed at build) and the new record's side."""
+
+    record_hash: str  # SQL over a record's columns
+    record_condition: str  # SQL: the record enters this look-up's index
+    query_key: str  # SQL over the new record's columns: its key, or null when it cannot pair this way
+    pair_check: str | None  # SQL over pair columns (``x_l`` the new record, ``x_r`` a record), if the rule needs one
+
+
+def _unqualified(expression: exp.Expr, rename: dict[str, str] | None = None) -> str:
+    """The SQL of ``expression`` without ``l.``/``r.``; with ``rename``, ``l.x`` becomes ``x<rename[l]>``."""
+    def unqualify(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Column):
+            return exp.column(node.name + (rename or {}).get(node.table, ""), quoted=True)
+        return node
+
+    return expression.transform(unqualify).sql(dialect=DIALECT)
+
+
+def _sides(expression: exp.Expr) -> set[str]:
+    return {c.table for c in expression.find_all(exp.Column)}
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    """The conditions of an AND, however parenthesised: ``(a AND b) AND c`` gives a, b, c."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.And):
+        return [*_conjuncts(node.left), *_conjuncts(node.right)]
+    return [node]
+
+
+@dataclass(frozen=True)
+class _ParsedRule:
+    equalities: list[tuple[exp.Expr, exp.Expr]]  # (l side, r side)
+    only: dict[str, list[exp.Expr]]  # "l"/"r" -> conditions on that side only
+    pair: list[exp.Expr]  # conditions on both sides, not equalities (or on neither)
+
+
+def _parse(rule: str) -> _ParsedRule:
+    equalities: list[tuple[exp.Expr, exp.Expr]] = []
+    only: dict[str, list[exp.Expr]] = {"l": [], "r": []}
+    pair: list[exp.Expr] = []
+    for condition in _conjuncts(sqlglot.parse_one(rule, dialect=DIALECT)):
+        sides = _sides(condition)
+        if isinstance(condition, exp.EQ) and {*_sides(condition.left), *_sides(condition.right)} == {"l", "r"} and (
+                len(_sides(condition.left)) == 1 and len(_sides(condition.right)) == 1):
+            left, right = condition.left, condition.right
+            equalities.append((left, right) if _sides(left) == {"l"} else (right, left))
+        elif sides in ({"l"}, {"r"}):
+            only[next(iter(sides))].append(condition)
+        elif not sides and isinstance(condition, exp.Boolean) and condition.this:
+            continue  # TRUE
+        else:
+            pair.append(condition)
+    if not equalities:
+        raise BlockingRuleError(
+            f"blocking rule {rule!r} has no equality between a value of l and one of r (an AND of conditions): "
+            "resolve looks records up by such equalities")
+    return _ParsedRule(equalities, only, pair)
+
+
+def _all_true(conditions: list[str]) -> str:
+    return " AND ".join(f"({c})" for c in conditions) or "TRUE"
+
+
+def lookups(rules: list[str], type_of: Any) -> list[Lookup]:
+    """Every look-up the ``rules`` need, the same one once. ``type_of(sql)``: the DuckDB type of an
+    expression over a record; sides of different types are hashed as text (DuckDB hashes 5 as INTEGER
+    and 5 as BIGINT differently, though they are equal)."""
+    found: dict[tuple[str, str, str], str | None] = {}
+    for rule in rules:
+        parsed = _parse(rule)
+        sides = {"l": [_unqualified(left) for left, _ in parsed.equalities],
+                 "r": [_unqualified(right) for _, right in parsed.equalities]}
+        for i, (left, right) in enumerate(zip(sides["l"], sides["r"], strict=True)):
+            if type_of(left) != type_of(right):
+                sides["l"][i], sides["r"][i] = f"CAST({left} AS VARCHAR)", f"CAST({right} AS VARCHAR)"
+        for query_side, record_side in (("l", "r"), ("r", "l")):
+            ordered = sorted(zip(sides[record_side], sides[query_side], strict=True))  # one look-up for a symmetric rule
+            record_keys, query_keys = [r for r, _ in ordered], [q for _, q in ordered]
+            record_condition = _all_true([*(f"{k} IS NOT NULL" for k in record_keys),
+                                          *(_unqualified(c) for c in parsed.only[record_side])])
+            query_condition = _all_true([*(f"{k} IS NOT NULL" for k in query_keys),
+                                         *(_unqualified(c) for c in parsed.only[query_side])])
+            # Pair columns: the new record's values end in _l, the record's in _r, whichever side each takes here.
+            rename = {query_side: "_l", record_side: "_r"}
+            check = _all_true([_unqualified(c, rename) for c in parsed.pair]) if parsed.pair else None
+            key = (f"hash({', '.join(record_keys)})", record_condition,
+                   f"CASE WHEN {query_condition} THEN hash({', '.join(query_keys)}) END")
+            if key in found and found[key] is not None and check is not None:
+                found[key] = f"({found[key]}) OR ({check})"
+            elif key in found:
+                found[key] = None  # one way needs no check: the look-up alone makes the pair
+            else:
+                found[key] = check
+    return [Lookup(record, condition, query, check) for (record, condition, query), check in found.items()]
+
+
+def columns_of(rules: list[str]) -> set[str]:
+    """The record columns the ``rules`` read."""
+    return {c.name for rule in rules for c in sqlglot.parse_one(rule, dialect=DIALECT).find_all(exp.Column)}
+
+
+@dataclass(frozen=True)
+class KeyIndex:
+    """Records by the hash of their side of a rule: ``keys`` sorted, record positions alongside."""
+
+    keys: np.ndarray  # uint64
+    ids: np.ndarray  # int32
+
+    @classmethod
+    def build(cls, con: Any, table: str, lookup: Lookup) -> KeyIndex:
+        keyed = con.execute(
+            f"SELECT unique_id, {lookup.record_hash} AS k FROM {table} WHERE {lookup.record_condition}"  # noqa: S608 - the model's SQL
+        ).fetchnumpy()
+        order = np.argsort(keyed["k"], kind="stable")
+        return cls(np.ascontiguousarray(keyed["k"][order]), keyed["unique_id"][order].astype(np.int32))
+
+    def find(self, key: int) -> np.ndarray:
+        # As uint64: numpy compares a Python int below 2**63 with a uint64 array by converting the whole array
+        # (1 ms at 1M records instead of 3 microseconds).
+        at = np.uint64(key)
+        return self.ids[np.searchsorted(self.keys, at, "left"):np.searchsorted(self.keys, at, "right")]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.keys.nbytes + self.ids.nbytes)
