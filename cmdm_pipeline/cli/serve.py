@@ -10,7 +10,7 @@ from collections.abc import Callable
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = (
     "exit codes:\n  0    stopped normally, or a hash / token was printed\n"
-    "  1    the server could not start (port in use...)\n"
+    "  1    nothing to serve yet (no run has published a snapshot), or the server could not start (port in use...)\n"
     "  2    wrong arguments, an invalid config, or no (or a wrong) key-encryption key"
 )
 
@@ -73,6 +73,12 @@ def serve_command(args: argparse.Namespace) -> int:
         print("cmdm serve: no users under web.users in cmdm.yaml: nobody could log in "
               "(`cmdm serve --hash-password` prints a password hash)", file=sys.stderr)
         return EXIT_USAGE
+    from cmdm_pipeline.web.snapshot import MANIFEST, snapshot_folder
+
+    if not (snapshot_folder(config.warehouse_path) / MANIFEST).is_file():
+        print(f"cmdm serve: nothing to serve yet: no run has published a workbench snapshot in "
+              f"{snapshot_folder(config.warehouse_path)}; run `cmdm run` first", file=sys.stderr)
+        return EXIT_FAILED
     try:
         from cmdm_pipeline.protect.keys.kek import load_keyring
 

@@ -87,6 +87,8 @@ class ResolveIndex:
         missing = [c for c in [*feature_inputs(schema), "master_id"] if c not in records.columns]
         if missing:
             raise ValueError(f"records lack column(s) {missing}")
+        if records.height == 0:
+            raise ValueError("no records to resolve against")
         features = matching_frame(records.select(feature_inputs(schema)), schema)
         masters = records.select(
             pl.int_range(0, pl.len(), dtype=pl.Int64).alias("unique_id"), "master_id",

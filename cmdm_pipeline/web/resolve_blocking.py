@@ -101,6 +101,8 @@ def lookups(rules: list[str], type_of: Any) -> list[Lookup]:
     """Every look-up the ``rules`` need, the same one once. ``type_of(sql)``: the DuckDB type of an
     expression over a record; sides of different types are hashed as text (DuckDB hashes 5 as INTEGER
     and 5 as BIGINT differently, though they are equal)."""
+    if not rules:
+        raise BlockingRuleError("the model has no blocking rules: resolve would find no one")
     found: dict[tuple[str, str, str], str | None] = {}
     for rule in rules:
         parsed = _parse(rule)

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from cmdm_pipeline.stages.match_model import prior_weight, scoring_settings
-from cmdm_pipeline.web.resolve_blocking import KeyIndex, columns_of, lookups
+from cmdm_pipeline.web.resolve_blocking import BlockingRuleError, KeyIndex, columns_of, lookups
 
 PAIRS = "resolve_pairs"
 QUERY = "resolve_query"
@@ -93,6 +93,18 @@ def _input_columns(settings: Any) -> list[str]:
                    for c in level._input_columns_used_by_sql_condition})
 
 
+def _blocking_rules(model: dict[str, Any]) -> list[str]:
+    """The model's blocking rules as SQL; a model resolve cannot read as the batch does is refused."""
+    if model.get("link_type") != "dedupe_only":
+        raise BlockingRuleError(f"resolve reads dedupe_only models (as the pipeline trains them), not {model.get('link_type')!r}")
+    rules = []
+    for rule in model["blocking_rules_to_generate_predictions"]:
+        if isinstance(rule, dict) and rule.get("arrays_to_explode"):
+            raise BlockingRuleError(f"blocking rule {rule['blocking_rule']!r} explodes arrays: resolve cannot look it up")
+        rules.append(rule["blocking_rule"] if isinstance(rule, dict) else rule)
+    return rules
+
+
 def _connect() -> Any:
     import duckdb
 
@@ -153,13 +165,13 @@ class Scorer:
         # The batch's evidence: Splink's match weight (its prior plus each term, in order) less the model's prior.
         self._splink_prior = prob_to_match_weight(settings.core_model_settings.probability_two_random_records_match)
         self._prior_weight = prior_weight(model)
-        rules = [r["blocking_rule"] if isinstance(r, dict) else r for r in model["blocking_rules_to_generate_predictions"]]
+        rules = _blocking_rules(model)
         self._tf_columns = sorted({tf.column for c in self.comparisons for tf in c.term_frequencies.values()})
         self._con = _connect()
         con = self._con
         con.register("resolve_features", features.to_arrow())
         try:
-            self.records = self._with_term_frequencies(features)
+            records = self._with_term_frequencies(features)
 
             def type_of(sql: str) -> str:
                 return str(con.execute(f"SELECT {sql} FROM resolve_features LIMIT 0").description[0][1])  # noqa: S608
@@ -174,7 +186,8 @@ class Scorer:
         self._compared = sorted({*self.compared_columns, *(columns_of(rules) if checked else ())})
         self._pair_columns = [*self._compared, *(f"tf_{n}" for n in self._tf_columns)]
         # What a pair needs of a record, apart: a request gathers a few rows of these columns, not of all.
-        self._compared_records = self.records.select(
+        self._schema = records.schema  # of a record's features and term frequencies, as a query is held too
+        self._compared_records = records.select(
             pl.col("unique_id").alias("unique_id_r"), *[pl.col(c).alias(f"{c}_r") for c in self._pair_columns])
         self._key_sql = f"SELECT {', '.join(lk.query_key for lk in self._lookups)} FROM {QUERY}"  # noqa: S608
         gammas = ", ".join(c.case_sql for c in self.comparisons)
@@ -192,9 +205,8 @@ class Scorer:
 
     @property
     def nbytes(self) -> int:
-        """Memory of the records and look-up indexes (Arrow buffers and arrays; DuckDB holds no copy)."""
-        return int(self.records.estimated_size() + self._compared_records.estimated_size()
-                   + sum(index.nbytes for index in self._indexes))
+        """Memory of what a pair needs of each record, and of the look-ups (DuckDB holds no copy)."""
+        return int(self._compared_records.estimated_size() + sum(index.nbytes for index in self._indexes))
 
     def _with_term_frequencies(self, features: pl.DataFrame) -> pl.DataFrame:
         """``features`` with ``tf_<column>`` per adjusted column, by Splink's own SQL over all records (as the
@@ -229,7 +241,7 @@ class Scorer:
         return features.with_columns(
             pl.lit(QUERY_ID, dtype=pl.Int64).alias("unique_id"),
             *[pl.lit(self.term_frequency(n, features[n][0]), dtype=pl.Float64).alias(f"tf_{n}") for n in self._tf_columns],
-        ).select(self.records.columns).cast(self.records.schema)
+        ).select(list(self._schema)).cast(self._schema)
 
     def score(self, features: pl.DataFrame) -> pl.DataFrame:
         """Every record a blocking rule pairs with the one-row ``features``: unique_id, evidence, and per

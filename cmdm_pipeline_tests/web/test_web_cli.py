@@ -33,3 +33,11 @@ def test_serve_refuses_a_project_without_users(make_project, capsys) -> None:  #
     config = make_project()
     assert main(["serve", "--config", str(config.base_dir / "cmdm.yaml")]) == 2
     assert "no users under web.users" in capsys.readouterr().err
+
+
+def test_serve_before_any_run_says_to_run_first(make_project, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline_tests.web.conftest import WEB_SETTINGS, web_block
+
+    config = make_project(**WEB_SETTINGS, web=web_block())
+    assert main(["serve", "--config", str(config.base_dir / "cmdm.yaml")]) == 1
+    assert "run `cmdm run` first" in capsys.readouterr().err
