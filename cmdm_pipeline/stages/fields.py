@@ -278,14 +278,23 @@ def date(values: pl.Series, *, formats: list[str], **_: object) -> Standardised:
     return Standardised(result["value"].cast(pl.Date), problem.alias("problem"))
 
 
+#: "1,000" or "12,345,678": a comma before groups of three digits is a thousands separator in one country and a
+#: decimal comma in another; read either way it could be 1000 times wrong, so it is a bad value, not a guess.
+_AMBIGUOUS_COMMA = r"^[+-]?\d{1,3}(?:,\d{3})+$"
+
+
 def number(values: pl.Series, **_: object) -> Standardised:
-    """Decimal point or comma; too large for a float (1e400), infinite or NaN is a bad value, not a number."""
+    """Decimal point or comma; a comma that may group thousands ("1,000"), too large for a float (1e400),
+    infinite or NaN is a bad value, not a number."""
     text = clean_text(values)
-    parsed = text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+    ambiguous = text.str.contains(_AMBIGUOUS_COMMA).fill_null(False)
+    parsed = pl.select(pl.when(~ambiguous).then(text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False))
+                       ).to_series()
     finite = parsed.is_finite()
     value = pl.select(pl.when(finite).then(parsed)).to_series()
     problem = pl.select(
-        pl.when(text.is_not_null() & parsed.is_null()).then(pl.lit("not a number"))
+        pl.when(ambiguous).then(pl.lit("ambiguous number: the comma may separate thousands or decimals"))
+        .when(text.is_not_null() & parsed.is_null()).then(pl.lit("not a number"))
         .when(~finite).then(pl.lit("number is not finite (too large, infinite or NaN)"))
         .alias("problem")
     ).to_series()

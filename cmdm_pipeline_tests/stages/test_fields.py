@@ -159,6 +159,7 @@ def test_number_and_boolean_flag_wrong_types() -> None:
 
 
 NOT_FINITE = "number is not finite (too large, infinite or NaN)"
+AMBIGUOUS = "ambiguous number: the comma may separate thousands or decimals"
 
 
 @pytest.mark.parametrize(
@@ -174,9 +175,13 @@ NOT_FINITE = "number is not finite (too large, infinite or NaN)"
         ("-1,7976931348623157e308", -1.7976931348623157e308, None),
         ("1e-400", 0.0, None),
         ("0x10", None, "not a number"),
+        ("1,000", None, AMBIGUOUS),  # a thousand, or one with a decimal comma?
+        ("-12,345,678", None, AMBIGUOUS),
+        ("1,0000", 1.0, None),  # no grouping of three: a decimal comma
+        ("1,23", 1.23, None),
     ],
 )
-def test_number_too_large_infinite_or_nan_is_a_bad_value(
+def test_number_too_large_infinite_nan_or_ambiguous_is_a_bad_value(
     value: str, expected: float | None, problem: str | None
 ) -> None:
     result = fields.number(s(value, None))

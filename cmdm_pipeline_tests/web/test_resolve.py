@@ -174,3 +174,14 @@ def test_blocking_rules_become_one_lookup_per_distinct_orientation() -> None:
     assert len(near) == 1 and "LEVENSHTEIN" in (near[0].pair_check or "").upper()
     with pytest.raises(BlockingRuleError):
         lookups(["l.a = r.a OR l.b = r.b"], same_type)
+
+
+def test_resolves_from_several_threads_give_what_one_thread_gives(batch) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    frame, _, index = batch
+    sent = [values(row) for row in frame.head(24).iter_rows(named=True)]
+    alone = [index.resolve(record) for record in sent]
+    with ThreadPoolExecutor(max_workers=6) as pool:  # more threads than DuckDB sessions: some wait for one
+        together = list(pool.map(index.resolve, sent))
+    assert together == alone
