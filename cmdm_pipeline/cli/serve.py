@@ -92,8 +92,11 @@ def serve_command(args: argparse.Namespace) -> int:
 
     app = create_app(config)
     print(f"cmdm serve: http://{args.host}:{args.port}/ (decisions: {config.decision_store_path})", file=sys.stderr)
+    from cmdm_pipeline.progress import showing
+
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False, proxy_headers=False)
+        with showing(None):  # a resolve standardises its record: no progress lines per request
+            uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False, proxy_headers=False)
     except OSError as exc:  # pragma: no cover - port in use and the like
         print(f"cmdm serve: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.lenses.build import build_lens
@@ -109,9 +110,11 @@ async def resolve(request: Request, client: Annotated[User, Depends(_client)],
                                    "USING (source_system, source_record_id)").pl()
         if snapshot.model is None:
             raise ViewError("resolve", "the snapshot has no match model (the run trained none)", 503)
-        index = holder.cache["resolve"] = ResolveIndex.build(records, config, snapshot.model, **_batch_calibration(snapshot))
+        index = holder.cache["resolve"] = await run_in_threadpool(
+            ResolveIndex.build, records, config, snapshot.model, **_batch_calibration(snapshot))
     try:
-        resolution = index.resolve(record, limit)
+        # Tens of milliseconds of Polars and DuckDB work: off the event loop, so other requests are served meanwhile.
+        resolution = await run_in_threadpool(index.resolve, record, limit)
     except ResolveInputError as exc:
         field = exc.field or "record"
         message = str(exc).removeprefix(f"{field}:").strip() or "invalid value"

@@ -7,8 +7,10 @@ once (DuckDB's 64-bit ``hash``), sorted, and the new record's side is looked up 
 :func:`numpy.searchsorted`. A rule's conditions on one side only (``l.party_type = 'organisation'``)
 decide which records enter its index, and whether the new record looks it up at all; conditions on
 both sides that are not equalities (``levenshtein(l.x, r.x) <= 1``) are checked per pair afterwards
-(:attr:`Lookup.pair_check`). A record can be either side of a pair, so a rule that is not symmetric is
-looked up both ways round.
+(:attr:`Lookup.pair_check`). A new record has no place in the batch's order of records, so a rule that
+is not symmetric is looked up both ways round (the batch's dedupe applies it with the lower id as ``l``
+only: for such a rule resolve finds what the batch finds and the pairs it would find the other way round).
+The default rules are all symmetric.
 
 A hash collision (about one in 2^64 per look-up) would add a pair no rule makes; it is scored like any
 other and changes nothing the batch found.
@@ -37,7 +39,7 @@ class Lookup:
     record_hash: str  # SQL over a record's columns
     record_condition: str  # SQL: the record enters this look-up's index
     query_key: str  # SQL over the new record's columns: its key, or null when it cannot pair this way
-    pair_check: str | None  # SQL over pair columns (``x_l`` the new record, ``x_r`` a record), if the rule needs one
+    pair_check: str | None  # the rule over pair columns (``x_l`` the new record, ``x_r`` a record), if it needs checking
 
 
 def _unqualified(expression: exp.Expr, rename: dict[str, str] | None = None) -> str:
@@ -65,6 +67,7 @@ def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
 
 @dataclass(frozen=True)
 class _ParsedRule:
+    tree: exp.Expr  # the whole rule
     equalities: list[tuple[exp.Expr, exp.Expr]]  # (l side, r side)
     only: dict[str, list[exp.Expr]]  # "l"/"r" -> conditions on that side only
     pair: list[exp.Expr]  # conditions on both sides, not equalities (or on neither)
@@ -74,7 +77,8 @@ def _parse(rule: str) -> _ParsedRule:
     equalities: list[tuple[exp.Expr, exp.Expr]] = []
     only: dict[str, list[exp.Expr]] = {"l": [], "r": []}
     pair: list[exp.Expr] = []
-    for condition in _conjuncts(sqlglot.parse_one(rule, dialect=DIALECT)):
+    tree = sqlglot.parse_one(rule, dialect=DIALECT)
+    for condition in _conjuncts(tree):
         sides = _sides(condition)
         if isinstance(condition, exp.EQ) and {*_sides(condition.left), *_sides(condition.right)} == {"l", "r"} and (
                 len(_sides(condition.left)) == 1 and len(_sides(condition.right)) == 1):
@@ -90,7 +94,7 @@ def _parse(rule: str) -> _ParsedRule:
         raise BlockingRuleError(
             f"blocking rule {rule!r} has no equality between a value of l and one of r (an AND of conditions): "
             "resolve looks records up by such equalities")
-    return _ParsedRule(equalities, only, pair)
+    return _ParsedRule(tree, equalities, only, pair)
 
 
 def _all_true(conditions: list[str]) -> str:
@@ -120,7 +124,8 @@ def lookups(rules: list[str], type_of: Any) -> list[Lookup]:
                                          *(_unqualified(c) for c in parsed.only[query_side])])
             # Pair columns: the new record's values end in _l, the record's in _r, whichever side each takes here.
             rename = {query_side: "_l", record_side: "_r"}
-            check = _all_true([_unqualified(c, rename) for c in parsed.pair]) if parsed.pair else None
+            # The whole rule, not its pair conditions only: several rules' checks are OR-ed per pair.
+            check = _unqualified(parsed.tree, rename) if parsed.pair else None
             key = (f"hash({', '.join(record_keys)})", record_condition,
                    f"CASE WHEN {query_condition} THEN hash({', '.join(query_keys)}) END")
             if key in found and found[key] is not None and check is not None:

@@ -16,8 +16,9 @@ What a value may be (decided here, the same for every attribute of a kind):
 - ``True``/``False``: boolean attributes only.
 - Anything else (a list, an object): a wrong type, refused.
 
-``party_type`` (``person`` or ``organisation``, default ``person``) may be given beside the attributes:
-records of different party types are never compared, as in the batch.
+``party_type`` (``person`` or ``organisation``, default ``person``) and ``record_type`` (``lead``, ``contact``
+or ``customer``, default ``customer``) may be given beside the attributes: records of different party types
+are never compared, as in the batch; the record type is only carried into the standardised record.
 
 Refusals raise :class:`ResolveInputError` naming the field; messages never hold a value.
 """
@@ -38,7 +39,7 @@ from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.stages.standardise import standardise
 from cmdm_pipeline.stages.validate import CompiledRule, compile_rules
 
-PARTY_TYPE = "party_type"
+PARTY_TYPE, RECORD_TYPE = "party_type", "record_type"
 SOURCE_NAME = "resolve"
 #: How a date is sent: ISO 8601.
 DATE_FORMAT = "%Y-%m-%d"
@@ -58,7 +59,7 @@ class ResolveInputError(ValueError):
 @dataclass(frozen=True)
 class ReadRecord:
     frame: pl.DataFrame  # one row: party_type, record_type and every schema attribute, standardised
-    standardised: dict[str, Any]  # the same as JSON values: party_type and every attribute
+    standardised: dict[str, Any]  # the same as JSON values: party_type, record_type and every attribute
     issues: list[dict[str, str]]  # rule, attribute, severity, reason
 
 
@@ -83,33 +84,35 @@ def _text(name: str, kind: Kind, value: Any) -> str:
     raise ResolveInputError(name, f"{name}: expected text or a number, not a list or an object")
 
 
-def _party_type(value: Any) -> str:
-    allowed = [p.value for p in PartyType]
+def _one_of(name: str, value: Any, allowed: list[str]) -> str:
     if value is None:
-        return PartyType.person.value
+        return allowed[0]
     if not isinstance(value, str) or value not in allowed:
-        raise ResolveInputError(PARTY_TYPE, f"{PARTY_TYPE}: must be one of {', '.join(allowed)}")
+        raise ResolveInputError(name, f"{name}: must be one of {', '.join(allowed)}")
     return value
 
 
-def checked_values(record: Any, config: ProjectConfig, matching: list[str]) -> tuple[str, dict[str, str]]:
-    """(party type, attribute -> text) of ``record``; :class:`ResolveInputError` on what cannot be read.
+def checked_values(record: Any, config: ProjectConfig, matching: list[str]) -> tuple[str, str, dict[str, str]]:
+    """(party type, record type, attribute -> text) of ``record``; :class:`ResolveInputError` on what cannot be read.
     ``matching``: the attributes matching compares; a record needs a value of one of them."""
     if not isinstance(record, Mapping):
         raise ResolveInputError(None, "the record must be an object of attribute names and values")
     attributes = config.customer_schema.attributes
     texts: dict[str, str] = {}
     for name, value in record.items():
-        if not isinstance(name, str) or (name not in attributes and name != PARTY_TYPE):
+        if not isinstance(name, str) or (name not in attributes and name not in (PARTY_TYPE, RECORD_TYPE)):
             shown = name if isinstance(name, str) and _SHOWABLE.match(name) else None
             raise ResolveInputError(shown, f"{shown or 'a field'}: not an attribute of the customer schema "
-                                    f"(nor {PARTY_TYPE})")
-        if name == PARTY_TYPE or value is None:
+                                    f"(nor {PARTY_TYPE} or {RECORD_TYPE})")
+        if name in (PARTY_TYPE, RECORD_TYPE) or value is None:
             continue
         texts[name] = _text(name, attributes[name].kind, value)
-    if not any(name in texts for name in matching):
+    if not any(texts.get(name, "").strip() for name in matching):  # blank text standardises to no value
         raise ResolveInputError(None, f"the record has none of the attributes matching compares ({', '.join(matching)})")
-    return _party_type(record.get(PARTY_TYPE)), texts
+    party_type = _one_of(PARTY_TYPE, record.get(PARTY_TYPE), [PartyType.person.value, PartyType.organisation.value])
+    record_type = _one_of(RECORD_TYPE, record.get(RECORD_TYPE),
+                          [RecordType.customer.value, *(r.value for r in RecordType if r is not RecordType.customer)])
+    return party_type, record_type, texts
 
 
 _compiled: dict[tuple[int, dt.date], tuple[CustomerSchema, list[CompiledRule]]] = {}
@@ -128,12 +131,12 @@ def _rules(schema: CustomerSchema, today: dt.date) -> list[CompiledRule]:
 
 def read_record(record: Any, config: ProjectConfig, matching: list[str]) -> ReadRecord:
     """``record`` checked, standardised as a source row, and judged by the schema's rules."""
-    party_type, texts = checked_values(record, config, matching)
+    party_type, record_type, texts = checked_values(record, config, matching)
     schema = config.customer_schema
     now = dt.datetime.now(dt.UTC)
     # Only the attributes given: each mapped one costs standardisation work, and the others stay null anyway.
     source = Source(name=SOURCE_NAME, kind="csv", path=Path(SOURCE_NAME), id_column="source_record_id",
-                    columns={name: name for name in texts}, trust_rank=1, record_type=RecordType.customer,
+                    columns={name: name for name in texts}, trust_rank=1, record_type=RecordType(record_type),
                     party_type=PartyType(party_type), date_formats=[DATE_FORMAT])
     raw = pl.DataFrame(
         {"source_system": [SOURCE_NAME], "source_record_id": ["1"], "source_row_number": [1], "ingested_at": [now],
@@ -152,7 +155,7 @@ def read_record(record: Any, config: ProjectConfig, matching: list[str]) -> Read
     issues += [{"rule": rule.rule_id, "attribute": rule.attribute, "severity": rule.severity.value, "reason": rule.reason}
                for rule, ok in zip(rules, passed, strict=True) if not ok]
     issues.sort(key=lambda issue: issue["rule"])
-    names = [PARTY_TYPE, *schema.attributes]
+    names = [PARTY_TYPE, RECORD_TYPE, *schema.attributes]
     values = frame.select(names).row(0, named=True)
     standardised = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in values.items()}
     return ReadRecord(frame.drop("issues"), standardised, issues)

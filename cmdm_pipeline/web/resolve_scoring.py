@@ -76,7 +76,7 @@ def _comparisons(settings: Any) -> list[Comparison]:
         levels, adjusted = {}, {}
         for level in comparison.comparison_levels:
             gamma = level.comparison_vector_value
-            # A level without m or u (untrained) scores as Splink's SQL scores it: a null weight, so no match weight.
+            # A level without m or u (Splink cannot score such a model either): no weight, so never a candidate.
             weight = level._match_weight
             levels[gamma] = Level(level.label_for_charts, math.nan if weight is None else float(weight))
             if gamma != -1 and level._has_tf_adjustments and level._tf_adjustment_weight != 0 and not level._is_else_level:
@@ -91,6 +91,17 @@ def _comparisons(settings: Any) -> list[Comparison]:
 def _input_columns(settings: Any) -> list[str]:
     return sorted({c.unquote().name for comparison in settings.comparisons for level in comparison.comparison_levels
                    for c in level._input_columns_used_by_sql_condition})
+
+
+def _settings(model: dict[str, Any]) -> Any:
+    from splink.internals.settings_creator import SettingsCreator
+
+    return SettingsCreator.from_path_or_dict(scoring_settings(model)).get_settings("duckdb")
+
+
+def model_columns(model: dict[str, Any]) -> set[str]:
+    """The feature columns the model's comparisons and blocking rules read."""
+    return {*_input_columns(_settings(model)), *columns_of(_blocking_rules(model))}
 
 
 def _blocking_rules(model: dict[str, Any]) -> list[str]:
@@ -158,9 +169,8 @@ class Scorer:
 
     def __init__(self, features: pl.DataFrame, model: dict[str, Any], sessions: int = SESSIONS) -> None:
         from splink.internals.misc import prob_to_match_weight
-        from splink.internals.settings_creator import SettingsCreator
 
-        settings = SettingsCreator.from_path_or_dict(scoring_settings(model)).get_settings("duckdb")
+        settings = _settings(model)
         self.comparisons = _comparisons(settings)
         # The batch's evidence: Splink's match weight (its prior plus each term, in order) less the model's prior.
         self._splink_prior = prob_to_match_weight(settings.core_model_settings.probability_two_random_records_match)
@@ -182,8 +192,7 @@ class Scorer:
             con.unregister("resolve_features")
         checked = [lk.pair_check for lk in self._lookups if lk.pair_check is not None]
         self._key_columns = sorted(columns_of(rules))
-        self.compared_columns = _input_columns(settings)
-        self._compared = sorted({*self.compared_columns, *(columns_of(rules) if checked else ())})
+        self._compared = sorted({*_input_columns(settings), *(columns_of(rules) if checked else ())})
         self._pair_columns = [*self._compared, *(f"tf_{n}" for n in self._tf_columns)]
         # What a pair needs of a record, apart: a request gathers a few rows of these columns, not of all.
         self._schema = records.schema  # of a record's features and term frequencies, as a query is held too

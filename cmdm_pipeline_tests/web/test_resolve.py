@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -53,8 +54,16 @@ def records(people: int, seed: int) -> pl.DataFrame:
     ).sort(KEY)
 
 
+@dataclass(frozen=True)
+class Batch:
+    frame: pl.DataFrame  # the records with unique_id (row) and master_id
+    model: dict[str, Any]
+    result: MatchResult
+    index: ResolveIndex
+
+
 @pytest.fixture(scope="module")
-def batch() -> tuple[pl.DataFrame, MatchResult, ResolveIndex]:
+def batch() -> Batch:
     """The batch on 200-odd records (a model trained on them, pairs, clusters) and a resolve index on its result."""
     frame = records(100, seed=5)
     features = matching_frame(frame, SCHEMA)
@@ -63,7 +72,7 @@ def batch() -> tuple[pl.DataFrame, MatchResult, ResolveIndex]:
     masters = result.clusters.select("unique_id", pl.format("M{}", "cluster").alias("master_id"))
     frame = frame.with_row_index("unique_id").with_columns(pl.col("unique_id").cast(pl.Int64)).join(masters, on="unique_id")
     index = ResolveIndex.build(frame, CONFIG, model, prior=result.prior, link_threshold=result.threshold.probability)
-    return frame, result, index
+    return Batch(frame, model, result, index)
 
 
 def values(row: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +82,7 @@ def values(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_an_existing_customer_with_a_typo_finds_its_master_first_and_linked(batch) -> None:  # type: ignore[no-untyped-def]
-    frame, _, index = batch
+    frame, index = batch.frame, batch.index
     person = frame.filter(pl.col("email").is_not_null() & pl.col("date_of_birth").is_not_null()).row(0, named=True)
     sent = {**values(person), "last_name": person["last_name"][:-1] + "x", "first_name": person["first_name"].upper()}
     found = index.resolve(sent)
@@ -88,7 +97,7 @@ def test_an_existing_customer_with_a_typo_finds_its_master_first_and_linked(batc
 
 
 def test_a_new_person_finds_no_candidate_above_the_link_threshold(batch) -> None:  # type: ignore[no-untyped-def]
-    frame, _, index = batch
+    frame, index = batch.frame, batch.index
     # A given and a family name that exist (so blocking finds namesakes), a birth date and e-mail nobody has.
     sent = {"first_name": frame["first_name"][0], "last_name": frame["last_name"][1], "date_of_birth": "1931-07-14",
             "email": "someone.new@example.net", "city": "Leeds"}
@@ -97,7 +106,7 @@ def test_a_new_person_finds_no_candidate_above_the_link_threshold(batch) -> None
 
 
 def test_evidence_and_levels_are_the_batchs_for_the_same_pairs(batch) -> None:  # type: ignore[no-untyped-def]
-    frame, result, index = batch
+    frame, result, index = batch.frame, batch.result, batch.index
     pairs = result.pairs.filter("blocked")  # pairs the blocking rules made (not ones completed inside a cluster)
     row = frame.join(pairs.group_by("source_record_id_l").len().sort("len", descending=True).head(1),
                      left_on="source_record_id", right_on="source_record_id_l").row(0, named=True)
@@ -114,15 +123,16 @@ def test_evidence_and_levels_are_the_batchs_for_the_same_pairs(batch) -> None:  
 
 
 def test_issues_are_the_pipelines_and_the_standardised_values_json_ready(batch) -> None:  # type: ignore[no-untyped-def]
-    _, _, index = batch
+    index = batch.index
     found = index.resolve({"first_name": "Ada", "last_name": "L" * 120, "email": "not an address", "nps_score": 12,
-                           "accepts_marketing": True, "date_of_birth": dt.date(1815, 12, 10)})
+                           "accepts_marketing": True, "date_of_birth": dt.date(1815, 12, 10), "record_type": "lead"})
     rules = {i["rule"]: i["severity"] for i in found.issues}
     assert rules["last_name.length"] == "reject" and "email.invalid" in rules and "nps_score.range" in rules
     assert rules["date_of_birth.range"] == "reject"  # before 1900
     assert all("L" * 120 not in i["reason"] and "not an address" not in i["reason"] for i in found.issues)
     assert found.standardised["email"] is None and found.standardised["accepts_marketing"] is True
     assert found.standardised["date_of_birth"] == "1815-12-10" and found.standardised["party_type"] == "person"
+    assert found.standardised["record_type"] == "lead"
 
 
 SECRET = "Zebedee"
@@ -138,13 +148,14 @@ SECRET = "Zebedee"
     ({"first_name": SECRET, "date_of_birth": 19800203}, "date_of_birth"),
     ({"first_name": SECRET, "date_of_birth": dt.datetime(1980, 2, 3, 12)}, "date_of_birth"),
     ({"first_name": SECRET, "party_type": "robot"}, "party_type"),
+    ({"first_name": SECRET, "record_type": "prospect"}, "record_type"),
     ({"loyalty_tier": "gold", "nps_comment": SECRET}, None),  # nothing matching compares
-    ({"first_name": None, "email": None}, None),
+    ({"first_name": None, "email": " "}, None),
     ([("first_name", SECRET)], None),
     ({f"{SECRET} Smith": "x"}, None),  # an unknown key that is no name is not repeated either
 ])
 def test_bad_input_names_the_field_and_never_the_value(batch, record: Any, field: str | None) -> None:  # type: ignore[no-untyped-def]
-    _, _, index = batch
+    index = batch.index
     with pytest.raises(ResolveInputError) as raised:
         index.resolve(record)
     assert raised.value.field == field
@@ -154,7 +165,7 @@ def test_bad_input_names_the_field_and_never_the_value(batch, record: Any, field
 
 
 def test_a_limit_below_one_is_refused(batch) -> None:  # type: ignore[no-untyped-def]
-    _, _, index = batch
+    index = batch.index
     with pytest.raises(ResolveInputError) as raised:
         index.resolve({"first_name": "Ada"}, limit=0)
     assert raised.value.field == "limit"
@@ -179,9 +190,41 @@ def test_blocking_rules_become_one_lookup_per_distinct_orientation() -> None:
 def test_resolves_from_several_threads_give_what_one_thread_gives(batch) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 
-    frame, _, index = batch
+    frame, index = batch.frame, batch.index
     sent = [values(row) for row in frame.head(24).iter_rows(named=True)]
     alone = [index.resolve(record) for record in sent]
     with ThreadPoolExecutor(max_workers=6) as pool:  # more threads than DuckDB sessions: some wait for one
         together = list(pool.map(index.resolve, sent))
     assert together == alone
+
+
+def test_rules_with_one_sided_and_pair_conditions_find_the_pairs_splinks_blocking_finds(batch) -> None:  # type: ignore[no-untyped-def]
+    """Rules a user may write: a condition on one side only and one on both sides that is no equality (checked
+    per pair). Resolve pairs a record with whom Splink pairs it, a rule that is not symmetric either way round
+    (Splink's dedupe applies it with the lower id as l; a new record has no place in that order)."""
+    from cmdm_pipeline.stages.match_model import _linker, scoring_settings
+
+    frame = batch.frame
+    model = {**batch.model, "blocking_rules_to_generate_predictions": [
+        {"blocking_rule": "l.city = r.city AND levenshtein(l.last_name, r.last_name) <= 1", "sql_dialect": "duckdb"},
+        {"blocking_rule": "l.date_of_birth = r.date_of_birth AND levenshtein(l.first_name, r.first_name) <= 1",
+         "sql_dialect": "duckdb"},
+        {"blocking_rule": "substr(l.email, 1, 3) = substr(r.email, 1, 3) AND l.city = 'leeds'", "sql_dialect": "duckdb"},
+    ]}
+    either_way = [*model["blocking_rules_to_generate_predictions"], {
+        "blocking_rule": "substr(r.email, 1, 3) = substr(l.email, 1, 3) AND r.city = 'leeds'", "sql_dialect": "duckdb"}]
+    features = matching_frame(frame.drop("unique_id", "master_id"), SCHEMA)
+    settings = {**scoring_settings(model), "blocking_rules_to_generate_predictions": either_way}
+    with _linker(features, settings, "1GB") as linker:  # every pair Splink's blocking makes
+        splink = linker.inference.predict().as_duckdbpyrelation().select("unique_id_l", "unique_id_r").pl()
+    custom = ResolveIndex.build(frame, CONFIG, model)
+    keys = frame.select("unique_id", pl.concat_str(KEY, separator=":").alias("record"))
+    checked = 0
+    for row in frame.filter(pl.col("email").is_not_null()).head(15).iter_rows(named=True):
+        theirs = splink.filter((pl.col("unique_id_l") == row["unique_id"]) | (pl.col("unique_id_r") == row["unique_id"]))
+        expected = set(theirs["unique_id_l"].to_list() + theirs["unique_id_r"].to_list()) - {row["unique_id"]}
+        mine = custom.scores(values(row)).join(keys, on="record")["unique_id"].to_list()
+        assert set(mine) - {row["unique_id"]} == expected
+        checked += len(expected)
+    assert checked > 5  # the rules found pairs to compare
+
