@@ -118,6 +118,12 @@ def test_row_filters_all_hold() -> None:
     assert values(build_lens(flags, None, lens(where={"accepts": [True]}), CUSTOMER_SCHEMA, KEY), "master_id") == ["m1", "m4"]
 
 
+def test_a_lens_without_row_filters_shows_every_master_of_a_large_golden_table() -> None:
+    """Polars 2.1 filtered 100k+ rows by `lit(True).fill_null(False)` with a predicate of the wrong length."""
+    golden = pl.DataFrame({"master_id": [f"m{i}" for i in range(150_000)], "country": ["GB"] * 150_000})
+    assert build_lens(golden, None, lens(columns={"country": "reveal"}), CUSTOMER_SCHEMA, KEY).height == 150_000
+
+
 def test_columns_in_order_master_id_first_and_treated() -> None:
     spec = lens(columns={"country": "reveal", "email": "mask", "phone": "tokenise", "master_id": "tokenise"})
     shown = build_lens(GOLDEN, None, spec, CUSTOMER_SCHEMA, KEY)

@@ -156,6 +156,9 @@ def granted_masters(consent: pl.DataFrame, purpose: str, channel: str | None) ->
 
 def row_filter(lens: Lens, schema: pl.Schema) -> pl.Expr:
     """All of the lens's ``where`` conditions (column value among the allowed ones); true without any."""
+    # No fill_null on a bare literal: Polars 2.1 then builds a predicate of the wrong length on large frames.
+    if not lens.where:
+        return pl.lit(True)
     condition = pl.lit(True)
     for column, values in lens.where.items():
         if column not in schema:
