@@ -150,8 +150,7 @@ def steward_events(decisions: pl.DataFrame, xref: pl.DataFrame, run_id: str, now
     )
     return joined.select(
         decision_audit_ids(joined),
-        pl.coalesce(pl.col("decided_at").str.to_datetime(strict=False, time_zone="UTC", time_unit="us"),
-                    pl.lit(now, dtype=UTC)).alias("event_time"),
+        _time("decided_at", now),
         pl.lit(run_id).alias("run_id"),
         pl.col("decided_by").fill_null("steward:unknown").alias("actor"),
         pl.lit("steward_decision").alias("action"),

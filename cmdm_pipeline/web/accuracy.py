@@ -19,7 +19,6 @@ Two views of the same labels:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.stages.decisions import DecisionsError, latest_decisions, read_decisions, record_key
-from cmdm_pipeline.web.snapshot import Snapshot
+from cmdm_pipeline.web.snapshot import Snapshot, batch_calibration
 
 #: Below this many labels (in the set a figure is computed on) only counts are shown.
 MIN_LABELS = 20
@@ -304,19 +303,6 @@ def imported_decisions(config: ProjectConfig) -> tuple[pl.DataFrame, str | None]
                                       "here; the next run names the row and column")
 
 
-def run_link_threshold(snapshot: Snapshot) -> float | None:
-    """The run's link threshold (its ``match_summary`` row), when the snapshot carries it."""
-    if "match_summary" not in snapshot.tables:
-        return None
-    rows = snapshot.frame("match_summary")
-    if rows.is_empty() or "link_threshold" not in rows.columns:
-        return None
-    if "run_id" in rows.columns and (rows["run_id"] == snapshot.run_id).any():
-        rows = rows.filter(pl.col("run_id") == snapshot.run_id)
-    value = (rows.sort("run_at") if "run_at" in rows.columns else rows)["link_threshold"][-1]
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
 def snapshot_rows(snapshot: Snapshot, label_frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``customer_xref`` rows of the labels' records and the ``match_pairs`` rows of their pairs: a few rows
     per label, however large the snapshot (0.4 s with both orientations, 0.25 s with one, at 1M records, 2M pairs
@@ -347,7 +333,8 @@ def report_for(config: ProjectConfig, snapshot: Snapshot, store_decisions: pl.Da
     imported, notice = imported_decisions(config)
     label_frame = labels(store_decisions, imported)
     xref, pairs = snapshot_rows(snapshot, label_frame)
-    report = accuracy_report(label_frame, xref, pairs, snapshot.published_at, run_link_threshold(snapshot))
+    report = accuracy_report(label_frame, xref, pairs, snapshot.published_at,
+                             batch_calibration(snapshot).get("link_threshold"))
     if notice:
         report.notices.append(notice)
     return report

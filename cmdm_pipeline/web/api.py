@@ -22,7 +22,7 @@ from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.protect.lenses.build import build_lens
 from cmdm_pipeline.web import views
 from cmdm_pipeline.web.auth import AuthError, User, bearer_user
-from cmdm_pipeline.web.snapshot import Snapshot
+from cmdm_pipeline.web.snapshot import Snapshot, batch_calibration
 from cmdm_pipeline.web.views import ViewError
 
 router = APIRouter()
@@ -111,7 +111,7 @@ async def resolve(request: Request, client: Annotated[User, Depends(_client)],
         if snapshot.model is None:
             raise ViewError("resolve", "the snapshot has no match model (the run trained none)", 503)
         index = holder.cache["resolve"] = await run_in_threadpool(
-            ResolveIndex.build, records, config, snapshot.model, **_batch_calibration(snapshot))
+            ResolveIndex.build, records, config, snapshot.model, **batch_calibration(snapshot))
     try:
         # Tens of milliseconds of Polars and DuckDB work: off the event loop, so other requests are served meanwhile.
         resolution = await run_in_threadpool(index.resolve, record, limit)
@@ -124,19 +124,6 @@ async def resolve(request: Request, client: Annotated[User, Depends(_client)],
     request.app.state.store.log_reveal(client.name, "api/resolve", revealed,
                                        [c["master_id"] for c in body.get("candidates", []) if c.get("master_id")])
     return JSONResponse(jsonable_encoder({"run_id": snapshot.run_id, **body}))
-
-
-def _batch_calibration(snapshot: Snapshot) -> dict[str, float]:
-    """The batch run's prior and link threshold (its match_summary row) when the snapshot carries them;
-    without them the resolver falls back to the model's prior and a threshold of 0.5."""
-    if "match_summary" not in snapshot.tables:
-        return {}
-    rows = snapshot.con.sql("SELECT * FROM match_summary").pl()
-    if rows.is_empty() or not {"match_prior", "link_threshold"} <= set(rows.columns):
-        return {}
-    last = rows.sort("run_at").row(-1, named=True) if "run_at" in rows.columns else rows.row(-1, named=True)
-    found = {"prior": last["match_prior"], "link_threshold": last["link_threshold"]}
-    return {k: float(v) for k, v in found.items() if v is not None}
 
 
 def parse_record(raw: bytes, content_type: str, config: ProjectConfig) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import secrets
 import shutil
@@ -60,6 +61,21 @@ class Snapshot:
 
     def frame(self, table: str) -> pl.DataFrame:
         return self.con.sql(f'SELECT * FROM "{table}"').pl()  # noqa: S608 - table names are constants
+
+
+def batch_calibration(snapshot: Snapshot) -> dict[str, float]:
+    """The run's ``match_prior`` and ``link_threshold`` (its ``match_summary`` row, the latest; this run's when
+    present) as ``prior`` / ``link_threshold``; a value the snapshot lacks is left out."""
+    if "match_summary" not in snapshot.tables:
+        return {}
+    rows = snapshot.frame("match_summary")
+    if rows.is_empty():
+        return {}
+    if "run_id" in rows.columns and (rows["run_id"] == snapshot.run_id).any():
+        rows = rows.filter(pl.col("run_id") == snapshot.run_id)
+    last = (rows.sort("run_at") if "run_at" in rows.columns else rows).row(-1, named=True)
+    found = {"prior": last.get("match_prior"), "link_threshold": last.get("link_threshold")}
+    return {k: float(v) for k, v in found.items() if v is not None and math.isfinite(v)}
 
 
 def publish_snapshot(frames: Mapping[str, pl.DataFrame | Callable[[], pl.DataFrame]], model: dict[str, Any] | None, folder: Path,
