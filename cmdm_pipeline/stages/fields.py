@@ -39,23 +39,31 @@ class Standardised:
 FORMAT_CHARACTERS = r"\p{Cf}"
 
 
-def clean_text(values: pl.Series, form: str = "NFKC") -> pl.Series:
+def cleaned(values: pl.Expr, form: str = "NFKC") -> pl.Expr:
     """Unicode-normalised, format characters removed, whitespace collapsed and trimmed; empty becomes null."""
-    return (
+    text = (
         values.str.normalize(form)  # type: ignore[arg-type]
         .str.replace_all(FORMAT_CHARACTERS, "")
         .str.replace_all(r"\s+", " ")
         .str.strip_chars()
-        .replace("", None)
     )
+    return pl.when(text != "").then(text)
+
+
+def _evaluated(values: pl.Series, expression: Callable[[pl.Expr], pl.Expr]) -> pl.Series:
+    """``expression`` of ``values`` in one select: each eager Series method is a query of its own, which on
+    the one-row frames of the resolve API costs more than the work (~0.1 ms each)."""
+    # Lazy, for common subexpression elimination (an eager select repeats a subexpression used twice).
+    return values.to_frame("v").lazy().select(expression(pl.col("v")).alias(values.name)).collect().to_series()
+
+
+def clean_text(values: pl.Series, form: str = "NFKC") -> pl.Series:
+    """:func:`cleaned` of a series."""
+    return _evaluated(values, lambda v: cleaned(v, form))
 
 
 def _no_problem(values: pl.Series) -> pl.Series:
     return pl.Series("problem", [None] * len(values), dtype=pl.String)
-
-
-def _problem_where(failed: pl.Series, message: str) -> pl.Series:
-    return pl.select(pl.when(failed).then(pl.lit(message)).otherwise(None).alias("problem")).to_series()
 
 
 def _apply_distinct(
@@ -63,22 +71,24 @@ def _apply_distinct(
 ) -> Standardised:
     """Call ``fn(*row)`` once per distinct non-null input row; rows whose first column is null stay null."""
     keys = inputs.columns
-    distinct = inputs.filter(pl.col(keys[0]).is_not_null()).unique(maintain_order=True)
+    distinct = inputs.lazy().filter(pl.col(keys[0]).is_not_null()).unique(maintain_order=True).collect()
     results = [fn(*row) for row in distinct.iter_rows()]
-    lookup = distinct.with_columns(
+    lookup = distinct.hstack([
         pl.Series("__value", [r[0] for r in results], dtype=dtype),
         pl.Series("__problem", [r[1] for r in results], dtype=pl.String),
-    )
+    ])
     joined = inputs.join(lookup, on=keys, how="left", nulls_equal=True, maintain_order="left")
     return Standardised(joined["__value"], joined["__problem"])
 
 
 def person_name(values: pl.Series, **_: object) -> Standardised:
     """Names keep the case people wrote, unless all upper or all lower: those become Title Case."""
-    text = clean_text(values)
+
+    text = pl.col("text")
     recase = (text == text.str.to_uppercase()) | (text == text.str.to_lowercase())
-    value = pl.select(pl.when(recase).then(text.str.to_titlecase()).otherwise(text)).to_series()
-    return Standardised(value, _no_problem(values))
+    value = (values.to_frame("v").lazy().select(cleaned(pl.col("v")).alias("text"))
+             .select(pl.when(recase).then(text.str.to_titlecase()).otherwise(text).alias(values.name)).collect())
+    return Standardised(value.to_series(), _no_problem(values))
 
 
 def plain_text(values: pl.Series, **_: object) -> Standardised:
@@ -242,7 +252,7 @@ def postcode(values: pl.Series, *, country: pl.Series, **_: object) -> Standardi
             return value, None
         return value, f"not a valid {region} postcode"
 
-    frame = pl.DataFrame({"v": clean_text(values).str.to_uppercase(), "c": country})
+    frame = pl.DataFrame({"v": _evaluated(values, lambda v: cleaned(v).str.to_uppercase()), "c": country})
     return _apply_distinct(frame, one, pl.String())
 
 
@@ -256,26 +266,27 @@ def date(values: pl.Series, *, formats: list[str], **_: object) -> Standardised:
     """Parsed with each declared format; a value two formats read differently is ambiguous, not guessed.
 
     A date Python cannot hold is a bad value like any other: later stages would fail on it, for the whole table."""
-    text = clean_text(values)
-    parsed = [
-        (text.str.to_datetime(fmt, strict=False).dt.date() if re.search(r"%[HIMSfzZpT]", fmt)
-         else text.str.to_date(fmt, strict=False)).alias(f"f{i}")
-        for i, fmt in enumerate(formats)
-    ]
-    frame = pl.DataFrame(parsed)
-    readings = pl.concat_list(frame.columns).list.drop_nulls().list.unique()
-    reading = pl.when(readings.list.len() == 1).then(readings.list.first())
+    text, readings, reading = pl.col("text"), pl.col("readings"), pl.col("reading")
+    parsed = [text.str.to_datetime(fmt, strict=False).dt.date() if re.search(r"%[HIMSfzZpT]", fmt)
+              else text.str.to_date(fmt, strict=False) for fmt in formats]
     # Judged after parsing, not on the text: an offset (%z) can move 0001-01-01 into year 0.
     holdable = reading.dt.year().is_between(FIRST_YEAR, LAST_YEAR)
-    result = frame.select(
-        pl.when(holdable).then(reading).alias("value"),
+    problem = (
         pl.when(readings.list.len() > 1).then(pl.lit("ambiguous date: the source's formats read it differently"))
         .when(readings.list.len() == 0).then(pl.lit(f"not a date in the source's formats ({', '.join(formats)})"))
         .when(~holdable).then(pl.lit(DATE_OUTSIDE_PYTHON_YEARS))
-        .alias("problem"),
     )
-    problem = pl.select(pl.when(text.is_not_null()).then(result["problem"])).to_series()
-    return Standardised(result["value"].cast(pl.Date), problem.alias("problem"))
+    # One query, each step a column of its own so that it is computed once (see _evaluated).
+    result = (
+        values.to_frame("v").lazy()
+        .select(cleaned(pl.col("v")).alias("text"))
+        .with_columns(pl.concat_list(parsed).list.drop_nulls().list.unique().alias("readings"))
+        .with_columns(pl.when(readings.list.len() == 1).then(readings.list.first()).alias("reading"))
+        .select(pl.when(holdable).then(reading).cast(pl.Date).alias("value"),
+                pl.when(text.is_not_null()).then(problem).alias("problem"))
+        .collect()
+    )
+    return Standardised(result["value"], result["problem"])
 
 
 #: "1,000" or "12,345,678": a comma before groups of three digits is a thousands separator in one country and a
@@ -286,19 +297,23 @@ _AMBIGUOUS_COMMA = r"^[+-]?\d{1,3}(?:,\d{3})+$"
 def number(values: pl.Series, **_: object) -> Standardised:
     """Decimal point or comma; a comma that may group thousands ("1,000"), too large for a float (1e400),
     infinite or NaN is a bad value, not a number."""
-    text = clean_text(values)
-    ambiguous = text.str.contains(_AMBIGUOUS_COMMA).fill_null(False)
-    parsed = pl.select(pl.when(~ambiguous).then(text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False))
-                       ).to_series()
+    text, ambiguous, parsed = pl.col("text"), pl.col("ambiguous"), pl.col("parsed")
     finite = parsed.is_finite()
-    value = pl.select(pl.when(finite).then(parsed)).to_series()
-    problem = pl.select(
+    problem = (
         pl.when(ambiguous).then(pl.lit("ambiguous number: the comma may separate thousands or decimals"))
         .when(text.is_not_null() & parsed.is_null()).then(pl.lit("not a number"))
         .when(~finite).then(pl.lit("number is not finite (too large, infinite or NaN)"))
-        .alias("problem")
-    ).to_series()
-    return Standardised(value, problem)
+    )
+    result = (
+        values.to_frame("v").lazy()
+        .select(cleaned(pl.col("v")).alias("text"))
+        .with_columns(text.str.contains(_AMBIGUOUS_COMMA).fill_null(False).alias("ambiguous"))
+        .with_columns(pl.when(~ambiguous).then(text.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False))
+                      .alias("parsed"))
+        .select(pl.when(finite).then(parsed).alias("value"), problem.alias("problem"))
+        .collect()
+    )
+    return Standardised(result["value"], result["problem"])
 
 
 _TRUE = ("true", "t", "yes", "y", "1", "ja", "oui", "si", "sí")
@@ -306,24 +321,27 @@ _FALSE = ("false", "f", "no", "n", "0", "nein", "non")
 
 
 def boolean(values: pl.Series, **_: object) -> Standardised:
-    text = clean_text(values).str.to_lowercase()
-    value = pl.select(
-        pl.when(text.is_in(_TRUE)).then(True).when(text.is_in(_FALSE)).then(False).otherwise(None)
-    ).to_series()
-    return Standardised(value, _problem_where(text.is_not_null() & value.is_null(), "not a yes/no value"))
+    def read(v: pl.Expr) -> pl.Expr:
+        text = cleaned(v).str.to_lowercase()
+        value = pl.when(text.is_in(_TRUE)).then(True).when(text.is_in(_FALSE)).then(False)
+        return pl.struct(value.alias("value"),
+                         pl.when(text.is_not_null() & value.is_null()).then(pl.lit("not a yes/no value")).alias("problem"))
+
+    read_ = _evaluated(values, read).struct
+    return Standardised(read_.field("value"), read_.field("problem"))
 
 
 def category(values: pl.Series, *, attribute: Attribute, **_: object) -> Standardised:
     """Lower-cased; declared spellings map to canonical values; the `allowed` rule judges the rest."""
-    text = clean_text(values).str.to_lowercase()
     mapping = {key.casefold(): value for key, value in attribute.values.items()}
-    value = text.replace(mapping) if mapping else text
+    value = _evaluated(values, lambda v: cleaned(v).str.to_lowercase().replace(mapping) if mapping
+                       else cleaned(v).str.to_lowercase())
     return Standardised(value, _no_problem(values))
 
 
 def identifier(values: pl.Series, *, attribute: Attribute, **_: object) -> Standardised:
     """Upper-cased, separators removed; checked with python-stdnum when the schema names a validator."""
-    value = clean_text(values).str.to_uppercase().str.replace_all(r"[\s\-./]", "")
+    value = _evaluated(values, lambda v: cleaned(v).str.to_uppercase().str.replace_all(r"[\s\-./]", ""))
     if attribute.validator is None:
         return Standardised(value, _no_problem(values))
     module = importlib.import_module(f"stdnum.{attribute.validator}")

@@ -32,11 +32,19 @@ def fold(column: pl.Expr) -> pl.Expr:
     )
 
 
-def _fold_series(values: pl.Series, anyascii) -> pl.Series:
-    # Transliteration is a per-string library call: do it once per distinct value.
+def _per_distinct(values: pl.Series, fn, dtype: pl.DataType) -> pl.Series:
+    """``fn`` (a per-string library call) of each value, called once per distinct value: names repeat.
+    Where every value is distinct (as in the resolve API's one record) there is nothing to save, and a
+    look-up would cost more than the calls."""
     distinct = values.drop_nulls().unique()
-    mapping = {v: anyascii(v) for v in distinct.to_list()}
-    return values.replace_strict(mapping, default=None, return_dtype=pl.String)
+    if distinct.len() == values.len() - values.null_count():
+        return pl.Series(values.name, [None if v is None else fn(v) for v in values.to_list()], dtype=dtype)
+    mapping = {v: fn(v) for v in distinct.to_list()}
+    return values.replace_strict(mapping, default=None, return_dtype=dtype)
+
+
+def _fold_series(values: pl.Series, anyascii) -> pl.Series:
+    return _per_distinct(values, anyascii, pl.String())
 
 
 @cache
@@ -49,9 +57,7 @@ def _nicknamer():
 def name_variants(names: pl.Series) -> pl.Series:
     """Per folded given name: itself plus the formal names it can be a nickname of."""
     namer = _nicknamer()
-    distinct = names.drop_nulls().unique().to_list()
-    variants = {n: sorted({n, *namer.canonicals_of(n)}) for n in distinct}
-    return names.replace_strict(variants, default=None, return_dtype=pl.List(pl.String))
+    return _per_distinct(names, lambda n: sorted({n, *namer.canonicals_of(n)}), pl.List(pl.String))
 
 
 def feature_inputs(schema: CustomerSchema) -> list[str]:
@@ -91,17 +97,11 @@ def matching_frame(records: pl.DataFrame, schema: CustomerSchema) -> pl.DataFram
         else:
             columns.append(pl.col(name))
     if phone_columns:
-        columns.append(
-            pl.concat_list(phone_columns).list.drop_nulls().list.unique().list.sort().alias(PHONES)
-        )
+        phones = pl.concat_list(phone_columns).list.drop_nulls().list.unique().list.sort()
+        columns.append(pl.when(phones.list.len() > 0).then(phones).alias(PHONES))
     frame = records.select(columns)
-    if PHONES in frame.columns:
-        frame = frame.with_columns(
-            pl.when(pl.col(PHONES).list.len() > 0).then(pl.col(PHONES)).alias(PHONES)
-        )
-    for name in given_name_attributes(schema):
-        frame = frame.with_columns(name_variants(frame[name]).alias(f"{name}_variants"))
-    return frame
+    # Appended, not computed by a query: on the resolve API's one row each query costs more than its work.
+    return frame.hstack([name_variants(frame[name]).alias(f"{name}_variants") for name in given_name_attributes(schema)])
 
 
 def given_name_attributes(schema: CustomerSchema) -> list[str]:

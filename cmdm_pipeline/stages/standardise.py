@@ -77,7 +77,8 @@ def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.
             advance(1)
     issues.append(_future_recency_issues(raw, values, config))
 
-    frame = raw.select(
+    # One query, not five: on the resolve API's one-row frames each query costs more than its work.
+    frame = raw.lazy().select(
         *LINEAGE_COLUMNS,
         pl.struct([*own_columns, "unparsed"]).struct.json_encode().alias("source_values"),
     ).with_columns(
@@ -86,9 +87,13 @@ def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.
         pl.lit(source.trust_rank, dtype=pl.Int64).alias("trust_rank"),
         *[values[name] for name in schema.attributes],
     )
-    return frame.join(_collect_issues(issues), on=_ROW, how="left", maintain_order="left").with_columns(
-        pl.col("issues").fill_null(pl.lit([], dtype=ISSUE_DTYPE))
-    ).select(list(standardised_columns(schema)))
+    found = _collect_issues(issues)
+    if found.height:
+        frame = frame.join(found.lazy(), on=_ROW, how="left", maintain_order="left")
+    return frame.with_columns(
+        pl.col("issues").fill_null(pl.lit([], dtype=ISSUE_DTYPE)) if found.height
+        else pl.lit([], dtype=ISSUE_DTYPE).alias("issues")
+    ).select(list(standardised_columns(schema))).collect()
 
 
 def _country(
@@ -131,6 +136,8 @@ def _issue_frame(rows: pl.Series, rule: str, attribute: str, severity: Severity,
 
 
 def _attribute_issues(raw: pl.DataFrame, problem: pl.Series, attribute: str, severity: Severity) -> pl.DataFrame:
+    if problem.null_count() == problem.len():  # the usual case, known without a query
+        return pl.DataFrame()
     frame = pl.DataFrame({_ROW: raw[_ROW], "problem": problem}).filter(pl.col("problem").is_not_null())
     return frame.select(
         _ROW,
@@ -145,6 +152,8 @@ def _future_recency_issues(raw: pl.DataFrame, values: dict[str, pl.Series], conf
     """Recency dates later than the day the row was read: kept, warned, and not ranked by ``most_recent``."""
     name = config.survivorship.recency_attribute
     if name is None:
+        return pl.DataFrame()
+    if values[name].null_count() == raw.height:
         return pl.DataFrame()
     rows = raw.select(_ROW, "ingested_at", values[name]).filter(is_future_recency(pl.col(name)).fill_null(False))
     return _issue_frame(rows[_ROW], f"{name}.future", name, Severity.warn,
@@ -177,34 +186,39 @@ def _input_issues(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> l
          lambda c: _as_standardised(c).str.contains(_FORMULA),
          "looks like a spreadsheet formula"),
     ]
-    checked = [(column, attribute, *test) for column, attribute in columns.items() for test in tests]
-    # Every test of every column in one pass (one select, which Polars runs in parallel); the rows of the few
-    # that hit are picked out after.
-    flags = raw.select(test(pl.col(column)).fill_null(False).alias(str(i))
-                       for i, (column, _, _, _, test, _) in enumerate(checked))
-    hit = flags.select(pl.all().any()).row(0) if raw.height else (False,) * len(checked)
-    for i, (_, attribute, rule, severity, _, reason) in enumerate(checked):
-        if hit[i]:
-            rows = raw[_ROW].filter(flags[str(i)])
-            found.append(_issue_frame(rows, rule, attribute, severity, f"{attribute}: {reason}"))
+    names = list(columns)
+    # Every test of every column in one pass (one select, which Polars runs in parallel; a test is one
+    # expression over all columns, as building 40 expressions costs a one-row resolve request more than
+    # running them); the rows of the few that hit are picked out after.
+    hit = raw.select(test(pl.col(names)).fill_null(False).any().name.suffix(f"\x1f{t}")
+                     for t, (_, _, test, _) in enumerate(tests)).row(0)
+    for j, (column, attribute) in enumerate(columns.items()):
+        for t, (rule, severity, test, reason) in enumerate(tests):
+            if hit[t * len(names) + j]:
+                rows = raw.filter(test(pl.col(column)).fill_null(False))[_ROW]
+                found.append(_issue_frame(rows, rule, attribute, severity, f"{attribute}: {reason}"))
     return found
 
 
 def _row_issues(raw: pl.DataFrame, own_columns: list[str]) -> list[pl.DataFrame]:
     """Unparsable rows, missing ids, and ids that several rows share."""
-    found = [
-        raw.filter(pl.col("parse_error").is_not_null()).select(
+    # Each check is skipped when the column's counts show it cannot hit, as on the resolve API's one row.
+    found = []
+    if raw["parse_error"].null_count() < raw.height:
+        found.append(raw.filter(pl.col("parse_error").is_not_null()).select(
             _ROW,
             pl.lit("input.unparsable_row").alias("rule"),
             pl.lit(None, dtype=pl.String).alias("attribute"),
             pl.lit(Severity.reject.value).alias("severity"),
             ("row could not be parsed: " + pl.col("parse_error")).alias("reason"),
-        ),
-        _issue_frame(
+        ))
+    if raw["source_record_id"].null_count():
+        found.append(_issue_frame(
             raw.filter(pl.col("source_record_id").is_null() & pl.col("parse_error").is_null())[_ROW],
             "input.missing_id", "source_record_id", Severity.reject, "source_record_id: the row has no id",
-        ),
-    ]
+        ))
+    if raw.height - raw["source_record_id"].null_count() < 2:
+        return found
     ids = raw.filter(pl.col("source_record_id").is_not_null()).select(
         _ROW, "source_record_id", pl.struct(own_columns).hash().alias("content")
     )
@@ -246,7 +260,9 @@ def _derived(raw: pl.DataFrame, spec: object, name: str) -> tuple[pl.Series, pl.
 def _collect_issues(issues: list[pl.DataFrame]) -> pl.DataFrame:
     schema = {_ROW: pl.Int64, **ISSUE_FIELDS}
     frames = [f.select(list(schema)).cast(schema) for f in issues if f.height]  # type: ignore[arg-type]
-    long = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    if not frames:
+        return pl.DataFrame(schema={_ROW: pl.Int64, "issues": ISSUE_DTYPE})
+    long = pl.concat(frames)
     return long.group_by(_ROW, maintain_order=True).agg(
         pl.struct(list(ISSUE_FIELDS)).alias("issues")
     )
