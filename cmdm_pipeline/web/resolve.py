@@ -14,11 +14,12 @@ threshold the batch links pairs at; whether the batch would also *merge* the rec
 depends on its other records (clustering), which resolve does not redo. Candidates are pairs the batch
 would keep (probability at least ``MIN_KEPT_PROBABILITY`` under the model's prior).
 
-Cost per request is proportional to the candidates, not the records (measured at 1M records on 2 shared
-cores, ``resolve_bench``): about half is the pipeline's own standardisation of the one record (~130 Polars
-operations on a one-row frame), a tenth its matching features, a quarter the scoring (look-ups, two small
-DuckDB statements, weights); p50 ~37 ms, p95 ~55 ms when the machine was fastest. Building the index for
-1M records takes ~5-9 s and ~0.7-0.9 GB.
+Cost per request is proportional to the candidates, not the records. Measured at 1M records on 2 cores
+shared with other jobs (``python -m cmdm_pipeline.web.resolve_bench --records 1000000``): p50 ~32 ms,
+p95 ~48 ms, of which the pipeline's own standardisation of the one record is about 40 %, its matching
+features a tenth, the scoring (look-ups, two small DuckDB statements, weights) a quarter. On one-row
+frames each Polars query costs ~0.1 ms whatever its work, which is why the stages keep their queries few.
+Building the index for 1M records takes ~8-19 s and ~0.7 GB.
 """
 
 from __future__ import annotations
