@@ -20,6 +20,8 @@ from cmdm_pipeline.schema import IDENTIFIER, CustomerSchema, Kind, Model, Severi
 
 CONFIG_ENV_VAR = "CMDM_CONFIG"
 DEFAULT_CONFIG_PATH = Path("cmdm.yaml")
+#: Overrides ``engine`` in cmdm.yaml (e.g. the same project on a laptop with DuckDB and on a cluster with Spark).
+ENGINE_ENV_VAR = "CMDM_ENGINE"
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -161,6 +163,75 @@ _REMOVED_MATCHING = {
 }
 
 
+EngineName = Literal["duckdb", "spark"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("duckdb", "spark")
+#: A Spark master URL: local (local, local[N], local[*], local[N,F]) or a cluster manager's.
+_SPARK_MASTER = re.compile(r"^(local(\[(\d+|\*)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+|mesos://\S+)$")
+#: Settings that make Spark fetch packages when it starts: nothing may download at run time.
+_DOWNLOADING_SPARK_CONF = ("spark.jars.packages", "spark.jars.repositories", "spark.jars.ivy", "spark.jars.ivySettings")
+
+
+class SparkConfig(Model):
+    """The Spark session of ``engine: spark``: built once per process, with Splink's similarity functions."""
+
+    master: str = Field(
+        default="local[2]",
+        description="Spark master URL: local[N] (N cores of this machine), local[*], spark://host:port, yarn or k8s://...",
+    )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Spark configuration pairs (spark.driver.memory: 4g, ...), set when the session is built. "
+        "Settings that download packages (spark.jars.packages, spark.jars.repositories) are refused.",
+    )
+    warehouse: str | None = Field(
+        default=None,
+        description="Spark's warehouse location (spark.sql.warehouse.dir): a folder or any Hadoop-compatible URI; "
+        "default: <warehouse folder>/spark.",
+    )
+    checkpoint_dir: str | None = Field(
+        default=None,
+        description="Where Splink writes its intermediate tables (a Hadoop-compatible URI every executor reaches); "
+        "default: a private temporary folder, which only a local master can use.",
+    )
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        if not _SPARK_MASTER.match(value.strip()):
+            raise ValueError(f"{value!r} is not a Spark master URL (local[2], local[*], spark://host:port, yarn, k8s://...)")
+        return value.strip()
+
+    @field_validator("conf")
+    @classmethod
+    def _conf(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not key.startswith("spark."):
+                raise ValueError(f"{key!r}: Spark configuration keys start with `spark.`")
+            if key in _DOWNLOADING_SPARK_CONF:
+                raise ValueError(f"{key!r} would download packages when Spark starts; nothing may download at run time "
+                                 "(put jars on the machine and name them in spark.jars)")
+        return value
+
+    @model_validator(mode="after")
+    def _checkpoints(self) -> SparkConfig:
+        if not self.is_local and self.checkpoint_dir is None:
+            raise ValueError(f"master {self.master!r} runs executors on other machines: set `checkpoint_dir` to a "
+                             "location they all reach (hdfs://, s3a://, ...)")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """The driver and executors are this process's JVM: its temporary folder serves them all."""
+        return self.master.startswith("local")
+
+
+class EngineConfig(Model):
+    """The engine the match model trains and scores on, as cmdm.yaml chose it (``engine`` and ``spark``)."""
+
+    name: EngineName = Field(default="duckdb", description="duckdb or spark.")
+    spark: SparkConfig = Field(default_factory=SparkConfig, description="The Spark session, when `name` is spark.")
+
+
 class MatchingConfig(Model):
     """How records are matched and clustered. Thresholds and the prior come from the model and the data."""
 
@@ -202,6 +273,9 @@ class MatchingConfig(Model):
         default=Path("data/decisions/match_decisions.csv"),
         description="Steward decisions (CSV): source records judged `same` or `different`.",
     )
+    # Not a key of `matching:`: the project's top-level `engine` and `spark`, copied here when the config is
+    # built, so that every function given the matching settings runs on the chosen engine.
+    engine: EngineConfig = Field(default_factory=EngineConfig, exclude=True, description="Set from `engine` and `spark`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -687,6 +761,12 @@ class WebConfig(Model):
 class ProjectConfig(Model):
     """The whole of ``cmdm.yaml``."""
 
+    engine: EngineName = Field(
+        default="duckdb",
+        description="What the match model trains and scores on: duckdb (one machine) or spark (Splink's Spark "
+        f"backend, see `spark`); the environment variable {ENGINE_ENV_VAR} overrides it.",
+    )
+    spark: SparkConfig = Field(default_factory=SparkConfig, description="The Spark session of `engine: spark`.")
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig, description="Where outputs land.")
     input_checks: InputChecks = Field(default_factory=InputChecks, description="Checks on raw values.")
     customer_schema: CustomerSchema = Field(alias="schema", description="The customer schema.")
@@ -725,6 +805,26 @@ class ProjectConfig(Model):
     base_dir: Path = Field(default=Path("."), exclude=True, description="Folder relative paths are read from.")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_is_top_level(cls, data: Any) -> Any:
+        matching = data.get("matching") if isinstance(data, dict) else None
+        if isinstance(matching, dict) and "engine" in matching:
+            raise ValueError("matching.engine: the engine is chosen by the top-level `engine` (and `spark`) keys")
+        return data
+
+    @model_validator(mode="after")
+    def _engine_for_matching(self) -> ProjectConfig:
+        spark = self.spark
+        if spark.warehouse is None:
+            spark = spark.model_copy(update={"warehouse": str(self.warehouse_path.parent / "spark")})
+        elif "://" not in spark.warehouse:  # a local folder, relative to the config's
+            spark = spark.model_copy(update={"warehouse": str(self.resolve(Path(spark.warehouse)))})
+        engine = EngineConfig(name=self.engine, spark=spark)
+        # The model is frozen; this runs once, while it is being built, before anyone reads it.
+        object.__setattr__(self, "matching", self.matching.model_copy(update={"engine": engine}))
+        return self
 
     @model_validator(mode="after")
     def _web_checks(self) -> ProjectConfig:
@@ -902,6 +1002,11 @@ def load_config(path: str | Path | None = None) -> ProjectConfig:
         raise ConfigError(f"{config_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path}: expected a mapping at the top level, got {type(data).__name__}")
+    engine = os.environ.get(ENGINE_ENV_VAR, "").strip()
+    if engine:
+        if engine.lower() not in ENGINE_NAMES:
+            raise ConfigError(f"{ENGINE_ENV_VAR}: expected one of {', '.join(ENGINE_NAMES)}, got {engine[:40]!r}")
+        data = {**data, "engine": engine.lower()}
     try:
         return ProjectConfig.model_validate({**data, "base_dir": config_path.parent})
     except ValidationError as exc:

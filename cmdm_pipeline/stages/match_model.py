@@ -1,4 +1,4 @@
-"""Training and scoring the Splink model on DuckDB, at any size.
+"""Training and scoring the Splink model, at any size, on the engine cmdm.yaml chose (DuckDB or Spark).
 
 Training is Splink's own: a first prior from deterministic rules, u by random sampling, m by EM on
 a few blocking rules. Then the model is *calibrated* on the data: the share of record pairs that
@@ -6,7 +6,9 @@ match (the prior) is estimated from the scored pairs themselves (:func:`match_ca
 and u is freed of the matches that random pairs contain (:func:`match_calibration.decontaminated`). A
 source of 200 records gets a real model the same way; a level EM cannot train keeps Splink's default.
 
-Splink runs in its own scratch DuckDB file (:func:`_scratch_db`), never in the warehouse.
+Splink runs in the engine's own scratch workspace (:mod:`cmdm_pipeline.engines`), never in the warehouse.
+The settings and the saved model are in DuckDB's SQL dialect whatever the engine: the engine translates
+them when it runs them, and a model trained on one engine scores on the other.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import numpy as np
 import polars as pl
 
 from cmdm_pipeline.config import MatchingConfig
-from cmdm_pipeline.faults import crash_point
+from cmdm_pipeline.engines import MODEL_DIALECT, Engine, engine_for, list_columns
+from cmdm_pipeline.engines.duckdb import scratch_db as _scratch_db
 from cmdm_pipeline.progress import step
 from cmdm_pipeline.schema import CustomerSchema, Kind
-from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.stages.match_calibration import candidate_pairs, decontaminated, match_rate
 from cmdm_pipeline.stages.match_features import PHONES
 from cmdm_pipeline.stages.match_settings import build_settings, training_rules
@@ -68,37 +70,12 @@ class TrainedModel:
 
 
 @contextmanager
-def _scratch_db(memory_limit: str) -> Iterator[Any]:
-    """Splink's DuckDB: a file in a private scratch folder (0700, files 0600, removed afterwards, and by the
-    next run after a crash: :mod:`cmdm_pipeline.scratch`), so large jobs spill to disk instead of holding
-    every blocked pair in memory. Never the warehouse."""
-    import duckdb
-    from splink import DuckDBAPI
-
-    with private_scratch("splink") as folder:
-        con = duckdb.connect(str(folder / "splink.duckdb"))
-        try:
-            con.execute("SET temp_directory = $dir", {"dir": str(folder / "spill")})
-            con.execute("SET preserve_insertion_order = false")
-            con.execute("SET memory_limit = $limit", {"limit": memory_limit})
-            # SQL from cmdm.yaml (blocking rules, comparisons) runs here: it may read, write or attach no file
-            # (read_text('/etc/passwd'), COPY ... TO, ATTACH) and cannot switch that back. Records come in by
-            # register() (Arrow in memory) and Splink's charts are written by Python: neither needs the file system.
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-            yield DuckDBAPI(connection=con)
-            crash_point("matching.scratch_written")  # Splink's tables (the records, the pairs) are in the file
-        finally:
-            con.close()
-
-
-@contextmanager
-def _linker(features: pl.DataFrame, settings: dict[str, Any], memory_limit: str) -> Iterator[Any]:
+def _linker(features: pl.DataFrame, settings: dict[str, Any], engine: Engine) -> Iterator[Any]:
     from splink import Linker
 
-    with _scratch_db(memory_limit) as db_api:
+    with engine.workspace() as db_api:
         records = db_api.register(features.to_arrow(), table_name="cmdm_records")
-        yield Linker(records, settings, log_level=logging.WARNING)
+        yield Linker(records, engine.settings(settings, list_columns(features)), log_level=logging.WARNING)
 
 
 def _quiet_splink() -> None:
@@ -115,16 +92,20 @@ def train_model(
     """Splink's training (prior from deterministic rules, u by sampling, m by EM), then calibrated on the data."""
     _quiet_splink()
     schema = matchable_schema(schema, features)
+    engine = engine_for(matching)
     seconds: dict[str, float] = {}
     skipped: list[str] = []
     deterministic, em_rules = training_rules(schema)
+    lists = list_columns(features)
+    settings = build_settings(schema, matching)
     # Phases: the prior, u by sampling, EM per rule, calibration (Splink reports none of them itself).
     with step(f"matching: training on {features.height:,} records", total=3 + len(em_rules)) as advance:
-        with _linker(features, build_settings(schema, matching), matching.memory_limit) as linker:
+        with _linker(features, settings, engine) as linker:
             started = time.perf_counter()
             if deterministic:
                 try:
-                    linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
+                    linker.training.estimate_probability_two_random_records_match(
+                        [engine.rule(rule, lists) for rule in deterministic], recall=0.7)
                 except Exception as exc:  # noqa: BLE001 - no pair meets any rule (a tiny source): keep Splink's default
                     log.info("first prior left at Splink's default: %s", type(exc).__name__)
             seconds["prior"] = time.perf_counter() - started
@@ -133,20 +114,22 @@ def train_model(
             pairs = candidate_pairs(features)
             if pairs:
                 # A small source has fewer pairs than the sample: take them all.
-                linker.training.estimate_u_using_random_sampling(max_pairs=min(matching.u_max_pairs, pairs), seed=matching.seed)
+                linker.training.estimate_u_using_random_sampling(
+                    max_pairs=min(matching.u_max_pairs, pairs), seed=matching.seed, num_chunks=engine.u_chunks)
             seconds["u"] = time.perf_counter() - started
             advance(1)
             started = time.perf_counter()
             for rule in em_rules:
                 try:
-                    linker.training.estimate_parameters_using_expectation_maximisation(rule, max_pairs=matching.em_max_pairs)
+                    linker.training.estimate_parameters_using_expectation_maximisation(
+                        engine.rule(rule, lists), max_pairs=matching.em_max_pairs)
                 except Exception as exc:  # noqa: BLE001 - too few pairs, or an m of exactly 0 (Splink refuses it)
                     # The other rules still train those comparisons; untrained levels keep Splink's defaults.
                     log.info("EM on %r skipped: %s", rule, type(exc).__name__)
                     skipped.append(rule)
                 advance(1)
             seconds["em"] = time.perf_counter() - started
-            model = linker.misc.save_model_to_json()
+            model = engine.trained(linker.misc.save_model_to_json(), settings)
         started = time.perf_counter()
         model = calibrate(features, model, matching)
         seconds["calibrate"] = time.perf_counter() - started
@@ -162,6 +145,7 @@ def save_charts(model: dict[str, Any], charts_dir: Path, matching: MatchingConfi
     """Splink's match-weight and m/u charts of the calibrated model, as self-contained HTML."""
     charts_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in model.items() if not k.startswith("cmdm_")}
+    # Whatever the engine: the charts read only the model (in DuckDB's dialect), no records.
     with _scratch_db(matching.memory_limit) as db_api:
         from splink import Linker
 
@@ -205,18 +189,16 @@ def scoring_settings(model: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _predictions_frame(predictions: Any, prior: float) -> pl.DataFrame:
-    """Only ids, evidence and comparison levels leave DuckDB (not the retained value columns).
+def _predictions_frame(predictions: Any, prior: float, engine: Engine) -> pl.DataFrame:
+    """Only ids, evidence and comparison levels leave the engine (not the retained value columns).
 
     ``evidence`` is the match weight without the prior: the sum of the comparisons' log2 Bayes factors.
     """
-    relation = predictions.as_duckdbpyrelation()
-    gammas = [c for c in relation.columns if c.startswith("gamma_")]
-    columns = ", ".join(
-        ["CAST(unique_id_l AS BIGINT) AS unique_id_l", "CAST(unique_id_r AS BIGINT) AS unique_id_r",
-         f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", *gammas]
-    )
-    return relation.query("predictions", f"SELECT {columns} FROM predictions").pl()  # noqa: S608 - identifiers are constants or quoted, values bound
+    gammas = [name for name in (c.unquote().name for c in predictions.columns) if name.startswith("gamma_")]
+    # Plain SQL that DuckDB and Spark read alike; the prior is a float formatted by repr, the names Splink's.
+    return engine.select(predictions, [
+        "CAST(unique_id_l AS BIGINT) AS unique_id_l", "CAST(unique_id_r AS BIGINT) AS unique_id_r",
+        f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", *gammas])
 
 
 def _kept_weight() -> float:
@@ -226,8 +208,9 @@ def _kept_weight() -> float:
 def score_pairs(features: pl.DataFrame, model: dict[str, Any], matching: MatchingConfig) -> pl.DataFrame:
     """Every blocked pair that could link: ids, evidence, comparison levels."""
     _quiet_splink()
-    with _linker(features, scoring_settings(model), matching.memory_limit) as linker:
-        return _predictions_frame(linker.inference.predict(threshold_match_weight=_kept_weight()), prior_weight(model))
+    engine = engine_for(matching)
+    with _linker(features, scoring_settings(model), engine) as linker:
+        return _predictions_frame(linker.inference.predict(threshold_match_weight=_kept_weight()), prior_weight(model), engine)
 
 
 def score_new_pairs(
@@ -240,20 +223,21 @@ def score_new_pairs(
     from splink import Linker
 
     _quiet_splink()
-    with _scratch_db(matching.memory_limit) as db_api:
+    engine = engine_for(matching)
+    with engine.workspace() as db_api:
         everyone = db_api.register(features.to_arrow(), table_name="cmdm_records")
         fresh = features.filter(pl.col("unique_id").is_in(new_ids.implode()))
         known = features.filter(~pl.col("unique_id").is_in(new_ids.implode()))
-        linker = Linker(everyone, scoring_settings(model), log_level=logging.WARNING)
+        linker = Linker(everyone, engine.settings(scoring_settings(model), list_columns(features)), log_level=logging.WARNING)
         for column in linker._settings_obj._term_frequency_columns:
             linker.table_management.compute_tf_table(column.unquote().name)
         prior, kept = prior_weight(model), _kept_weight()
         new_sdf = db_api.register(fresh.to_arrow(), table_name="cmdm_new_records")
-        parts = [_predictions_frame(linker.inference.predict_within(new_sdf, threshold_match_weight=kept), prior)]
+        parts = [_predictions_frame(linker.inference.predict_within(new_sdf, threshold_match_weight=kept), prior, engine)]
         if known.height:
             known_sdf = db_api.register(known.to_arrow(), table_name="cmdm_known_records")
             parts.append(_predictions_frame(
-                linker.inference.predict_between(known_sdf, new_sdf, threshold_match_weight=kept), prior))
+                linker.inference.predict_between(known_sdf, new_sdf, threshold_match_weight=kept), prior, engine))
         return pl.concat(parts, how="diagonal_relaxed")
 
 
@@ -269,9 +253,12 @@ def score_groups(
     from splink import Linker
 
     _quiet_splink()
+    engine = engine_for(matching)
     settings = scoring_settings(model)
-    settings["blocking_rules_to_generate_predictions"] = [{"blocking_rule": "l.__group = r.__group", "sql_dialect": "duckdb"}]
-    with _scratch_db(matching.memory_limit) as db_api:
+    # In the model's dialect like the rest of the settings: the engine translates them all.
+    settings["blocking_rules_to_generate_predictions"] = [{"blocking_rule": "l.__group = r.__group", "sql_dialect": MODEL_DIALECT}]
+    settings = engine.settings(settings, list_columns(features))
+    with engine.workspace() as db_api:
         everyone = db_api.register(features.to_arrow(), table_name="cmdm_all_records")
         grouped = db_api.register(features.join(groups.rename({"group": "__group"}), on="unique_id").to_arrow(),
                                   table_name="cmdm_records")
@@ -281,7 +268,7 @@ def score_groups(
         for column in tf_linker._settings_obj._term_frequency_columns:
             table = tf_linker.table_management.compute_tf_table(column.unquote().name)
             linker.table_management.register_term_frequency_lookup(table, column.unquote().name)
-        return _predictions_frame(linker.inference.predict(), prior_weight(model))
+        return _predictions_frame(linker.inference.predict(), prior_weight(model), engine)
 
 
 def model_dir(warehouse_path: Path) -> Path:

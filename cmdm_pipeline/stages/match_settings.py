@@ -6,7 +6,9 @@ term frequencies), swapped, nicknames, typos and initials; dates of birth exact,
 and month swapped, near; e-mail exact; identifiers exact or one typo; any other kind exact (with
 term frequencies where values repeat) or near. Where a record lives and how it is reached is one
 fact for a household: street, postcode, city and phones form one comparison, so a shared home
-counts once against names that differ. Settings are plain data (Splink's DuckDB dialect).
+counts once against names that differ. Settings are plain data in Splink's DuckDB dialect, the model
+file's dialect whatever the engine: the Spark engine translates them when it runs them
+(:mod:`cmdm_pipeline.engines.spark_sql`), so a model trained on either engine scores on both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cmdm_pipeline.config import MatchingConfig
+from cmdm_pipeline.engines import MODEL_DIALECT
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.stages.match_features import PHONES, family_name_attributes, given_name_attributes
 
@@ -88,7 +91,7 @@ def _home_comparison(schema: CustomerSchema) -> Any | None:
         return None
     no_address = " AND ".join(f"({c}_l IS NULL OR {c}_r IS NULL)" for c in parts) or "TRUE"
     no_phone = f"({PHONES}_l IS NULL OR {PHONES}_r IS NULL)" if phones else "TRUE"
-    address = [lvl.create_level_dict("duckdb") for lvl in _address_levels(schema)]
+    address = [lvl.create_level_dict(MODEL_DIALECT) for lvl in _address_levels(schema)]
     levels: Levels = [cll.CustomLevel(f"{no_address} AND {no_phone}").configure(
         is_null_level=True, label_for_charts="no address or phone to compare")]
     if phones:
@@ -259,11 +262,11 @@ def training_rules(schema: CustomerSchema) -> tuple[list[str], list[str]]:
 
 
 def build_settings(schema: CustomerSchema, matching: MatchingConfig) -> dict[str, Any]:
-    """Splink settings as a plain dict (DuckDB dialect)."""
+    """Splink settings as a plain dict, in the model's dialect (DuckDB's, whatever the engine)."""
     from splink import SettingsCreator
 
     overrides = {name: {**comparison, "output_column_name": name} for name, comparison in matching.comparisons.items()}
-    generated = [c for c in build_comparisons(schema) if c.get_comparison("duckdb").output_column_name not in overrides]
+    generated = [c for c in build_comparisons(schema) if c.get_comparison(MODEL_DIALECT).output_column_name not in overrides]
     creator = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
@@ -277,4 +280,4 @@ def build_settings(schema: CustomerSchema, matching: MatchingConfig) -> dict[str
         retain_matching_columns=False,
         additional_columns_to_retain=[],
     )
-    return creator.get_settings("duckdb").as_dict()
+    return creator.get_settings(MODEL_DIALECT).as_dict()
