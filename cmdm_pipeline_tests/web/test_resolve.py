@@ -202,6 +202,7 @@ def test_rules_with_one_sided_and_pair_conditions_find_the_pairs_splinks_blockin
     """Rules a user may write: a condition on one side only and one on both sides that is no equality (checked
     per pair). Resolve pairs a record with whom Splink pairs it, a rule that is not symmetric either way round
     (Splink's dedupe applies it with the lower id as l; a new record has no place in that order)."""
+    from cmdm_pipeline.engines.duckdb import DuckDBEngine
     from cmdm_pipeline.stages.match_model import _linker, scoring_settings
 
     frame = batch.frame
@@ -215,7 +216,7 @@ def test_rules_with_one_sided_and_pair_conditions_find_the_pairs_splinks_blockin
         "blocking_rule": "substr(r.email, 1, 3) = substr(l.email, 1, 3) AND r.city = 'leeds'", "sql_dialect": "duckdb"}]
     features = matching_frame(frame.drop("unique_id", "master_id"), SCHEMA)
     settings = {**scoring_settings(model), "blocking_rules_to_generate_predictions": either_way}
-    with _linker(features, settings, "1GB") as linker:  # every pair Splink's blocking makes
+    with _linker(features, settings, DuckDBEngine("1GB")) as linker:  # every pair Splink's blocking makes
         splink = linker.inference.predict().as_duckdbpyrelation().select("unique_id_l", "unique_id_r").pl()
     custom = ResolveIndex.build(frame, CONFIG, model)
     keys = frame.select("unique_id", pl.concat_str(KEY, separator=":").alias("record"))
