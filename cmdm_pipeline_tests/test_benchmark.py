@@ -9,7 +9,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cmdm_pipeline.benchmark import labelled_truth, main, own_config, read_truth, score_clusters
+from cmdm_pipeline.benchmark import (
+    RssSampler,
+    engine_ratios,
+    labelled_truth,
+    main,
+    own_config,
+    read_truth,
+    score_clusters,
+)
 from cmdm_pipeline.benchmark_data import NAME_FORMS, DataSetError, dataset_names, parse_dataset, prepare
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.plain_splink import plain_settings
@@ -158,6 +166,55 @@ def test_a_workdir_with_a_warehouse_from_an_earlier_run_is_refused(tmp_path: Pat
         main(["--suite", "--datasets", "febrl1,febrl2", "--workdir", str(tmp_path)])
 
 
+def test_engines_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    for wrong in ("polars", "duckdb,duckdb", ","):
+        with pytest.raises(SystemExit):
+            main(["--suite", "--datasets", "febrl1", "--engine", wrong])
+        assert "--engine: expected distinct engines of duckdb, spark" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--records", "1000", "--engine", "duckdb,spark"])
+    assert "several engines run as a suite" in capsys.readouterr().err
+
+
+def test_with_several_engines_each_has_its_folder_and_an_earlier_one_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "febrl1" / "spark" / "warehouse").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="febrl1/spark/warehouse: a warehouse is there from an earlier run"):
+        main(["--suite", "--datasets", "febrl1", "--engine", "duckdb,spark", "--workdir", str(tmp_path)])
+
+
+def run_figures(engine: str, seconds: float, peak: float, pair_f1: float, **extra: object) -> dict[str, object]:
+    return {"dataset": "d", "engine": engine, "pipeline_seconds": seconds, "total_peak_rss_gb": peak,
+            "jvm_peak_rss_gb": 1.5 if engine == "spark" else 0.0, "cmdm": {"pair_f1": pair_f1, "b3_f1": pair_f1},
+            "step_seconds": {"match_model": seconds / 2, "validated_customers": seconds / 4}, **extra}
+
+
+def test_other_engines_are_reported_as_ratios_to_duckdb() -> None:
+    results = [run_figures("duckdb", 100, 2.0, 0.95), run_figures("spark", 300, 5.0, 0.94),
+               {"dataset": "e", "engine": "spark", "error": "RuntimeError: gone"}, run_figures("spark", 10, 1, 0.9, dataset="f")]
+    (ratio,) = engine_ratios(results)  # the failed run and the one without a DuckDB run beside it have none
+    assert ratio["dataset"] == "d" and ratio["engine"] == "spark" and ratio["jvm_gb"] == 1.5
+    assert ratio["seconds"] == pytest.approx(3.0) and ratio["peak"] == pytest.approx(2.5)
+    assert ratio["pair_f1"] == pytest.approx(-0.01) and ratio["step_seconds"]["match_model"] == pytest.approx(3.0)
+
+
+def test_memory_is_sampled_for_the_process_and_its_children() -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = "import time; b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"  # its memory is touched
+        with RssSampler() as sampler:
+            time.sleep(1)
+    finally:
+        child.kill()
+        child.wait()
+    assert sampler.peak("total") - sampler.peak("python") > 250_000_000
+    assert sampler.peak("jvm") == 0  # only java processes count as the Spark JVM
+
+
 def comparison_kinds(schema_source: Path, columns: list[str]) -> tuple[dict[str, str], object]:
     settings = plain_settings(load_config(schema_source).customer_schema, columns)
     return {name: type(c).__name__ for name, c in settings.comparisons.items()}, settings
@@ -214,4 +271,15 @@ def test_the_suite_on_febrl1_measures_the_pipeline_and_plain_splink(tmp_path: Pa
     assert len(figures["plain_splink"]["thresholds"]) == 7
     assert figures["review_queue"]["records"] >= 0 and 0 <= figures["review_queue"]["share_of_records"] <= 1
     assert figures["step_seconds"] and all(seconds > 0 for seconds in figures["step_seconds"].values())
-    assert figures["pipeline_seconds"] > 0 and figures["peak_rss_gb"] > 0
+    assert figures["pipeline_seconds"] > 0 and figures["peak_rss_gb"] > 0 and figures["engine"] == "duckdb"
+    assert figures["total_peak_rss_gb"] >= figures["peak_rss_gb"] and figures["jvm_peak_rss_gb"] == 0
+
+
+def test_generated_data_is_made_in_a_child_process() -> None:
+    # The generator's working copies must not stay resident in the process whose peak memory is measured.
+    import os
+
+    from cmdm_pipeline.benchmark_data import in_child
+
+    assert in_child(os.getpid) != os.getpid()
+    assert in_child(divmod, 7, 2) == (3, 1)

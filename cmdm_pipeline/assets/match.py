@@ -35,7 +35,7 @@ def match_model_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         name=MODEL,
         group_name="match",
         deps=[VALIDATED],
-        kinds={"splink", "duckdb"},
+        kinds={"splink", config.engine},
         description=(
             "The Splink model (JSON, versioned) compiled from the customer schema and calibrated on the data. "
             f"Trained when none exists, when `matching.retrain` is set, or when the run has tag `{RETRAIN_TAG}=true`."
@@ -128,7 +128,7 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="match_records",
         specs=[
-            dg.AssetSpec(PAIRS, group_name="match", deps=[MODEL, VALIDATED], kinds={"splink", "duckdb"},
+            dg.AssetSpec(PAIRS, group_name="match", deps=[MODEL, VALIDATED], kinds={"splink", config.engine, "duckdb"},
                          description="One row per scored record pair that could link, and every pair inside a candidate "
                                      "cluster: keys, match weight, evidence, probability, comparison levels."),
             dg.AssetSpec(REVIEW, group_name="match", deps=[MODEL, VALIDATED], kinds={"duckdb"},
