@@ -35,6 +35,7 @@ Spark JVM holds the driver and, on a local master, the executors.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import multiprocessing
@@ -46,7 +47,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,10 +168,16 @@ class RssSampler:
     """Resident memory four times a second (Linux /proc) of this process and of its children: the Spark JVM
     (the driver and, on ``local[N]``, the executors) and the AES worker. Samples are per instant, so a
     step's peak is attributed to it and the processes' sum is a true peak of the run; elsewhere it records
-    nothing and only this process's overall peak is printed."""
+    nothing and only this process's overall peak is printed.
 
-    def __init__(self) -> None:
+    With ``limit`` (bytes), once the processes together hold more it interrupts the main thread (as Ctrl-C
+    would) and stops: a run too large for the machine ends in the step it was in, not in the kernel's
+    out-of-memory killer, which would take the step's name with it."""
+
+    def __init__(self, limit: int | None = None) -> None:
         self.samples: list[Sample] = []
+        self.limit = limit
+        self.exceeded: Sample | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -185,7 +192,12 @@ class RssSampler:
                     jvm += _rss_pages(pid)
                 else:
                     other += _rss_pages(pid)
-            self.samples.append(Sample(time.time(), python * page, jvm * page, (python + jvm + other) * page))
+            sample = Sample(time.time(), python * page, jvm * page, (python + jvm + other) * page)
+            self.samples.append(sample)
+            if self.limit is not None and sample.total > self.limit:
+                self.exceeded = sample
+                _thread.interrupt_main()
+                return
             self._stop.wait(0.25)
 
     def __enter__(self) -> RssSampler:
@@ -252,8 +264,13 @@ class PipelineRun:
     total_peak_gb: float  # of this process and its children together
 
 
-def run_pipeline(config: ProjectConfig) -> PipelineRun:
-    """Run the job in-process; its time and peak memory, per step and overall."""
+class MemoryLimitReached(Exception):
+    """The run held more memory than ``--max-rss-gb`` allows; the step it was in."""
+
+
+def run_pipeline(config: ProjectConfig, max_rss_gb: float | None = None) -> PipelineRun:
+    """Run the job in-process; its time and peak memory, per step and overall. Past ``max_rss_gb`` (all
+    processes together) the run is stopped and :class:`MemoryLimitReached` names its step."""
     import dagster as dg
 
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
@@ -261,12 +278,23 @@ def run_pipeline(config: ProjectConfig) -> PipelineRun:
     job = build_definitions(config).resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
     started_at = time.perf_counter()
-    with RssSampler() as sampler:
-        result = job.execute_in_process(
-            instance=instance,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=True,
-        )
+    limit = int(max_rss_gb * 1e9) if max_rss_gb else None
+    sampler = RssSampler(limit)
+    try:  # around the sampler too: its interrupt may come while it starts or stops
+        with sampler:
+            result = job.execute_in_process(
+                instance=instance,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                raise_on_error=True,
+            )
+    except BaseException:
+        if sampler.exceeded is None:
+            raise
+        over = sampler.exceeded
+        raise MemoryLimitReached(
+            f"all processes held {over.total / 1e9:.2f} GB (the limit: {max_rss_gb} GB) after "
+            f"{over.at - time.time() + time.perf_counter() - started_at:.0f} s, in step(s) "
+            f"{', '.join(unfinished_steps(instance)) or 'none (before the first or between two)'}") from None
     elapsed = time.perf_counter() - started_at
     seconds = {
         str(event.step_key): event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
@@ -284,6 +312,21 @@ def run_pipeline(config: ProjectConfig) -> PipelineRun:
     peak = sampled / 1e9 if sampled else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     total = sampler.peak("total") / 1e9 or peak
     return PipelineRun(elapsed, seconds, peaks, peak, sampler.peak("jvm") / 1e9, total)
+
+
+def unfinished_steps(instance: Any) -> list[str]:
+    """Steps of the instance's run that started and did not succeed (the interrupt fails the step it meets)."""
+    runs = instance.get_runs(limit=1)  # none when the limit was reached before the run began
+    started, ended = [], set()
+    for entry in instance.all_logs(runs[0].run_id) if runs else []:
+        if not entry.is_dagster_event:
+            continue
+        kind = entry.get_dagster_event().event_type_value
+        if kind == "STEP_START":
+            started.append(str(entry.step_key))
+        elif kind == "STEP_SUCCESS":
+            ended.add(str(entry.step_key))
+    return [step for step in started if step not in ended]
 
 
 def own_config(path: Path, workdir: Path) -> ProjectConfig:
@@ -338,13 +381,23 @@ def plain_splink_figures(config: ProjectConfig, truth: pl.DataFrame, seed: int, 
     return {"seconds": run.seconds, "skipped": run.skipped, "thresholds": scored, "best": best}
 
 
-def measure(prepared: PreparedDataSet, workdir: Path, prepare_seconds: float, *,
-            seed: int, splink: bool, verbose: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunOptions:
+    """How each data set is run (the command line's choices)."""
+
+    seed: int = 7
+    encrypt: bool = True
+    splink: bool = True  # also plain Splink on the validated records
+    verbose: bool = False
+    max_rss_gb: float | None = None
+
+
+def measure(prepared: PreparedDataSet, workdir: Path, prepare_seconds: float, options: RunOptions) -> dict[str, Any]:
     """Run the job on a prepared data set, score it (and plain Splink), print the block; all figures."""
     from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 
     config = prepared.config
-    run = run_pipeline(config)
+    run = run_pipeline(config, options.max_rss_gb)
     store = open_warehouse(config)
     validated = store.read("validated_customers", columns=[*KEY, "party_type"])
     truth = labelled_truth(prepared.truth_path, validated)
@@ -357,9 +410,10 @@ def measure(prepared: PreparedDataSet, workdir: Path, prepare_seconds: float, *,
         "review_queue": review_queue(store, validated.height),
         "cmdm": score_clusters(store.read("customer_xref", columns=[*KEY, "master_id"]), truth, "master_id"),
         "shared_value_ceiling": ceiling_if_shared(store, truth, config.customer_schema),
-        "plain_splink": plain_splink_figures(config, truth, seed, workdir / "plain_splink") if splink else None,
+        "plain_splink": plain_splink_figures(config, truth, options.seed, workdir / "plain_splink")
+        if options.splink else None,
     }
-    print_block(figures, verbose)
+    print_block(figures, options.verbose)
     return figures
 
 
@@ -405,8 +459,7 @@ def print_block(f: dict[str, Any], verbose: bool) -> None:
     print(f"plain Splink {splink['seconds']:.1f}s{skipped}")
 
 
-def run_dataset(name: str, engine: str, workdir: Path, seed: int, encrypt: bool, splink: bool,
-                verbose: bool) -> dict[str, Any]:
+def run_dataset(name: str, engine: str, workdir: Path, options: RunOptions) -> dict[str, Any]:
     """Prepare data set ``name`` in ``workdir`` and measure it on ``engine`` (the unit of work of a suite's
     child process)."""
     from cmdm_pipeline.protect.keys import aes_worker
@@ -414,8 +467,8 @@ def run_dataset(name: str, engine: str, workdir: Path, seed: int, encrypt: bool,
     os.environ[ENGINE_ENV_VAR] = engine  # this process runs one data set on one engine, then ends
     started = time.perf_counter()
     try:
-        prepared = prepare(name, workdir, seed, encrypt)
-        figures = measure(prepared, workdir, time.perf_counter() - started, seed=seed, splink=splink, verbose=verbose)
+        prepared = prepare(name, workdir, options.seed, options.encrypt)
+        figures = measure(prepared, workdir, time.perf_counter() - started, options)
     finally:
         # This process ends with the data set; it would wait forever on exit for a worker still running.
         aes_worker.shutdown()
@@ -423,8 +476,7 @@ def run_dataset(name: str, engine: str, workdir: Path, seed: int, encrypt: bool,
     return figures
 
 
-def run_suite(names: list[str], engines: list[str], workdir: Path, seed: int, encrypt: bool, splink: bool,
-              verbose: bool) -> list[dict[str, Any]]:
+def run_suite(names: list[str], engines: list[str], workdir: Path, options: RunOptions) -> list[dict[str, Any]]:
     """Each data set on each engine in its own sub-folder and its own fresh process: its peak memory is its
     own, and nothing one run cached helps the next. A run that fails is reported and the suite goes on.
     Plain Splink (on DuckDB) runs once per data set: the engines validate the same records."""
@@ -434,10 +486,9 @@ def run_suite(names: list[str], engines: list[str], workdir: Path, seed: int, en
         for engine in engines:
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
                 folder = engine_workdir(workdir / name, engine, engines)
-                compare = splink and engine == engines[0]
+                once = replace(options, splink=options.splink and engine == engines[0])
                 try:
-                    results.append(
-                        pool.submit(run_dataset, name, engine, folder, seed, encrypt, compare, verbose).result())
+                    results.append(pool.submit(run_dataset, name, engine, folder, once).result())
                 except Exception as exc:  # noqa: BLE001 - one run's failure (or its process dying) is a result
                     traceback.print_exception(exc)
                     print(f"\n{name} on {engine}: failed: {exc}", flush=True)
@@ -534,7 +585,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine", default="duckdb",
                         help="comma-separated engines to run each data set on: duckdb, spark (the spark section of the "
                         "shipped cmdm.yaml: local[2]); several: each beside the first (default duckdb)")
+    parser.add_argument("--max-rss-gb", type=float, default=None,
+                        help="stop a run whose processes together hold more than this many GB, naming the step it was "
+                        "in (to find where a size outgrows the machine without the kernel's out-of-memory killer)")
     args = parser.parse_args(argv)
+    if args.max_rss_gb is not None and args.max_rss_gb <= 0:
+        parser.error("--max-rss-gb: expected a positive number of GB")
     args.engines = [e.strip().lower() for e in args.engine.split(",") if e.strip()]
     unknown = sorted(set(args.engines) - set(ENGINE_NAMES))
     if unknown or not args.engines or len(set(args.engines)) != len(args.engines):
@@ -555,21 +611,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def single(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def single(args: argparse.Namespace, workdir: Path, options: RunOptions) -> dict[str, Any]:
     """The one data set of --records or --config, in this process."""
     started = time.perf_counter()
-    encrypt = not args.no_encrypt
     os.environ[ENGINE_ENV_VAR] = args.engines[0]
     if args.config:
         read_truth(args.truth)  # a broken truth file fails before the run, not after it
         config = own_config(args.config, workdir)
-        if not encrypt:
+        if not options.encrypt:
             config = config.model_copy(update={"protection": config.protection.model_copy(update={"encrypt": False})})
         prepared = PreparedDataSet("own", f"{args.config} with truth {args.truth}", config, args.truth)
     else:
-        prepared = prepare(f"bundled-{args.records or 10_000}", workdir, args.seed, encrypt)
-    return measure(prepared, workdir, time.perf_counter() - started, seed=args.seed,
-                   splink=not args.no_splink, verbose=args.verbose)
+        prepared = prepare(f"bundled-{args.records or 10_000}", workdir, options.seed, options.encrypt)
+    return measure(prepared, workdir, time.perf_counter() - started, options)
 
 
 def used_warehouses(workdir: Path, names: list[str] | None, engines: list[str]) -> list[Path]:
@@ -586,12 +640,12 @@ def main(argv: list[str] | None = None) -> int:
     if used:
         raise SystemExit(f"{', '.join(map(str, used))}: a warehouse is there from an earlier run; a benchmark starts "
                          "from none (remove it or pick another --workdir)")
+    options = RunOptions(args.seed, not args.no_encrypt, not args.no_splink, args.verbose, args.max_rss_gb)
     if args.suite:
-        results = run_suite(args.datasets, args.engines, workdir, args.seed, not args.no_encrypt, not args.no_splink,
-                            args.verbose)
+        results = run_suite(args.datasets, args.engines, workdir, options)
         print_summary(results)
     else:
-        results = [single(args, workdir)]
+        results = [single(args, workdir, options)]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"seed": args.seed, "encrypt": not args.no_encrypt, "workdir": str(workdir), "datasets": results}

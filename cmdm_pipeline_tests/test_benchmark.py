@@ -283,3 +283,13 @@ def test_generated_data_is_made_in_a_child_process() -> None:
 
     assert in_child(os.getpid) != os.getpid()
     assert in_child(divmod, 7, 2) == (3, 1)
+
+
+def test_a_run_past_the_memory_limit_stops_naming_its_step(tmp_path: Path) -> None:
+    figures_path = tmp_path / "figures.json"
+    code = main(["--suite", "--datasets", "febrl1", "--max-rss-gb", "0.2", "--workdir", str(tmp_path / "work"),
+                 "--json", str(figures_path), "--no-splink"])
+    (figures,) = json.loads(figures_path.read_text())["datasets"]
+    assert code == 1 and figures["dataset"] == "febrl1" and figures["engine"] == "duckdb"
+    assert figures["error"].startswith("MemoryLimitReached: all processes held ")
+    assert "(the limit: 0.2 GB)" in figures["error"] and ", in step(s) " in figures["error"]
