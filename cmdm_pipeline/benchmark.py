@@ -469,6 +469,9 @@ def run_dataset(name: str, engine: str, workdir: Path, options: RunOptions) -> d
     try:
         prepared = prepare(name, workdir, options.seed, options.encrypt)
         figures = measure(prepared, workdir, time.perf_counter() - started, options)
+    except Exception as exc:  # noqa: BLE001 - reported here: a step's error may not pickle back to the parent
+        traceback.print_exc()
+        figures = {"dataset": name, "engine": engine, "error": failure(exc)}
     finally:
         # This process ends with the data set; it would wait forever on exit for a worker still running.
         aes_worker.shutdown()
@@ -489,11 +492,23 @@ def run_suite(names: list[str], engines: list[str], workdir: Path, options: RunO
                 once = replace(options, splink=options.splink and engine == engines[0])
                 try:
                     results.append(pool.submit(run_dataset, name, engine, folder, once).result())
-                except Exception as exc:  # noqa: BLE001 - one run's failure (or its process dying) is a result
+                except Exception as exc:  # noqa: BLE001 - its process dying is a result too
                     traceback.print_exception(exc)
-                    print(f"\n{name} on {engine}: failed: {exc}", flush=True)
-                    results.append({"dataset": name, "engine": engine, "error": f"{type(exc).__name__}: {exc}"})
+                    results.append({"dataset": name, "engine": engine, "error": failure(exc)})
+            if "error" in results[-1]:
+                print(f"\n{name} on {engine}: failed: {results[-1]['error']}", flush=True)
     return results
+
+
+def failure(exc: BaseException) -> str:
+    """What failed, in a line: the exception and, under a step's error, the cause that ended the step."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    line = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    if root is not exc:
+        line += f" (cause: {type(root).__name__}: {' '.join(str(root).split())[:300]})"
+    return line
 
 
 def engine_workdir(workdir: Path, engine: str, engines: list[str]) -> Path:

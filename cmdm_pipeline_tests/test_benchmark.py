@@ -12,6 +12,7 @@ import pytest
 from cmdm_pipeline.benchmark import (
     RssSampler,
     engine_ratios,
+    failure,
     labelled_truth,
     main,
     own_config,
@@ -293,3 +294,15 @@ def test_a_run_past_the_memory_limit_stops_naming_its_step(tmp_path: Path) -> No
     assert code == 1 and figures["dataset"] == "febrl1" and figures["engine"] == "duckdb"
     assert figures["error"].startswith("MemoryLimitReached: all processes held ")
     assert "(the limit: 0.2 GB)" in figures["error"] and ", in step(s) " in figures["error"]
+
+
+def test_a_failure_is_told_in_one_line_with_the_cause_that_ended_the_step() -> None:
+    try:
+        try:
+            raise MemoryError("Java heap space\n  at somewhere")
+        except MemoryError as cause:
+            raise RuntimeError('Error occurred while executing op "match_model":\n\nmore') from cause
+    except RuntimeError as exc:
+        told = failure(exc)
+    assert told == 'RuntimeError: Error occurred while executing op "match_model": (cause: MemoryError: Java heap space at somewhere)'
+    assert failure(ValueError()) == "ValueError: "

@@ -67,11 +67,21 @@ def session_conf(config: SparkConfig) -> dict[str, str]:
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
+            # The executors are threads of the driver's JVM, whose heap Spark caps at 1g by default: training on
+            # 100k records ran out of it. A quarter of the machine's memory is the JVM's own default.
+            "spark.driver.memory": f"{max(1, _physical_memory_gb() // 4)}g",
         }
     conf |= {key: _text(value) for key, value in config.conf.items()}
     jars = [similarity_jar_location(), *[j for j in conf.get("spark.jars", "").split(",") if j.strip()]]
     conf["spark.jars"] = ",".join(jars)
     return conf
+
+
+def _physical_memory_gb() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+    except (ValueError, OSError, AttributeError):  # no such figure on this platform: Spark's own default
+        return 4
 
 
 def _text(value: str | int | float | bool) -> str:

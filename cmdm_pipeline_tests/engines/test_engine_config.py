@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -84,6 +85,11 @@ def test_the_session_gets_splinks_jar_and_local_defaults_under_the_users_conf() 
     assert conf["spark.sql.shuffle.partitions"] == "16" and conf["spark.ui.enabled"] == "true"  # the user's win
     assert conf["spark.driver.bindAddress"] == "127.0.0.1" and conf["spark.sql.warehouse.dir"] == "/w/spark"
     assert not any(key.startswith("spark.jars.") for key in conf)  # nothing that downloads
-    assert session_conf(SparkConfig(master="local[3]"))["spark.sql.shuffle.partitions"] == "6"
+    local = session_conf(SparkConfig(master="local[3]"))
+    assert local["spark.sql.shuffle.partitions"] == "6"
+    machine_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+    assert local["spark.driver.memory"] == f"{max(1, machine_gb // 4)}g"  # not Spark's 1g: executors share that heap
+    assert session_conf(SparkConfig(conf={"spark.driver.memory": "3g"}))["spark.driver.memory"] == "3g"
     cluster = session_conf(SparkConfig(master="yarn", checkpoint_dir="hdfs:///c"))
     assert "spark.sql.shuffle.partitions" not in cluster and "spark.driver.host" not in cluster  # the cluster's own
+    assert "spark.driver.memory" not in cluster
