@@ -102,6 +102,28 @@ def spark_session(config: SparkConfig) -> SparkSession:
         return session
 
 
+def stop_spark() -> None:
+    """End the process's Spark session and its JVM, which ``SparkSession.stop()`` leaves running (py4j's
+    gateway holds the heap until the process exits); a later :func:`spark_session` starts a new one."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    with _session_lock:
+        session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+        if session is not None:
+            session.stop()
+        gateway = SparkContext._gateway
+        if gateway is None:
+            return
+        gateway.shutdown()
+        process = getattr(gateway, "proc", None)  # PySpark's own launch: the JVM ends when its stdin does
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+            process.wait(timeout=60)
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 class SparkEngine:
     """Splink's Spark backend; the model's DuckDB SQL is translated when used, and trained models saved in it."""
 

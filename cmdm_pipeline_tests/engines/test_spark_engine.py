@@ -27,9 +27,9 @@ import pytest
 import yaml
 
 from cmdm_pipeline.assets.match import features
-from cmdm_pipeline.config import ProjectConfig, load_config
+from cmdm_pipeline.config import ProjectConfig, SparkConfig, load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.engines.spark import spark_session
+from cmdm_pipeline.engines.spark import spark_session, stop_spark
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.schema import Kind
 from cmdm_pipeline.stages.decisions import DECISION_COLUMNS
@@ -92,7 +92,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         env.delenv("CMDM_ENGINE", raising=False)
         spark_config = project(tmp_path_factory.mktemp("spark"), "spark")
         started = time.perf_counter()
-        session = spark_session(spark_config.matching.engine.spark)
+        spark_session(spark_config.matching.engine.spark)
         session_seconds = time.perf_counter() - started
         try:
             on_spark = run(spark_config)
@@ -110,7 +110,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 + f", whole job {sum(r.seconds.values()):.1f} s (steps)" for r in (on_spark, on_duckdb)))
             yield {"spark": on_spark, "duckdb": on_duckdb}
         finally:
-            session.stop()
+            stop_spark()  # and its JVM, which would hold its heap for the rest of the test session
 
 
 def test_the_spark_run_trains_a_model_that_scores_the_same_on_duckdb(runs) -> None:  # type: ignore[no-untyped-def]
@@ -174,3 +174,16 @@ def test_a_model_trained_on_duckdb_clusters_as_the_spark_trained_one(runs) -> No
     # A pair one level lower may fall under the kept weight on one engine only.
     assert max(here.height, there.height) - both.height <= JARO_DIFFERENCES * here.height
     same_levels(both, "levels", "levels_spark")
+
+
+def test_stopping_spark_ends_its_jvm_and_a_later_session_starts_a_new_one() -> None:
+    from pyspark import SparkContext
+
+    config = SparkConfig()
+    assert spark_session(config).range(3).count() == 3
+    assert SparkContext._gateway is not None
+    jvm = SparkContext._gateway.proc
+    stop_spark()
+    assert jvm.poll() is not None and SparkContext._gateway is None
+    assert spark_session(config).range(4).count() == 4
+    stop_spark()
