@@ -166,9 +166,10 @@ def shared_value_ceiling(records: pl.DataFrame, truth: pl.DataFrame, schema: Cus
 
 class RssSampler:
     """Resident memory four times a second (Linux /proc) of this process and of its children: the Spark JVM
-    (the driver and, on ``local[N]``, the executors) and the AES worker. Samples are per instant, so a
-    step's peak is attributed to it and the processes' sum is a true peak of the run; elsewhere it records
-    nothing and only this process's overall peak is printed.
+    (the driver and, on ``local[N]``, the executors), PySpark's forked workers and the AES worker. Samples
+    are per instant, so a step's peak is attributed to it and the processes' sum (proportional set sizes,
+    so that pages forked workers share are not counted once per worker) is a true peak of the run;
+    elsewhere it records nothing and only this process's overall peak is printed.
 
     With ``limit`` (bytes), once the processes together hold more it interrupts the main thread (as Ctrl-C
     would) and stops: a run too large for the machine ends in the step it was in, not in the kernel's
@@ -186,13 +187,12 @@ class RssSampler:
             return
         page = resource.getpagesize()
         while not self._stop.is_set():
-            python, jvm, other = _rss_pages("self"), 0, 0
+            python, jvm, total = _rss_pages("self") * page, 0, _pss("self")
             for pid in _descendants("self"):
                 if _command(pid) == "java":
-                    jvm += _rss_pages(pid)
-                else:
-                    other += _rss_pages(pid)
-            sample = Sample(time.time(), python * page, jvm * page, (python + jvm + other) * page)
+                    jvm += _rss_pages(pid) * page
+                total += _pss(pid)
+            sample = Sample(time.time(), python, jvm, total)
             self.samples.append(sample)
             if self.limit is not None and sample.total > self.limit:
                 self.exceeded = sample
@@ -221,7 +221,7 @@ class Sample:
     at: float
     python: int  # bytes resident in this process
     jvm: int  # in its Java children (Spark)
-    total: int  # in it and all its descendants
+    total: int  # in it and all its descendants, proportionally: a page forked workers share counts once
 
 
 def _rss_pages(pid: str | int) -> int:
@@ -229,6 +229,17 @@ def _rss_pages(pid: str | int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):  # the process ended between listing and reading
         return 0
+
+
+def _pss(pid: str | int) -> int:
+    """Proportional set size in bytes: resident memory with each shared page split among its sharers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):  # ended meanwhile, or a kernel without smaps_rollup
+        pass
+    return _rss_pages(pid) * resource.getpagesize()
 
 
 def _command(pid: int) -> str:
@@ -429,7 +440,7 @@ def print_block(f: dict[str, Any], verbose: bool) -> None:
     print(f"prepare {f['prepare_seconds']:.1f}s; pipeline {f['pipeline_seconds']:.1f}s; "
           f"peak RSS {f['peak_rss_gb']:.2f} GB; validated {f['records']:,}")
     jvm = f" (Spark JVM: driver and local executors {f['jvm_peak_rss_gb']:.2f} GB)" if f["jvm_peak_rss_gb"] else ""
-    print(f"peak RSS of all its processes together {f['total_peak_rss_gb']:.2f} GB{jvm}")
+    print(f"peak memory of all its processes together {f['total_peak_rss_gb']:.2f} GB (PSS){jvm}")
     steps = sorted(f["step_seconds"].items(), key=lambda kv: -kv[1])
     print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in steps))
     if any(f["step_peak_rss_gb"].values()):
@@ -535,8 +546,8 @@ def summary_line(f: dict[str, Any]) -> str:
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\nsummary (pair and B-cubed F1 of cmdm_pipeline; queue: records waiting for review; Splink: plain Splink "
-          "at its best threshold; ΔF1: cmdm pair F1 minus Splink's; peak GB: the pipeline's process, all GB: with "
-          "its child processes, the Spark JVM among them)")
+          "at its best threshold; ΔF1: cmdm pair F1 minus Splink's; peak GB: resident in the pipeline's process; all "
+          "GB: with its child processes, the Spark JVM among them, shared pages counted once)")
     print(SUMMARY_HEADER)
     for figures in results:
         print(summary_line(figures))
