@@ -14,9 +14,10 @@ opens its key store before its first connection, and refuses a missing or differ
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,14 @@ from cmdm_pipeline.sql import quote_identifier, statement
 
 #: The table that records each encrypted column's plaintext type, per table.
 ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
+#: Rows :meth:`Warehouse.replace` seals and inserts at a time (a table with personal columns): the sealed copy
+#: of a large table is then never whole in memory. Whole DuckDB row groups (122,880 rows), as the passes of
+#: ``protect.keys.crypto``, so no part ends inside one.
+PART_ROWS = 4 * 122_880
+#: Rows :meth:`Warehouse.read` decrypts at a time.
+READ_ROWS = PART_ROWS
+#: :meth:`Warehouse.read`'s signature, on a connection already open.
+Reader = Callable[..., pl.DataFrame]
 
 
 class Sealing(Protocol):
@@ -50,6 +59,12 @@ class Sealing(Protocol):
 
     def compared_columns(self, table: str, stored: Sequence[str]) -> list[str]:
         """The stored columns whose ciphertext ``seal`` may reuse."""
+
+    def opened_with(self, table: str) -> list[str]:
+        """The columns ``open`` needs beside the ciphertext (those of its record ids)."""
+
+    def check_record_ids(self, table: str, frame: pl.DataFrame) -> None:
+        """Refuse ``frame`` if two of its rows share a record id (they could have swapped ciphertext)."""
 
     def bound_as(self, table: str) -> str | None:
         """The name of the binding (associated data) ``table``'s ciphertext is sealed under."""
@@ -153,6 +168,9 @@ class Warehouse:
                 # sealed for a table that shares its ciphertext, such as the golden records for their history).
                 shared: dict[str, pl.DataFrame] = {}
                 for name, frame in tables.items():
+                    if self._in_parts(name, tables, versions):
+                        self._record_types(con, name, self._write_parts(con, name, _slices(frame, PART_ROWS)))
+                        continue
                     sealed, types = self._seal(con, name, frame, [f for other, f in shared.items() if self._shares(name, other)])
                     staged = f"__cmdm_staged_{name}"
                     con.register(staged, _arrow(sealed))
@@ -186,12 +204,77 @@ class Warehouse:
         sealed for tables bound the same way, e.g. the golden records for their history)."""
         if self.at_rest is None:
             return frame, {}
-        previous = list(shared or [])
-        if stored and name in _table_names(con):
-            columns = self.at_rest.compared_columns(name, con.table(quote_identifier(name)).columns)
-            if columns:
-                previous.insert(0, con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl())  # noqa: S608 - identifiers are constants or quoted, values bound
+        previous = [*self._stored(con, name), *(shared or [])] if stored else list(shared or [])
         return self.at_rest.seal(name, frame, previous)
+
+    def _stored(self, con: duckdb.DuckDBPyConnection, name: str) -> list[pl.DataFrame]:
+        """The columns of ``name`` as stored that sealing compares with (none: nothing to reuse)."""
+        if self.at_rest is None or name not in _table_names(con):
+            return []
+        columns = self.at_rest.compared_columns(name, con.table(quote_identifier(name)).columns)
+        if not columns:
+            return []
+        return [con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl()]  # noqa: S608 - identifiers are constants or quoted, values bound
+
+    def replace_in_parts(self, name: str, parts: Callable[[Reader], Iterable[pl.DataFrame]]) -> None:
+        """Replace table ``name`` with the rows of ``parts``, all or none, as :meth:`replace` does with one frame;
+        each part is sealed and written before the next is made, so the whole table is never in memory.
+
+        ``parts`` is called with a reader (:meth:`read` on this write's connection: the file cannot be opened
+        again meanwhile). The parts have the same columns and types, and no record in two of them.
+        """
+        with self.connect() as con:
+            con.begin()
+            try:
+                self._record_types(con, name, self._write_parts(con, name, parts(partial(self._read_on, con))))
+                crash_point(f"warehouse.before_commit.{name}")
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+
+    def _in_parts(self, name: str, tables: dict[str, pl.DataFrame], versions: Versions | None) -> bool:
+        """Whether :meth:`replace` seals and writes ``name`` part by part: a table with personal columns, unless
+        another table shares its ciphertext or it carries a history (those need the whole sealed frame)."""
+        return (
+            self.at_rest is not None and self.at_rest.plan(name) is not None
+            and (versions is None or name != versions.current)
+            and not any(self._shares(name, other) for other in tables if other != name)
+        )
+
+    def _write_parts(self, con: duckdb.DuckDBPyConnection, name: str, parts: Iterable[pl.DataFrame]) -> dict[str, str]:
+        """Replace ``name`` with the rows of ``parts`` (inside the caller's transaction), each sealed and inserted
+        before the next; the plaintext types of the encrypted columns."""
+        previous = self._stored(con, name)  # read before the table is replaced
+        staged, schema, types = f"__cmdm_staged_{name}", None, dict[str, str]()
+        for part in parts:
+            if schema is not None and part.schema != schema:
+                raise ValueError(f"{name}: every part must have the same columns and types")
+            sealed, part_types = self.at_rest.seal(name, part, previous) if self.at_rest else (part, {})
+            con.register(staged, _arrow(sealed))
+            if schema is None:
+                create_table(con, name, staged)
+            con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
+            con.unregister(staged)
+            schema, types = part.schema, {**types, **part_types}
+            del sealed, part
+        if schema is None:
+            raise ValueError(f"{name}: no part to write")
+        if types:  # something was sealed, under record ids
+            self._check_distinct(con, name)
+        return types
+
+    def _check_distinct(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """Record ids unique over the whole table: sealing checked each part on its own, and two rows sharing
+        an id could swap their ciphertext unnoticed."""
+        key = self.at_rest.opened_with(name) if self.at_rest is not None else []
+        if not key:
+            return
+        repeated = con.sql(f"SELECT count(*) FROM (SELECT 1 FROM {quote_identifier(name)} "  # noqa: S608 - identifiers are constants or quoted, values bound
+                           f"GROUP BY {', '.join(map(quote_identifier, key))} HAVING count(*) > 1)").fetchall()[0][0]
+        if repeated:
+            raise ProtectionError(f"{name}: record ids must be unique ({repeated:,} repeated across parts): otherwise "
+                                  "two rows could swap values unnoticed")
 
     def _record_versions(self, con: duckdb.DuckDBPyConnection, versions: Versions, types: dict[str, str]) -> None:
         names = {"history": versions.history, "current": versions.current}
@@ -268,18 +351,47 @@ class Warehouse:
         rows hold a value (null stays null in ciphertext), and they come back Boolean, true or null.
         """
         with self.connect(read_only=True) as con:
-            if rows is None:
-                frame = con.sql(f"SELECT * FROM {quote_identifier(name)}").pl()  # noqa: S608 - identifiers are constants or quoted, values bound
-            else:
-                con.register("__cmdm_rows", rows.to_arrow())
-                frame = con.sql(statement("warehouse/select_rows", table=name, rows="__cmdm_rows", keys=rows.columns)).pl()
+            return self._read_on(con, name, columns, where, rows, presence_only)
+
+    def _read_on(
+        self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str] | None = None, where: pl.Expr | None = None,
+        rows: pl.DataFrame | None = None, presence_only: Collection[str] = (),
+    ) -> pl.DataFrame:
+        """:meth:`read` on an open connection (also a write's: the file cannot be opened again meanwhile)."""
+        types = self._types(con, name)
+        query = f"SELECT {self._wanted(con, name, columns, where, types, presence_only)} FROM {quote_identifier(name)}"  # noqa: S608 - identifiers are constants or quoted, values bound
+        if rows is not None:
+            con.register("__cmdm_rows", rows.to_arrow())
+            chosen = statement("warehouse/select_rows", table=name, rows="__cmdm_rows", keys=rows.columns)
+            query = f"SELECT {self._wanted(con, name, columns, where, types, presence_only)} FROM ({chosen})"  # noqa: S608 - identifiers are constants or quoted, values bound
+        try:
+            opened = [c for c in types if (columns is None or c in columns) and c not in presence_only]
+            if self.at_rest is None or not opened:
+                return _selected(self._opened(name, con.sql(query).pl(), types, columns, where, presence_only), columns)
+            # Decrypted as DuckDB hands the rows over, READ_ROWS at a time: the whole table's ciphertext is never
+            # in memory beside its plaintext.
+            reader = con.sql(query).to_arrow_reader(READ_ROWS)
+            parts = [self._opened(name, _frame(batch), types, columns, where, presence_only) for batch in reader]
+            frame = pl.concat(parts) if parts else self._opened(name, _frame(reader.schema.empty_table()), types,
+                                                                 columns, where, presence_only)
+        finally:
+            if rows is not None:
                 con.unregister("__cmdm_rows")
-            types = self._types(con, name)
+        # Each part's record ids were checked unique on their own; a repeat across parts is refused too.
+        self.at_rest.check_record_ids(name, frame)
+        return _selected(frame, columns)
+
+    def _opened(
+        self, name: str, frame: pl.DataFrame, types: dict[str, str], columns: list[str] | None, where: pl.Expr | None,
+        presence_only: Collection[str],
+    ) -> pl.DataFrame:
+        """Stored rows of a read filtered by ``where``, its asked-for encrypted columns decrypted (and the columns
+        loaded to decrypt them still there)."""
         if where is not None:
             frame = frame.filter(where)
         if columns is not None:
-            # Only the asked-for ciphertext is decrypted.
-            frame = frame.drop([c for c in types if c not in columns])
+            # Only the asked-for ciphertext is decrypted (the rest was not even loaded).
+            frame = frame.drop([c for c in types if c not in columns], strict=False)
             types = {c: t for c, t in types.items() if c in columns}
         present = [c for c in presence_only if c in types]
         frame = frame.with_columns(pl.when(pl.col(c).is_not_null()).then(True).alias(c) for c in present)
@@ -290,7 +402,23 @@ class Warehouse:
                     f"{name} holds encrypted columns ({', '.join(types)}) and no key was given to read them"
                 )
             frame = self.at_rest.open(name, frame, types)
-        return frame if columns is None else frame.select(columns)
+        return frame
+
+    def _wanted(
+        self, con: duckdb.DuckDBPyConnection, name: str, columns: list[str] | None, where: pl.Expr | None,
+        types: dict[str, str], presence_only: Collection[str],
+    ) -> str:
+        """The select list of a read: only the columns asked for, those ``where`` tests and those decrypting
+        needs (every column when none are named). The others' ciphertext would be loaded only to be dropped."""
+        if columns is None:
+            return "*"
+        opened = self.at_rest is not None and any(c in types and c not in presence_only for c in columns)
+        needed = {
+            *columns, *(where.meta.root_names() if where is not None else ()),
+            *(self.at_rest.opened_with(name) if opened and self.at_rest is not None else ()),
+        }
+        # In the table's order; a column it does not hold is left to fail as it always did, on select below.
+        return ", ".join(quote_identifier(c) for c in con.table(quote_identifier(name)).columns if c in needed) or "*"
 
     @staticmethod
     def _types(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
@@ -334,6 +462,21 @@ class Warehouse:
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in con.sql("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+
+
+def _slices(frame: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
+    """``frame`` ``rows`` at a time (views, not copies); an empty frame is one empty slice."""
+    yield from (frame.slice(lo, rows) for lo in range(0, max(frame.height, 1), rows))
+
+
+def _frame(batch: pa.RecordBatch | pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)  # a batch is a frame, never a Series
+    return frame
+
+
+def _selected(frame: pl.DataFrame, columns: list[str] | None) -> pl.DataFrame:
+    return frame if columns is None else frame.select(columns)
 
 
 def _arrow(frame: pl.DataFrame) -> pa.Table:

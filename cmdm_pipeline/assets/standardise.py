@@ -1,6 +1,9 @@
 """``standardised_customers``: all sources on the customer schema."""
 
 
+from collections import Counter
+from collections.abc import Iterator
+
 import dagster as dg
 import polars as pl
 
@@ -9,6 +12,7 @@ from cmdm_pipeline.resources import WarehouseResource
 from cmdm_pipeline.stages.standardise import standardise
 from cmdm_pipeline.tables import STANDARDISED as TABLE
 from cmdm_pipeline.tables import raw_table
+from cmdm_pipeline.warehouse import Reader
 
 
 def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -24,25 +28,32 @@ def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
     )
     def _standardise(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         store = warehouse.get(config)
-        frames = []
-        for source in config.sources:
-            frame = standardise(store.read(raw_table(source)), source, config)
-            context.log.info(f"{source.name}: standardised {frame.height} rows")
-            frames.append(frame)
-        table = pl.concat(frames, how="vertical")
-        store.replace({TABLE: table})
-        issues = table.select(pl.col("issues").explode().struct.field("rule")).drop_nulls()
+        by_source: Counter[str] = Counter()
+        by_rule: Counter[str] = Counter()
+        with_issues = 0
+
+        def parts(read: Reader) -> Iterator[pl.DataFrame]:
+            # One source at a time: concatenating them first would hold every source's rows, and their sealed
+            # copy, at once.
+            nonlocal with_issues
+            for source in config.sources:
+                frame = standardise(read(raw_table(source)), source, config)
+                context.log.info(f"{source.name}: standardised {frame.height} rows")
+                by_source.update(dict(frame.group_by("source_system").len().iter_rows()))
+                by_rule.update(dict(frame.select(pl.col("issues").explode().struct.field("rule")).drop_nulls()
+                                    .group_by("rule").len().iter_rows()))
+                with_issues += frame.filter(pl.col("issues").list.len() > 0).height
+                yield frame
+
+        store.replace_in_parts(TABLE, parts)
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": table.height,
-                "rows_with_issues": table.filter(pl.col("issues").list.len() > 0).height,
-                "rows_by_source": dg.MetadataValue.json(
-                    dict(table.group_by("source_system").len().sort("source_system").iter_rows())
-                ),
-                "issues_by_rule": dg.MetadataValue.json(
-                    dict(issues.group_by("rule").len().sort("len", descending=True).iter_rows())
-                ),
+                "dagster/row_count": sum(by_source.values()),
+                "rows_with_issues": with_issues,
+                "rows_by_source": dg.MetadataValue.json(dict(sorted(by_source.items()))),
+                "issues_by_rule": dg.MetadataValue.json(dict(by_rule.most_common())),
             }
         )
 
     return _standardise
+

@@ -212,9 +212,11 @@ def validate(
 
     Without a ``source_values`` column in ``standardised``, quarantined rows come without it too: the
     caller adds it for those few rows only (see :func:`with_source_values`)."""
-    frame = standardised.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
     failures = rule_failures(standardised, schema, today)
-    recorded = frame.select(_ROW, "issues").explode("issues").drop_nulls("issues").unnest("issues")
+    recorded = (
+        standardised.select("issues").with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
+        .explode("issues").drop_nulls("issues").unnest("issues")
+    )
     # An unparsable row's fields are not where the header says: judging them by the
     # schema's rules would only add noise to the one reason that matters.
     unparsable = recorded.filter(pl.col("rule") == "input.unparsable_row").select(_ROW)
@@ -228,14 +230,22 @@ def validate(
         pl.col("rule").filter(pl.col("severity") == Severity.warn.value).unique(maintain_order=True).alias("warnings"),
     )
     empty = pl.lit([], dtype=pl.List(pl.String))
-    judged = frame.join(per_row, on=_ROW, how="left", maintain_order="left").with_columns(
-        pl.col("rules_broken").fill_null(empty),
-        pl.col("warnings").fill_null(empty),
-        pl.col("reasons").fill_null(empty),
-        pl.lit(run_id).alias("run_id"),
+    # The verdicts are joined to a row index, then set beside the columns: a join to the table itself would
+    # copy every column of every row once more.
+    verdicts = (
+        pl.DataFrame({_ROW: pl.int_range(standardised.height, dtype=pl.Int64, eager=True)})
+        .join(per_row, on=_ROW, how="left", maintain_order="left")
+        .select(
+            pl.col("rules_broken").fill_null(empty),
+            pl.col("warnings").fill_null(empty),
+            pl.col("reasons").fill_null(empty),
+        )
     )
-    rejected = pl.col("rules_broken").list.len() > 0
-    validated = judged.filter(~rejected).select(list(validation_columns(schema)))
+    judged = standardised.with_columns(
+        *verdicts.get_columns(), pl.lit(run_id).alias("run_id")
+    )
+    rejected = verdicts["rules_broken"].list.len() > 0
+    validated = judged.select(list(validation_columns(schema))).filter(~rejected)
     quarantined = judged.filter(rejected).with_columns(
         pl.col("reasons").list.join("; ").alias("reason")
     ).select([c for c in QUARANTINE_COLUMNS if c != "source_values" or c in judged.columns])

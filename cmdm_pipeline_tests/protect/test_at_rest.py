@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from cmdm_pipeline import warehouse as warehouse_module
 from cmdm_pipeline.assets.master import write_golden
 from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse, plaintext_personal_columns
@@ -87,6 +88,96 @@ def test_a_night_without_change_keeps_each_unchanged_ciphertext(make_project) ->
     assert after["first_name"][0] == before["first_name"][0]  # m1 unchanged: same bytes
     assert after["first_name"][1] != before["first_name"][1]  # m2 changed: encrypted again
     assert store.read("golden_customers")["first_name"].to_list() == ["Ada", "Alan M.", None]
+
+
+def test_a_read_of_some_columns_loads_only_those_and_what_decrypting_them_needs(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    loaded = []
+    opened = Warehouse._opened
+    monkeypatch.setattr(Warehouse, "_opened", lambda self, name, frame, *rest: loaded.append(frame.columns) or opened(self, name, frame, *rest))
+    store = open_warehouse(config)
+    store.replace({"golden_customers": GOLDEN})
+    with duckdb.connect(str(config.warehouse_path)) as con:  # a broken ciphertext in a column not asked for
+        con.execute("UPDATE golden_customers SET date_of_birth = 'x'::BLOB WHERE master_id = 'm1'")
+    # The record id (master id and version) is loaded to decrypt, and the column `where` tests, but neither is
+    # returned; date_of_birth is not loaded at all.
+    read = store.read("golden_customers", ["first_name"], where=pl.col("country") == "GB")
+    assert read.equals(GOLDEN.filter(pl.col("country") == "GB").select("first_name"))
+    assert loaded[-1] == ["master_id", "first_name", "country", "valid_from"]  # in the table's order
+    with pytest.raises(DecryptionError, match="date_of_birth"):
+        store.read("golden_customers", ["master_id", "date_of_birth"])
+
+
+def test_a_table_written_in_parts_is_whole_and_reuses_unchanged_ciphertext(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    store = open_warehouse(config)
+    store.replace({"golden_customers": GOLDEN})
+    before = stored(config, "golden_customers")
+    changed = GOLDEN.with_columns(pl.when(pl.col("master_id") == "m3").then(pl.lit("Grace")).otherwise("first_name")
+                                  .alias("first_name"))
+    seen = []
+
+    def parts(read):  # type: ignore[no-untyped-def]
+        seen.append(read("golden_customers", ["master_id"]).height)  # the reader works while the write is open
+        yield changed.slice(0, 2)
+        yield changed.slice(2)
+
+    store.replace_in_parts("golden_customers", parts)
+    after = stored(config, "golden_customers")
+    assert seen == [3]
+    assert after["first_name"][0] == before["first_name"][0]  # m1 unchanged: same bytes
+    assert after["first_name"][2] is not None and before["first_name"][2] is None
+    assert store.read("golden_customers").sort("master_id").equals(changed)
+
+
+def test_a_large_table_is_sealed_and_written_part_by_part(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    store = open_warehouse(config)
+    monkeypatch.setattr(warehouse_module, "PART_ROWS", 2)
+    sealed = []
+    seal = store.at_rest.seal  # type: ignore[union-attr]
+    monkeypatch.setattr(store.at_rest, "seal", lambda table, frame, previous=(): sealed.append(frame.height) or seal(table, frame, previous))
+    store.replace({"golden_customers": GOLDEN})
+    before = stored(config, "golden_customers")
+    store.replace({"golden_customers": GOLDEN.with_columns(
+        pl.when(pl.col("master_id") == "m2").then(pl.lit("Alan M.")).otherwise("first_name").alias("first_name"))})
+    after = stored(config, "golden_customers")
+    assert sealed == [2, 1, 2, 1]
+    # m1 (first part) and m3 (second) unchanged: their bytes are kept; m2 changed: encrypted again.
+    assert after["date_of_birth"][0] == before["date_of_birth"][0] and after["date_of_birth"][2] == before["date_of_birth"][2]
+    assert after["first_name"][1] != before["first_name"][1]
+    assert store.read("golden_customers")["first_name"].to_list() == ["Ada", "Alan M.", None]
+    with pytest.raises(ProtectionError, match="record ids must be unique"):
+        store.replace({"golden_customers": pl.concat([GOLDEN.slice(0, 2), GOLDEN.slice(0, 1)])})
+
+
+def test_a_large_table_is_decrypted_part_by_part_and_a_repeated_record_refused(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    store = open_warehouse(config)
+    store.replace({"golden_customers": GOLDEN})
+    monkeypatch.setattr(warehouse_module, "READ_ROWS", 2)
+    opened = []
+    open_ = store.at_rest.open  # type: ignore[union-attr]
+    monkeypatch.setattr(store.at_rest, "open", lambda table, frame, types: opened.append(frame.height) or open_(table, frame, types))
+    assert store.read("golden_customers").equals(GOLDEN)
+    assert store.read("golden_customers", ["first_name"], where=pl.col("country") == "US")["first_name"].to_list() == [None]
+    assert opened == [2, 1, 0, 1]  # filtered before decrypting
+    assert store.read("golden_customers", ["country"]).equals(GOLDEN.select("country"))  # nothing to decrypt
+    with duckdb.connect(str(config.warehouse_path)) as con:  # m1's row twice: one part each
+        con.execute("INSERT INTO golden_customers SELECT * FROM golden_customers WHERE master_id = 'm1'")
+    with pytest.raises(ProtectionError, match="record ids must be unique"):
+        store.read("golden_customers")
+
+
+def test_parts_holding_one_record_twice_write_nothing(make_project) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    store = open_warehouse(config)
+    store.replace({"golden_customers": GOLDEN})
+    with pytest.raises(ProtectionError, match="record ids must be unique"):
+        store.replace_in_parts("golden_customers", lambda read: iter([GOLDEN, GOLDEN.slice(0, 1)]))
+    with pytest.raises(ValueError, match="same columns"):
+        store.replace_in_parts("golden_customers", lambda read: iter([GOLDEN, GOLDEN.drop("country")]))
+    assert store.read("golden_customers").equals(GOLDEN)  # the previous table is whole
 
 
 def test_a_ciphertext_moved_to_another_row_does_not_decrypt(make_project) -> None:  # type: ignore[no-untyped-def]

@@ -348,3 +348,14 @@ def test_each_pass_starts_before_the_one_ahead_finishes_and_a_failure_takes_back
     assert events == ["start 0", "start 1", "finish 0", "start 2"]
     # The finished pass's batches were gathered; the started one's, queued for the worker, are taken back.
     assert [w.batches[0].queued.cancelled() for w in works] == [False, True]  # type: ignore[union-attr]
+
+
+def test_row_digests_made_in_chunks_are_those_made_at_once(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmdm_pipeline.protect.keys import blind_index
+
+    frame = pl.DataFrame({"a": ["x", None, "y", "x", "z"], "b": [1, 2, None, 1, 5]})
+    whole = blind_index.row_digests(frame, ["a", "b"], "t", store)
+    monkeypatch.setattr(blind_index, "DIGEST_ROWS", 2)
+    assert blind_index.row_digests(frame, ["a", "b"], "t", store).equals(whole)
+    assert whole[0] == whole[3] and whole.n_unique() == 4  # equal rows, equal digests
+    assert blind_index.row_digests(frame.clear(), ["a", "b"], "t", store).dtype == pl.Binary

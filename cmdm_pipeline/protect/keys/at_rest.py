@@ -33,7 +33,7 @@ import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.errors import ProtectionError
-from cmdm_pipeline.protect.keys.crypto import DIGEST_COLUMN, decrypt_frame, encrypt_changed, encrypt_frame
+from cmdm_pipeline.protect.keys.crypto import DIGEST_COLUMN, checked_record_ids, decrypt_frame, encrypt_changed, encrypt_frame
 from cmdm_pipeline.protect.keys.kek import load_keyring
 from cmdm_pipeline.protect.keys.keystore import KeyStore, master_owner, record_owner
 from cmdm_pipeline.schema import LINEAGE_COLUMNS
@@ -159,6 +159,18 @@ class AtRest:
             return []
         wanted = {*plan.present(stored), plan.digest, DIGEST_COLUMN, *plan.record_id.meta.root_names()}
         return [c for c in stored if c in wanted]
+
+    def opened_with(self, table: str) -> list[str]:
+        """The columns :meth:`open` needs beside the ciphertext: those of ``table``'s record ids."""
+        plan = self.plan(table)
+        return [] if plan is None else plan.record_id.meta.root_names()
+
+    def check_record_ids(self, table: str, frame: pl.DataFrame) -> None:
+        """Refuse ``frame`` (plaintext as read, in parts) if two rows share a record id: each part was checked
+        on its own when decrypted, and two rows with one id could have swapped their ciphertext unnoticed."""
+        plan = self.plan(table)
+        if plan is not None:
+            checked_record_ids(frame, plan.record_id)
 
     def bound_as(self, table: str) -> str | None:
         """The table name ``table``'s ciphertexts are bound to (tables sharing one can share ciphertext);

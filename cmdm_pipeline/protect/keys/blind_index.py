@@ -41,6 +41,7 @@ INDEX_KINDS: tuple[IndexKind, ...] = ("email", "phone", "national_id")
 DIGEST_BYTES = 16  # HMAC-SHA256-128: no collisions among billions of values, half the storage
 _E164 = r"^\+[1-9][0-9]{6,14}$"
 _BLOCK = 64  # SHA-256 block size
+DIGEST_ROWS = 100_000  # rows encoded and digested at a time by row_digests
 
 
 def derive_key(root: bytes, purpose: str) -> bytes:
@@ -98,10 +99,16 @@ def row_digests(
         body = pl.concat_str(fields, separator=",", ignore_nulls=True)
     else:
         body = pl.struct([pl.col(c) for c in columns]).struct.json_encode()
-    encoded = frame.select(pl.concat_str(pl.lit(f"{table}|"), body)).to_series().cast(pl.Binary)
     keyed = functools.partial(hashlib.blake2b, key=derive_key(keys.index_key(), "row digest"), digest_size=DIGEST_BYTES)
-    # map() over C callables: no Python bytecode per row (neither Polars nor DuckDB has a keyed hash).
-    return pl.Series(list(map(operator.methodcaller("digest"), map(keyed, encoded.to_list()))), dtype=pl.Binary)
+
+    def digests(rows: pl.DataFrame) -> pl.Series:
+        encoded = rows.select(pl.concat_str(pl.lit(f"{table}|"), body)).to_series().cast(pl.Binary)
+        # map() over C callables: no Python bytecode per row (neither Polars nor DuckDB has a keyed hash).
+        return pl.Series(list(map(operator.methodcaller("digest"), map(keyed, encoded.to_list()))), dtype=pl.Binary)
+
+    # DIGEST_ROWS rows at a time: not every row of a large table encoded, as Python bytes, at once.
+    parts = [digests(frame.slice(lo, DIGEST_ROWS)) for lo in range(0, frame.height, DIGEST_ROWS)]
+    return pl.concat(parts) if parts else pl.Series([], dtype=pl.Binary)
 
 
 def keyed_digests(messages: pl.Series, key: bytes) -> pl.Series:

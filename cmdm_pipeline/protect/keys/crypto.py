@@ -496,6 +496,11 @@ def _ids(frame: pl.DataFrame, record_id: str | pl.Expr) -> pl.Series:
     return frame.select(_expr(record_id).cast(pl.String)).to_series()
 
 
+def checked_record_ids(frame: pl.DataFrame, record_id: str | pl.Expr) -> pl.Series:
+    """Each row's record id; raises :class:`ProtectionError` if one is missing or repeated."""
+    return _record_ids(frame, record_id)
+
+
 def _record_ids(frame: pl.DataFrame, record_id: str | pl.Expr) -> pl.Series:
     ids = _ids(frame, record_id)
     if ids.null_count():

@@ -39,7 +39,7 @@ REPORTS = ("quality_report", "run_reconciliation", "match_review_queue")
 
 @dataclass(frozen=True)
 class LensPublication:
-    built: list[tuple[Lens, pl.DataFrame]]
+    lenses: list[Lens]  # those built and published
     published: list[PublishedLens]
     schemas: dict[str, str]  # lens -> "schema (role role)" in PostgreSQL
     generations: Generations
@@ -54,7 +54,7 @@ def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore,
     :data:`REPORTS` the warehouse holds, all files or none."""
     generations = read_generations(store)
     keys = load_lens_keys(key_store, [lens.name for lens in config.lenses], generations=generations.latest)
-    built = []
+    built, golden, consent = [], None, None
     if config.lenses:
         golden = store.read(GOLDEN)
         consent = store.read(CONSENT_CURRENT) if config.consent else None
@@ -71,8 +71,11 @@ def publish_lenses(store: Warehouse, config: ProjectConfig, key_store: KeyStore,
         schemas = {p.name: f"{p.schema} (role {p.role})" for p in publish_postgres(built, config.lenses_target)}
     retired = record_publications(store, key_store, _publications(built, published, schemas), generations,
                                   run_id, now) if published else 0
+    # The golden records and the lenses go before the snapshot reads its tables (the validated records among them).
+    lenses = [lens for lens, _ in built]
+    del built, golden, consent
     snapshot = _publish_snapshot(store, config, key_store, tables, run_id, now)
-    return LensPublication(built, published, schemas, generations, retired,
+    return LensPublication(lenses, published, schemas, generations, retired,
                            {name: (folder / f"{name}.parquet", frame.height) for name, frame in reports.items()},
                            snapshot)
 
