@@ -203,6 +203,8 @@ def test_memory_is_sampled_for_the_process_and_its_children() -> None:
     import sys
     import time
 
+    with RssSampler() as alone:
+        time.sleep(1)
     script = "import time; b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); time.sleep(60)"
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -212,7 +214,7 @@ def test_memory_is_sampled_for_the_process_and_its_children() -> None:
     finally:
         child.kill()
         child.wait()
-    assert sampler.peak("total") - sampler.peak("python") > 250_000_000
+    assert sampler.peak("total") - alone.peak("total") > 250_000_000  # the child's 300 MB
     assert sampler.peak("jvm") == 0  # only java processes count as the Spark JVM
 
 
@@ -273,7 +275,8 @@ def test_the_suite_on_febrl1_measures_the_pipeline_and_plain_splink(tmp_path: Pa
     assert figures["review_queue"]["records"] >= 0 and 0 <= figures["review_queue"]["share_of_records"] <= 1
     assert figures["step_seconds"] and all(seconds > 0 for seconds in figures["step_seconds"].values())
     assert figures["pipeline_seconds"] > 0 and figures["peak_rss_gb"] > 0 and figures["engine"] == "duckdb"
-    assert figures["total_peak_rss_gb"] >= figures["peak_rss_gb"] and figures["jvm_peak_rss_gb"] == 0
+    # All processes' memory is proportional (shared library pages split), so it may be below the process's RSS.
+    assert figures["total_peak_rss_gb"] > 0 and figures["jvm_peak_rss_gb"] == 0
 
 
 def test_generated_data_is_made_in_a_child_process() -> None:
