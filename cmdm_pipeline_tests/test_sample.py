@@ -362,3 +362,14 @@ def test_main_prints_a_line_per_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     for name in ALL_FILES:
         assert (tmp_path / name).is_file()
         assert any(line.startswith(name) for line in lines), name
+
+
+def test_a_work_email_is_found_when_every_short_variant_is_taken() -> None:
+    from cmdm_pipeline.sample.world import WORK_EMAIL_PATTERNS, World
+
+    world = World(100, 1)
+    taken = {p.format(f="anna", l="berg", i="a") for p in WORK_EMAIL_PATTERNS} | {f"anna.berg{n}" for n in range(2, 10)}
+    world.emails |= {f"{local}@acme.example" for local in taken}
+    email = world._work_email("Anna", "Berg", "acme.example")  # before: drew among the eight for ever
+    assert email not in {f"{local}@acme.example" for local in taken} and email.startswith("anna.berg")
+    assert email.endswith("@acme.example") and email in world.emails
