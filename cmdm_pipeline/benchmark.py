@@ -38,7 +38,6 @@ from __future__ import annotations
 import _thread
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import sys
@@ -46,14 +45,13 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from cmdm_pipeline.benchmark_data import SUITE, DataSetError, PreparedDataSet, dataset_names, prepare
+from cmdm_pipeline.benchmark_data import SUITE, DataSetError, PreparedDataSet, dataset_names, in_child, prepare
 from cmdm_pipeline.config import ENGINE_ENV_VAR, ENGINE_NAMES, ProjectConfig, load_config
 from cmdm_pipeline.schema import CustomerSchema, Kind
 from cmdm_pipeline.stages.cluster import components
@@ -494,18 +492,16 @@ def run_suite(names: list[str], engines: list[str], workdir: Path, options: RunO
     """Each data set on each engine in its own sub-folder and its own fresh process: its peak memory is its
     own, and nothing one run cached helps the next. A run that fails is reported and the suite goes on.
     Plain Splink (on DuckDB) runs once per data set: the engines validate the same records."""
-    spawn = multiprocessing.get_context("spawn")
     results = []
     for name in names:
         for engine in engines:
-            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                folder = engine_workdir(workdir / name, engine, engines)
-                once = replace(options, splink=options.splink and engine == engines[0])
-                try:
-                    results.append(pool.submit(run_dataset, name, engine, folder, once).result())
-                except Exception as exc:  # noqa: BLE001 - its process dying is a result too
-                    traceback.print_exception(exc)
-                    results.append({"dataset": name, "engine": engine, "error": failure(exc)})
+            folder = engine_workdir(workdir / name, engine, engines)
+            once = replace(options, splink=options.splink and engine == engines[0])
+            try:
+                results.append(in_child(run_dataset, name, engine, folder, once))
+            except Exception as exc:  # noqa: BLE001 - its process dying is a result too
+                traceback.print_exception(exc)
+                results.append({"dataset": name, "engine": engine, "error": failure(exc)})
             if "error" in results[-1]:
                 print(f"\n{name} on {engine}: failed: {results[-1]['error']}", flush=True)
     return results
