@@ -198,6 +198,33 @@ def test_jsonl_bad_line_is_quarantined_not_fatal(make_project) -> None:
     assert quarantined["reason"].to_list()[1] == "row could not be parsed: line 3: a JSON array, not an object"
 
 
+def test_jsonl_read_in_chunks_is_the_same_file(make_project, monkeypatch) -> None:
+    # A key first seen in a later chunk, a blank line and a bad line across chunk boundaries.
+    lines = [json.dumps(JSONL[0]), "", "{not json", json.dumps(JSONL[1]), json.dumps({"customer_id": 12, "late": "x"})]
+    config = make_project(files={"shop.jsonl": "\n".join(lines)}, sources=[jsonl_source()])
+    whole = extract(config.sources[0], config, NOW)
+    monkeypatch.setattr("cmdm_pipeline.stages.extract._JSONL_CHUNK", 1)
+    chunked = extract(config.sources[0], config, NOW)
+    assert chunked.equals(whole)
+    assert chunked.columns[:6] == ["customer_id", "email", "name.first", "name.last", "tags", "late"]
+    assert chunked["parse_error"].to_list()[1] == "line 3: invalid JSON at character 2: Expecting property name enclosed in double quotes"
+    assert chunked["late"].to_list() == [None, None, None, "x"]
+
+
+def test_jsonl_of_only_bad_lines_fails_naming_the_file(make_project) -> None:
+    # No line is an object, so no mapped column can be found: a structural error, not a Polars one.
+    config = make_project(files={"shop.jsonl": "{not json\n[1]\n"}, sources=[jsonl_source()])
+    with pytest.raises(SourceError, match=r"shop\.jsonl\): mapped column\(s\) .* not found; the source has: \(no columns\)"):
+        extract(config.sources[0], config, NOW)
+
+
+def test_jsonl_undecodable_bytes_name_their_line(make_project) -> None:
+    config = make_project(files={}, sources=[jsonl_source()])
+    (config.base_dir / "shop.jsonl").write_bytes(json.dumps(JSONL[0]).encode() + b"\n" + b'{"customer_id": 11, "email": "\xff"}\n')
+    with pytest.raises(SourceError, match=r"shop\.jsonl\): bytes on line 2 are not valid utf-8.*set `encoding`"):
+        extract(config.sources[0], config, NOW)
+
+
 def test_parquet_source(make_project, tmp_path) -> None:
     frame = pl.DataFrame({"Id": [1, 2], "First": ["Ada", "Alan"], "DOB": [None, None]}).with_columns(pl.col("DOB").cast(pl.Date))
     frame.write_parquet(tmp_path / "erp.parquet")
