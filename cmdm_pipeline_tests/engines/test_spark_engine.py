@@ -176,7 +176,7 @@ def test_a_model_trained_on_duckdb_clusters_as_the_spark_trained_one(runs) -> No
     same_levels(both, "levels", "levels_spark")
 
 
-def test_stopping_spark_ends_its_jvm_and_a_later_session_starts_a_new_one() -> None:
+def test_stopping_spark_ends_its_jvm_and_a_later_session_starts_a_new_one(capfd: pytest.CaptureFixture[str]) -> None:
     from pyspark import SparkContext
 
     config = SparkConfig()
@@ -185,5 +185,8 @@ def test_stopping_spark_ends_its_jvm_and_a_later_session_starts_a_new_one() -> N
     jvm = SparkContext._gateway.proc
     stop_spark()
     assert jvm.poll() is not None and SparkContext._gateway is None
+    capfd.readouterr()
     assert spark_session(config).range(4).count() == 4
     stop_spark()
+    # The JVM writes to this process's standard error: a start prints no log line and no shell banner.
+    assert "Setting default log level" not in capfd.readouterr().err
