@@ -210,8 +210,11 @@ class RssSampler:
         """This process's peak (the figure step peaks always were)."""
         return max((s.python for s in self.samples if start <= s.at <= end), default=0)
 
-    def peak(self, field: str) -> int:
-        return max((getattr(s, field) for s in self.samples), default=0)
+    def peaks(self) -> Sample:
+        """Each figure's own maximum over the run (they may peak at different instants)."""
+        return Sample(
+            0.0, *(max((getattr(s, f) for s in self.samples), default=0) for f in ("python", "jvm", "total"))
+        )
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ def run_pipeline(config: ProjectConfig, max_rss_gb: float | None = None) -> Pipe
     sampler = RssSampler(limit)
     try:  # around the sampler too: its interrupt may come while it starts or stops
         with sampler:
-            result = job.execute_in_process(
+            job.execute_in_process(
                 instance=instance,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                 raise_on_error=True,
@@ -305,37 +308,32 @@ def run_pipeline(config: ProjectConfig, max_rss_gb: float | None = None) -> Pipe
             f"{over.at - time.time() + time.perf_counter() - started_at:.0f} s, in step(s) "
             f"{', '.join(unfinished_steps(instance)) or 'none (before the first or between two)'}") from None
     elapsed = time.perf_counter() - started_at
-    seconds = {
-        str(event.step_key): event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
-        for event in result.all_events
-        if event.event_type_value == "STEP_SUCCESS"
-    }
-    steps = [entry for entry in instance.all_logs(result.run_id) if entry.is_dagster_event]
-    started = {e.step_key: e.timestamp for e in steps if e.get_dagster_event().event_type_value == "STEP_START"}
-    peaks = {
-        str(e.step_key): sampler.peak_between(started[e.step_key], e.timestamp) / 1e9
-        for e in steps
-        if e.get_dagster_event().event_type_value == "STEP_SUCCESS" and e.step_key in started
-    }
-    sampled = sampler.peak("python")
-    peak = sampled / 1e9 if sampled else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    total = sampler.peak("total") / 1e9 or peak
-    return PipelineRun(elapsed, seconds, peaks, peak, sampler.peak("jvm") / 1e9, total)
+    ended = {step: (start, end) for step, (start, end) in step_times(instance).items() if end is not None}
+    seconds = {step: end - start for step, (start, end) in ended.items()}
+    peaks = {step: sampler.peak_between(start, end) / 1e9 for step, (start, end) in ended.items()}
+    top = sampler.peaks()
+    peak = top.python / 1e9 if top.python else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return PipelineRun(elapsed, seconds, peaks, peak, top.jvm / 1e9, top.total / 1e9 or peak)
 
 
-def unfinished_steps(instance: Any) -> list[str]:
-    """Steps of the instance's run that started and did not succeed (the interrupt fails the step it meets)."""
-    runs = instance.get_runs(limit=1)  # none when the limit was reached before the run began
-    started, ended = [], set()
+def step_times(instance: Any) -> dict[str, tuple[float, float | None]]:
+    """When each step of the instance's (one) run started and succeeded (None: it did not)."""
+    runs = instance.get_runs(limit=1)  # none when a memory limit was reached before the run began
+    times: dict[str, tuple[float, float | None]] = {}
     for entry in instance.all_logs(runs[0].run_id) if runs else []:
         if not entry.is_dagster_event:
             continue
         kind = entry.get_dagster_event().event_type_value
         if kind == "STEP_START":
-            started.append(str(entry.step_key))
-        elif kind == "STEP_SUCCESS":
-            ended.add(str(entry.step_key))
-    return [step for step in started if step not in ended]
+            times[str(entry.step_key)] = (entry.timestamp, None)
+        elif kind == "STEP_SUCCESS" and entry.step_key in times:
+            times[str(entry.step_key)] = (times[str(entry.step_key)][0], entry.timestamp)
+    return times
+
+
+def unfinished_steps(instance: Any) -> list[str]:
+    """Steps of the instance's run that started and did not succeed (the interrupt fails the step it meets)."""
+    return [step for step, (_, end) in step_times(instance).items() if end is None]
 
 
 def own_config(path: Path, workdir: Path) -> ProjectConfig:

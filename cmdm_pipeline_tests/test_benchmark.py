@@ -214,8 +214,8 @@ def test_memory_is_sampled_for_the_process_and_its_children() -> None:
     finally:
         child.kill()
         child.wait()
-    assert sampler.peak("total") - alone.peak("total") > 250_000_000  # the child's 300 MB
-    assert sampler.peak("jvm") == 0  # only java processes count as the Spark JVM
+    assert sampler.peaks().total - alone.peaks().total > 250_000_000  # the child's 300 MB
+    assert sampler.peaks().jvm == 0  # only java processes count as the Spark JVM
 
 
 def comparison_kinds(schema_source: Path, columns: list[str]) -> tuple[dict[str, str], object]:
