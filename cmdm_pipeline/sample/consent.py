@@ -19,7 +19,7 @@ import csv
 import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -37,21 +37,32 @@ _END = datetime.combine(REFERENCE_DATE, time(0), tzinfo=UTC)
 _EVIDENCE = {"email": "web-form", "sms": "sms-keyword", "phone": "call-recording", "post": "paper-form", "any": "web-form"}
 
 
-def _rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
+def _fields(path: Path, *names: str) -> Iterator[tuple[str, ...]]:
+    """``names``' values of each row of a CSV file, read as a stream (at 10M records the files as dicts held GBs)."""
     with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter=delimiter))
+        for row in csv.DictReader(handle):
+            yield tuple(row[name] for name in names)
 
 
 def subject_pools(folder: Path) -> dict[str, list[tuple[str, str]]]:
     """Sorted, de-duplicated subjects: ("", email), ("", phone) and (source_system, record id)."""
-    crm, pos = _rows(folder / "crm_contacts.csv"), _rows(folder / "pos_loyalty.csv")
+    emails: set[str] = set()
+    phones: set[str] = set()
+    records: set[tuple[str, str]] = set()
+    for email, phone, key in _fields(folder / "crm_contacts.csv", "Email", "MobilePhone", "Id"):
+        emails.add(email.strip().lower())
+        phones.add(phone.strip())
+        records.add(("crm", key))
+    for email, key in _fields(folder / "pos_loyalty.csv", "Email", "CardNo"):
+        emails.add(email.strip().lower())
+        records.add(("pos", key))
     with (folder / "shop_customers.jsonl").open(encoding="utf-8") as handle:
-        shop = [json.loads(line) for line in handle if line.strip()]
-    emails = {e.strip().lower() for e in [*(r["Email"] for r in crm), *(r["Email"] for r in pos),
-                                           *((r.get("email") or "") for r in shop)]}
-    phones = {p.strip() for p in [*(r["MobilePhone"] for r in crm), *((r.get("phone") or "") for r in shop)]}
-    records = {("crm", r["Id"]) for r in crm} | {("pos", r["CardNo"]) for r in pos}
-    records |= {("shop", str(r["customer_id"])) for r in shop}
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                emails.add((row.get("email") or "").strip().lower())
+                phones.add((row.get("phone") or "").strip())
+                records.add(("shop", str(row["customer_id"])))
     return {
         "email": sorted(("", e) for e in emails if _EMAIL.match(e)),
         "phone": sorted(("", p) for p in phones if p.startswith("+") and len(re.sub(r"\D", "", p)) >= 9),
