@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
+import itertools
 import json
 import re
 import sqlite3
@@ -119,37 +119,16 @@ def _read_csv(source: Source, config: ProjectConfig) -> pl.DataFrame:
         ) from None
     # Only LF (or CRLF) ends a line: a bare CR is data, masked while the csv module (which would end
     # the record there) reads it.
+    del data  # the text is all that is read from here on
     masked = _BARE_CR.search(text) is not None
     if masked:
         text = _BARE_CR.sub(_CR, text)
-    numbers, records, errors = _csv_records(text, source.delimiter)
-    if not records:
-        raise _fail(source, config, "the header row is empty")
-    if 0 in errors:
-        raise _fail(source, config, f"line {numbers[0]}, the header: {errors[0]}")
-    header = records[0]
-    if masked and any(_CR in name for name in header):
-        raise _fail(source, config, "line 1 (the header) holds a carriage return: are lines ended by CR alone? "
-                                    "Save the file with LF or CRLF line ends")
-    _check_header(header, source, config)
-    width = len(header)
-    rows = records[1:]
-    errors_by_row = {i - 1: error for i, error in errors.items()}
-    # Why Python here: a length test per row is cheap, and only broken rows (rare) go further.
-    errors_by_row |= {i: f"row has {len(fields)} fields, the header has {width}"
-                      for i, fields in enumerate(rows) if len(fields) != width and i not in errors_by_row}
-    parse_errors: list[str | None] = [None] * len(rows)
-    unparsed: list[str | None] = [None] * len(rows)
-    for i, error in errors_by_row.items():
-        parse_errors[i] = f"line {numbers[i + 1]}: {error}"
-        unparsed[i] = json.dumps(rows[i], ensure_ascii=False)
-        rows[i] = (rows[i] + [""] * width)[:width]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
-    frame = pl.DataFrame({name: pl.Series(name, col, dtype=pl.String) for name, col in zip(header, columns, strict=True)})
-    frame = frame.with_columns(
-        pl.Series("parse_error", parse_errors, dtype=pl.String), pl.Series("unparsed", unparsed, dtype=pl.String)
-    )
+    try:
+        frame = _csv_frame(_records_one_per_line(text, source.delimiter), source, config, masked)
+    except _NotOnePerLine:
+        frame = _csv_frame(_records_line_by_line(text, source.delimiter), source, config, masked)
     if masked:
+        header = [c for c in frame.columns if c not in ("parse_error", "unparsed")]
         frame = frame.with_columns(pl.col(*header, "unparsed").str.replace_all(_CR, "\r", literal=True))
     return frame
 
@@ -157,40 +136,83 @@ def _read_csv(source: Source, config: ProjectConfig) -> pl.DataFrame:
 #: Stands in for a bare CR while the csv module reads (a Unicode noncharacter: no text carries it).
 _CR = "\ufdd0"
 _BARE_CR = re.compile(r"\r(?!\n)")
+_CSV_CHUNK = 8192  # records read before they become columns: a whole file as Python lists held ~10x its size
+
+Record = tuple[int, list[str], str | None]  # line number, fields, parse error
 
 
-def _csv_records(text: str, delimiter: str) -> tuple[list[int], list[list[str]], dict[int, str]]:
-    """Line number and fields of each record, the header first, blank lines skipped; parse errors by
-    record position.
+def _csv_frame(records: Iterator[Record], source: Source, config: ProjectConfig, masked: bool) -> pl.DataFrame:
+    """The records as text columns (the header names them), a chunk at a time, with each broken row's
+    error and its fields as read."""
+    first = next(records, None)
+    if first is None:
+        raise _fail(source, config, "the header row is empty")
+    number, header, error = first
+    if error is not None:
+        raise _fail(source, config, f"line {number}, the header: {error}")
+    if masked and any(_CR in name for name in header):
+        raise _fail(source, config, "line 1 (the header) holds a carriage return: are lines ended by CR alone? "
+                                    "Save the file with LF or CRLF line ends")
+    _check_header(header, source, config)
+    chunks = [_csv_chunk(chunk, header) for chunk in _batched(records, _CSV_CHUNK)]
+    if not chunks:
+        return _csv_chunk([], header)
+    return pl.concat(chunks, rechunk=False)
+
+
+def _csv_chunk(records: list[Record], header: list[str]) -> pl.DataFrame:
+    width = len(header)
+    rows = [fields for _, fields, _ in records]
+    parse_errors: list[str | None] = [None] * len(rows)
+    unparsed: list[str | None] = [None] * len(rows)
+    # Why Python here: a length test per row is cheap, and only broken rows (rare) go further.
+    for i, (number, fields, error) in enumerate(records):
+        if error is None and len(fields) != width:
+            error = f"row has {len(fields)} fields, the header has {width}"
+        if error is not None:
+            parse_errors[i] = f"line {number}: {error}"
+            unparsed[i] = json.dumps(fields, ensure_ascii=False)
+            rows[i] = (fields + [""] * width)[:width]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
+    return pl.DataFrame([
+        *(pl.Series(name, column, dtype=pl.String) for name, column in zip(header, columns, strict=True)),
+        pl.Series("parse_error", parse_errors, dtype=pl.String),
+        pl.Series("unparsed", unparsed, dtype=pl.String),
+    ])
+
+
+def _batched(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    while batch := list(itertools.islice(records, size)):
+        yield batch
+
+
+class _NotOnePerLine(Exception):
+    """The file has a record spanning lines, or one the strict reader rejects: read it line by line."""
+
+
+def _records_one_per_line(text: str, delimiter: str) -> Iterator[Record]:
+    """The common case, read in C: every record is one line, so its position is its line number (blank
+    lines skipped). Raises :class:`_NotOnePerLine`, after the last record, when that does not hold.
 
     An unclosed quote swallows the lines after it, records and all, up to the next quote. The record
     it makes is rejected by the strict reader or, spanning several lines, has the wrong field count:
-    such a record is read again line by line, so each line is a record of its own and only the broken
-    one is flagged.
+    such a file is read again by :func:`_records_line_by_line`, so each line is a record of its own and
+    only the broken one is flagged.
     """
+    count = 0
     try:
-        rows: list[list[str]] | None = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+        for count, fields in enumerate(csv.reader(_lines(text), delimiter=delimiter, strict=True), 1):
+            if fields:
+                yield count, fields, None
     except csv.Error:
-        rows = None
-    if rows is not None and len(rows) == text.count("\n") + (not text.endswith("\n")):
-        # The common case, read in C: every record is one line, so its position is its line number.
-        if [] in rows:
-            return [i + 1 for i, fields in enumerate(rows) if fields], [fields for fields in rows if fields], {}
-        return list(range(1, len(rows) + 1)), rows, {}
-    numbers: list[int] = []
-    rows = []
-    errors: dict[int, str] = {}
-    for number, fields, error in _records_line_by_line(text, delimiter):
-        if error is not None:
-            errors[len(rows)] = error
-        numbers.append(number)
-        rows.append(fields)
-    return numbers, rows, errors
+        raise _NotOnePerLine from None
+    if count != text.count("\n") + (not text.endswith("\n")):
+        raise _NotOnePerLine
 
 
-def _records_line_by_line(text: str, delimiter: str) -> Iterator[tuple[int, list[str], str | None]]:
-    """The slow path of :func:`_csv_records`: record by record, knowing the lines of each."""
-    lines = _Lines(io.StringIO(text, newline=""))
+def _records_line_by_line(text: str, delimiter: str) -> Iterator[Record]:
+    """The slow path of :func:`_records_one_per_line`: record by record, knowing the lines of each."""
+    lines = _Lines(_lines(text))
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     width: int | None = None
     while True:
@@ -202,7 +224,7 @@ def _records_line_by_line(text: str, delimiter: str) -> Iterator[tuple[int, list
             return
         except csv.Error:
             fields = None
-        records: list[tuple[int, list[str], str | None]]
+        records: list[Record]
         if fields is not None and (len(lines.record) == 1 or width is None or len(fields) == width):
             records = [(first, fields, None)]
         else:
@@ -211,6 +233,17 @@ def _records_line_by_line(text: str, delimiter: str) -> Iterator[tuple[int, list
             if record[1]:  # a blank line reads as no fields
                 width = len(record[1]) if width is None else width
                 yield record
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The text's lines, each with its LF, as slices: not io.StringIO, which holds its own copy of the text
+    at four bytes a character. Only LF ends a line here (a bare CR is masked before the csv module reads)."""
+    start = 0
+    while (end := text.find("\n", start)) != -1:
+        yield text[start : end + 1]
+        start = end + 1
+    if start < len(text):
+        yield text[start:]
 
 
 class _Lines:
@@ -274,7 +307,7 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     return frame.select(pl.exclude("parse_error", "unparsed"), "parse_error", "unparsed")
 
 
-_JSONL_CHUNK = 65_536  # lines parsed before they become columns
+_JSONL_CHUNK = 8192  # lines parsed before they become columns
 
 
 def _jsonl_chunk(lines: Iterator[tuple[int, str]], id_column: str) -> pl.DataFrame | None:

@@ -84,6 +84,20 @@ def test_ragged_row_is_quarantined_with_its_line(make_project) -> None:
     assert json.loads(json.loads(row["source_values"])["unparsed"])[-1] == "EXTRA"
 
 
+@pytest.mark.parametrize(("tail", "rows"), [
+    ("\n4,Too,Many,t@example.org,,,GB,,EXTRA\n\n5,Too,Few\n", 5),  # ragged rows between blank lines: one record a line
+    ('4,"Ada\nLovelace",x,a@example.org,,,GB,\n5,Bad,Row\r\n6,Cr\rIn,It,,,,GB,\n', 6),  # a quoted newline, a bare CR
+    ('4,"never closed,x,a@example.org,,,GB,\n5,Grace,Hopper,g@example.org,,,US,\n', 5),  # a quote left open
+])
+def test_csv_read_in_chunks_is_the_same_file(make_project, monkeypatch, tail: str, rows: int) -> None:
+    config = make_project(files={"crm.csv": GOOD_CSV + tail})
+    whole = extract(config.sources[0], config, NOW)
+    monkeypatch.setattr("cmdm_pipeline.stages.extract._CSV_CHUNK", 1)
+    chunked = extract(config.sources[0], config, NOW)
+    assert chunked.equals(whole) and whole.height == rows
+    assert whole["parse_error"].null_count() < rows  # each tail breaks a row
+
+
 def test_absent_mapped_column_names_it(make_project) -> None:
     content = GOOD_CSV.replace(",DOB", ",Birthday", 1)
     config = make_project(files={"crm.csv": content})
