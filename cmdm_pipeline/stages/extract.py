@@ -117,9 +117,9 @@ def _read_csv(source: Source, config: ProjectConfig) -> pl.DataFrame:
             f"bytes at or after line {line} are not valid {source.encoding} "
             f"({exc.reason}); set `encoding` for this source",
         ) from None
+    del data  # the text is all that is read from here on
     # Only LF (or CRLF) ends a line: a bare CR is data, masked while the csv module (which would end
     # the record there) reads it.
-    del data  # the text is all that is read from here on
     masked = _BARE_CR.search(text) is not None
     if masked:
         text = _BARE_CR.sub(_CR, text)
