@@ -283,6 +283,14 @@ def _check_header(header: list[str], source: Source, config: ProjectConfig) -> N
     repeated = [i + 1 for i, name in enumerate(header) if header.count(name) > 1]
     if repeated:
         raise _fail(source, config, f"header repeats a column name at position(s) {repeated}")
+    _check_reader_columns(header, source, config)
+
+
+def _check_reader_columns(names: Iterable[str], source: Source, config: ProjectConfig) -> None:
+    """A source column may not take the name of a column the reader adds: one would overwrite the other."""
+    clash = sorted(set(names) & {"parse_error", "unparsed"})
+    if clash:
+        raise _fail(source, config, f"column(s) {clash} clash with pipeline lineage columns")
 
 
 def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
@@ -296,7 +304,7 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     try:
         with path.open(encoding=source.encoding, newline="\n") as handle:
             lines = enumerate(handle, start=1)
-            while (chunk := _jsonl_chunk(lines, source.id_column)) is not None:
+            while (chunk := _jsonl_chunk(lines, source, config)) is not None:
                 chunks.append(chunk)
     except UnicodeDecodeError as exc:
         raise _fail(source, config, _undecodable(path, source.encoding, exc)) from None
@@ -310,7 +318,7 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
 _JSONL_CHUNK = 8192  # lines parsed before they become columns
 
 
-def _jsonl_chunk(lines: Iterator[tuple[int, str]], id_column: str) -> pl.DataFrame | None:
+def _jsonl_chunk(lines: Iterator[tuple[int, str]], source: Source, config: ProjectConfig) -> pl.DataFrame | None:
     """The next non-empty lines (up to _JSONL_CHUNK) as text columns, or None at the end of the file."""
     records: list[dict[str, str | None]] = []
     errors: list[str | None] = []
@@ -319,7 +327,7 @@ def _jsonl_chunk(lines: Iterator[tuple[int, str]], id_column: str) -> pl.DataFra
         line = line.removesuffix("\n")
         if not line.strip():
             continue
-        record, error = _json_record(line, id_column)
+        record, error = _json_record(line, source.id_column)
         records.append(record)
         errors.append(None if error is None else f"line {number}: {error}")
         unparsed.append(None if error is None else line)
@@ -328,6 +336,7 @@ def _jsonl_chunk(lines: Iterator[tuple[int, str]], id_column: str) -> pl.DataFra
     if not records:
         return None
     names = list(dict.fromkeys(key for record in records for key in record))
+    _check_reader_columns(names, source, config)
     columns = [pl.Series(name, [r.get(name) for r in records], dtype=pl.String) for name in names]
     # One constructor, not with_columns: a chunk of only bad lines has no other column to set the height.
     return pl.DataFrame(
@@ -359,6 +368,10 @@ def _json_record(line: str, id_column: str) -> tuple[dict[str, str | None], str 
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         return {}, f"invalid JSON at character {exc.pos + 1}: {exc.msg}"
+    except ValueError:  # the only other one json raises: an integer past Python's 4,300-digit limit
+        return {}, "holds a number too long to read"
+    except RecursionError:
+        return {}, "nested too deeply to read"
     if not isinstance(value, dict):
         return {}, f"a JSON {_JSON_TYPES.get(type(value), 'null')}, not an object"
     if _SURROGATE_ESCAPE.search(line) and not _encodable(value):
@@ -420,10 +433,10 @@ def _read_parquet(source: Source, config: ProjectConfig) -> pl.DataFrame:
         frame = pl.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a structural source error
         raise _fail(source, config, f"cannot read Parquet: {type(exc).__name__}: {exc}") from None
-    return _as_text(frame)
+    return _as_text(frame, source, config)
 
 
-def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+def _as_text(frame: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.DataFrame:
     """Every column as text; structs flattened to ``parent.child``; lists as JSON text."""
     while any(isinstance(dtype, pl.Struct) for dtype in frame.dtypes):
         frame = frame.select(
@@ -438,6 +451,7 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col(name).cast(pl.String)
         for name, dtype in frame.schema.items()
     )
+    _check_reader_columns(frame.columns, source, config)
     return frame.with_columns(
         pl.lit(None, dtype=pl.String).alias("parse_error"), pl.lit(None, dtype=pl.String).alias("unparsed")
     )
@@ -500,7 +514,7 @@ def _read_duckdb(source: Source, config: ProjectConfig) -> pl.DataFrame:
             frame = con.sql(query).pl()
     except duckdb.Error as exc:
         raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
-    return _as_text(frame)
+    return _as_text(frame, source, config)
 
 
 def _read_sqlite(source: Source, config: ProjectConfig) -> pl.DataFrame:
@@ -514,7 +528,7 @@ def _read_sqlite(source: Source, config: ProjectConfig) -> pl.DataFrame:
             frame = pl.read_database(query, con, infer_schema_length=None)
     except sqlite3.Error as exc:
         raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
-    return _as_text(frame)
+    return _as_text(frame, source, config)
 
 
 def _read_postgresql(source: Source, config: ProjectConfig) -> pl.DataFrame:
@@ -529,7 +543,7 @@ def _read_postgresql(source: Source, config: ProjectConfig) -> pl.DataFrame:
         raise _fail(source, config, f"cannot connect or query: {_first_line(exc)}") from None
     except psycopg.Error as exc:
         raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
-    return _as_text(frame)
+    return _as_text(frame, source, config)
 
 
 def _read_mysql(source: Source, config: ProjectConfig) -> pl.DataFrame:
@@ -563,7 +577,7 @@ def _read_mysql(source: Source, config: ProjectConfig) -> pl.DataFrame:
         raise _fail(source, config, f"query failed: {_query_error(exc)}") from None
     finally:
         con.close()
-    return _as_text(frame)
+    return _as_text(frame, source, config)
 
 
 _SQLITE_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})

@@ -188,5 +188,5 @@ def test_stopping_spark_ends_its_jvm_and_a_later_session_starts_a_new_one(capfd:
     capfd.readouterr()
     assert spark_session(config).range(4).count() == 4
     stop_spark()
-    # The JVM writes to this process's standard error: a start prints no log line and no shell banner.
+    # The JVM writes to this process's standard error: a start prints no shell banner.
     assert "Setting default log level" not in capfd.readouterr().err

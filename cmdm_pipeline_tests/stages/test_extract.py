@@ -239,6 +239,31 @@ def test_jsonl_undecodable_bytes_name_their_line(make_project) -> None:
         extract(config.sources[0], config, NOW)
 
 
+def test_jsonl_numbers_too_long_and_nesting_too_deep_are_quarantined_lines(make_project) -> None:
+    lines = [json.dumps(JSONL[0]), '{"customer_id": 11, "n": ' + "9" * 5000 + "}", '{"customer_id": 12, "n": ' + "[" * 100_000 + "]" * 100_000 + "}"]
+    raw, validated, quarantined = judge(make_project(files={"shop.jsonl": "\n".join(lines)}, sources=[jsonl_source()]))
+    assert validated.height == 1
+    assert quarantined["reason"].to_list() == [
+        "row could not be parsed: line 2: holds a number too long to read",
+        "row could not be parsed: line 3: nested too deeply to read",
+    ]
+
+
+@pytest.mark.parametrize("name", ["parse_error", "unparsed"])
+def test_a_source_column_named_as_a_reader_column_fails_naming_it(make_project, tmp_path, monkeypatch, name: str) -> None:
+    # The reader adds these two columns: a source's own would be overwritten, or clash (here a key first seen in
+    # a later chunk of JSON lines).
+    monkeypatch.setattr("cmdm_pipeline.stages.extract._JSONL_CHUNK", 2)
+    csv_config = make_project(files={"crm.csv": GOOD_CSV.replace(",DOB", f",DOB,{name}", 1)})
+    late_key = [json.dumps(JSONL[0])] * 3 + [json.dumps({**JSONL[1], name: "x"})]
+    jsonl_config = make_project(files={"shop.jsonl": "\n".join(late_key)}, sources=[jsonl_source()])
+    pl.DataFrame({"Id": [1], "First": ["Ada"], name: ["x"]}).write_parquet(tmp_path / "erp.parquet")
+    parquet_config = make_project(files={}, sources=[csv_source(kind="parquet", path="erp.parquet", columns={"First": "first_name"})])
+    for config, file in ((csv_config, "crm.csv"), (jsonl_config, "shop.jsonl"), (parquet_config, "erp.parquet")):
+        with pytest.raises(SourceError, match=rf"{file}\): column\(s\) \['{name}'\] clash with pipeline lineage columns"):
+            extract(config.sources[0], config, NOW)
+
+
 def test_parquet_source(make_project, tmp_path) -> None:
     frame = pl.DataFrame({"Id": [1, 2], "First": ["Ada", "Alan"], "DOB": [None, None]}).with_columns(pl.col("DOB").cast(pl.Date))
     frame.write_parquet(tmp_path / "erp.parquet")
