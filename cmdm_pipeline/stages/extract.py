@@ -8,12 +8,14 @@ file, table or columns as a whole raise :class:`SourceError`, naming source, loc
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import itertools
 import json
 import re
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -107,30 +109,31 @@ def _read_csv(source: Source, config: ProjectConfig) -> pl.DataFrame:
     # newlines and costs ~1.5 s per million rows.
     path = _existing_file(source, config)
     encoding = "utf-8-sig" if source.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else source.encoding
-    data = path.read_bytes()
+    encoding = _stream_encoding(path, encoding)
+    # Read as a stream, twice when a record spans lines (the fast path finds that out only at the end).
+    masked = _Masking()
     try:
-        text = data.decode(encoding)
+        try:
+            frame = _csv_frame(_records_one_per_line(path, encoding, source.delimiter, masked), source, config, masked)
+        except _NotOnePerLine:
+            masked = _Masking()
+            frame = _csv_frame(_records_line_by_line(path, encoding, source.delimiter, masked), source, config, masked)
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        line, reason = _undecodable(path, encoding, exc)
         raise _fail(
             source, config,
-            f"bytes at or after line {line} are not valid {source.encoding} "
-            f"({exc.reason}); set `encoding` for this source",
+            f"bytes at or after line {line} are not valid {source.encoding} ({reason}); set `encoding` for this source",
         ) from None
-    del data  # the text is all that is read from here on
-    # Only LF (or CRLF) ends a line: a bare CR is data, masked while the csv module (which would end
-    # the record there) reads it.
-    masked = _BARE_CR.search(text) is not None
-    if masked:
-        text = _BARE_CR.sub(_CR, text)
-    try:
-        frame = _csv_frame(_records_one_per_line(text, source.delimiter), source, config, masked)
-    except _NotOnePerLine:
-        frame = _csv_frame(_records_line_by_line(text, source.delimiter), source, config, masked)
-    if masked:
+    if masked.found:
         header = [c for c in frame.columns if c not in ("parse_error", "unparsed")]
         frame = frame.with_columns(pl.col(*header, "unparsed").str.replace_all(_CR, "\r", literal=True))
     return frame
+
+
+class _Masking:
+    """Whether a bare CR was masked in the lines read so far."""
+
+    found = False
 
 
 #: Stands in for a bare CR while the csv module reads (a Unicode noncharacter: no text carries it).
@@ -141,7 +144,7 @@ _CSV_CHUNK = 8192  # records read before they become columns: a whole file as Py
 Record = tuple[int, list[str], str | None]  # line number, fields, parse error
 
 
-def _csv_frame(records: Iterator[Record], source: Source, config: ProjectConfig, masked: bool) -> pl.DataFrame:
+def _csv_frame(records: Iterator[Record], source: Source, config: ProjectConfig, masked: _Masking) -> pl.DataFrame:
     """The records as text columns (the header names them), a chunk at a time, with each broken row's
     error and its fields as read."""
     first = next(records, None)
@@ -150,7 +153,7 @@ def _csv_frame(records: Iterator[Record], source: Source, config: ProjectConfig,
     number, header, error = first
     if error is not None:
         raise _fail(source, config, f"line {number}, the header: {error}")
-    if masked and any(_CR in name for name in header):
+    if masked.found and any(_CR in name for name in header):
         raise _fail(source, config, "line 1 (the header) holds a carriage return: are lines ended by CR alone? "
                                     "Save the file with LF or CRLF line ends")
     _check_header(header, source, config)
@@ -190,7 +193,7 @@ class _NotOnePerLine(Exception):
     """The file has a record spanning lines, or one the strict reader rejects: read it line by line."""
 
 
-def _records_one_per_line(text: str, delimiter: str) -> Iterator[Record]:
+def _records_one_per_line(path: Path, encoding: str, delimiter: str, masked: _Masking) -> Iterator[Record]:
     """The common case, read in C: every record is one line, so its position is its line number (blank
     lines skipped). Raises :class:`_NotOnePerLine`, after the last record, when that does not hold.
 
@@ -200,19 +203,21 @@ def _records_one_per_line(text: str, delimiter: str) -> Iterator[Record]:
     only the broken one is flagged.
     """
     count = 0
+    lines = _Lines(_masked_lines(path, encoding, masked))
     try:
-        for count, fields in enumerate(csv.reader(_lines(text), delimiter=delimiter, strict=True), 1):
+        for count, fields in enumerate(csv.reader(lines, delimiter=delimiter, strict=True), 1):
+            lines.record.clear()
             if fields:
                 yield count, fields, None
     except csv.Error:
         raise _NotOnePerLine from None
-    if count != text.count("\n") + (not text.endswith("\n")):
+    if count != lines.number:
         raise _NotOnePerLine
 
 
-def _records_line_by_line(text: str, delimiter: str) -> Iterator[Record]:
+def _records_line_by_line(path: Path, encoding: str, delimiter: str, masked: _Masking) -> Iterator[Record]:
     """The slow path of :func:`_records_one_per_line`: record by record, knowing the lines of each."""
-    lines = _Lines(_lines(text))
+    lines = _Lines(_masked_lines(path, encoding, masked))
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     width: int | None = None
     while True:
@@ -235,15 +240,15 @@ def _records_line_by_line(text: str, delimiter: str) -> Iterator[Record]:
                 yield record
 
 
-def _lines(text: str) -> Iterator[str]:
-    """The text's lines, each with its LF, as slices: not io.StringIO, which holds its own copy of the text
-    at four bytes a character. Only LF ends a line here (a bare CR is masked before the csv module reads)."""
-    start = 0
-    while (end := text.find("\n", start)) != -1:
-        yield text[start : end + 1]
-        start = end + 1
-    if start < len(text):
-        yield text[start:]
+def _masked_lines(path: Path, encoding: str, masked: _Masking) -> Iterator[str]:
+    """The file's lines, each with its LF. Only LF (or CRLF) ends a line: a bare CR is data, masked while the
+    csv module (which would end the record there) reads it."""
+    with path.open(encoding=encoding, newline="\n") as handle:
+        for line in handle:
+            if "\r" in line and _BARE_CR.search(line):
+                masked.found = True
+                line = _BARE_CR.sub(_CR, line)
+            yield line
 
 
 class _Lines:
@@ -302,12 +307,13 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     # split on characters a JSON string may hold as they are (U+2028, U+0085, a bare CR).
     chunks: list[pl.DataFrame] = []
     try:
-        with path.open(encoding=source.encoding, newline="\n") as handle:
+        with path.open(encoding=_stream_encoding(path, source.encoding), newline="\n") as handle:
             lines = enumerate(handle, start=1)
             while (chunk := _jsonl_chunk(lines, source, config)) is not None:
                 chunks.append(chunk)
     except UnicodeDecodeError as exc:
-        raise _fail(source, config, _undecodable(path, source.encoding, exc)) from None
+        line, reason = _undecodable(path, source.encoding, exc)
+        raise _fail(source, config, f"bytes on line {line} are not valid {source.encoding} ({reason}); set `encoding`") from None
     if not chunks:
         return pl.DataFrame(schema={"parse_error": pl.String, "unparsed": pl.String})
     # Diagonal: a key first seen in a later chunk becomes a column, null in earlier rows.
@@ -344,15 +350,26 @@ def _jsonl_chunk(lines: Iterator[tuple[int, str]], source: Source, config: Proje
     )
 
 
-def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
-    """Which line holds the bytes the stream could not decode (the stream's offset is its buffer's)."""
+def _stream_encoding(path: Path, encoding: str) -> str:
+    """The codec that reads the file as a stream as ``bytes.decode(encoding)`` reads it whole: UTF-16 and UTF-32
+    without a byte-order mark are this machine's byte order there, where a stream decoder refuses them."""
+    name = codecs.lookup(encoding).name
+    if name not in ("utf-16", "utf-32"):
+        return encoding
+    boms = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if name == "utf-16" else (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return encoding if head.startswith(boms) else f"{name}-{'le' if sys.byteorder == 'little' else 'be'}"
+
+
+def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> tuple[int, str]:
+    """The line holding the bytes a stream could not decode (the stream's offset is its buffer's), and why."""
     data = path.read_bytes()
     try:
         data.decode(encoding)
     except UnicodeDecodeError as whole:
         exc = whole
-    line_number = data[: exc.start].count(b"\n") + 1
-    return f"bytes on line {line_number} are not valid {encoding} ({exc.reason}); set `encoding`"
+    return data[: exc.start].count(b"\n") + 1, exc.reason
 
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}

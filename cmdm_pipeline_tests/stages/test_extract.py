@@ -74,6 +74,14 @@ def test_declared_encoding_is_read(make_project) -> None:
     assert validated.filter(pl.col("source_record_id") == "4")["last_name"].to_list() == ["Brontë"]
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le"])
+def test_utf16_is_read_with_or_without_a_byte_order_mark(make_project, codec: str) -> None:
+    # Read as a stream, Python's UTF-16 decoder refuses a file without a mark that it reads whole.
+    content = (GOOD_CSV + "4,Zoë,Brontë,z@example.org,,,GB,\n").encode(codec)
+    raw, validated, _ = judge(make_project(files={"crm.csv": content}, sources=[csv_source(encoding="utf-16")]))
+    assert raw.height == 4 and validated.filter(pl.col("source_record_id") == "4")["last_name"].to_list() == ["Brontë"]
+
+
 def test_ragged_row_is_quarantined_with_its_line(make_project) -> None:
     content = GOOD_CSV + "4,Too,Many,t@example.org,,,GB,,EXTRA\n5,Too,Few\n"
     raw, validated, quarantined = judge(make_project(files={"crm.csv": content}))
