@@ -253,6 +253,20 @@ def test_config_sql_cannot_reach_other_files(kind: str, query: str, error: str, 
         extract(config.sources[0], config, NOW)
 
 
+@pytest.mark.database
+@pytest.mark.parametrize(("kind", "url", "query", "function"), [
+    # A superuser (as here) reads server files in a read-only transaction: only the statement check stops it.
+    ("postgresql", "PG", "SELECT 1 AS n, pg_read_file('/etc/hostname') AS f", "pg_read_file"),
+    ("postgresql", "PG", "SELECT 1 AS n, pg_catalog.\"PG_READ_BINARY_FILE\"('/etc/hostname') AS f", "pg_read_binary_file"),
+    ("postgresql", "PG", "SELECT lo_export(1, '/tmp/cmdm_probe') AS n", "lo_export"),
+    ("mysql", "MYSQL", "SELECT 1 AS n, LOAD_FILE('/etc/hostname') AS f", "load_file"),
+])
+def test_config_sql_cannot_reach_the_servers_files(kind: str, url: str, query: str, function: str, make_project) -> None:
+    config = make_project(files={}, sources=[_server_source(kind, PG_URL if url == "PG" else MYSQL_URL, query)])
+    with pytest.raises(SourceError, match=rf"only reads: it calls {function}, which reach the server's files or other servers"):
+        extract(config.sources[0], config, NOW)
+
+
 def _server_source(kind: str, url: str, query: str) -> dict[str, Any]:
     source = csv_source(kind=kind, url=url, query=query, id_column="n", columns={})
     source.pop("path")

@@ -494,9 +494,10 @@ def _not_one_read(query: str, kind: str) -> str | None:
     from sqlglot.tokens import TokenType
 
     try:
-        tokens = [t.token_type for t in sqlglot.tokenize(query, read=_SQL_DIALECTS[kind])]
+        read = sqlglot.tokenize(query, read=_SQL_DIALECTS[kind])
     except sqlglot.errors.TokenError:
         return "it cannot be read as SQL (an unclosed quote or comment?)"  # the error quotes the query
+    tokens = [t.token_type for t in read]
     while tokens and tokens[-1] == TokenType.SEMICOLON:
         tokens.pop()
     if TokenType.SEMICOLON in tokens:
@@ -507,7 +508,23 @@ def _not_one_read(query: str, kind: str) -> str | None:
                                      TokenType.MERGE} & set(tokens))
     if writes:
         return f"it uses {', '.join(writes)}"
+    called = sorted({
+        token.text.lower() for token, after in itertools.pairwise(read)
+        if after.token_type == TokenType.L_PAREN and token.text.lower() in _SERVER_FILE_FUNCTIONS
+    })
+    if called:
+        return f"it calls {', '.join(called)}, which reach the server's files or other servers"
     return None
+
+
+#: Functions a SELECT may call that read or write files on the server (or another server), which a read-only
+#: transaction allows: PostgreSQL's for superusers and pg_read_server_files, MySQL's with the FILE privilege.
+#: DuckDB and SQLite are sandboxed instead (no external access; an authoriser that allows reading only).
+_SERVER_FILE_FUNCTIONS = frozenset({
+    "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir", "pg_ls_waldir",
+    "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_file_write", "pg_file_rename", "pg_file_unlink",
+    "lo_import", "lo_export", "dblink", "dblink_exec", "load_file",
+})
 
 
 def _ansi_quote(name: str) -> str:
