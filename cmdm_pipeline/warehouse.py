@@ -359,11 +359,11 @@ class Warehouse:
     ) -> pl.DataFrame:
         """:meth:`read` on an open connection (also a write's: the file cannot be opened again meanwhile)."""
         types = self._types(con, name)
-        query = f"SELECT {self._wanted(con, name, columns, where, types, presence_only)} FROM {quote_identifier(name)}"  # noqa: S608 - identifiers are constants or quoted, values bound
+        source = quote_identifier(name)
         if rows is not None:
             con.register("__cmdm_rows", rows.to_arrow())
-            chosen = statement("warehouse/select_rows", table=name, rows="__cmdm_rows", keys=rows.columns)
-            query = f"SELECT {self._wanted(con, name, columns, where, types, presence_only)} FROM ({chosen})"  # noqa: S608 - identifiers are constants or quoted, values bound
+            source = f"({statement('warehouse/select_rows', table=name, rows='__cmdm_rows', keys=rows.columns)})"
+        query = f"SELECT {self._wanted(con, name, columns, where, types, presence_only)} FROM {source}"  # noqa: S608 - identifiers are constants or quoted, values bound
         try:
             opened = [c for c in types if (columns is None or c in columns) and c not in presence_only]
             if self.at_rest is None or not opened:

@@ -18,6 +18,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import polars as pl
@@ -142,6 +143,7 @@ _BARE_CR = re.compile(r"\r(?!\n)")
 _CSV_CHUNK = 8192  # records read before they become columns: a whole file as Python lists held ~10x its size
 
 Record = tuple[int, list[str], str | None]  # line number, fields, parse error
+_T = TypeVar("_T")
 
 
 def _csv_frame(records: Iterator[Record], source: Source, config: ProjectConfig, masked: _Masking) -> pl.DataFrame:
@@ -184,8 +186,9 @@ def _csv_chunk(records: list[Record], header: list[str]) -> pl.DataFrame:
     ])
 
 
-def _batched(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    while batch := list(itertools.islice(records, size)):
+def _batched(items: Iterator[_T], size: int) -> Iterator[list[_T]]:
+    """itertools.batched (Python 3.12) as lists."""
+    while batch := list(itertools.islice(items, size)):
         yield batch
 
 
@@ -305,12 +308,10 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
     # its records become columns a chunk at a time: one dict per line for a whole file held 10 GB
     # at 10M lines. newline="\n" splits on LF only, as JSON lines are: str.splitlines() would also
     # split on characters a JSON string may hold as they are (U+2028, U+0085, a bare CR).
-    chunks: list[pl.DataFrame] = []
     try:
         with path.open(encoding=_stream_encoding(path, source.encoding), newline="\n") as handle:
-            lines = enumerate(handle, start=1)
-            while (chunk := _jsonl_chunk(lines, source, config)) is not None:
-                chunks.append(chunk)
+            lines = ((number, line.removesuffix("\n")) for number, line in enumerate(handle, start=1) if line.strip())
+            chunks = [_jsonl_chunk(batch, source, config) for batch in _batched(lines, _JSONL_CHUNK)]
     except UnicodeDecodeError as exc:
         line, reason = _undecodable(path, source.encoding, exc)
         raise _fail(source, config, f"bytes on line {line} are not valid {source.encoding} ({reason}); set `encoding`") from None
@@ -324,23 +325,16 @@ def _read_jsonl(source: Source, config: ProjectConfig) -> pl.DataFrame:
 _JSONL_CHUNK = 8192  # lines parsed before they become columns
 
 
-def _jsonl_chunk(lines: Iterator[tuple[int, str]], source: Source, config: ProjectConfig) -> pl.DataFrame | None:
-    """The next non-empty lines (up to _JSONL_CHUNK) as text columns, or None at the end of the file."""
+def _jsonl_chunk(lines: list[tuple[int, str]], source: Source, config: ProjectConfig) -> pl.DataFrame:
+    """Numbered non-empty lines as text columns."""
     records: list[dict[str, str | None]] = []
     errors: list[str | None] = []
     unparsed: list[str | None] = []
     for number, line in lines:
-        line = line.removesuffix("\n")
-        if not line.strip():
-            continue
         record, error = _json_record(line, source.id_column)
         records.append(record)
         errors.append(None if error is None else f"line {number}: {error}")
         unparsed.append(None if error is None else line)
-        if len(records) == _JSONL_CHUNK:
-            break
-    if not records:
-        return None
     names = list(dict.fromkeys(key for record in records for key in record))
     _check_reader_columns(names, source, config)
     columns = [pl.Series(name, [r.get(name) for r in records], dtype=pl.String) for name in names]
