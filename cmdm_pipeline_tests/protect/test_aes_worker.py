@@ -142,6 +142,37 @@ def _start_worker(stop: bool, pids) -> None:  # type: ignore[no-untyped-def]
         aes_worker.shutdown()
 
 
+def _worker_dies_with_batches_in_the_pipe() -> None:
+    """In a multiprocessing child: the worker dies while batches larger than the pipe holds wait for it, some
+    taken back (as :func:`sharing.gather` does); this process learns it from a batch, then ends."""
+    dying = aes_worker.submit(exec, "import time, os; time.sleep(0.5); os._exit(1)")
+    queued = [aes_worker.submit(len, bytes(8 << 20)) for _ in range(6)]
+    for future in queued[2:]:
+        assert future is not None
+        future.cancel()
+    assert dying is not None
+    try:
+        dying.result()
+    except BrokenProcessPool as error:
+        aes_worker.worker_failed(error, dying)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
+def test_a_process_whose_worker_died_mid_send_still_ends() -> None:
+    import multiprocessing
+
+    # Python 3.11 and 3.12's executor leave the pipe to the dead worker open in this case, and the queue's
+    # feeder thread blocked on it: the process hung at exit, for ever.
+    child = multiprocessing.get_context("spawn").Process(target=_worker_dies_with_batches_in_the_pipe)
+    child.start()
+    child.join(timeout=60)
+    try:
+        assert child.exitcode == 0
+    finally:
+        child.kill()
+        child.join()
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="no second core, so no worker process")
 @pytest.mark.parametrize("stop", [True, False])
 def test_a_process_that_started_the_worker_ends_only_once_it_stops_it(stop: bool) -> None:

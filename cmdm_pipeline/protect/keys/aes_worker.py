@@ -212,5 +212,16 @@ def _drop_worker(error: BaseException) -> None:
     log.warning("the AES worker process failed (%s): this process does its batches, more slowly, %s",
                 type(error).__name__, "from now on" if last else "until a new worker starts")
     if _POOL is not None:
+        _abandon(_POOL)
         _POOL.shutdown(wait=False, cancel_futures=True)
     _POOL = None
+
+
+def _abandon(pool: ProcessPoolExecutor) -> None:
+    """Let this process exit without sending the dead worker what is still queued for it. On CPython before
+    3.13 the executor's own clean-up fails when a batch was taken back (``InvalidStateError`` on a cancelled
+    future) before it closes the pipe; its queue's feeder then stays blocked on a pipe nobody reads, and the
+    process would hang at exit."""
+    queue = getattr(pool, "_call_queue", None)  # private, as the clean-up it stands in for
+    if queue is not None:
+        queue.cancel_join_thread()
