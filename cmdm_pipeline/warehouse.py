@@ -38,8 +38,17 @@ ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
 PART_ROWS = 4 * 122_880
 #: Rows :meth:`Warehouse.read` decrypts at a time.
 READ_ROWS = PART_ROWS
-#: :meth:`Warehouse.read`'s signature, on a connection already open.
-Reader = Callable[..., pl.DataFrame]
+
+
+class TableReader(Protocol):
+    """Reads on the connection of a write in progress (the file cannot be opened again meanwhile)."""
+
+    def read(self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None,
+             rows: pl.DataFrame | None = None, presence_only: Collection[str] = ()) -> pl.DataFrame:
+        """As :meth:`Warehouse.read`."""
+
+    def batches(self, name: str, rows: int) -> Iterator[pl.DataFrame]:
+        """Table ``name`` ``rows`` at a time, in its stored order, personal columns decrypted; as last committed."""
 
 
 class Sealing(Protocol):
@@ -216,17 +225,18 @@ class Warehouse:
             return []
         return [con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl()]  # noqa: S608 - identifiers are constants or quoted, values bound
 
-    def replace_in_parts(self, name: str, parts: Callable[[Reader], Iterable[pl.DataFrame]]) -> None:
+    def replace_in_parts(self, name: str, parts: Callable[[TableReader], Iterable[pl.DataFrame]]) -> None:
         """Replace table ``name`` with the rows of ``parts``, all or none, as :meth:`replace` does with one frame;
         each part is sealed and written before the next is made, so the whole table is never in memory.
 
-        ``parts`` is called with a reader (:meth:`read` on this write's connection: the file cannot be opened
-        again meanwhile). The parts have the same columns and types, and no record in two of them.
+        ``parts`` is called with a :class:`TableReader` on this write's connection. The parts have the same
+        columns and types, and no record in two of them.
         """
         with self.connect() as con:
             con.begin()
             try:
-                self._record_types(con, name, self._write_parts(con, name, parts(partial(self._read_on, con))))
+                on = _On(partial(self._read_on, con), partial(self._batches_on, con))
+                self._record_types(con, name, self._write_parts(con, name, parts(on)))
                 crash_point(f"warehouse.before_commit.{name}")
                 con.commit()
             except BaseException:
@@ -381,6 +391,29 @@ class Warehouse:
         self.at_rest.check_record_ids(name, frame)
         return _selected(frame, columns)
 
+    def _batches_on(self, con: duckdb.DuckDBPyConnection, name: str, rows: int) -> Iterator[pl.DataFrame]:
+        """Table ``name`` ``rows`` at a time, in its stored order, personal columns decrypted (an empty table is
+        one empty batch): a stage that works row by row never holds the whole table. Read through a cursor of
+        its own, so the caller may write on ``con`` between batches; it sees ``name`` as last committed."""
+        types = self._types(con, name)
+        cursor = con.cursor()
+        try:
+            cursor.execute("SET TimeZone = 'UTC'")  # a setting of the connection, not of the database
+            # A batch's record ids are checked unique on their own as it is opened; across batches, here.
+            self._check_distinct(cursor, name)
+            reader = cursor.sql(f"SELECT * FROM {quote_identifier(name)}").to_arrow_reader(rows)  # noqa: S608 - identifiers are constants or quoted
+            empty = True
+            for batch in reader:
+                frame = self._opened(name, _frame(batch), types, None, None, ())
+                if self.at_rest is not None and types:
+                    self.at_rest.check_record_ids(name, frame)
+                empty = False
+                yield frame
+            if empty:
+                yield self._opened(name, _frame(reader.schema.empty_table()), types, None, None, ())
+        finally:
+            cursor.close()
+
     def _opened(
         self, name: str, frame: pl.DataFrame, types: dict[str, str], columns: list[str] | None, where: pl.Expr | None,
         presence_only: Collection[str],
@@ -458,6 +491,14 @@ class Warehouse:
             return []
         with self.connect(read_only=True) as con:
             return _table_names(con)
+
+
+@dataclass(frozen=True)
+class _On:
+    """A :class:`TableReader` on one connection."""
+
+    read: Callable[..., pl.DataFrame]
+    batches: Callable[[str, int], Iterator[pl.DataFrame]]
 
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:

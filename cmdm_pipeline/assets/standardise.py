@@ -9,10 +9,10 @@ import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.stages.standardise import standardise
+from cmdm_pipeline.stages.standardise import standardise_table
 from cmdm_pipeline.tables import STANDARDISED as TABLE
 from cmdm_pipeline.tables import raw_table
-from cmdm_pipeline.warehouse import Reader
+from cmdm_pipeline.warehouse import TableReader
 
 
 def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -32,18 +32,17 @@ def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         by_rule: Counter[str] = Counter()
         with_issues = 0
 
-        def parts(read: Reader) -> Iterator[pl.DataFrame]:
-            # One source at a time: concatenating them first would hold every source's rows, and their sealed
-            # copy, at once.
+        def parts(read: TableReader) -> Iterator[pl.DataFrame]:
+            # A batch of one source at a time, each sealed and written before the next is made.
             nonlocal with_issues
             for source in config.sources:
-                frame = standardise(read(raw_table(source)), source, config)
-                context.log.info(f"{source.name}: standardised {frame.height} rows")
-                by_source.update(dict(frame.group_by("source_system").len().iter_rows()))
-                by_rule.update(dict(frame.select(pl.col("issues").explode().struct.field("rule")).drop_nulls()
-                                    .group_by("rule").len().iter_rows()))
-                with_issues += frame.filter(pl.col("issues").list.len() > 0).height
-                yield frame
+                for frame in standardise_table(read, raw_table(source), source, config):
+                    by_source.update(dict(frame.group_by("source_system").len().iter_rows()))
+                    by_rule.update(dict(frame.select(pl.col("issues").explode().struct.field("rule")).drop_nulls()
+                                        .group_by("rule").len().iter_rows()))
+                    with_issues += frame.filter(pl.col("issues").list.len() > 0).height
+                    yield frame
+                context.log.info(f"{source.name}: standardised {by_source[source.name]} rows")
 
         store.replace_in_parts(TABLE, parts)
         return dg.MaterializeResult(

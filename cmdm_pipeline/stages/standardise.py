@@ -9,6 +9,8 @@ row passes or is quarantined.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
 
 from cmdm_pipeline.config import FromColumn, ProjectConfig, Source
@@ -17,10 +19,13 @@ from cmdm_pipeline.schema import LINEAGE_COLUMNS, CustomerSchema, Kind, Severity
 from cmdm_pipeline.stages.extract import EXTRACT_COLUMNS
 from cmdm_pipeline.stages.fields import DTYPES, FORMAT_CHARACTERS, STANDARDISERS
 from cmdm_pipeline.stages.survivorship import is_future_recency
+from cmdm_pipeline.warehouse import PART_ROWS, TableReader
 
 ISSUE_FIELDS = {"rule": pl.String, "attribute": pl.String, "severity": pl.String, "reason": pl.String}
 ISSUE_DTYPE = pl.List(pl.Struct(ISSUE_FIELDS))
 _ROW = "source_row_number"
+#: Raw rows standardised at a time (:func:`standardise_table`): one DuckDB row group, as the warehouse's parts.
+BATCH_ROWS = PART_ROWS // 4
 
 # Control characters other than tab, newline and carriage return, which whitespace
 # clean-up handles; NUL is the one that breaks downstream tools.
@@ -46,13 +51,35 @@ def standardised_columns(schema: CustomerSchema) -> dict[str, pl.DataType]:
     }
 
 
-def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.DataFrame:
-    """One row per raw row of ``source``: lineage, types, every schema attribute, source values, issues."""
+def standardise_table(read: TableReader, table: str, source: Source, config: ProjectConfig) -> Iterator[pl.DataFrame]:
+    """:func:`standardise` of raw table ``table`` of ``source``, ``BATCH_ROWS`` rows at a time: the table and its
+    standardised rows are never whole in memory. Ids shared across batches are found first, from the ids alone."""
+    ids = read.read(table, [_ROW, "source_record_id"])
+    sharing = ids.filter(pl.col("source_record_id").is_not_null() & pl.col("source_record_id").is_duplicated())
+    duplicates = duplicate_id_issues(read.read(table, rows=sharing.select(_ROW)) if sharing.height else None)
+    with step(f"standardise {source.name}", total=ids.height) as advance:
+        del ids, sharing
+        for batch in read.batches(table, BATCH_ROWS):
+            yield standardise(batch, source, config, duplicates)
+            advance(batch.height)
+
+
+def standardise(
+    raw: pl.DataFrame, source: Source, config: ProjectConfig, duplicates: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per raw row of ``source``: lineage, types, every schema attribute, source values, issues.
+
+    ``duplicates``: when ``raw`` is one batch of a source, :func:`duplicate_id_issues` of the whole source
+    (None: ids shared within ``raw`` are found here).
+    """
     schema = config.customer_schema
     own_columns = [c for c in raw.columns if c not in EXTRACT_COLUMNS]
+    if duplicates is None:
+        duplicates = duplicate_id_issues(raw)
     issues: list[pl.DataFrame] = [
         *_input_issues(raw, source, config),
-        *_row_issues(raw, own_columns),
+        *_row_issues(raw),
+        *([duplicates.join(raw.select(_ROW), on=_ROW, how="semi")] if duplicates.height else []),
     ]
     record_type, record_type_issues = _derived(raw, source.record_type, "record_type")
     party_type, party_type_issues = _derived(raw, source.party_type, "party_type")
@@ -61,20 +88,17 @@ def standardise(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> pl.
     mapped = {attribute: column for column, attribute in source.columns.items()}
     values: dict[str, pl.Series] = {}
     country = _country(raw, source, config, mapped, values, issues)
-    mapped_here = [name for name in schema.attributes if name in mapped and name not in values]
-    with step(f"standardise {source.name}: attributes of {raw.height:,} rows", total=len(mapped_here)) as advance:
-        for name, attribute in schema.attributes.items():
-            if name in values:
-                continue
-            if name not in mapped:
-                values[name] = pl.Series(name, [None] * raw.height, dtype=DTYPES[attribute.kind])
-                continue
-            result = STANDARDISERS[attribute.kind](
-                raw[mapped[name]], country=country, attribute=attribute, formats=source.date_formats
-            )
-            values[name] = result.value.cast(DTYPES[attribute.kind]).alias(name)
-            issues.append(_attribute_issues(raw, result.problem, name, attribute.invalid))
-            advance(1)
+    for name, attribute in schema.attributes.items():
+        if name in values:
+            continue
+        if name not in mapped:
+            values[name] = pl.Series(name, [None] * raw.height, dtype=DTYPES[attribute.kind])
+            continue
+        result = STANDARDISERS[attribute.kind](
+            raw[mapped[name]], country=country, attribute=attribute, formats=source.date_formats
+        )
+        values[name] = result.value.cast(DTYPES[attribute.kind]).alias(name)
+        issues.append(_attribute_issues(raw, result.problem, name, attribute.invalid))
     issues.append(_future_recency_issues(raw, values, config))
 
     # One query, not five: on the resolve API's one-row frames each query costs more than its work.
@@ -200,8 +224,8 @@ def _input_issues(raw: pl.DataFrame, source: Source, config: ProjectConfig) -> l
     return found
 
 
-def _row_issues(raw: pl.DataFrame, own_columns: list[str]) -> list[pl.DataFrame]:
-    """Unparsable rows, missing ids, and ids that several rows share."""
+def _row_issues(raw: pl.DataFrame) -> list[pl.DataFrame]:
+    """Unparsable rows and missing ids."""
     # Each check is skipped when the column's counts show it cannot hit, as on the resolve API's one row.
     found = []
     if raw["parse_error"].null_count() < raw.height:
@@ -217,8 +241,16 @@ def _row_issues(raw: pl.DataFrame, own_columns: list[str]) -> list[pl.DataFrame]
             raw.filter(pl.col("source_record_id").is_null() & pl.col("parse_error").is_null())[_ROW],
             "input.missing_id", "source_record_id", Severity.reject, "source_record_id: the row has no id",
         ))
-    if raw.height - raw["source_record_id"].null_count() < 2:
-        return found
+    return found
+
+
+def duplicate_id_issues(raw: pl.DataFrame | None) -> pl.DataFrame:
+    """``input.duplicate_id`` of the rows of ``raw`` whose id another row shares (one issue row each, as
+    :func:`_collect_issues` reads them). ``raw`` holds every row of the source that shares an id, or is None."""
+    schema = {_ROW: pl.Int64, **ISSUE_FIELDS}
+    if raw is None or raw.height - raw["source_record_id"].null_count() < 2:
+        return pl.DataFrame(schema=schema)
+    own_columns = [c for c in raw.columns if c not in EXTRACT_COLUMNS]
     ids = raw.filter(pl.col("source_record_id").is_not_null()).select(
         _ROW, "source_record_id", pl.struct(own_columns).hash().alias("content")
     )
@@ -232,18 +264,19 @@ def _row_issues(raw: pl.DataFrame, own_columns: list[str]) -> list[pl.DataFrame]
     conflicting = shared.filter(pl.col("versions") > 1)
     common = [pl.lit("input.duplicate_id").alias("rule"), pl.lit("source_record_id").alias("attribute"),
               pl.lit(Severity.reject.value).alias("severity")]
-    found.append(exact.select(
-        _ROW, *common,
-        pl.format("source_record_id: exact duplicate of row {}", pl.col("first_row")).alias("reason"),
-    ))
-    found.append(conflicting.select(
-        _ROW, *common,
-        pl.format(
-            "source_record_id: shared by {} rows with different values (rows {})",
-            pl.col("copies"), pl.col("rows").cast(pl.List(pl.String)).list.join(", "),
-        ).alias("reason"),
-    ))
-    return found
+    return pl.concat([
+        exact.select(
+            _ROW, *common,
+            pl.format("source_record_id: exact duplicate of row {}", pl.col("first_row")).alias("reason"),
+        ),
+        conflicting.select(
+            _ROW, *common,
+            pl.format(
+                "source_record_id: shared by {} rows with different values (rows {})",
+                pl.col("copies"), pl.col("rows").cast(pl.List(pl.String)).list.join(", "),
+            ).alias("reason"),
+        ),
+    ]).cast(schema)  # type: ignore[arg-type]
 
 
 def _derived(raw: pl.DataFrame, spec: object, name: str) -> tuple[pl.Series, pl.DataFrame]:

@@ -118,13 +118,17 @@ def test_a_table_written_in_parts_is_whole_and_reuses_unchanged_ciphertext(make_
     seen = []
 
     def parts(read):  # type: ignore[no-untyped-def]
-        seen.append(read("golden_customers", ["master_id"]).height)  # the reader works while the write is open
+        seen.append(read.read("golden_customers", ["master_id"]).height)  # the reader works while the write is open
+        batches = read.batches("golden_customers", 2)  # and so do batches, from a cursor, across the parts
+        first = next(batches)
         yield changed.slice(0, 2)
+        seen.append(pl.concat([first, *batches]))
         yield changed.slice(2)
 
     store.replace_in_parts("golden_customers", parts)
     after = stored(config, "golden_customers")
-    assert seen == [3]
+    assert seen[0] == 3
+    assert seen[1].equals(GOLDEN)  # the table as committed before this write, decrypted, in its order
     assert after["first_name"][0] == before["first_name"][0]  # m1 unchanged: same bytes
     assert after["first_name"][2] is not None and before["first_name"][2] is None
     assert store.read("golden_customers").sort("master_id").equals(changed)

@@ -134,3 +134,34 @@ def test_a_future_date_of_an_attribute_that_is_not_the_recency_is_not_judged_her
     config = make_project(files={"crm.csv": "Id,First,Since\n1,Ada,01/01/2090\n"}, sources=[source], schema=schema)
     result = standardise(extract(config.sources[0], config, NOW), config.sources[0], config)
     assert result["issues"].to_list() == [[]]
+
+
+def test_a_table_standardised_in_batches_gives_the_rows_of_the_whole(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+    from cmdm_pipeline.stages import standardise as stage
+    from cmdm_pipeline.tables import raw_table
+
+    lines = GOOD_CSV.splitlines()
+    # Ids shared across batches of two: row 4 repeats row 1 exactly, rows 2 and 7 disagree; row 6 has no id.
+    content = "\n".join([*lines, lines[1], "4,Kay,X,k@example.org,,,GB,", ",No,Id,,,,GB,",
+                         lines[2].replace("Alan", "Alana")]) + "\n"
+    config = make_project(files={"crm.csv": content})
+    source = config.sources[0]
+    raw = extract(source, config, NOW)
+    whole = standardise(raw, source, config)
+    store = open_warehouse(config)
+    store.replace({raw_table(source): raw})
+    monkeypatch.setattr(stage, "BATCH_ROWS", 2)
+    batches: list[pl.DataFrame] = []
+
+    def parts(read):  # type: ignore[no-untyped-def]
+        for batch in stage.standardise_table(read, raw_table(source), source, config):
+            batches.append(batch)
+            yield batch
+
+    store.replace_in_parts("standardised_customers", parts)
+    assert [b.height for b in batches] == [2, 2, 2, 1]
+    assert pl.concat(batches).equals(whole)
+    rules = dict(zip(whole["source_row_number"], whole["issues"].list.eval(pl.element().struct.field("rule")), strict=True))
+    assert [rules[row].to_list() for row in (1, 2, 4, 6, 7)] == [
+        [], ["input.duplicate_id"], ["input.duplicate_id"], ["input.missing_id"], ["input.duplicate_id"]]
