@@ -36,6 +36,8 @@ ENCRYPTED_COLUMNS = "cmdm_encrypted_columns"
 #: of a large table is then never whole in memory. Whole DuckDB row groups (122,880 rows), as the passes of
 #: ``protect.keys.crypto``, so no part ends inside one.
 PART_ROWS = 4 * 122_880
+#: Rows a stage that streams a table reads at a time (:meth:`TableReader.batches`): one DuckDB row group.
+BATCH_ROWS = PART_ROWS // 4
 #: Rows :meth:`Warehouse.read` decrypts at a time.
 READ_ROWS = PART_ROWS
 
@@ -47,8 +49,9 @@ class TableReader(Protocol):
              rows: pl.DataFrame | None = None, presence_only: Collection[str] = ()) -> pl.DataFrame:
         """As :meth:`Warehouse.read`."""
 
-    def batches(self, name: str, rows: int) -> Iterator[pl.DataFrame]:
-        """Table ``name`` ``rows`` at a time, in its stored order, personal columns decrypted; as last committed."""
+    def batches(self, name: str, rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """Table ``name`` (or its ``columns``) ``rows`` at a time, in its stored order, personal columns decrypted;
+        as last committed."""
 
 
 class Sealing(Protocol):
@@ -225,19 +228,28 @@ class Warehouse:
             return []
         return [con.sql(f"SELECT {', '.join(map(quote_identifier, columns))} FROM {quote_identifier(name)}").pl()]  # noqa: S608 - identifiers are constants or quoted, values bound
 
-    def replace_in_parts(self, name: str, parts: Callable[[TableReader], Iterable[pl.DataFrame]]) -> None:
-        """Replace table ``name`` with the rows of ``parts``, all or none, as :meth:`replace` does with one frame;
-        each part is sealed and written before the next is made, so the whole table is never in memory.
+    def replace_in_parts(self, parts: Callable[[TableReader], Iterable[dict[str, pl.DataFrame]]]) -> None:
+        """Replace tables with the rows of ``parts``, all or none, as :meth:`replace` does with whole frames; each
+        part is sealed and written before the next is made, so no table is ever whole in memory.
 
-        ``parts`` is called with a :class:`TableReader` on this write's connection. The parts have the same
-        columns and types, and no record in two of them.
+        ``parts`` is called with a :class:`TableReader` on this write's connection, and yields parts by table:
+        every table named in a part is replaced. A table's parts have the same columns and types, and no record
+        in two of them.
         """
         with self.connect() as con:
             con.begin()
             try:
                 on = _On(partial(self._read_on, con), partial(self._batches_on, con))
-                self._record_types(con, name, self._write_parts(con, name, parts(on)))
-                crash_point(f"warehouse.before_commit.{name}")
+                writers: dict[str, _PartWriter] = {}
+                for part in parts(on):
+                    for name, frame in part.items():
+                        if name not in writers:
+                            writers[name] = _PartWriter(self, con, name)
+                        writers[name].write(frame)
+                for name, writer in writers.items():
+                    self._record_types(con, name, writer.finish())
+                for name in writers:
+                    crash_point(f"warehouse.before_commit.{name}")
                 con.commit()
             except BaseException:
                 con.rollback()
@@ -255,24 +267,10 @@ class Warehouse:
     def _write_parts(self, con: duckdb.DuckDBPyConnection, name: str, parts: Iterable[pl.DataFrame]) -> dict[str, str]:
         """Replace ``name`` with the rows of ``parts`` (inside the caller's transaction), each sealed and inserted
         before the next; the plaintext types of the encrypted columns."""
-        previous = self._stored(con, name)  # read before the table is replaced
-        staged, schema, types = f"__cmdm_staged_{name}", None, dict[str, str]()
+        writer = _PartWriter(self, con, name)
         for part in parts:
-            if schema is not None and part.schema != schema:
-                raise ValueError(f"{name}: every part must have the same columns and types")
-            sealed, part_types = self.at_rest.seal(name, part, previous) if self.at_rest else (part, {})
-            con.register(staged, _arrow(sealed))
-            if schema is None:
-                create_table(con, name, staged)
-            con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
-            con.unregister(staged)
-            schema, types = part.schema, {**types, **part_types}
-            del sealed, part
-        if schema is None:
-            raise ValueError(f"{name}: no part to write")
-        if types:  # something was sealed, under record ids
-            self._check_distinct(con, name)
-        return types
+            writer.write(part)
+        return writer.finish()
 
     def _check_distinct(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
         """Record ids unique over the whole table: sealing checked each part on its own, and two rows sharing
@@ -391,8 +389,10 @@ class Warehouse:
         self.at_rest.check_record_ids(name, frame)
         return _selected(frame, columns)
 
-    def _batches_on(self, con: duckdb.DuckDBPyConnection, name: str, rows: int) -> Iterator[pl.DataFrame]:
-        """Table ``name`` ``rows`` at a time, in its stored order, personal columns decrypted (an empty table is
+    def _batches_on(
+        self, con: duckdb.DuckDBPyConnection, name: str, rows: int, columns: list[str] | None = None,
+    ) -> Iterator[pl.DataFrame]:
+        """Table ``name`` (or its ``columns``) ``rows`` at a time, in its stored order, personal columns decrypted (an empty table is
         one empty batch): a stage that works row by row never holds the whole table. Read through a cursor of
         its own, so the caller may write on ``con`` between batches; it sees ``name`` as last committed."""
         types = self._types(con, name)
@@ -401,16 +401,18 @@ class Warehouse:
             cursor.execute("SET TimeZone = 'UTC'")  # a setting of the connection, not of the database
             # A batch's record ids are checked unique on their own as it is opened; across batches, here.
             self._check_distinct(cursor, name)
-            reader = cursor.sql(f"SELECT * FROM {quote_identifier(name)}").to_arrow_reader(rows)  # noqa: S608 - identifiers are constants or quoted
+            wanted = self._wanted(cursor, name, columns, None, types, ())
+            opened = [c for c in types if columns is None or c in columns]
+            reader = cursor.sql(f"SELECT {wanted} FROM {quote_identifier(name)}").to_arrow_reader(rows)  # noqa: S608 - identifiers are constants or quoted
             empty = True
             for batch in reader:
-                frame = self._opened(name, _frame(batch), types, None, None, ())
-                if self.at_rest is not None and types:
+                frame = self._opened(name, _frame(batch), types, columns, None, ())
+                if self.at_rest is not None and opened:
                     self.at_rest.check_record_ids(name, frame)
                 empty = False
-                yield frame
+                yield _selected(frame, columns)
             if empty:
-                yield self._opened(name, _frame(reader.schema.empty_table()), types, None, None, ())
+                yield _selected(self._opened(name, _frame(reader.schema.empty_table()), types, columns, None, ()), columns)
         finally:
             cursor.close()
 
@@ -493,12 +495,43 @@ class Warehouse:
             return _table_names(con)
 
 
+class _PartWriter:
+    """One table replaced part by part inside the caller's transaction, each part sealed and inserted before
+    the next."""
+
+    def __init__(self, warehouse: Warehouse, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        self.warehouse, self.con, self.name = warehouse, con, name
+        self.previous = warehouse._stored(con, name)  # read before the table is replaced
+        self.schema: pl.Schema | None = None
+        self.types: dict[str, str] = {}
+
+    def write(self, part: pl.DataFrame) -> None:
+        if self.schema is not None and part.schema != self.schema:
+            raise ValueError(f"{self.name}: every part must have the same columns and types")
+        at_rest, staged = self.warehouse.at_rest, f"__cmdm_staged_{self.name}"
+        sealed, types = at_rest.seal(self.name, part, self.previous) if at_rest else (part, {})
+        self.con.register(staged, _arrow(sealed))
+        if self.schema is None:
+            create_table(self.con, self.name, staged)
+        self.con.execute(statement("warehouse/insert_rows", table=self.name, staged=staged))
+        self.con.unregister(staged)
+        self.schema, self.types = part.schema, {**self.types, **types}
+
+    def finish(self) -> dict[str, str]:
+        """The plaintext types of the encrypted columns, once every part is written."""
+        if self.schema is None:
+            raise ValueError(f"{self.name}: no part to write")
+        if self.types:  # something was sealed, under record ids
+            self.warehouse._check_distinct(self.con, self.name)
+        return self.types
+
+
 @dataclass(frozen=True)
 class _On:
     """A :class:`TableReader` on one connection."""
 
     read: Callable[..., pl.DataFrame]
-    batches: Callable[[str, int], Iterator[pl.DataFrame]]
+    batches: Callable[..., Iterator[pl.DataFrame]]
 
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> list[str]:

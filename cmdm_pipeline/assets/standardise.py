@@ -32,7 +32,7 @@ def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
         by_rule: Counter[str] = Counter()
         with_issues = 0
 
-        def parts(read: TableReader) -> Iterator[pl.DataFrame]:
+        def parts(read: TableReader) -> Iterator[dict[str, pl.DataFrame]]:
             # A batch of one source at a time, each sealed and written before the next is made.
             nonlocal with_issues
             for source in config.sources:
@@ -41,10 +41,10 @@ def standardised_customers_asset(config: ProjectConfig) -> dg.AssetsDefinition:
                     by_rule.update(dict(frame.select(pl.col("issues").explode().struct.field("rule")).drop_nulls()
                                         .group_by("rule").len().iter_rows()))
                     with_issues += frame.filter(pl.col("issues").list.len() > 0).height
-                    yield frame
+                    yield {TABLE: frame}
                 context.log.info(f"{source.name}: standardised {by_source[source.name]} rows")
 
-        store.replace_in_parts(TABLE, parts)
+        store.replace_in_parts(parts)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(by_source.values()),

@@ -2,15 +2,17 @@
 
 
 import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
 from cmdm_pipeline.config import ProjectConfig
 from cmdm_pipeline.resources import WarehouseResource
-from cmdm_pipeline.stages.standardise import standardised_columns
-from cmdm_pipeline.stages.validate import validate, with_source_values
+from cmdm_pipeline.stages.validate import validate_table
 from cmdm_pipeline.tables import QUARANTINED, STANDARDISED, VALIDATED
+from cmdm_pipeline.warehouse import TableReader
 
 
 def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
@@ -30,46 +32,58 @@ def validation_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     def _validate(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get(config)
         today = dt.datetime.now(dt.UTC).date()
-        # The row as read (source_values, the largest column) is decrypted only for the rows quarantined.
-        columns = [c for c in standardised_columns(config.customer_schema) if c != "source_values"]
-        validated, quarantined = validate(store.read(STANDARDISED, columns), config.customer_schema, context.run.run_id, today)
-        held = quarantined.select("source_system", "source_row_number")
-        rows = pl.struct("source_system", "source_row_number").is_in(held.to_struct().implode())
-        source_values = store.read(STANDARDISED, ["source_system", "source_row_number", "source_values"], where=rows)
-        quarantined = with_source_values(quarantined, source_values)
-        store.replace({VALIDATED: validated, QUARANTINED: quarantined})
-        by_rule = quarantined.select(pl.col("rules_broken").explode()).group_by("rules_broken").len()
-        warned = validated.select(pl.col("warnings").explode()).drop_nulls().group_by("warnings").len()
-        context.log.info(f"validated {validated.height} rows, quarantined {quarantined.height}")
+        tally = _Tally()
+
+        def parts(read: TableReader) -> Iterator[dict[str, pl.DataFrame]]:
+            for validated, quarantined in validate_table(read, STANDARDISED, config.customer_schema,
+                                                         context.run.run_id, today):
+                tally.add(validated, quarantined)
+                yield {VALIDATED: validated, QUARANTINED: quarantined}
+
+        store.replace_in_parts(parts)
+        context.log.info(f"validated {tally.validated.total()} rows, quarantined {tally.quarantined.total()}")
         yield dg.MaterializeResult(
             asset_key=VALIDATED,
             metadata={
-                "dagster/row_count": validated.height,
-                "rows_with_warnings": validated.filter(pl.col("warnings").list.len() > 0).height,
-                "rows_by_source": dg.MetadataValue.json(
-                    dict(validated.group_by("source_system").len().sort("source_system").iter_rows())
-                ),
-                "warnings_by_rule": dg.MetadataValue.json(dict(warned.sort("len", descending=True).iter_rows())),
+                "dagster/row_count": tally.validated.total(),
+                "rows_with_warnings": tally.warned_rows,
+                "rows_by_source": dg.MetadataValue.json(dict(sorted(tally.validated.items()))),
+                "warnings_by_rule": dg.MetadataValue.json(dict(tally.warnings.most_common())),
             },
         )
         yield dg.MaterializeResult(
             asset_key=QUARANTINED,
             metadata={
-                "dagster/row_count": quarantined.height,
-                "quarantined_by_rule": dg.MetadataValue.json(dict(by_rule.sort("len", descending=True).iter_rows())),
-                "quarantined_by_source": dg.MetadataValue.json(
-                    dict(quarantined.group_by("source_system").len().sort("source_system").iter_rows())
-                ),
-                "quarantine_rate_by_source": dg.MetadataValue.json(_quarantine_rates(validated, quarantined)),
+                "dagster/row_count": tally.quarantined.total(),
+                "quarantined_by_rule": dg.MetadataValue.json(dict(tally.rules.most_common())),
+                "quarantined_by_source": dg.MetadataValue.json(dict(sorted(tally.quarantined.items()))),
+                "quarantine_rate_by_source": dg.MetadataValue.json(tally.rates()),
             },
         )
 
     return _validate
 
 
-def _quarantine_rates(validated: pl.DataFrame, quarantined: pl.DataFrame) -> dict[str, float]:
-    """Share of each source's rows quarantined in this run."""
-    rows = pl.concat([validated.select("source_system", held=pl.lit(False)),
-                      quarantined.select("source_system", held=pl.lit(True))])
-    rates = rows.group_by("source_system").agg(pl.col("held").mean().round(4)).sort("source_system")
-    return dict(rates.iter_rows())
+class _Tally:
+    """The gate's counts, batch by batch."""
+
+    def __init__(self) -> None:
+        self.validated: Counter[str] = Counter()
+        self.quarantined: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
+        self.rules: Counter[str] = Counter()
+        self.warned_rows = 0
+
+    def add(self, validated: pl.DataFrame, quarantined: pl.DataFrame) -> None:
+        self.validated.update(dict(validated.group_by("source_system").len().iter_rows()))
+        self.quarantined.update(dict(quarantined.group_by("source_system").len().iter_rows()))
+        self.warnings.update(dict(validated.select(pl.col("warnings").explode()).drop_nulls()
+                                  .group_by("warnings").len().iter_rows()))
+        self.rules.update(dict(quarantined.select(pl.col("rules_broken").explode()).drop_nulls()
+                               .group_by("rules_broken").len().iter_rows()))
+        self.warned_rows += validated.filter(pl.col("warnings").list.len() > 0).height
+
+    def rates(self) -> dict[str, float]:
+        """Share of each source's rows quarantined in this run."""
+        sources = sorted({*self.validated, *self.quarantined})
+        return {s: round(self.quarantined[s] / (self.validated[s] + self.quarantined[s]), 4) for s in sources}

@@ -19,13 +19,11 @@ from cmdm_pipeline.schema import LINEAGE_COLUMNS, CustomerSchema, Kind, Severity
 from cmdm_pipeline.stages.extract import EXTRACT_COLUMNS
 from cmdm_pipeline.stages.fields import DTYPES, FORMAT_CHARACTERS, STANDARDISERS
 from cmdm_pipeline.stages.survivorship import is_future_recency
-from cmdm_pipeline.warehouse import PART_ROWS, TableReader
+from cmdm_pipeline.warehouse import BATCH_ROWS, TableReader
 
 ISSUE_FIELDS = {"rule": pl.String, "attribute": pl.String, "severity": pl.String, "reason": pl.String}
 ISSUE_DTYPE = pl.List(pl.Struct(ISSUE_FIELDS))
 _ROW = "source_row_number"
-#: Raw rows standardised at a time (:func:`standardise_table`): one DuckDB row group, as the warehouse's parts.
-BATCH_ROWS = PART_ROWS // 4
 
 # Control characters other than tab, newline and carriage return, which whitespace
 # clean-up handles; NUL is the one that breaks downstream tools.

@@ -9,15 +9,18 @@ person can read; reasons name attributes and rules, never values.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
+from cmdm_pipeline.progress import step
 from cmdm_pipeline.schema import CustomerSchema, Kind, Rule, Severity
 from cmdm_pipeline.stages.fields import DTYPES
 from cmdm_pipeline.stages.standardise import standardised_columns
+from cmdm_pipeline.warehouse import BATCH_ROWS, TableReader
 
 _ROW = "__row"
 
@@ -254,6 +257,26 @@ def validate(
     return validated, quarantined
 
 
+def validate_table(
+    read: TableReader, table: str, schema: CustomerSchema, run_id: str, today: dt.date,
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """:func:`validate` of standardised table ``table``, ``BATCH_ROWS`` rows at a time: (validated, quarantined)
+    of each batch, the quarantined rows with their ``source_values``. Every rule judges one row, so a batch is
+    judged as it would be in the whole table. The row as read (``source_values``, the largest column) is
+    decrypted only for the rows quarantined."""
+    columns = [c for c in standardised_columns(schema) if c != "source_values"]
+    keys = ["source_system", "source_row_number"]
+    with step("validate", total=read.read(table, ["source_row_number"]).height) as advance:
+        for batch in read.batches(table, BATCH_ROWS, columns):
+            validated, quarantined = validate(batch, schema, run_id, today)
+            held = quarantined.select(keys)
+            source_values = (read.read(table, [*keys, "source_values"], rows=held) if held.height
+                             else pl.DataFrame(schema={"source_system": pl.String, "source_row_number": pl.Int64,
+                                                       "source_values": pl.String}))
+            yield validated, with_source_values(quarantined, source_values)
+            advance(batch.height)
+
+
 def with_source_values(quarantined: pl.DataFrame, source_values: pl.DataFrame) -> pl.DataFrame:
     """``quarantined`` with its rows' ``source_values`` (from ``source_system``, ``source_row_number``,
     ``source_values`` rows of the standardised table), in the quarantine's column order."""
@@ -264,5 +287,5 @@ def with_source_values(quarantined: pl.DataFrame, source_values: pl.DataFrame) -
 
 __all__ = [
     "QUARANTINE_COLUMNS", "CompiledRule", "GateError", "build_gate", "compile_rules", "rule_failures",
-    "validate", "validation_columns", "with_source_values",
+    "validate", "validate_table", "validation_columns", "with_source_values",
 ]

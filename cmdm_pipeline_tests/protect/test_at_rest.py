@@ -121,11 +121,11 @@ def test_a_table_written_in_parts_is_whole_and_reuses_unchanged_ciphertext(make_
         seen.append(read.read("golden_customers", ["master_id"]).height)  # the reader works while the write is open
         batches = read.batches("golden_customers", 2)  # and so do batches, from a cursor, across the parts
         first = next(batches)
-        yield changed.slice(0, 2)
+        yield {"golden_customers": changed.slice(0, 2)}
         seen.append(pl.concat([first, *batches]))
-        yield changed.slice(2)
+        yield {"golden_customers": changed.slice(2)}
 
-    store.replace_in_parts("golden_customers", parts)
+    store.replace_in_parts(parts)
     after = stored(config, "golden_customers")
     assert seen[0] == 3
     assert seen[1].equals(GOLDEN)  # the table as committed before this write, decrypted, in its order
@@ -178,9 +178,9 @@ def test_parts_holding_one_record_twice_write_nothing(make_project) -> None:  # 
     store = open_warehouse(config)
     store.replace({"golden_customers": GOLDEN})
     with pytest.raises(ProtectionError, match="record ids must be unique"):
-        store.replace_in_parts("golden_customers", lambda read: iter([GOLDEN, GOLDEN.slice(0, 1)]))
+        store.replace_in_parts(lambda read: iter([{"golden_customers": GOLDEN}, {"golden_customers": GOLDEN.slice(0, 1)}]))
     with pytest.raises(ValueError, match="same columns"):
-        store.replace_in_parts("golden_customers", lambda read: iter([GOLDEN, GOLDEN.drop("country")]))
+        store.replace_in_parts(lambda read: iter([{"golden_customers": GOLDEN}, {"golden_customers": GOLDEN.drop("country")}]))
     assert store.read("golden_customers").equals(GOLDEN)  # the previous table is whole
 
 

@@ -157,9 +157,9 @@ def test_a_table_standardised_in_batches_gives_the_rows_of_the_whole(make_projec
     def parts(read):  # type: ignore[no-untyped-def]
         for batch in stage.standardise_table(read, raw_table(source), source, config):
             batches.append(batch)
-            yield batch
+            yield {"standardised_customers": batch}
 
-    store.replace_in_parts("standardised_customers", parts)
+    store.replace_in_parts(parts)
     assert [b.height for b in batches] == [2, 2, 2, 1]
     assert pl.concat(batches).equals(whole)
     rules = dict(zip(whole["source_row_number"], whole["issues"].list.eval(pl.element().struct.field("rule")), strict=True))

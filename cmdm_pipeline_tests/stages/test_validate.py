@@ -174,3 +174,40 @@ def test_the_shipped_nps_rule_rejects_a_fraction() -> None:
     _, quarantined = validate(rows, shipped, "r", TODAY)
     broken = dict(quarantined.select("source_row_number", "rules_broken").iter_rows())
     assert broken == {2: ["nps_score.whole_number"], 4: ["nps_score.range"]}
+
+
+def test_a_table_validated_in_batches_gives_the_verdicts_of_the_whole(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+    from cmdm_pipeline.stages import validate as stage
+    from cmdm_pipeline.stages.extract import extract
+    from cmdm_pipeline.stages.standardise import standardise
+    from cmdm_pipeline.stages.validate import validate_table, with_source_values
+    from cmdm_pipeline_tests.conftest import GOOD_CSV, NOW
+
+    # Row 4 has no name, row 5 no id; row 6 shares row 2's id with other values: four rows quarantined, in
+    # every batch. Row 1 warns (not a valid e-mail address).
+    lines = GOOD_CSV.splitlines()
+    content = "\n".join([*lines, "4,,,x@example.org,,,GB,", ",No,Id,,,,GB,", lines[2].replace("Alan", "Alana")]) + "\n"
+    config = make_project(files={"crm.csv": content.replace("Ada@Example.org", "ada@")})
+    source, today = config.sources[0], dt.date(2026, 12, 7)
+    standardised = standardise(extract(source, config, NOW), source, config)
+    validated, quarantined = validate(standardised.drop("source_values"), config.customer_schema, "run-1", today)
+    quarantined = with_source_values(quarantined, standardised)
+    store = open_warehouse(config)
+    store.replace({"standardised_customers": standardised})
+    monkeypatch.setattr(stage, "BATCH_ROWS", 2)
+    parts: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+
+    def write(read):  # type: ignore[no-untyped-def]
+        for part in validate_table(read, "standardised_customers", config.customer_schema, "run-1", today):
+            parts.append(part)
+            yield {"validated_customers": part[0], "quarantined_records": part[1]}
+
+    store.replace_in_parts(write)
+    assert sorted(quarantined["source_row_number"]) == [2, 4, 5, 6]
+    assert validated["warnings"].to_list() == [["email.invalid"], []]
+    assert [(v.height, q.height) for v, q in parts] == [(1, 1), (1, 1), (0, 2)]
+    assert pl.concat([v for v, _ in parts]).equals(validated)
+    assert pl.concat([q for _, q in parts]).equals(quarantined)
+    assert quarantined["source_values"].null_count() == 0
+    assert store.read("quarantined_records").equals(quarantined)
