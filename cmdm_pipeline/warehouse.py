@@ -503,18 +503,24 @@ class _PartWriter:
         self.warehouse, self.con, self.name = warehouse, con, name
         self.previous = warehouse._stored(con, name)  # read before the table is replaced
         self.schema: pl.Schema | None = None
+        self.columns: list[str] = []
         self.types: dict[str, str] = {}
 
     def write(self, part: pl.DataFrame) -> None:
         if self.schema is not None and part.schema != self.schema:
             raise ValueError(f"{self.name}: every part must have the same columns and types")
-        at_rest, staged = self.warehouse.at_rest, f"__cmdm_staged_{self.name}"
+        at_rest = self.warehouse.at_rest
         sealed, types = at_rest.seal(self.name, part, self.previous) if at_rest else (part, {})
-        self.con.register(staged, _arrow(sealed))
+        # A relation, not a registered view: a view dropped inside a transaction keeps its frame alive until
+        # the commit, and every part of the table would be in memory at once.
+        staged = self.con.from_arrow(_arrow(sealed))
         if self.schema is None:
-            create_table(self.con, self.name, staged)
-        self.con.execute(statement("warehouse/insert_rows", table=self.name, staged=staged))
-        self.con.unregister(staged)
+            columns = ", ".join(f"{quote_identifier(c)} {_column_type(str(t))}" for c, t in zip(staged.columns, staged.types, strict=True))
+            self.con.execute(f"CREATE OR REPLACE TABLE {quote_identifier(self.name)} ({columns})")
+            self.columns = staged.columns
+        elif staged.columns != self.columns:
+            raise ValueError(f"{self.name}: every part must have the same columns and types")
+        staged.insert_into(quote_identifier(self.name))
         self.schema, self.types = part.schema, {**self.types, **types}
 
     def finish(self) -> dict[str, str]:
