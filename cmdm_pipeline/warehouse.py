@@ -392,9 +392,10 @@ class Warehouse:
     def _batches_on(
         self, con: duckdb.DuckDBPyConnection, name: str, rows: int, columns: list[str] | None = None,
     ) -> Iterator[pl.DataFrame]:
-        """Table ``name`` (or its ``columns``) ``rows`` at a time, in its stored order, personal columns decrypted (an empty table is
-        one empty batch): a stage that works row by row never holds the whole table. Read through a cursor of
-        its own, so the caller may write on ``con`` between batches; it sees ``name`` as last committed."""
+        """Table ``name`` (or its ``columns``) ``rows`` at a time, in its stored order, personal columns decrypted
+        (an empty table is one empty batch): a stage that works row by row never holds the whole table. Read
+        through a cursor of its own, so the caller may write on ``con`` between batches; it sees ``name`` as last
+        committed."""
         types = self._types(con, name)
         cursor = con.cursor()
         try:
