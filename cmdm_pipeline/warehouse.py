@@ -498,11 +498,18 @@ class Warehouse:
 
 class _PartWriter:
     """One table replaced part by part inside the caller's transaction, each part sealed and inserted before
-    the next."""
+    the next. The parts go into a new table beside the one they replace, swapped in by :meth:`finish`: the
+    stored rows stay readable meanwhile, and each part reads the ciphertext it may reuse for its own records
+    only, not the whole stored table."""
 
     def __init__(self, warehouse: Warehouse, con: duckdb.DuckDBPyConnection, name: str) -> None:
         self.warehouse, self.con, self.name = warehouse, con, name
-        self.previous = warehouse._stored(con, name)  # read before the table is replaced
+        self.staging = f"__cmdm_new_{name}"
+        at_rest = warehouse.at_rest
+        self.compared: list[str] = []
+        if at_rest is not None and name in _table_names(con):
+            self.compared = at_rest.compared_columns(name, con.table(quote_identifier(name)).columns)
+        self.keys = at_rest.opened_with(name) if at_rest is not None and self.compared else []
         self.schema: pl.Schema | None = None
         self.columns: list[str] = []
         self.types: dict[str, str] = {}
@@ -511,23 +518,33 @@ class _PartWriter:
         if self.schema is not None and part.schema != self.schema:
             raise ValueError(f"{self.name}: every part must have the same columns and types")
         at_rest = self.warehouse.at_rest
-        sealed, types = at_rest.seal(self.name, part, self.previous) if at_rest else (part, {})
+        sealed, types = at_rest.seal(self.name, part, self._previous(part)) if at_rest else (part, {})
         # A relation, not a registered view: a view dropped inside a transaction keeps its frame alive until
         # the commit, and every part of the table would be in memory at once.
         staged = self.con.from_arrow(_arrow(sealed))
         if self.schema is None:
             columns = ", ".join(f"{quote_identifier(c)} {_column_type(str(t))}" for c, t in zip(staged.columns, staged.types, strict=True))
-            self.con.execute(f"CREATE OR REPLACE TABLE {quote_identifier(self.name)} ({columns})")
+            self.con.execute(f"CREATE OR REPLACE TABLE {quote_identifier(self.staging)} ({columns})")
             self.columns = staged.columns
         elif staged.columns != self.columns:
             raise ValueError(f"{self.name}: every part must have the same columns and types")
-        staged.insert_into(quote_identifier(self.name))
+        staged.insert_into(quote_identifier(self.staging))
         self.schema, self.types = part.schema, {**self.types, **types}
 
+    def _previous(self, part: pl.DataFrame) -> list[pl.DataFrame]:
+        """The stored ciphertext of ``part``'s records, which sealing reuses where nothing changed."""
+        if not self.compared or not all(k in part.columns for k in self.keys):
+            return []
+        keys = self.con.from_arrow(_arrow(part.select(self.keys)))
+        stored = self.con.table(quote_identifier(self.name)).select(*map(quote_identifier, self.compared))
+        return [stored.join(keys, self.keys, how="semi").pl()]
+
     def finish(self) -> dict[str, str]:
-        """The plaintext types of the encrypted columns, once every part is written."""
+        """Swap the new table in; the plaintext types of its encrypted columns."""
         if self.schema is None:
             raise ValueError(f"{self.name}: no part to write")
+        self.con.execute(f"DROP TABLE IF EXISTS {quote_identifier(self.name)}")
+        self.con.execute(f"ALTER TABLE {quote_identifier(self.staging)} RENAME TO {quote_identifier(self.name)}")
         if self.types:  # something was sealed, under record ids
             self.warehouse._check_distinct(self.con, self.name)
         return self.types
