@@ -101,9 +101,13 @@ def create_table(con: duckdb.DuckDBPyConnection, table: str, like: str, *, repla
     """An empty ``table`` with the columns of ``like`` (a table or a registered frame), replacing one of that
     name (with ``replace=False``: only if there is none). Its BLOB columns are stored uncompressed."""
     described = con.execute(f"DESCRIBE {quote_identifier(like)}").fetchall()
-    columns = ", ".join(f"{quote_identifier(name)} {_column_type(kind)}" for name, kind, *_ in described)
+    _create_table(con, table, [(name, kind) for name, kind, *_ in described], replace=replace)
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, table: str, columns: Iterable[tuple[str, str]], *, replace: bool) -> None:
+    listed = ", ".join(f"{quote_identifier(name)} {_column_type(kind)}" for name, kind in columns)
     create = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE IF NOT EXISTS"
-    con.execute(f"{create} {quote_identifier(table)} ({columns})")
+    con.execute(f"{create} {quote_identifier(table)} ({listed})")
 
 
 def _column_type(kind: str) -> str:
@@ -379,9 +383,7 @@ class Warehouse:
             # Decrypted as DuckDB hands the rows over, READ_ROWS at a time: the whole table's ciphertext is never
             # in memory beside its plaintext.
             reader = con.sql(query).to_arrow_reader(READ_ROWS)
-            parts = [self._opened(name, _frame(batch), types, columns, where, presence_only) for batch in reader]
-            frame = pl.concat(parts) if parts else self._opened(name, _frame(reader.schema.empty_table()), types,
-                                                                 columns, where, presence_only)
+            frame = pl.concat(self._opened_batches(name, reader, types, columns, where, presence_only))
         finally:
             if rows is not None:
                 con.unregister("__cmdm_rows")
@@ -405,17 +407,24 @@ class Warehouse:
             wanted = self._wanted(cursor, name, columns, None, types, ())
             opened = [c for c in types if columns is None or c in columns]
             reader = cursor.sql(f"SELECT {wanted} FROM {quote_identifier(name)}").to_arrow_reader(rows)  # noqa: S608 - identifiers are constants or quoted
-            empty = True
-            for batch in reader:
-                frame = self._opened(name, _frame(batch), types, columns, None, ())
+            for frame in self._opened_batches(name, reader, types, columns, None, ()):
                 if self.at_rest is not None and opened:
                     self.at_rest.check_record_ids(name, frame)
-                empty = False
                 yield _selected(frame, columns)
-            if empty:
-                yield _selected(self._opened(name, _frame(reader.schema.empty_table()), types, columns, None, ()), columns)
         finally:
             cursor.close()
+
+    def _opened_batches(
+        self, name: str, reader: pa.RecordBatchReader, types: dict[str, str], columns: list[str] | None,
+        where: pl.Expr | None, presence_only: Collection[str],
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`_opened` of each batch ``reader`` gives; one empty frame when it gives none."""
+        empty = True
+        for batch in reader:
+            empty = False
+            yield self._opened(name, _frame(batch), types, columns, where, presence_only)
+        if empty:
+            yield self._opened(name, _frame(reader.schema.empty_table()), types, columns, where, presence_only)
 
     def _opened(
         self, name: str, frame: pl.DataFrame, types: dict[str, str], columns: list[str] | None, where: pl.Expr | None,
@@ -523,8 +532,7 @@ class _PartWriter:
         # the commit, and every part of the table would be in memory at once.
         staged = self.con.from_arrow(_arrow(sealed))
         if self.schema is None:
-            columns = ", ".join(f"{quote_identifier(c)} {_column_type(str(t))}" for c, t in zip(staged.columns, staged.types, strict=True))
-            self.con.execute(f"CREATE OR REPLACE TABLE {quote_identifier(self.staging)} ({columns})")
+            _create_table(self.con, self.staging, zip(staged.columns, map(str, staged.types), strict=True), replace=True)
             self.columns = staged.columns
         elif staged.columns != self.columns:
             raise ValueError(f"{self.name}: every part must have the same columns and types")

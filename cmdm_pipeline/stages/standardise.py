@@ -55,8 +55,9 @@ def standardise_table(read: TableReader, table: str, source: Source, config: Pro
     ids = read.read(table, [_ROW, "source_record_id"])
     sharing = ids.filter(pl.col("source_record_id").is_not_null() & pl.col("source_record_id").is_duplicated())
     duplicates = duplicate_id_issues(read.read(table, rows=sharing.select(_ROW)) if sharing.height else None)
-    with step(f"standardise {source.name}", total=ids.height) as advance:
-        del ids, sharing
+    total = ids.height
+    del ids, sharing  # the id column of a large source: not kept through the batches
+    with step(f"standardise {source.name}", total=total) as advance:
         for batch in read.batches(table, BATCH_ROWS):
             yield standardise(batch, source, config, duplicates)
             advance(batch.height)
