@@ -422,7 +422,7 @@ class Warehouse:
         empty = True
         for batch in reader:
             empty = False
-            yield self._opened(name, _frame(batch), types, columns, where, presence_only)
+            yield self._opened(name, _frame(_detached(batch, types)), types, columns, where, presence_only)
         if empty:
             yield self._opened(name, _frame(reader.schema.empty_table()), types, columns, where, presence_only)
 
@@ -579,6 +579,20 @@ def _frame(batch: pa.RecordBatch | pa.Table) -> pl.DataFrame:
     frame = pl.from_arrow(batch)
     assert isinstance(frame, pl.DataFrame)  # a batch is a frame, never a Series
     return frame
+
+
+def _detached(batch: pa.RecordBatch, types: dict[str, str]) -> pa.RecordBatch:
+    """``batch`` with its clear columns copied if it holds ciphertext (``types``' columns).
+
+    An Arrow batch from DuckDB is freed as a whole, when the last of its buffers is: one column kept from it
+    (a date, an id) keeps every ciphertext of the batch: reading the matching inputs of 1M records held 0.1 GB
+    more per batch and peaked at 1.84 GB; with the clear columns copied, at 1.53 GB.
+    """
+    names = batch.schema.names
+    if not any(name in types for name in names):
+        return batch
+    copied = [column if name in types else pa.concat_arrays([column]) for name, column in zip(names, batch.columns, strict=True)]
+    return pa.RecordBatch.from_arrays(copied, schema=batch.schema)
 
 
 def _selected(frame: pl.DataFrame, columns: list[str] | None) -> pl.DataFrame:

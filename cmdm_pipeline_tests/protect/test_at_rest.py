@@ -8,6 +8,7 @@ import os
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from cmdm_pipeline import warehouse as warehouse_module
@@ -171,6 +172,23 @@ def test_a_large_table_is_decrypted_part_by_part_and_a_repeated_record_refused(m
         con.execute("INSERT INTO golden_customers SELECT * FROM golden_customers WHERE master_id = 'm1'")
     with pytest.raises(ProtectionError, match="record ids must be unique"):
         store.read("golden_customers")
+
+
+def test_clear_columns_read_beside_ciphertext_are_copied_out_of_duckdbs_batch() -> None:
+    # DuckDB's Arrow batch is freed as a whole: a kept column that shared it would keep every ciphertext too.
+    batch = pa.record_batch({
+        "master_id": ["m1", "m2"], "first_name": [b"\x01one", b"\x01two"], "valid_from": pa.array([1, 2], pa.int64()),
+    })
+
+    def buffers(of: pa.RecordBatch, column: str) -> set[int]:
+        return {buffer.address for buffer in of.column(column).buffers() if buffer is not None}
+
+    detached = warehouse_module._detached(batch, {"first_name": "String"})
+    assert detached.equals(batch)
+    assert not buffers(detached, "master_id") & buffers(batch, "master_id")
+    assert not buffers(detached, "valid_from") & buffers(batch, "valid_from")
+    assert buffers(detached, "first_name") == buffers(batch, "first_name")  # decrypted into new columns anyway
+    assert warehouse_module._detached(batch, {}) is batch  # no ciphertext to keep alive: nothing copied
 
 
 def test_parts_holding_one_record_twice_write_nothing(make_project) -> None:  # type: ignore[no-untyped-def]
