@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +16,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from cmdm_pipeline.cli import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, main
+from cmdm_pipeline.assets import standardise as standardise_asset
+from cmdm_pipeline.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, main
 from cmdm_pipeline_tests.conftest import GOOD_CSV
 
 
@@ -36,6 +39,36 @@ def test_failed_run_exits_1_with_the_reason(make_project, capsys: pytest.Capture
     assert main(["run", "--quiet", "--config", str(config.base_dir / "cmdm.yaml")]) == EXIT_RUN_FAILED
     err = capsys.readouterr().err
     assert "step raw_crm failed" in err and "file not found" in err
+
+
+def _interrupted_while(working: str):  # type: ignore[no-untyped-def]
+    """A standardise step that receives Ctrl-C, then goes on working in Python or in a DuckDB query."""
+    def standardise_table(*args, **kwargs):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)
+        if working == "duckdb":  # DuckDB sees the signal and ends the query with its own error
+            duckdb.sql("SELECT sum(hash(i)) FROM range(10000000000) t(i)").fetchall()
+        else:
+            for _ in range(100):
+                sum(range(1_000_000))
+        raise AssertionError("the interrupt did not stop the step")
+    return standardise_table
+
+
+@pytest.mark.integration
+def test_an_interrupted_run_exits_130_and_keeps_the_previous_tables(make_project, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    config = make_project()
+    argv = ["run", "--quiet", "--config", str(config.base_dir / "cmdm.yaml")]
+    assert main(argv) == EXIT_OK
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+        before = con.sql("SELECT * FROM run_reconciliation").pl()
+    capsys.readouterr()
+    for working in ("python", "duckdb"):
+        monkeypatch.setattr(standardise_asset, "standardise_table", _interrupted_while(working))
+        assert main(argv) == EXIT_INTERRUPTED, working
+        err = capsys.readouterr().err
+        assert "interrupted after" in err and "failed" not in err, err
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
+            assert con.sql("SELECT * FROM run_reconciliation").pl().equals(before)
 
 
 @pytest.mark.integration

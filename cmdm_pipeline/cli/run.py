@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from cmdm_pipeline.cli import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
+from cmdm_pipeline.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
 
 def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] | None = None) -> int:
@@ -57,6 +57,10 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
         print(f"cmdm: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     elapsed = time.perf_counter() - started
+    if not result.success and _interrupted(result):
+        print(f"cmdm: run {result.run_id} interrupted after {elapsed:.1f}s: the steps that had finished wrote their "
+              "tables, the others keep their previous ones", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data is not None:
@@ -72,6 +76,21 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
         return EXIT_RUN_FAILED
     print(_summary(config, result.run_id, elapsed, config_path))
     return EXIT_OK
+
+
+def _interrupted(result) -> bool:
+    """Whether Ctrl-C (or SIGTERM) ended the run. Dagster turns it into a failed step; a DuckDB query running
+    then turns it into its own error, "Query interrupted", and the interrupt's type is lost."""
+    from dagster._core.execution.plan.objects import ErrorSource
+
+    from cmdm_pipeline.console import root_cause
+
+    return any(
+        event.step_failure_data.error_source == ErrorSource.INTERRUPT
+        or root_cause(event.step_failure_data.error) == "RuntimeError: Query interrupted"
+        for event in result.all_events
+        if event.is_step_failure and event.step_failure_data is not None
+    )
 
 
 def _failed_check(error) -> bool:
