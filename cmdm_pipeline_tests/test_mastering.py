@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 import yaml
 
+from cmdm_pipeline.assets.master import golden_tables
 from cmdm_pipeline.assets.match import features
 from cmdm_pipeline.config import load_config
 from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-from cmdm_pipeline.protect.keys.at_rest import open_warehouse
+from cmdm_pipeline.protect.keys.at_rest import open_warehouse, warehouse_keys
 from cmdm_pipeline.sample.consent import write_consent_events
 from cmdm_pipeline.sample.generator import generate
 from cmdm_pipeline.stages.match_model import train_model
@@ -153,3 +154,20 @@ def test_em_on_a_sample_of_each_rules_pairs_learns_nearly_the_same_m_values(proj
     differences = {key: abs(every[key] - sampled[key]) for key in every}
     assert max(differences.values()) > 0  # the rules' pairs were sampled, so the estimates moved...
     assert max(differences.values()) < 0.05, differences  # ...by under 5 points of share
+
+
+def test_golden_records_built_a_part_of_the_masters_at_a_time_are_those_built_whole(project: Path) -> None:
+    config = load_config(project / "cmdm.yaml")
+    if not config.warehouse_path.exists():
+        run(project)
+    store = open_warehouse(config)
+    keys = warehouse_keys(store, config)
+    whole = golden_tables(store, config, keys, part_records=10**9)
+    parts = golden_tables(store, config, keys, part_records=400)  # the ~3,000 records in 8 parts
+    golden = whole[0]
+    # People link to organisation masters built in other parts too.
+    assert golden.filter(pl.col("organisation_master_id").is_not_null()).height > 20
+    assert parts[0].equals(golden)
+    assert parts[1].equals(whole[1])
+    assert parts[2].sort(pl.all()).equals(whole[2].sort(pl.all()))
+    assert whole[2].height > golden.height

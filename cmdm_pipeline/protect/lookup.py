@@ -20,6 +20,9 @@ INDEX_COLUMNS = {
     "master_id": pl.String, "source_system": pl.String, "source_record_id": pl.String,
 }
 
+#: The index's row order (a lookup reads it by kind and blind index).
+INDEX_ORDER = ["kind", "blind_index", "master_id"]
+
 
 def indexed_attributes(schema: CustomerSchema) -> dict[str, IndexKind]:
     """Attribute -> blind-index kind: every e-mail and phone, and identifiers marked ``pii``."""
@@ -51,7 +54,7 @@ def lookup_index(records: pl.DataFrame, schema: CustomerSchema, keys: KeyStore) 
     if not parts:
         return pl.DataFrame(schema=INDEX_COLUMNS)
     index = pl.concat(parts).drop_nulls("blind_index")
-    return index.cast(INDEX_COLUMNS).sort("kind", "blind_index", "master_id")  # type: ignore[arg-type]
+    return index.cast(INDEX_COLUMNS).sort(INDEX_ORDER)  # type: ignore[arg-type]
 
 
 def probe(value: str, kind: IndexKind, keys: KeyStore, country: str | None = None) -> bytes | None:

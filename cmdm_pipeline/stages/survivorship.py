@@ -55,6 +55,28 @@ def build_golden_records(
     records: pl.DataFrame, schema: CustomerSchema, rules: SurvivorshipConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``records``: validated rows with ``master_id``. Returns (golden, attribute lineage)."""
+    return linked_golden_records([golden_of_masters(records, schema, rules)], schema)
+
+
+def linked_golden_records(
+    parts: list[tuple[pl.DataFrame, pl.DataFrame]], schema: CustomerSchema
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The golden records and lineage of every part of the masters (:func:`golden_of_masters`), each person linked
+    to their employer's organisation master, which may be in another part."""
+    golden = _link_organisations(pl.concat([golden for golden, _ in parts]), schema)
+    golden = golden.select(
+        "master_id", "party_type", "record_type", *schema.attributes, "organisation_master_id",
+        "nps_latest_score", "nps_latest_date", "nps_responses", "record_count", "source_count", "source_systems",
+    ).sort("master_id")
+    lineage = pl.concat([lineage for _, lineage in parts]).select(list(LINEAGE_COLUMNS)).sort("master_id", "attribute")
+    return golden, lineage
+
+
+def golden_of_masters(
+    records: pl.DataFrame, schema: CustomerSchema, rules: SurvivorshipConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(golden, lineage) of the masters ``records`` holds, every record of each (validated rows with ``master_id``),
+    not yet linked to organisations: a part of the masters is built on its own."""
     attributes = list(schema.attributes)
     recency = rules.recency_attribute
     # No date: the record is as recent as its reading. A future date: no rank at all (nulls sort last).
@@ -97,13 +119,7 @@ def build_golden_records(
             )
             advance(1)
     lineage = pl.concat(lineage_parts) if lineage_parts else pl.DataFrame(schema=LINEAGE_COLUMNS)
-    golden = golden.join(_survey(prepared, rules), on="master_id", how="left")
-    golden = _link_organisations(golden, schema)
-    golden = golden.select(
-        "master_id", "party_type", "record_type", *attributes, "organisation_master_id",
-        "nps_latest_score", "nps_latest_date", "nps_responses", "record_count", "source_count", "source_systems",
-    ).sort("master_id")
-    return golden, lineage.select(list(LINEAGE_COLUMNS)).sort("master_id", "attribute")
+    return golden.join(_survey(prepared, rules), on="master_id", how="left"), lineage
 
 
 def _survey(records: pl.DataFrame, rules: SurvivorshipConfig) -> pl.DataFrame:
