@@ -134,7 +134,7 @@ def golden_tables(
 
 def records_by_master(store: Warehouse, part_records: int) -> Iterator[pl.DataFrame]:
     """The validated records with their ``master_id``, about ``part_records`` at a time, every record of a master
-    in the same part: the records are never all in memory (1M of them took 3 GB to build golden records from)."""
+    in the same part, so that the validated records are never all in memory at once."""
     xref = store.read(XREF, [*KEY, "master_id"])
     parts = max(1, -(-xref.height // part_records))
     part = xref["master_id"].hash() % parts
