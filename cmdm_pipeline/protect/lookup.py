@@ -20,7 +20,7 @@ INDEX_COLUMNS = {
     "master_id": pl.String, "source_system": pl.String, "source_record_id": pl.String,
 }
 
-#: The index's row order (a lookup reads it by kind and blind index).
+#: The stored index's row order (a lookup reads it by kind and blind index).
 INDEX_ORDER = ["kind", "blind_index", "master_id"]
 
 
@@ -38,7 +38,8 @@ def indexed_attributes(schema: CustomerSchema) -> dict[str, IndexKind]:
 
 
 def lookup_index(records: pl.DataFrame, schema: CustomerSchema, keys: KeyStore) -> pl.DataFrame:
-    """One row per record and indexed value it holds (``records``: validated rows with ``master_id``)."""
+    """One row per record and indexed value it holds (``records``: validated rows with ``master_id``), unsorted:
+    the table is built from several parts and sorted once (:data:`INDEX_ORDER`)."""
     parts = []
     for attribute, kind in indexed_attributes(schema).items():
         held = records.filter(pl.col(attribute).is_not_null())
@@ -54,7 +55,7 @@ def lookup_index(records: pl.DataFrame, schema: CustomerSchema, keys: KeyStore) 
     if not parts:
         return pl.DataFrame(schema=INDEX_COLUMNS)
     index = pl.concat(parts).drop_nulls("blind_index")
-    return index.cast(INDEX_COLUMNS).sort(INDEX_ORDER)  # type: ignore[arg-type]
+    return index.cast(INDEX_COLUMNS)  # type: ignore[arg-type]
 
 
 def probe(value: str, kind: IndexKind, keys: KeyStore, country: str | None = None) -> bytes | None:
