@@ -248,6 +248,12 @@ class MatchingConfig(Model):
     blocking_rules: list[str] | None = Field(
         default=None, description="SQL blocking rules (l./r. columns); default: generated from the schema."
     )
+    max_pairs_per_record: int | None = Field(
+        # The generator's 1M records give 31.5 per record; scoring ~30M pairs takes a few minutes on 2 cores.
+        default=50, gt=0,
+        description="Record pairs the blocking rules may give together, per record (never fewer than 5M in all): "
+        "beyond it the largest blocks are not compared. null: no bound.",
+    )
     comparisons: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Splink comparisons in Splink's settings format (`comparison_levels`, each with "

@@ -174,6 +174,8 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         estimates: dict[str, Any] = {k: round(float(v), 4) for k, v in s.items() if k.startswith("estimated_")}
         yield dg.MaterializeResult(asset_key=PAIRS, metadata={
             "dagster/row_count": pairs.height, "mode": s["mode"], "pairs_completed": s.get("pairs_completed", 0),
+            # Blocks over the pair budget (matching.max_pairs_per_record), not compared this run.
+            "blocks_left_out": s.get("blocks_left_out", 0), "pairs_left_out": s.get("pairs_left_out", 0),
             "model_version": version or "none (fewer than two records)",
             "match_prior": float(result.prior), "link_threshold": round(result.threshold.probability, 4)})
         yield dg.MaterializeResult(asset_key=REVIEW, metadata={

@@ -30,7 +30,7 @@ from cmdm_pipeline.progress import step
 from cmdm_pipeline.stages.cluster import CANNOT_LINK, MUST_LINK, agglomerate, nearest_other, pieces
 from cmdm_pipeline.stages.decisions import decided_edges, record_key
 from cmdm_pipeline.stages.match_calibration import Threshold, candidate_pairs, link_threshold, match_rate, probabilities
-from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, score_groups, score_new_pairs, score_pairs
+from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, bounded_scoring, score_groups, score_new_pairs, score_pairs
 from cmdm_pipeline.stages.review import Queue, review_queue, review_reason
 
 KEY = ["source_system", "source_record_id"]
@@ -192,15 +192,17 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
                    advance: Callable[[int], None]) -> MatchResult:
     ids = frame.select("unique_id", *KEY)
     n = frame.height
+    blocking_frame, blocking_model, left_out = bounded_scoring(frame, model, matching)
     if previous is None:
-        scored = _ordered(score_pairs(frame, model, matching)).with_columns(pl.lit(True).alias("blocked"))
+        scored = _ordered(score_pairs(blocking_frame, blocking_model, matching)).with_columns(pl.lit(True).alias("blocked"))
         mode = "full"
     else:
         old_pairs, old_hashes = previous
         changed = record_hashes(frame).join(old_hashes, on=[*KEY, "record_hash"], how="anti").select(KEY)
         kept = node_pairs(old_pairs, ids.join(changed, on=KEY, how="anti"))
         new_ids = ids.join(changed, on=KEY)["unique_id"]
-        fresh = _ordered(score_new_pairs(frame, new_ids, model, matching)) if new_ids.len() else kept.drop("blocked").head(0)
+        fresh = (_ordered(score_new_pairs(blocking_frame, new_ids, blocking_model, matching)) if new_ids.len()
+                 else kept.drop("blocked").head(0))
         scored = pl.concat([kept, fresh.with_columns(pl.lit(True).alias("blocked")).select(kept.columns)],
                            how="vertical_relaxed")
         gone = old_hashes.join(ids, on=KEY, how="anti").height
@@ -265,6 +267,7 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
     summary = {
         "mode": mode, "records": n, "pairs_scored": scored.height,
         "pairs_completed": completed.height, "estimated_precision": est_precision, "estimated_recall": est_recall,
+        **left_out,
     }
     return MatchResult(
         stored.select(*PAIR_KEY, "match_weight", "evidence", "match_probability", "blocked", "comparison_levels"),

@@ -30,6 +30,7 @@ from cmdm_pipeline.engines import MODEL_DIALECT, Engine, engine_for, list_column
 from cmdm_pipeline.engines.duckdb import scratch_db as _scratch_db
 from cmdm_pipeline.progress import step
 from cmdm_pipeline.schema import CustomerSchema, Kind
+from cmdm_pipeline.stages.match_blocking import bounded_blocking, pair_budget
 from cmdm_pipeline.stages.match_calibration import candidate_pairs, decontaminated, match_rate
 from cmdm_pipeline.stages.match_features import PHONES
 from cmdm_pipeline.stages.match_settings import build_settings, training_rules
@@ -170,7 +171,7 @@ def calibrate(features: pl.DataFrame, model: dict[str, Any], matching: MatchingC
     trained = model = {**model, "probability_two_random_records_match": rate}
     for _ in range(rounds):
         # Sorted: the sum must not depend on the order DuckDB's threads returned the pairs in.
-        scored = score_pairs(sample, model, matching).sort("unique_id_l", "unique_id_r")
+        scored = score_pairs(*bounded_scoring(sample, model, matching)[:2], matching).sort("unique_id_l", "unique_id_r")
         rate = match_rate(scored["evidence"].to_numpy(), candidate_pairs(sample), rate)
         model = decontaminated(trained, rate, min(matching.u_max_pairs, candidate_pairs(features)))
     return model
@@ -199,6 +200,21 @@ def _predictions_frame(predictions: Any, prior: float, engine: Engine) -> pl.Dat
     return engine.select(predictions, [
         "CAST(unique_id_l AS BIGINT) AS unique_id_l", "CAST(unique_id_r AS BIGINT) AS unique_id_r",
         f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", *gammas])
+
+
+def bounded_scoring(features: pl.DataFrame, model: dict[str, Any], matching: MatchingConfig,
+                    ) -> tuple[pl.DataFrame, dict[str, Any], dict[str, int]]:
+    """The records and model to score with, the largest blocks left out when the blocking rules would give
+    more than ``matching.max_pairs_per_record`` pairs per record (:mod:`match_blocking`), and what was left out."""
+    rules = model["blocking_rules_to_generate_predictions"]
+    budget = pair_budget(features.height, matching.max_pairs_per_record)
+    if budget is None:
+        return features, model, {}
+    # Counted on DuckDB whatever the engine: the records are a frame in this process already.
+    with _scratch_db(matching.memory_limit) as db_api:
+        bounded = bounded_blocking(features, [r["blocking_rule"] for r in rules], budget, db_api.duckdb_con)
+    bounded_rules = [{**rule, "blocking_rule": sql} for rule, sql in zip(rules, bounded.rules, strict=True)]
+    return bounded.features, {**model, "blocking_rules_to_generate_predictions": bounded_rules}, bounded.report
 
 
 def _kept_weight() -> float:

@@ -25,7 +25,7 @@ import numpy as np
 import sqlglot
 from sqlglot import exp
 
-DIALECT = "duckdb"
+from cmdm_pipeline.stages.match_blocking import DIALECT, all_true, parse_rule, unqualified
 
 
 class BlockingRuleError(ValueError):
@@ -42,65 +42,6 @@ class Lookup:
     pair_check: str | None  # the rule over pair columns (``x_l`` the new record, ``x_r`` a record), if it needs checking
 
 
-def _unqualified(expression: exp.Expr, rename: dict[str, str] | None = None) -> str:
-    """The SQL of ``expression`` without ``l.``/``r.``; with ``rename``, ``l.x`` becomes ``x<rename[l]>``."""
-    def unqualify(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Column):
-            return exp.column(node.name + (rename or {}).get(node.table, ""), quoted=True)
-        return node
-
-    return expression.transform(unqualify).sql(dialect=DIALECT)
-
-
-def _sides(expression: exp.Expr) -> set[str]:
-    return {c.table for c in expression.find_all(exp.Column)}
-
-
-def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
-    """The conditions of an AND, however parenthesised: ``(a AND b) AND c`` gives a, b, c."""
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.And):
-        return [*_conjuncts(node.left), *_conjuncts(node.right)]
-    return [node]
-
-
-@dataclass(frozen=True)
-class _ParsedRule:
-    tree: exp.Expr  # the whole rule
-    equalities: list[tuple[exp.Expr, exp.Expr]]  # (l side, r side)
-    only: dict[str, list[exp.Expr]]  # "l"/"r" -> conditions on that side only
-    pair: list[exp.Expr]  # conditions on both sides, not equalities (or on neither)
-
-
-def _parse(rule: str) -> _ParsedRule:
-    equalities: list[tuple[exp.Expr, exp.Expr]] = []
-    only: dict[str, list[exp.Expr]] = {"l": [], "r": []}
-    pair: list[exp.Expr] = []
-    tree = sqlglot.parse_one(rule, dialect=DIALECT)
-    for condition in _conjuncts(tree):
-        sides = _sides(condition)
-        if isinstance(condition, exp.EQ) and {*_sides(condition.left), *_sides(condition.right)} == {"l", "r"} and (
-                len(_sides(condition.left)) == 1 and len(_sides(condition.right)) == 1):
-            left, right = condition.left, condition.right
-            equalities.append((left, right) if _sides(left) == {"l"} else (right, left))
-        elif sides in ({"l"}, {"r"}):
-            only[next(iter(sides))].append(condition)
-        elif not sides and isinstance(condition, exp.Boolean) and condition.this:
-            continue  # TRUE
-        else:
-            pair.append(condition)
-    if not equalities:
-        raise BlockingRuleError(
-            f"blocking rule {rule!r} has no equality between a value of l and one of r (an AND of conditions): "
-            "resolve looks records up by such equalities")
-    return _ParsedRule(tree, equalities, only, pair)
-
-
-def _all_true(conditions: list[str]) -> str:
-    return " AND ".join(f"({c})" for c in conditions) or "TRUE"
-
-
 def lookups(rules: list[str], type_of: Any) -> list[Lookup]:
     """Every look-up the ``rules`` need, the same one once. ``type_of(sql)``: the DuckDB type of an
     expression over a record; sides of different types are hashed as text (DuckDB hashes 5 as INTEGER
@@ -109,23 +50,27 @@ def lookups(rules: list[str], type_of: Any) -> list[Lookup]:
         raise BlockingRuleError("the model has no blocking rules: resolve would find no one")
     found: dict[tuple[str, str, str], str | None] = {}
     for rule in rules:
-        parsed = _parse(rule)
-        sides = {"l": [_unqualified(left) for left, _ in parsed.equalities],
-                 "r": [_unqualified(right) for _, right in parsed.equalities]}
+        parsed = parse_rule(rule)
+        if not parsed.equalities:
+            raise BlockingRuleError(
+                f"blocking rule {rule!r} has no equality between a value of l and one of r (an AND of conditions): "
+                "resolve looks records up by such equalities")
+        sides = {"l": [unqualified(left) for left, _ in parsed.equalities],
+                 "r": [unqualified(right) for _, right in parsed.equalities]}
         for i, (left, right) in enumerate(zip(sides["l"], sides["r"], strict=True)):
             if type_of(left) != type_of(right):
                 sides["l"][i], sides["r"][i] = f"CAST({left} AS VARCHAR)", f"CAST({right} AS VARCHAR)"
         for query_side, record_side in (("l", "r"), ("r", "l")):
             ordered = sorted(zip(sides[record_side], sides[query_side], strict=True))  # one look-up for a symmetric rule
             record_keys, query_keys = [r for r, _ in ordered], [q for _, q in ordered]
-            record_condition = _all_true([*(f"{k} IS NOT NULL" for k in record_keys),
-                                          *(_unqualified(c) for c in parsed.only[record_side])])
-            query_condition = _all_true([*(f"{k} IS NOT NULL" for k in query_keys),
-                                         *(_unqualified(c) for c in parsed.only[query_side])])
+            record_condition = all_true([*(f"{k} IS NOT NULL" for k in record_keys),
+                                         *(unqualified(c) for c in parsed.only[record_side])])
+            query_condition = all_true([*(f"{k} IS NOT NULL" for k in query_keys),
+                                        *(unqualified(c) for c in parsed.only[query_side])])
             # Pair columns: the new record's values end in _l, the record's in _r, whichever side each takes here.
             rename = {query_side: "_l", record_side: "_r"}
             # The whole rule, not its pair conditions only: several rules' checks are OR-ed per pair.
-            check = _unqualified(parsed.tree, rename) if parsed.pair else None
+            check = unqualified(parsed.tree, rename) if parsed.pair else None
             key = (f"hash({', '.join(record_keys)})", record_condition,
                    f"CASE WHEN {query_condition} THEN hash({', '.join(query_keys)}) END")
             if key in found and found[key] is not None and check is not None:

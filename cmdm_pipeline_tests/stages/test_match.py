@@ -259,3 +259,25 @@ def test_a_run_killed_in_matching_leaves_records_only_in_its_private_scratch_and
     done = cmdm(config.base_dir / "cmdm.yaml", "run", "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]
     assert not list(temp.glob(f"{PREFIX}*"))
+
+
+def test_bounded_blocking_scores_fewer_pairs_and_still_those_other_rules_find(small, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Over the pair budget the largest blocks (common names) are left out; a shared e-mail still pairs."""
+    from cmdm_pipeline.stages import match_blocking
+
+    frame, truth, model = small
+    full = match_records(frame, model, MatchingConfig(), NO_DECISIONS)
+    monkeypatch.setattr(match_blocking, "MIN_PAIR_BUDGET", 0)
+    bounded = match_records(frame, model, MatchingConfig(max_pairs_per_record=2), NO_DECISIONS)
+    s = bounded.summary
+    assert s["blocks_left_out"] > 0 and s["pairs_left_out"] > 0 and s["pairs_blocked"] > 2 * frame.height
+    blocked = lambda result: result.pairs.filter("blocked").select(  # noqa: E731
+        "source_record_id_l", "source_record_id_r")
+    assert blocked(bounded).join(blocked(full), on=["source_record_id_l", "source_record_id_r"], how="anti").height == 0
+    assert blocked(bounded).height < blocked(full).height
+    emails = frame.filter(pl.col("email").is_not_null()).select("source_record_id", "email")
+    shared = emails.join(emails, on="email", suffix="_r").filter(pl.col("source_record_id") < pl.col("source_record_id_r"))
+    assert shared.height > 20
+    assert shared.join(blocked(bounded), left_on=["source_record_id", "source_record_id_r"],
+                       right_on=["source_record_id_l", "source_record_id_r"], how="anti").height == 0
+    assert pair_f1(bounded.clusters, frame, truth) > 0.9
