@@ -117,11 +117,13 @@ def _summary_row(result: MatchResult, run_id: str, model_version: int | None, bu
     return pl.DataFrame({
         "run_id": [run_id], "run_at": [dt.datetime.now(dt.UTC).replace(tzinfo=None)],
         "model_version": [model_version], "records": [s.get("records", 0)], "pairs_scored": [s.get("pairs_scored", 0)],
+        "pairs_blocked": [s.get("pairs_blocked")], "pairs_left_out": [s.get("pairs_left_out")],
         "match_prior": [result.prior], "link_threshold": [result.threshold.probability],
         "estimated_precision": [s.get("estimated_precision")], "estimated_recall": [s.get("estimated_recall")],
         "review_budget": [budget], "queued": [result.queue.items.height], "doubtful": [result.queue.doubtful],
         "decided_automatically": [result.queue.decided_automatically],
-    }, schema_overrides={"model_version": pl.Int64, "estimated_precision": pl.Float64, "estimated_recall": pl.Float64})
+    }, schema_overrides={"model_version": pl.Int64, "estimated_precision": pl.Float64, "estimated_recall": pl.Float64,
+                         "pairs_blocked": pl.Int64, "pairs_left_out": pl.Int64})
 
 
 def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
