@@ -176,6 +176,28 @@ def test_a_model_trained_on_duckdb_clusters_as_the_spark_trained_one(runs) -> No
     same_levels(both, "levels", "levels_spark")
 
 
+def test_blocking_bounded_by_the_pair_budget_scores_the_same_pairs_on_spark(runs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The flags and the rules' extra conditions reach Spark translated: the same blocks are left out."""
+    from cmdm_pipeline.stages import match_blocking
+    from cmdm_pipeline.stages.match_model import bounded_scoring
+
+    monkeypatch.setattr(match_blocking, "MIN_PAIR_BUDGET", 0)
+    config = runs["duckdb"].config
+    frame = features(open_warehouse(config), config)
+    path = latest_model(config.warehouse_path)
+    assert path is not None
+    model = json.loads(path.read_text())
+    budget = config.matching.model_copy(update={"max_pairs_per_record": 1})
+    bounded, bounded_model, left_out = bounded_scoring(frame, model, budget)
+    assert left_out["pairs_left_out"] > 0
+    ids = ["unique_id_l", "unique_id_r"]
+    here = score_pairs(bounded, bounded_model, config.matching).select(ids).sort(ids)
+    there = score_pairs(bounded, bounded_model, runs["spark"].config.matching).select(ids).sort(ids)
+    assert here.height < score_pairs(frame, model, config.matching).height
+    assert abs(here.height - there.height) <= JARO_DIFFERENCES * here.height
+    assert here.join(there, on=ids).height >= (1 - JARO_DIFFERENCES) * here.height
+
+
 def test_stopping_spark_ends_its_jvm_and_a_later_session_starts_a_new_one(capfd: pytest.CaptureFixture[str]) -> None:
     from pyspark import SparkContext
 
