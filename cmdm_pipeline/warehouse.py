@@ -177,36 +177,43 @@ class Warehouse:
         tables such as ``audit_log`` change together with the tables they describe. ``versions``
         brings a history table up to date with one of ``tables``, in the same transaction.
         """
+        with self._transaction() as con:
+            # Sealed and written one table at a time, so only one sealed copy is in memory (and the frames
+            # sealed for a table that shares its ciphertext, such as the golden records for their history).
+            shared: dict[str, pl.DataFrame] = {}
+            for name, frame in tables.items():
+                if self._in_parts(name, tables, versions):
+                    self._record_types(con, name, self._write_parts(con, name, _slices(frame, PART_ROWS)))
+                    continue
+                sealed, types = self._seal(con, name, frame, [f for other, f in shared.items() if self._shares(name, other)])
+                staged = f"__cmdm_staged_{name}"
+                con.register(staged, _arrow(sealed))
+                write_table(con, name, staged)
+                con.unregister(staged)
+                self._record_types(con, name, types)
+                if versions is not None and name == versions.current:
+                    self._record_versions(con, versions, types)
+                if any(self._shares(name, other) for other in tables if other != name):
+                    shared[name] = sealed
+                del sealed
+            for name, (frame, key) in (append or {}).items():
+                sealed, types = self._seal(con, name, frame, stored=False)
+                staged = f"__cmdm_appended_{name}"
+                con.register(staged, _arrow(sealed))
+                append_new_rows(con, name, staged, key)
+                con.unregister(staged)
+                self._record_types(con, name, types)
+            for name in tables:  # every table written, nothing committed: the previous tables must survive
+                crash_point(f"warehouse.before_commit.{name}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection in a transaction: committed when the block ends, rolled back if it raises or is
+        interrupted, so the previous tables survive a failed write whole."""
         with self.connect() as con:
             con.begin()
             try:
-                # Sealed and written one table at a time, so only one sealed copy is in memory (and the frames
-                # sealed for a table that shares its ciphertext, such as the golden records for their history).
-                shared: dict[str, pl.DataFrame] = {}
-                for name, frame in tables.items():
-                    if self._in_parts(name, tables, versions):
-                        self._record_types(con, name, self._write_parts(con, name, _slices(frame, PART_ROWS)))
-                        continue
-                    sealed, types = self._seal(con, name, frame, [f for other, f in shared.items() if self._shares(name, other)])
-                    staged = f"__cmdm_staged_{name}"
-                    con.register(staged, _arrow(sealed))
-                    write_table(con, name, staged)
-                    con.unregister(staged)
-                    self._record_types(con, name, types)
-                    if versions is not None and name == versions.current:
-                        self._record_versions(con, versions, types)
-                    if any(self._shares(name, other) for other in tables if other != name):
-                        shared[name] = sealed
-                    del sealed
-                for name, (frame, key) in (append or {}).items():
-                    sealed, types = self._seal(con, name, frame, stored=False)
-                    staged = f"__cmdm_appended_{name}"
-                    con.register(staged, _arrow(sealed))
-                    append_new_rows(con, name, staged, key)
-                    con.unregister(staged)
-                    self._record_types(con, name, types)
-                for name in tables:  # every table written, nothing committed: the previous tables must survive
-                    crash_point(f"warehouse.before_commit.{name}")
+                yield con
                 con.commit()
             except BaseException:
                 con.rollback()
@@ -240,24 +247,18 @@ class Warehouse:
         every table named in a part is replaced. A table's parts have the same columns and types, and no record
         in two of them.
         """
-        with self.connect() as con:
-            con.begin()
-            try:
-                on = _On(partial(self._read_on, con), partial(self._batches_on, con))
-                writers: dict[str, _PartWriter] = {}
-                for part in parts(on):
-                    for name, frame in part.items():
-                        if name not in writers:
-                            writers[name] = _PartWriter(self, con, name)
-                        writers[name].write(frame)
-                for name, writer in writers.items():
-                    self._record_types(con, name, writer.finish())
-                for name in writers:
-                    crash_point(f"warehouse.before_commit.{name}")
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
+        with self._transaction() as con:
+            on = _On(partial(self._read_on, con), partial(self._batches_on, con))
+            writers: dict[str, _PartWriter] = {}
+            for part in parts(on):
+                for name, frame in part.items():
+                    if name not in writers:
+                        writers[name] = _PartWriter(self, con, name)
+                    writers[name].write(frame)
+            for name, writer in writers.items():
+                self._record_types(con, name, writer.finish())
+            for name in writers:
+                crash_point(f"warehouse.before_commit.{name}")
 
     def _in_parts(self, name: str, tables: dict[str, pl.DataFrame], versions: Versions | None) -> bool:
         """Whether :meth:`replace` seals and writes ``name`` part by part: a table with personal columns, unless
@@ -338,18 +339,12 @@ class Warehouse:
         if self.at_rest is not None and self.at_rest.plan(name) is not None:
             raise ProtectionError(f"{name} holds personal data: write it with replace(), which encrypts it")
         staged = f"__cmdm_staged_{name}"
-        with self.connect() as con:
-            con.begin()
-            try:
-                con.register(staged, _arrow(frame))
-                create_table(con, name, staged, replace=False)
-                con.execute(statement("warehouse/delete_run", table=name), {"run_id": run_id})
-                con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
-                con.unregister(staged)
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
+        with self._transaction() as con:
+            con.register(staged, _arrow(frame))
+            create_table(con, name, staged, replace=False)
+            con.execute(statement("warehouse/delete_run", table=name), {"run_id": run_id})
+            con.execute(statement("warehouse/insert_rows", table=name, staged=staged))
+            con.unregister(staged)
 
     def read(
         self, name: str, columns: list[str] | None = None, where: pl.Expr | None = None, rows: pl.DataFrame | None = None,
