@@ -194,7 +194,9 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
     n = frame.height
     blocking_frame, blocking_model, left_out = bounded_scoring(frame, model, matching)
     if previous is None:
-        scored = _ordered(score_pairs(blocking_frame, blocking_model, matching)).with_columns(pl.lit(True).alias("blocked"))
+        blocked_pairs = left_out.get("pairs_blocked", 0) - left_out.get("pairs_left_out", 0)
+        scored = _ordered(score_pairs(blocking_frame, blocking_model, matching, blocked_pairs)).with_columns(
+            pl.lit(True).alias("blocked"))
         mode = "full"
     else:
         old_pairs, old_hashes = previous

@@ -177,8 +177,9 @@ def test_a_model_trained_on_duckdb_clusters_as_the_spark_trained_one(runs) -> No
 
 
 def test_blocking_bounded_by_the_pair_budget_scores_the_same_pairs_on_spark(runs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The flags and the rules' extra conditions reach Spark translated: the same blocks are left out."""
-    from cmdm_pipeline.stages import match_blocking
+    """The flags and the rules' extra conditions reach Spark translated: the same blocks are left out, and
+    the pairs scored in chunks there are those scored at once on DuckDB."""
+    from cmdm_pipeline.stages import match_blocking, match_model
     from cmdm_pipeline.stages.match_model import bounded_scoring
 
     monkeypatch.setattr(match_blocking, "MIN_PAIR_BUDGET", 0)
@@ -192,7 +193,10 @@ def test_blocking_bounded_by_the_pair_budget_scores_the_same_pairs_on_spark(runs
     assert left_out["pairs_left_out"] > 0
     ids = ["unique_id_l", "unique_id_r"]
     here = score_pairs(bounded, bounded_model, config.matching).select(ids).sort(ids)
-    there = score_pairs(bounded, bounded_model, runs["spark"].config.matching).select(ids).sort(ids)
+    # ... in 2 x 2 chunks of records on Spark (Splink's predict_chunk).
+    monkeypatch.setattr(match_model, "CHUNK_PAIRS", left_out["pairs_blocked"] // 3)
+    there = score_pairs(bounded, bounded_model, runs["spark"].config.matching,
+                        pairs=left_out["pairs_blocked"]).select(ids).sort(ids)
     assert here.height < score_pairs(frame, model, config.matching).height
     assert abs(here.height - there.height) <= JARO_DIFFERENCES * here.height
     assert here.join(there, on=ids).height >= (1 - JARO_DIFFERENCES) * here.height

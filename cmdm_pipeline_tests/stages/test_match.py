@@ -281,3 +281,24 @@ def test_bounded_blocking_scores_fewer_pairs_and_still_those_other_rules_find(sm
     assert shared.join(blocked(bounded), left_on=["source_record_id", "source_record_id_r"],
                        right_on=["source_record_id_l", "source_record_id_r"], how="anti").height == 0
     assert pair_f1(bounded.clusters, frame, truth) > 0.9
+
+
+def test_pairs_scored_in_chunks_are_those_scored_at_once(small, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.stages import match_model
+
+    frame, _, model = small
+    at_once = _sorted_pairs(score_pairs(frame, model, MatchingConfig(), pairs=10_000))
+    monkeypatch.setattr(match_model, "CHUNK_PAIRS", 1_000)  # 3 x 3 chunks
+    chunks: list[tuple[int, int]] = []
+    import splink.internals.linker_components.inference as inference
+
+    original = inference.LinkerInference.predict_chunk
+
+    def counted(self, left_chunk, right_chunk, **kwargs):  # type: ignore[no-untyped-def]
+        chunks.append((left_chunk, right_chunk))
+        return original(self, left_chunk, right_chunk, **kwargs)
+
+    monkeypatch.setattr(inference.LinkerInference, "predict_chunk", counted)
+    in_chunks = _sorted_pairs(score_pairs(frame, model, MatchingConfig(), pairs=9_000))
+    assert len(chunks) == 9 and at_once.height > 50
+    assert in_chunks.equals(at_once)
