@@ -174,9 +174,12 @@ def calibrate(features: pl.DataFrame, model: dict[str, Any], matching: MatchingC
         sample = features.filter((pl.col("unique_id").hash(seed=matching.seed) % 1_000_000) < share * 1_000_000)
     rate = match_rate(np.array([]), candidate_pairs(features), model["probability_two_random_records_match"])
     trained = model = {**model, "probability_two_random_records_match": rate}
+    # Blocks are counted once: the rounds change the prior and u, not the blocking rules.
+    sample, bounded, _ = bounded_scoring(sample, model, matching)
+    rules = {"blocking_rules_to_generate_predictions": bounded["blocking_rules_to_generate_predictions"]}
     for _ in range(rounds):
         # Sorted: the sum must not depend on the order DuckDB's threads returned the pairs in.
-        scored = score_pairs(*bounded_scoring(sample, model, matching)[:2], matching).sort("unique_id_l", "unique_id_r")
+        scored = score_pairs(sample, {**model, **rules}, matching).sort("unique_id_l", "unique_id_r")
         rate = match_rate(scored["evidence"].to_numpy(), candidate_pairs(sample), rate)
         model = decontaminated(trained, rate, min(matching.u_max_pairs, candidate_pairs(features)))
     return model
