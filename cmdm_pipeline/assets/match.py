@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -16,6 +17,7 @@ from cmdm_pipeline.stages.match_features import feature_inputs, matching_frame
 from cmdm_pipeline.stages.match_model import MODEL_VERSION_KEY, latest_model, model_dir, train_model
 from cmdm_pipeline.tables import CLUSTERS, PAIRS, REVIEW, VALIDATED
 from cmdm_pipeline.tables import MATCH_SUMMARY as SUMMARY
+from cmdm_pipeline.warehouse import TableReader
 
 RETRAIN_TAG = "cmdm/retrain"
 FULL_REBUILD_TAG = "cmdm/full_rebuild"
@@ -108,7 +110,7 @@ def _singletons(frame: pl.DataFrame) -> MatchResult:
         "comparison_levels": levels, "merged": pl.Boolean, "doubt": pl.Float64, "records_affected": pl.Int64,
         "priority": pl.Float64, "review_reason": pl.String})
     clusters = frame.select("unique_id", pl.col("unique_id").alias("cluster"), pl.lit(None, pl.Float64).alias("link_confidence"))
-    return MatchResult(empty_pairs, clusters, Queue(empty_queue, 0, 0), Threshold(0.5, 1.0), 0.0,
+    return MatchResult(lambda: iter([empty_pairs]), 0, clusters, Queue(empty_queue, 0, 0), Threshold(0.5, 1.0), 0.0,
                        {"mode": "no pairs to compare", "records": frame.height})
 
 
@@ -162,20 +164,26 @@ def match_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         ids = frame.select("unique_id", *KEY)
         members = result.clusters.join(ids, on="unique_id").join(record_hashes(frame), on=KEY).select(
             *KEY, "cluster", "link_confidence", "record_hash")
-        pairs = result.pairs.with_columns(pl.lit(version, dtype=pl.Int64).alias("model_version"))
         queue = result.queue.items
-        store.replace({PAIRS: pairs, REVIEW: queue, CLUSTERS: members,
-                       SUMMARY: _summary_row(result, context.run.run_id, version, matching.review_budget)})
+        summary = _summary_row(result, context.run.run_id, version, matching.review_budget)
+
+        def parts(_: TableReader) -> Iterator[dict[str, pl.DataFrame]]:
+            yield {REVIEW: queue, CLUSTERS: members, SUMMARY: summary}
+            # Keyed a part at a time: the pairs with their keys would be several times the scored pairs' memory.
+            for part in result.pair_parts():
+                yield {PAIRS: part.with_columns(pl.lit(version, dtype=pl.Int64).alias("model_version"))}
+
+        store.replace_in_parts(parts)
         sizes = members.group_by("cluster").agg(pl.len().alias("size"))
         largest = sizes["size"].max()  # an int, or None without clusters
         s = result.summary
         context.log.info(
-            f"matching ({s['mode']}): {pairs.height} pairs, prior {result.prior:.3g}, link threshold "
+            f"matching ({s['mode']}): {result.pair_count} pairs, prior {result.prior:.3g}, link threshold "
             f"p >= {result.threshold.probability:.3f}; {sizes.height} clusters; {queue.height} to review "
             f"({result.queue.decided_automatically} doubtful decisions over the budget left to the model)")
         estimates: dict[str, Any] = {k: round(float(v), 4) for k, v in s.items() if k.startswith("estimated_")}
         yield dg.MaterializeResult(asset_key=PAIRS, metadata={
-            "dagster/row_count": pairs.height, "mode": s["mode"], "pairs_completed": s.get("pairs_completed", 0),
+            "dagster/row_count": result.pair_count, "mode": s["mode"], "pairs_completed": s.get("pairs_completed", 0),
             # Blocks over the pair budget (matching.max_pairs_per_record), not compared this run.
             "blocks_left_out": s.get("blocks_left_out", 0), "pairs_left_out": s.get("pairs_left_out", 0),
             "model_version": version or "none (fewer than two records)",

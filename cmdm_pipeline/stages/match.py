@@ -18,7 +18,7 @@ One run of :func:`match_records`:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,14 +40,26 @@ PAIR_KEY = ["source_system_l", "source_record_id_l", "source_system_r", "source_
 MAX_RULE_GROUP = 25
 
 
+#: Scored pairs are keyed and stored this many at a time: with their four key strings a stored pair takes
+#: several times the memory of a scored one.
+STORED_PART_PAIRS = 1_000_000
+
+
 @dataclass(frozen=True)
 class MatchResult:
-    pairs: pl.DataFrame  # match_pairs: keys, match_weight, evidence, match_probability, blocked, comparison_levels
+    pair_parts: Callable[[], Iterator[pl.DataFrame]]  # match_pairs in parts: keys, match_weight, evidence,
+    # match_probability, blocked, comparison_levels
+    pair_count: int
     clusters: pl.DataFrame  # unique_id, cluster (a record position), link_confidence
     queue: Queue  # the review queue, keys and records filled in
     threshold: Threshold
     prior: float  # the share of candidate pairs that match
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> pl.DataFrame:
+        """match_pairs whole (small runs and tests; the asset writes :attr:`pair_parts` one at a time)."""
+        return pl.concat(self.pair_parts())
 
 
 def record_hashes(frame: pl.DataFrame) -> pl.DataFrame:
@@ -63,10 +75,14 @@ def _levels(gammas: list[str]) -> pl.Expr:
 
 def _keyed(pairs: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
     """``pairs`` (node_l, node_r, ...) with both records' keys, the smaller key on the left (as decisions
-    are), and ``key_l``, ``key_r`` to sort by."""
-    joined = pairs.join(
-        ids.rename({"unique_id": "node_l", "source_system": "a_system", "source_record_id": "a_id"}), on="node_l"
-    ).join(ids.rename({"unique_id": "node_r", "source_system": "b_system", "source_record_id": "b_id"}), on="node_r")
+    are), and ``key_l``, ``key_r`` to sort by. ``ids``: row i is record i (``unique_id`` = row position)."""
+    # Taken by position, not joined: a join hashes every record for each part of the pairs.
+    keys = ids.select(KEY)
+    joined = pl.concat([
+        pairs,
+        keys.gather(pairs["node_l"]).rename({"source_system": "a_system", "source_record_id": "a_id"}),
+        keys.gather(pairs["node_r"]).rename({"source_system": "b_system", "source_record_id": "b_id"}),
+    ], how="horizontal")
     a, b = record_key("a_system", "a_id"), record_key("b_system", "b_id")
     a_first = a <= b
     return joined.with_columns(
@@ -95,7 +111,7 @@ def node_pairs(stored: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
            on=["source_system_r", "source_record_id_r"])
     return joined.select(
         pl.min_horizontal("a", "b").alias("node_l"), pl.max_horizontal("a", "b").alias("node_r"), "evidence", "blocked",
-        *[pl.col("comparison_levels").struct.field(f).cast(pl.Int32).alias(f"gamma_{f}") for f in fields],
+        *[pl.col("comparison_levels").struct.field(f).cast(pl.Int8).alias(f"gamma_{f}") for f in fields],
     )
 
 
@@ -215,11 +231,11 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
     scored = scored.sort("node_l", "node_r")
     # The prior and the threshold are judged on the pairs blocking found, as on the night they were first
     # scored: pairs scored to complete a cluster are not a sample of anything.
-    blocked = scored.filter("blocked")
-    pairs = candidate_pairs(frame)
-    rate = match_rate(blocked["evidence"].to_numpy(), pairs, model["probability_two_random_records_match"])
+    blocked = scored.select(pl.col("evidence").filter("blocked"))
+    rate = match_rate(blocked["evidence"].to_numpy(), candidate_pairs(frame), model["probability_two_random_records_match"])
     prior = math.log2(rate / (1 - rate))
     threshold = link_threshold(blocked.select(probabilities(pl.col("evidence"), prior).alias("p"))["p"].to_numpy())
+    del blocked
     weight = pl.col("evidence") + prior - threshold.log2_odds  # > 0: more likely one customer than required
 
     must, cannot = decided_edges(decisions, ids)
@@ -231,8 +247,8 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
     # A steward's `different` wins over a rule's or another steward's `same` on the same pair.
     forced = forced.sort("w", "l", "r").unique(["l", "r"], keep="first", maintain_order=True)
 
-    edges = pl.concat([scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"), weight.alias("w")), forced])
-    piece = pieces(n, edges)
+    piece = pieces(n, pl.concat([scored.select(pl.col("node_l").alias("l"), pl.col("node_r").alias("r"),
+                                               weight.alias("w")), forced]))
     completed = _complete(frame, scored, piece, model, matching)
     if completed.height:
         scored = pl.concat([scored, completed.with_columns(pl.lit(False).alias("blocked")).select(scored.columns)],
@@ -244,36 +260,45 @@ def _match_records(frame: pl.DataFrame, model: dict[str, Any], matching: Matchin
                           forced.with_columns(pl.lit(True).alias("comparable"), pl.lit(None, pl.Float64).alias("e"))
                           ]).sort("l", "r")
     weighted = weighted.with_columns(pl.Series("piece", piece[weighted["l"].to_numpy()].astype(np.int64)))
-    inside = weighted.filter(pl.Series(piece[weighted["l"].to_numpy()] == piece[weighted["r"].to_numpy()]))
-    clustering = agglomerate(n, inside)
+    inside = pl.Series(piece[weighted["l"].to_numpy()] == piece[weighted["r"].to_numpy()])
+    clustering = agglomerate(n, weighted.filter(inside))
     labels = clustering.labels
     advance(1)  # clustered
 
     probability = probabilities(pl.col("evidence"), prior)
+    queue = _queue(clustering.merges, nearest_other(labels, weighted), labels, ids, scored, prior, matching, n)
+    del weighted
     together = pl.Series(labels[scored["node_l"].to_numpy()] == labels[scored["node_r"].to_numpy()])
-    with_p = scored.with_columns(probability.alias("p"), together.alias("together"))
-    within = with_p.filter("together")
+    within = scored.select("node_l", "node_r", probability.alias("p")).filter(together)
     confidence = within.select(pl.concat_list("node_l", "node_r").alias("unique_id"), "p").explode("unique_id").group_by(
         "unique_id").agg(pl.col("p").max().alias("link_confidence"))
     clusters = pl.DataFrame({"unique_id": frame["unique_id"], "cluster": labels.astype(np.int64)}).join(
         confidence, on="unique_id", how="left")
-
-    queue = _queue(clustering.merges, nearest_other(labels, weighted), labels, ids, scored, prior, matching, n)
-    expected = float(with_p["p"].sum())
+    expected = float(scored.select(probability.sum()).item())
     mean_p = within["p"].mean()  # p is Float64: a float, or None when no pair is within a cluster
     est_precision = mean_p if isinstance(mean_p, float) else 1.0
     est_recall = float(within["p"].sum()) / expected if expected else 1.0
-    stored = stored_pairs(scored, ids).with_columns(
-        (pl.col("evidence") + prior).alias("match_weight"), probability.alias("match_probability"))
     advance(1)  # review queue and estimates
+
+    def pair_parts() -> Iterator[pl.DataFrame]:
+        for start in range(0, max(scored.height, 1), STORED_PART_PAIRS):
+            yield stored_pairs(scored.slice(start, STORED_PART_PAIRS), ids).select(
+                *PAIR_KEY, (pl.col("evidence") + prior).alias("match_weight"), "evidence",
+                probability.alias("match_probability"), "blocked", "comparison_levels")
+
     summary = {
         "mode": mode, "records": n, "pairs_scored": scored.height,
         "pairs_completed": completed.height, "estimated_precision": est_precision, "estimated_recall": est_recall,
         **left_out,
     }
-    return MatchResult(
-        stored.select(*PAIR_KEY, "match_weight", "evidence", "match_probability", "blocked", "comparison_levels"),
-        clusters, queue, threshold, rate, summary)
+    return MatchResult(pair_parts, scored.height, clusters, queue, threshold, rate, summary)
+
+
+def _pairs_of(scored: pl.DataFrame, wanted: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The rows of ``scored`` for the (node_l, node_r) pairs in ``wanted`` (nodes below ``n``): a few found among
+    millions without hashing the millions, as a join would."""
+    pair = pl.col("node_l").cast(pl.Int64) * n + pl.col("node_r")
+    return scored.filter(pair.is_in(wanted.select(pair.alias("pair"))["pair"].implode()))
 
 
 def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: pl.DataFrame, scored: pl.DataFrame,
@@ -302,8 +327,8 @@ def _queue(merges: pl.DataFrame, undone: pl.DataFrame, labels: np.ndarray, ids: 
     ).join(records.rename({"cluster": "cluster_l", "record": "records_l"}), on="cluster_l", how="left",
            maintain_order="left").join(
         records.rename({"cluster": "cluster_r", "record": "records_r"}), on="cluster_r", how="left", maintain_order="left"
-    ).join(scored.select("node_l", "node_r", "evidence", *gammas), on=["node_l", "node_r"], how="left",
-           maintain_order="left")
+    ).join(_pairs_of(scored, queue.items, n).select("node_l", "node_r", "evidence", *gammas), on=["node_l", "node_r"],
+           how="left", maintain_order="left")
     items = items.select(
         pl.when(pl.col("shown") == 2).then(pl.lit("pair")).otherwise(pl.lit("cluster")).alias("review_type"),
         *PAIR_KEY,

@@ -207,7 +207,8 @@ def _predictions_frame(predictions: Any, prior: float, engine: Engine) -> pl.Dat
     # Plain SQL that DuckDB and Spark read alike; the prior is a float formatted by repr, the names Splink's.
     return engine.select(predictions, [
         "CAST(unique_id_l AS BIGINT) AS unique_id_l", "CAST(unique_id_r AS BIGINT) AS unique_id_r",
-        f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", *gammas])
+        # Levels are small integers: one byte each, not four, over hundreds of millions of pairs.
+        f"match_weight - CAST({float(prior)!r} AS DOUBLE) AS evidence", *(f"CAST({g} AS TINYINT) AS {g}" for g in gammas)])
 
 
 def bounded_scoring(features: pl.DataFrame, model: dict[str, Any], matching: MatchingConfig,

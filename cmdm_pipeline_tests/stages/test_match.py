@@ -147,7 +147,7 @@ def test_stored_pairs_round_trip_to_record_positions() -> None:
                         "source_record_id": ["9", "1", "2"]})
     pairs = pl.DataFrame({"node_l": [0, 1], "node_r": [1, 2], "evidence": [12.5, -3.0], "blocked": [True, False],
                           "gamma_email": [1, 0], "gamma_first_name": [-1, 2]},
-                         schema_overrides={"gamma_email": pl.Int32, "gamma_first_name": pl.Int32})
+                         schema_overrides={"gamma_email": pl.Int8, "gamma_first_name": pl.Int8})
     stored = stored_pairs(pairs, ids)
     assert stored.select("source_system_l", "source_record_id_l").row(0) == ("crm", "1")  # the smaller key left
     assert node_pairs(stored, ids).sort("node_l").equals(pairs.sort("node_l"))
@@ -302,3 +302,19 @@ def test_pairs_scored_in_chunks_are_those_scored_at_once(small, monkeypatch) -> 
     in_chunks = _sorted_pairs(score_pairs(frame, model, MatchingConfig(), pairs=9_000))
     assert len(chunks) == 9 and at_once.height > 50
     assert in_chunks.equals(at_once)
+
+
+def test_pairs_stored_in_parts_are_the_pairs_whole(small, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cmdm_pipeline.stages import match
+
+    frame, _, model = small
+    matching = MatchingConfig(review_budget=0.02)
+    whole = match_records(frame, model, matching, NO_DECISIONS)
+    monkeypatch.setattr(match, "STORED_PART_PAIRS", 100)
+    parted = match_records(frame, model, matching, NO_DECISIONS)
+    parts = list(parted.pair_parts())
+    assert len(parts) == -(-whole.pair_count // 100) > 1 and max(p.height for p in parts) == 100
+    assert pl.concat(parts).equals(whole.pairs) and parted.pair_count == whole.pairs.height
+    assert parted.queue.items.equals(whole.queue.items) and parted.clusters.equals(whole.clusters)
+    # Without steward decisions or rules every queued pair was scored, and its evidence found among the pairs.
+    assert whole.queue.items.height and whole.queue.items["evidence"].null_count() == 0
