@@ -19,6 +19,7 @@ from cmdm_pipeline.quality import checks
 from cmdm_pipeline.quality.docs import building_folder, docs_folder, publish
 from cmdm_pipeline.quality.expectations import SUITE_NAME
 from cmdm_pipeline.quality.measure import (
+    BySource,
     QualityInputs,
     golden_columns,
     measure_quality,
@@ -52,6 +53,13 @@ def _select(store: Warehouse, table: str, columns: list[str], presence_only: Col
     return store.read(table, columns, presence_only=presence_only)
 
 
+def _source_parts(store: Warehouse, table: str, columns: list[str], presence_only: Collection[str]) -> BySource:
+    """``table`` read a source at a time, each chosen in DuckDB: at 10M records a stage whole would not fit."""
+    sources = sorted(store.query(f"SELECT DISTINCT source_system FROM {quote_identifier(table)}")["source_system"])  # noqa: S608 - identifiers are constants or quoted
+    return BySource(sources, lambda source: store.read(table, columns, rows=pl.DataFrame({"source_system": [source]}),
+                                                        presence_only=presence_only))
+
+
 def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="measure_quality",
@@ -75,8 +83,8 @@ def quality_assets(config: ProjectConfig) -> dg.AssetsDefinition:
         run_id = context.run.run_id
         unread = presence_only_columns(config)  # no rule reads their values: left encrypted
         inputs = QualityInputs(
-            standardised=_select(store, STANDARDISED, record_columns(config), unread),
-            validated=_select(store, VALIDATED, record_columns(config), unread),
+            standardised=_source_parts(store, STANDARDISED, record_columns(config), unread),
+            validated=_source_parts(store, VALIDATED, record_columns(config), unread),
             quarantined=_select(store, QUARANTINED, ["source_system", "rules_broken"]),
             clusters=_select(store, CLUSTERS, ["source_system", "cluster"]),
             xref=_select(store, XREF, ["source_system", "master_id"]),

@@ -1,12 +1,13 @@
 """One run's quality measurement: the GX suite over each stage, then every ``quality_report`` row.
 
 Standardised and validated records are validated per source (a GX batch each, so Data Docs
-and the report show which source fails which rule); golden records as one batch.
+and the report show which source fails which rule), read a source at a time; golden records as one batch.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,25 @@ STAGE_TABLES = {"standardised": "standardised_customers", "validated": "validate
 
 
 @dataclass(frozen=True)
+class BySource:
+    """A stage's records a source at a time, each read when its turn comes: the stage is never whole in memory."""
+
+    sources: list[str]
+    read: Callable[[str], pl.DataFrame]  # one source's rows
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> BySource:
+        """The sources of a frame already in memory."""
+        return cls(sorted(frame["source_system"].unique().to_list()),
+                   lambda source: frame.filter(pl.col("source_system") == source))
+
+
+@dataclass(frozen=True)
 class QualityInputs:
     """The tables a quality run reads, cut to the columns it needs."""
 
-    standardised: pl.DataFrame  # source_system, record_type, party_type, attributes
-    validated: pl.DataFrame  # same columns
+    standardised: BySource  # source_system, record_type, party_type, attributes
+    validated: BySource  # same columns
     quarantined: pl.DataFrame  # source_system, rules_broken
     clusters: pl.DataFrame  # source_system, cluster
     xref: pl.DataFrame  # source_system, master_id
@@ -89,15 +104,25 @@ def attributes_by_source(config: ProjectConfig) -> dict[str, list[str]]:
     return {source.name: list(dict.fromkeys(source.columns.values())) for source in config.sources}
 
 
-def stage_batches(inputs: QualityInputs) -> list[Batch]:
-    batches = []
+def _batches(inputs: QualityInputs, mapped: dict[str, list[str]], filled: dict[str, list[pl.DataFrame]]) -> Iterator[Batch]:
+    """The suite's batches: each source of the record stages, read as its turn comes (its completeness counted into
+    ``filled`` on the way, so it is read once), then the golden records whole."""
     for stage in ("standardised", "validated"):
-        frame: pl.DataFrame = getattr(inputs, stage)
-        # Lazy parts, not partition_by: a copy of both tables by source would be held through the whole suite.
-        sources = sorted(frame["source_system"].unique().to_list(), key=str)
-        batches += [Batch(stage, STAGE_TABLES[stage], source, frame.lazy().filter(pl.col("source_system").eq_missing(source)))
-                    for source in sources]
-    return [*batches, Batch("golden", STAGE_TABLES["golden"], None, inputs.golden)]
+        records: BySource = getattr(inputs, stage)
+        for source in records.sources:
+            frame = records.read(source)
+            filled[stage].append(report.filled_counts(frame, mapped, per_source=True))
+            yield Batch(stage, STAGE_TABLES[stage], source, frame)
+            del frame  # before the next source is read
+    yield Batch("golden", STAGE_TABLES["golden"], None, inputs.golden)
+
+
+def _summed(parts: list[pl.DataFrame], mapped: dict[str, list[str]]) -> pl.DataFrame:
+    """The per-source counts of a stage (no source: no rows)."""
+    if parts:
+        return pl.concat(parts)
+    empty = pl.DataFrame(schema={"source_system": pl.String, **{a: pl.String for s in mapped.values() for a in s}})
+    return report.filled_counts(empty, mapped, per_source=True)
 
 
 def measure_quality(
@@ -106,15 +131,18 @@ def measure_quality(
     """Validate the stages with the suite and compute every quality_report row and golden score of the run."""
     schema = config.customer_schema
     today = run_at.astimezone(dt.UTC).date()
-    suite = run_suite(stage_batches(inputs), rule_expectations(schema, today), f"cmdm-{run_id}", docs_dir)
     mapped = attributes_by_source(config)
+    filled: dict[str, list[pl.DataFrame]] = {"standardised": [], "validated": []}
+    suite = run_suite(_batches(inputs, mapped, filled), rule_expectations(schema, today), f"cmdm-{run_id}", docs_dir)
+    standardised, validated = _summed(filled["standardised"], mapped), _summed(filled["validated"], mapped)
     scores = report.golden_quality_scores(inputs.golden, compile_rules(schema, today), mapped, run_id)
-    rows_read = inputs.standardised.group_by("source_system").agg(pl.len().alias("rows")).sort("source_system")
+    rows_read = standardised.select("source_system", pl.col("rows_evaluated").alias("rows")).sort("source_system")
     parts = [
         report.rule_rows(suite.counts),
-        report.completeness_rows(inputs.standardised, "standardised", mapped, per_source=True),
-        report.completeness_rows(inputs.validated, "validated", mapped, per_source=True),
-        report.completeness_rows(inputs.golden, "golden", mapped, per_source=False),
+        report.completeness_rows(standardised, "standardised", mapped, per_source=True),
+        report.completeness_rows(validated, "validated", mapped, per_source=True),
+        report.completeness_rows(report.filled_counts(inputs.golden, mapped, per_source=False), "golden", mapped,
+                                 per_source=False),
         report.quarantine_rows(rows_read, inputs.quarantined, list(schema.attributes)),
         report.duplicate_rows(inputs.xref),
         report.match_rows(inputs.clusters),

@@ -77,19 +77,26 @@ def rule_rows(counts: pl.DataFrame) -> pl.DataFrame:
     return _rows(rows.with_columns(pl.col("pass_rate").alias("value")), metric="rule")
 
 
+def filled_counts(frame: pl.DataFrame, attributes_by_source: dict[str, list[str]], per_source: bool) -> pl.DataFrame:
+    """Rows and rows holding a value of each mapped attribute (per source, or over the whole frame): what
+    :func:`completeness_rows` reports, counted a part at a time if need be."""
+    attributes = list(dict.fromkeys(a for mapped in attributes_by_source.values() for a in mapped))
+    counts = [pl.len().alias("rows_evaluated"), *[pl.col(a).is_not_null().sum().alias(a) for a in attributes]]
+    return frame.group_by("source_system", maintain_order=True).agg(counts) if per_source else frame.select(counts)
+
+
 def completeness_rows(
-    frame: pl.DataFrame, stage: str, attributes_by_source: dict[str, list[str]], per_source: bool
+    counts: pl.DataFrame, stage: str, attributes_by_source: dict[str, list[str]], per_source: bool
 ) -> pl.DataFrame:
-    """Share of rows with a value, per attribute; per source only for the attributes that source maps."""
+    """Share of rows with a value, per attribute (``counts``: :func:`filled_counts`, one row per source or
+    one in all); per source only for the attributes that source maps."""
     mapped = pl.DataFrame(
         [(s, a) for s, attributes in attributes_by_source.items() for a in attributes],
         schema={"source_system": pl.String, "attribute": pl.String}, orient="row",
     )
     attributes = list(dict.fromkeys(mapped["attribute"]))
-    counts = [pl.len().alias("rows_evaluated"), *[pl.col(a).is_not_null().sum().alias(a) for a in attributes]]
     keys = ["source_system"] if per_source else []
-    wide = frame.group_by(keys, maintain_order=True).agg(counts) if per_source else frame.select(counts)
-    filled = wide.unpivot(index=[*keys, "rows_evaluated"], on=attributes, variable_name="attribute", value_name="filled")
+    filled = counts.unpivot(index=[*keys, "rows_evaluated"], on=attributes, variable_name="attribute", value_name="filled")
     if per_source:
         filled = filled.join(mapped, on=["source_system", "attribute"], how="semi")
         filled = _with_all_sources(filled, ["attribute"], ["rows_evaluated", "filled"])

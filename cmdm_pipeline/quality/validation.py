@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ class Batch:
     stage: str
     table: str  # the warehouse table: the data asset's name in Data Docs
     source_system: str | None  # None: the whole table
-    frame: pl.DataFrame | pl.LazyFrame  # lazy: collected only when its turn comes, one batch at a time
+    frame: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,12 @@ class SuiteRun:
 
 
 def run_suite(
-    batches: list[Batch], expectations: list[RuleExpectation], run_name: str, docs_dir: Path | None = None
+    batches: Iterable[Batch], expectations: list[RuleExpectation], run_name: str, docs_dir: Path | None = None
 ) -> SuiteRun:
-    """Validate every batch with the suite; build Data Docs into ``docs_dir`` (a fresh folder) if given."""
+    """Validate every batch with the suite; build Data Docs into ``docs_dir`` (a fresh folder) if given.
+
+    ``batches`` is read once, a batch at a time: a generator may read each from the warehouse when its turn comes.
+    """
     started = time.perf_counter()
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -81,14 +85,14 @@ def run_suite(
     datasource = context.data_sources.add_pandas("cmdm_warehouse")
     suite = context.suites.add(build_suite(expectations))
     definitions = {}
-    for stage, table in dict.fromkeys((batch.stage, batch.table) for batch in batches):
-        batch_definition = datasource.add_dataframe_asset(table).add_batch_definition_whole_dataframe("whole table")
-        definitions[stage] = context.validation_definitions.add(
-            gx.ValidationDefinition(name=stage, data=batch_definition, suite=suite)
-        )
     by_rule = {spec.rule_id: spec for spec in expectations}
     rows: list[dict[str, Any]] = []
     for batch in batches:
+        if batch.stage not in definitions:
+            batch_definition = datasource.add_dataframe_asset(batch.table).add_batch_definition_whole_dataframe("whole table")
+            definitions[batch.stage] = context.validation_definitions.add(
+                gx.ValidationDefinition(name=batch.stage, data=batch_definition, suite=suite)
+            )
         with warnings.catch_warnings():
             # pandas warns about capture groups in a declared pattern; matching is unaffected.
             warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression")

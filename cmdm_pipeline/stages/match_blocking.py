@@ -31,7 +31,9 @@ DIALECT = "duckdb"
 #: Below this many pairs blocking is never bounded: scoring them takes seconds on one core.
 MIN_PAIR_BUDGET = 5_000_000
 FLAG = "__cmdm_unblocked_{rule}_{side}"
-log = logging.getLogger(__name__)
+#: Under the tree Dagster captures into the running step's log: the warning shows in the UI's run log and
+#: on the terminal as the step's own line, not as a bare line beside the run's.
+log = logging.getLogger("dagster.builtin.cmdm.blocking")
 
 
 def unqualified(expression: exp.Expr, rename: dict[str, str] | None = None) -> str:

@@ -19,6 +19,7 @@ from cmdm_pipeline.definitions import JOB_NAME, build_definitions
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.quality.expectations import SUITE_NAME
 from cmdm_pipeline.quality.measure import (
+    BySource,
     QualityInputs,
     golden_columns,
     measure_quality,
@@ -225,8 +226,8 @@ def test_attributes_no_rule_reads_stay_encrypted_and_the_report_is_the_same(proj
             return store.read(table, columns, presence_only=presence_only)
 
         return QualityInputs(
-            standardised=read("standardised_customers", record_columns(config)),
-            validated=read("validated_customers", record_columns(config)),
+            standardised=BySource.of(read("standardised_customers", record_columns(config))),
+            validated=BySource.of(read("validated_customers", record_columns(config))),
             quarantined=read("quarantined_records", ["source_system", "rules_broken"]),
             clusters=read("customer_clusters", ["source_system", "cluster"]),
             xref=read("customer_xref", ["source_system", "master_id"]),
@@ -234,7 +235,7 @@ def test_attributes_no_rule_reads_stay_encrypted_and_the_report_is_the_same(proj
         )
 
     lean_inputs = inputs(unread)
-    assert lean_inputs.validated.schema["email"] == pl.Boolean and lean_inputs.golden.schema["phone"] == pl.Boolean
+    assert lean_inputs.validated.read("crm").schema["email"] == pl.Boolean and lean_inputs.golden.schema["phone"] == pl.Boolean
     at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     lean, full = measure_quality(lean_inputs, config, "r", at), measure_quality(inputs([]), config, "r", at)
     assert lean.report.equals(full.report) and lean.scores.equals(full.scores)

@@ -37,11 +37,16 @@ def test_rule_rows_add_an_all_sources_row_and_keep_whole_table_batches() -> None
 def test_completeness_counts_only_what_each_source_maps() -> None:
     frame = pl.DataFrame({"source_system": ["crm", "crm", "shop", "shop"], "email": ["a", None, "b", "c"],
                           "phone": ["1", "2", None, None]})
-    rows = by(report.completeness_rows(frame, "validated", MAPPED, per_source=True), "source_system", "attribute")
+    rows = by(report.completeness_rows(report.filled_counts(frame, MAPPED, True), "validated", MAPPED, per_source=True), "source_system", "attribute")
     assert ("shop", "phone") not in rows  # the shop has no phone column: its emptiness is not a gap
     assert rows[("crm", "email")]["value"] == 0.5 and rows[("crm", "email")]["rows_failed"] == 1
     assert rows[(None, "email")]["value"] == 0.75 and rows[(None, "phone")]["rows_evaluated"] == 2
-    golden = by(report.completeness_rows(frame, "golden", MAPPED, per_source=False), "source_system", "attribute")
+    golden = by(report.completeness_rows(report.filled_counts(frame, MAPPED, False), "golden", MAPPED, per_source=False),
+                "source_system", "attribute")
+    # Counted a source at a time, the rows are those of the whole frame.
+    parted = pl.concat([report.filled_counts(part, MAPPED, True) for part in frame.partition_by("source_system")])
+    assert report.completeness_rows(parted, "validated", MAPPED, per_source=True).equals(
+        report.completeness_rows(report.filled_counts(frame, MAPPED, True), "validated", MAPPED, per_source=True))
     assert golden[(None, "phone")]["value"] == 0.5 and golden[(None, "phone")]["rows_evaluated"] == 4
 
 

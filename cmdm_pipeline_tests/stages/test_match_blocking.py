@@ -45,11 +45,16 @@ def test_the_budget_is_per_record_and_never_below_the_floor() -> None:
     assert pair_budget(10_000, 50) == match_blocking.MIN_PAIR_BUDGET
 
 
-def test_records_of_a_left_out_block_are_flagged_for_that_rule_only() -> None:
+def test_records_of_a_left_out_block_are_flagged_for_that_rule_only(caplog: pytest.LogCaptureFixture) -> None:
     frame = records((10, "ann", "smith", "s-"), (2, "bo", "lee", "shared"), (2, "cy", "ng", None))
     con = duckdb.connect()
     # smith: 45 pairs, lee: 1, ng: 1; e-mail "shared": 1.
-    bounded = bounded_blocking(frame, [NAME, EMAIL], 10, con)
+    with caplog.at_level("WARNING", logger="dagster.builtin.cmdm"):
+        bounded = bounded_blocking(frame, [NAME, EMAIL], 10, con)
+    # In the step's run log (Dagster captures this tree), with counts and the setting, never a value.
+    [warned] = [r for r in caplog.records if r.name.startswith("dagster.builtin.cmdm")]
+    assert warned.getMessage() == ("blocking: 1 blocks of more than 1 pairs each left out (45 of 48 pairs) to stay "
+                                   "within 10 pairs (matching.max_pairs_per_record)")
     assert bounded.report == {"pairs_blocked": 48, "pairs_left_out": 45, "blocks_left_out": 1, "block_pair_limit": 1}
     flag = FLAG.format(rule=0, side="l")
     assert bounded.features.filter(flag)["last_name"].unique().to_list() == ["smith"]
