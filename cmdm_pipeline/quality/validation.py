@@ -103,6 +103,7 @@ def run_suite(
                 run_id=RunIdentifier(run_name=f"{run_name}-{batch.source_system or 'all_sources'}"),
             )
         rows += _counts(result, batch, by_rule)
+        del batch, result  # the next batch is read meanwhile: without this, two are in memory
     docs_index = None
     if docs_dir is not None:
         context.build_data_docs(site_names=[SITE_NAME])
