@@ -241,12 +241,15 @@ def score_pairs(features: pl.DataFrame, model: dict[str, Any], matching: Matchin
         if side == 1:
             return _predictions_frame(linker.inference.predict(threshold_match_weight=kept), prior, engine)
         parts = []
-        # A pair's records fall in one chunk of ids each: the side x side chunks score every pair once.
-        for left, right in itertools.product(range(1, side + 1), repeat=2):
-            chunk = linker.inference.predict_chunk((left, side), (right, side), threshold_match_weight=kept,
-                                                   warning_mode="never")
-            parts.append(_predictions_frame(chunk, prior, engine))
-            chunk.drop_table_from_database_and_remove_from_cache()
+        # A chunk takes minutes at 10M records: the run shows how many of them are done.
+        with step(f"scoring {pairs:,} pairs in chunks of records", total=side * side) as advance:
+            # A pair's records fall in one chunk of ids each: the side x side chunks score every pair once.
+            for left, right in itertools.product(range(1, side + 1), repeat=2):
+                chunk = linker.inference.predict_chunk((left, side), (right, side), threshold_match_weight=kept,
+                                                       warning_mode="never")
+                parts.append(_predictions_frame(chunk, prior, engine))
+                chunk.drop_table_from_database_and_remove_from_cache()
+                advance(1)
         return pl.concat(parts)
 
 

@@ -283,7 +283,7 @@ def test_bounded_blocking_scores_fewer_pairs_and_still_those_other_rules_find(sm
     assert pair_f1(bounded.clusters, frame, truth) > 0.9
 
 
-def test_pairs_scored_in_chunks_are_those_scored_at_once(small, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_pairs_scored_in_chunks_are_those_scored_at_once(small, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     from cmdm_pipeline.stages import match_model
 
     frame, _, model = small
@@ -299,8 +299,11 @@ def test_pairs_scored_in_chunks_are_those_scored_at_once(small, monkeypatch) -> 
         return original(self, left_chunk, right_chunk, **kwargs)
 
     monkeypatch.setattr(inference.LinkerInference, "predict_chunk", counted)
-    in_chunks = _sorted_pairs(score_pairs(frame, model, MatchingConfig(), pairs=9_000))
+    with caplog.at_level("INFO", logger="dagster.builtin.cmdm.progress"):
+        in_chunks = _sorted_pairs(score_pairs(frame, model, MatchingConfig(), pairs=9_000))
     assert len(chunks) == 9 and at_once.height > 50
+    # The run log counts the chunks done.
+    assert any(r.getMessage().startswith("scoring 9,000 pairs in chunks of records: 9/9 done in ") for r in caplog.records)
     assert in_chunks.equals(at_once)
 
 
