@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from cmdm_pipeline.errors import ProtectionError
 from cmdm_pipeline.faults import crash_point
+from cmdm_pipeline.interrupts import interruptible
 from cmdm_pipeline.scratch import private_scratch
 from cmdm_pipeline.sql import quote_identifier, statement
 
@@ -155,7 +156,7 @@ class Warehouse:
         # A reader (BI, `cmdm report`) may not be allowed to write beside the warehouse: it spills to TMPDIR.
         root = None if read_only else self.path.parent
         with private_scratch("warehouse-spill", root, private_files=False) as spill:
-            con = duckdb.connect(str(self.path), read_only=read_only)
+            con = interruptible(duckdb.connect(str(self.path), read_only=read_only))
             con.execute("SET temp_directory = $dir", {"dir": str(spill)})
             # Timestamps are stored and returned in UTC whatever the machine's zone.
             con.execute("SET TimeZone = 'UTC'")
@@ -394,7 +395,7 @@ class Warehouse:
         through a cursor of its own, so the caller may write on ``con`` between batches; it sees ``name`` as last
         committed."""
         types = self._types(con, name)
-        cursor = con.cursor()
+        cursor = interruptible(con.cursor())
         try:
             cursor.execute("SET TimeZone = 'UTC'")  # a setting of the connection, not of the database
             # A batch's record ids are checked unique on their own as it is opened; across batches, here.

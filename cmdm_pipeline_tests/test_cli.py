@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from cmdm_pipeline.assets import standardise as standardise_asset
 from cmdm_pipeline.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, main
+from cmdm_pipeline.engines.duckdb import scratch_db
 from cmdm_pipeline_tests.conftest import GOOD_CSV
 
 
@@ -42,8 +45,23 @@ def test_failed_run_exits_1_with_the_reason(make_project, capsys: pytest.Capture
 
 
 def _interrupted_while(working: str):  # type: ignore[no-untyped-def]
-    """A standardise step that receives Ctrl-C, then goes on working in Python or in a DuckDB query."""
+    """A standardise step that receives Ctrl-C, then goes on working in Python or in a DuckDB query; or that
+    receives it while a long query of Splink's scratch database runs."""
     def standardise_table(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if working == "a long query":
+            with scratch_db("1GB") as api:
+                con = api.duckdb_con
+                # Each key's 3,000 rows joined with each other: tasks so long that DuckDB, left alone, looks
+                # for the signal only when the query ends, after about a minute (measured on 2 cores).
+                con.execute("CREATE TABLE t AS SELECT range AS a, range % 1000 AS b FROM range(3000000)")
+                threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+                started = time.perf_counter()
+                try:
+                    con.sql("SELECT count(*) FROM t AS x JOIN t AS y USING (b) WHERE x.a < y.a").fetchall()
+                except BaseException:
+                    assert time.perf_counter() - started < 15, "the interrupt waited for the query to end"
+                    raise
+                raise AssertionError("the query ran to its end")
         os.kill(os.getpid(), signal.SIGINT)
         if working == "duckdb":  # DuckDB sees the signal and ends the query with its own error
             duckdb.sql("SELECT sum(hash(i)) FROM range(10000000000) t(i)").fetchall()
@@ -62,7 +80,7 @@ def test_an_interrupted_run_exits_130_and_keeps_the_previous_tables(make_project
     with duckdb.connect(str(config.warehouse_path), read_only=True) as con:
         before = con.sql("SELECT * FROM run_reconciliation").pl()
     capsys.readouterr()
-    for working in ("python", "duckdb"):
+    for working in ("python", "duckdb", "a long query"):
         monkeypatch.setattr(standardise_asset, "standardise_table", _interrupted_while(working))
         assert main(argv) == EXIT_INTERRUPTED, working
         err = capsys.readouterr().err

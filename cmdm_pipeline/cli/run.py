@@ -43,6 +43,7 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     from cmdm_pipeline.assets.reconcile import ACCEPT_SHRINK_TAG
     from cmdm_pipeline.console import library_logs_to_run_log
+    from cmdm_pipeline.interrupts import queries_stop_on_signal
     from cmdm_pipeline.progress import shown_on_terminal
     from cmdm_pipeline.run_lock import WarehouseBusyError, run_lock
 
@@ -50,7 +51,7 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     run_id = str(uuid.uuid4())  # Dagster's own form of run id, chosen here so the lock can name it
     try:
         with run_lock(config.warehouse_path, run_id), _instance(dg, config.base_dir) as instance, \
-                library_logs_to_run_log(), shown_on_terminal(quiet):
+                library_logs_to_run_log(), shown_on_terminal(quiet), queries_stop_on_signal():
             result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
                                             tags=tags, run_id=run_id)
     except WarehouseBusyError as exc:
@@ -80,17 +81,23 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
 
 def _interrupted(result) -> bool:
     """Whether Ctrl-C (or SIGTERM) ended the run. Dagster turns it into a failed step; a DuckDB query running
-    then turns it into its own error, "Query interrupted", and the interrupt's type is lost."""
+    then turns it into its own error ("Query interrupted", or "Interrupted!" when :mod:`cmdm_pipeline.interrupts`
+    stopped it), and the interrupt's type is lost."""
     from dagster._core.execution.plan.objects import ErrorSource
 
     from cmdm_pipeline.console import root_cause
 
     return any(
         event.step_failure_data.error_source == ErrorSource.INTERRUPT
-        or root_cause(event.step_failure_data.error) == "RuntimeError: Query interrupted"
+        or _interrupted_query(root_cause(event.step_failure_data.error))
         for event in result.all_events
         if event.is_step_failure and event.step_failure_data is not None
     )
+
+
+def _interrupted_query(cause: str) -> bool:
+    # DuckDB's exception classes print with their module, which moved between releases (duckdb, _duckdb).
+    return cause == "RuntimeError: Query interrupted" or cause.endswith("InterruptException: INTERRUPT Error: Interrupted!")
 
 
 def _failed_check(error) -> bool:

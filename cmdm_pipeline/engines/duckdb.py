@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from cmdm_pipeline.faults import crash_point
+from cmdm_pipeline.interrupts import interruptible
 from cmdm_pipeline.scratch import private_scratch
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def scratch_db(memory_limit: str) -> Iterator[DuckDBAPI]:
     from splink import DuckDBAPI
 
     with private_scratch("splink") as folder:
-        con = duckdb.connect(str(folder / "splink.duckdb"))
+        con = interruptible(duckdb.connect(str(folder / "splink.duckdb")))
         try:
             con.execute("SET temp_directory = $dir", {"dir": str(folder / "spill")})
             con.execute("SET preserve_insertion_order = false")
