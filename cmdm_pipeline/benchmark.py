@@ -286,7 +286,6 @@ def run_pipeline(config: ProjectConfig, max_rss_gb: float | None = None) -> Pipe
     import dagster as dg
 
     from cmdm_pipeline.definitions import JOB_NAME, build_definitions
-    from cmdm_pipeline.interrupts import queries_stop_on_signal
 
     job = build_definitions(config).resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.ephemeral(settings={"telemetry": {"enabled": False}})
@@ -294,7 +293,7 @@ def run_pipeline(config: ProjectConfig, max_rss_gb: float | None = None) -> Pipe
     limit = int(max_rss_gb * 1e9) if max_rss_gb else None
     sampler = RssSampler(limit)
     try:  # around the sampler too: its interrupt may come while it starts or stops
-        with sampler, queries_stop_on_signal():  # the sampler's interrupt stops a query too
+        with sampler:
             job.execute_in_process(
                 instance=instance,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

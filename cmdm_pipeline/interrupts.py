@@ -5,7 +5,8 @@ between the tasks the calling thread runs itself. One task can last many minutes
 blocks: scoring at 10M records), and Ctrl-C went unanswered all that time. Python's C-level handler writes the
 signal's number to the wakeup file descriptor at once (``signal.set_wakeup_fd``), so a thread waiting on it
 interrupts every DuckDB connection the pipeline holds open: the query ends with DuckDB's ``InterruptException``
-and the ``KeyboardInterrupt`` follows as before.
+and the ``KeyboardInterrupt`` follows as before. The warehouse resource keeps this active for the whole run,
+wherever it was started: ``cmdm run``, the Dagster UI (whose Terminate sends the run a SIGINT), a schedule.
 """
 
 from __future__ import annotations

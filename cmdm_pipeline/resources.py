@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.interrupts import queries_stop_on_signal
 from cmdm_pipeline.protect.keys.at_rest import open_warehouse
 from cmdm_pipeline.run_lock import run_lock
 from cmdm_pipeline.warehouse import Warehouse
@@ -23,8 +24,10 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[WarehouseResource]:
         """Hold the warehouse's run lock for the whole run (in-process: the resource lives as long as the run),
-        so a second run, from the command line or the UI, is refused at once."""
-        with run_lock(Path(self.path), context.run.run_id if context.run else "without a run id"):
+        so a second run, from the command line or the UI, is refused at once. Meanwhile Ctrl-C, or the UI's
+        Terminate (Dagster sends the run a SIGINT), stops a running DuckDB query at once."""
+        with run_lock(Path(self.path), context.run.run_id if context.run else "without a run id"), \
+                queries_stop_on_signal():
             yield self
 
     def get(self, config: ProjectConfig) -> Warehouse:

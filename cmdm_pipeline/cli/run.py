@@ -43,7 +43,6 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
     from cmdm_pipeline.assets.reconcile import ACCEPT_SHRINK_TAG
     from cmdm_pipeline.console import library_logs_to_run_log
-    from cmdm_pipeline.interrupts import queries_stop_on_signal
     from cmdm_pipeline.progress import shown_on_terminal
     from cmdm_pipeline.run_lock import WarehouseBusyError, run_lock
 
@@ -51,7 +50,7 @@ def run(config_path: str | None, quiet: bool = False, accept_shrink: list[str] |
     run_id = str(uuid.uuid4())  # Dagster's own form of run id, chosen here so the lock can name it
     try:
         with run_lock(config.warehouse_path, run_id), _instance(dg, config.base_dir) as instance, \
-                library_logs_to_run_log(), shown_on_terminal(quiet), queries_stop_on_signal():
+                library_logs_to_run_log(), shown_on_terminal(quiet):
             result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
                                             tags=tags, run_id=run_id)
     except WarehouseBusyError as exc:
