@@ -16,6 +16,7 @@ import sqlglot
 from sqlglot import exp
 
 from cmdm_pipeline.config import ProjectConfig
+from cmdm_pipeline.progress import step
 from cmdm_pipeline.quality import report
 from cmdm_pipeline.quality.expectations import rule_expectations
 from cmdm_pipeline.quality.validation import Batch, SuiteRun, run_suite
@@ -107,14 +108,18 @@ def attributes_by_source(config: ProjectConfig) -> dict[str, list[str]]:
 def _batches(inputs: QualityInputs, mapped: dict[str, list[str]], filled: dict[str, list[pl.DataFrame]]) -> Iterator[Batch]:
     """The suite's batches: each source of the record stages, read as its turn comes (its completeness counted into
     ``filled`` on the way, so it is read once), then the golden records whole."""
-    for stage in ("standardised", "validated"):
-        records: BySource = getattr(inputs, stage)
-        for source in records.sources:
-            frame = records.read(source)
-            filled[stage].append(report.filled_counts(frame, mapped, per_source=True))
-            yield Batch(stage, STAGE_TABLES[stage], source, frame)
-            del frame  # before the next source is read
-    yield Batch("golden", STAGE_TABLES["golden"], None, inputs.golden)
+    total = len(inputs.standardised.sources) + len(inputs.validated.sources) + 1
+    with step("quality: the rules' suite over each stage and source", total=total) as advance:
+        for stage in ("standardised", "validated"):
+            records: BySource = getattr(inputs, stage)
+            for source in records.sources:
+                frame = records.read(source)
+                filled[stage].append(report.filled_counts(frame, mapped, per_source=True))
+                yield Batch(stage, STAGE_TABLES[stage], source, frame)
+                del frame  # before the next source is read
+                advance(1)
+        yield Batch("golden", STAGE_TABLES["golden"], None, inputs.golden)
+        advance(1)
 
 
 def _summed(parts: list[pl.DataFrame], mapped: dict[str, list[str]]) -> pl.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def test_every_asset_reports_counts_in_its_metadata(project) -> None:  # type: i
     assert found["golden_quality_scores"]["mean_quality_score"] == pytest.approx(found["quality_report"]["mean_quality_score"], abs=1e-4)
 
 
-def test_attributes_no_rule_reads_stay_encrypted_and_the_report_is_the_same(project) -> None:  # type: ignore[no-untyped-def]
+def test_attributes_no_rule_reads_stay_encrypted_and_the_report_is_the_same(project, caplog) -> None:  # type: ignore[no-untyped-def]
     root, _, _ = project
     config = load_config(root / "cmdm.yaml")
     store = open_warehouse(config)
@@ -237,5 +238,10 @@ def test_attributes_no_rule_reads_stay_encrypted_and_the_report_is_the_same(proj
     lean_inputs = inputs(unread)
     assert lean_inputs.validated.read("crm").schema["email"] == pl.Boolean and lean_inputs.golden.schema["phone"] == pl.Boolean
     at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    lean, full = measure_quality(lean_inputs, config, "r", at), measure_quality(inputs([]), config, "r", at)
+    with caplog.at_level(logging.INFO, logger="dagster.builtin.cmdm.progress"):
+        lean = measure_quality(lean_inputs, config, "r", at)
+    full = measure_quality(inputs([]), config, "r", at)
     assert lean.report.equals(full.report) and lean.scores.equals(full.scores)
+    # Progress: a batch per source of each record stage, then the golden records.
+    batches = len(lean_inputs.standardised.sources) + len(lean_inputs.validated.sources) + 1
+    assert batches == 11 and f"quality: the rules' suite over each stage and source: {batches}/{batches} done in" in caplog.text
